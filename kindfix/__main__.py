@@ -1,0 +1,3 @@
+from kindfix.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""The `Node` seam: every helper that touches a node is written over this protocol.
+
+Modelled on kind's `nodes.Node` (kubernetes-sigs/kind pkg/cluster/nodes/types.go): a node is
+something you can exec in. Files are read in one batched exec and written atomically
+(temp file + rename), both through plain `docker exec` so they work where the node IPs are not
+reachable from the host (Docker Desktop on macOS).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from kindfix.errors import CommandError, KindfixError
+from kindfix.runtime import ExecResult, Runtime
+
+# Reads every path given as an argument; for each prints a header line
+# "@@kindfix <ok|missing|unreadable> <index>" followed, when ok, by one line of base64.
+# A fixed script: paths travel as argv, never interpolated into shell text.
+_READ_FILES_SCRIPT = r"""
+i=0
+for p in "$@"; do
+  if [ -f "$p" ] && [ -r "$p" ]; then
+    printf '@@kindfix ok %d\n' "$i"; base64 -w0 < "$p"; printf '\n'
+  elif [ -e "$p" ]; then
+    printf '@@kindfix unreadable %d\n' "$i"
+  else
+    printf '@@kindfix missing %d\n' "$i"
+  fi
+  i=$((i+1))
+done
+"""
+
+# Writes stdin to a temp file next to the target, sets the mode, then renames over it.
+_WRITE_FILE_SCRIPT = r"""
+set -e
+p="$1"; mode="$2"
+d=$(dirname "$p")
+mkdir -p "$d"
+t=$(mktemp "$d/.kindfix.XXXXXX")
+cat > "$t"
+chmod "$mode" "$t"
+mv -f "$t" "$p"
+"""
+
+
+class Node(Protocol):
+    """A kind node (or load balancer) that kindfix can exec in."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    def exec(
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = None
+    ) -> ExecResult: ...
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Content of each path, None where the file does not exist. One exec for all."""
+
+    def read_file(self, path: str) -> bytes | None: ...
+
+    def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        """Atomic write: temp file in the same directory, then rename."""
+
+
+def run(node: Node, argv: Sequence[str], stdin: bytes | None = None,
+        timeout: float | None = None) -> ExecResult:
+    """exec that raises CommandError on a non-zero exit."""
+    result = node.exec(argv, stdin=stdin, timeout=timeout)
+    if not result.ok:
+        raise CommandError(argv, result.exit_code, result.stdout, result.stderr, where=node.name)
+    return result
+
+
+def parse_read_files_output(paths: Sequence[str], output: bytes) -> dict[str, bytes | None]:
+    """Pure parser for the batched read script's output."""
+    found: dict[str, bytes | None] = dict.fromkeys(paths)
+    lines = output.split(b"\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.startswith(b"@@kindfix "):
+            continue
+        _, status, index = line.decode().split(" ")
+        path = paths[int(index)]
+        if status == "ok":
+            found[path] = base64.b64decode(lines[i]) if i < len(lines) else b""
+            i += 1
+        elif status == "unreadable":
+            raise KindfixError(f"{path} exists but cannot be read", hint="check its permissions")
+    return found
+
+
+class ContainerNode:
+    """A node backed by a container of the runtime."""
+
+    def __init__(self, runtime: Runtime, name: str, role: str) -> None:
+        self._runtime = runtime
+        self._name = name
+        self._role = role
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    def __repr__(self) -> str:
+        return f"ContainerNode({self._name!r}, {self._role!r})"
+
+    def exec(
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = None
+    ) -> ExecResult:
+        return self._runtime.exec(self._name, argv, stdin=stdin, timeout=timeout)
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        if not paths:
+            return {}
+        argv = ["sh", "-c", _READ_FILES_SCRIPT, "kindfix-read", *paths]
+        result = run(self, argv)
+        return parse_read_files_output(paths, result.stdout)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.read_files([path])[path]
+
+    def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        run(self, ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", path, f"{mode:o}"],
+            stdin=content)
+
+
+def node_map(nodes: Sequence[Node]) -> Mapping[str, Node]:
+    return {n.name: n for n in nodes}
