@@ -1,0 +1,169 @@
+"""The command line: registers commands, turns options into one core call, renders the result.
+
+Errors are handled once, here: a KindfixError prints one line (and a hint) and exits 1; anything
+else is a bug: exit 3, traceback with -v.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kindfix import __version__, api, errors, render
+from kindfix.audit import AuditReport
+from kindfix.discovery import Cluster, default_cluster_name
+from kindfix.runtime import Runtime
+
+OUTPUT = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]),
+                      default="table", show_default=True, help="Output format.")
+
+
+def name_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--name", "-n", default=default_cluster_name, show_default="kind",
+                        help="Cluster name (default: $KIND_CLUSTER_NAME or kind).")(f)
+
+
+class Context:
+    def __init__(self, runtime_factory: Callable[[], Runtime] | None = None,
+                 verbose: bool = False) -> None:
+        self._factory = runtime_factory
+        self._runtime: Runtime | None = None
+        self.verbose = verbose
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            if self._factory is None:
+                from kindfix.docker_runtime import DockerRuntime
+                self._factory = DockerRuntime
+            self._runtime = self._factory()
+        return self._runtime
+
+
+def emit(fmt: str, data: Any, as_table: Callable[[], str]) -> None:
+    if fmt == "json":
+        click.echo(render.as_json(data))
+    elif fmt == "yaml":
+        click.echo(render.as_yaml(data), nl=False)
+    else:
+        click.echo(as_table())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(__version__, prog_name="kindfix")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Repair kind clusters broken by Docker re-assigning node IP addresses."""
+    if ctx.obj is None:
+        ctx.obj = Context()
+    ctx.obj.verbose = verbose
+
+
+@cli.command()
+@OUTPUT
+@click.pass_obj
+def clusters(obj: Context, fmt: str) -> None:
+    """List kind clusters (like `kind get clusters`)."""
+    names = api.clusters(obj.runtime)
+    emit(fmt, {"clusters": names}, lambda: "\n".join(names) or "No kind clusters found.")
+
+
+def _cluster_table(cluster: Cluster) -> str:
+    rows = [(n.name, n.role, n.state, n.ipv4 or "-", n.ipv6 or "-",
+             ",".join(ip for ip in (n.pinned_ipv4, n.pinned_ipv6) if ip) or "-")
+            for n in cluster.nodes]
+    head = f"cluster {cluster.name} on network {cluster.network}"
+    return head + "\n" + render.table(("node", "role", "state", "ipv4", "ipv6", "pinned"), rows)
+
+
+@cli.command()
+@name_option
+@OUTPUT
+@click.pass_obj
+def nodes(obj: Context, name: str, fmt: str) -> None:
+    """Show a cluster's nodes: role, state, current IPs, pinned IPs."""
+    cluster = api.nodes(obj.runtime, name)
+    emit(fmt, cluster, lambda: _cluster_table(cluster))
+
+
+def _audit_table(report: AuditReport) -> str:
+    out = []
+    for n in report.nodes:
+        ips = ", ".join(ip for ip in (n.ipv4, n.ipv6) if ip) or "no address"
+        out.append(f"\n{n.name} ({n.role}, {n.state}, {ips}; kind image {n.generation})")
+        rows = [(f.component, f.source.rsplit("/", 1)[-1], f.advertised, f.actual, f.status)
+                for f in report.findings if f.node == n.name]
+        if rows:
+            out.append(render.table(("component", "source", "advertised", "actual", "status"),
+                                    rows))
+    out.append("\nDiagnosis:")
+    out += [f"  - {line}" for line in report.diagnosis]
+    return "\n".join(out).lstrip("\n")
+
+
+@cli.command()
+@name_option
+@click.option("--from-dump", type=click.Path(path_type=Path, file_okay=False),
+              help="Audit a dump written by `kindfix collect` instead of a live cluster.")
+@OUTPUT
+@click.pass_obj
+def audit(obj: Context, name: str, from_dump: Path | None, fmt: str) -> None:
+    """Show every address each component advertises against the nodes' real IPs.
+
+    Exit 0 when everything is consistent, 4 when stale addresses are found, 1 on errors.
+    """
+    report = api.audit_dump(from_dump) if from_dump else api.audit_live(obj.runtime, name)
+    data = render.to_data(report)
+    data["consistent"] = report.consistent
+    emit(fmt, data, lambda: _audit_table(report))
+    if not report.consistent:
+        sys.exit(errors.EXIT_FINDINGS)
+
+
+@cli.command()
+@name_option
+@click.option("--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the dump to.")
+@click.pass_obj
+def collect(obj: Context, name: str, output: Path) -> None:
+    """Save everything audit reads (secrets redacted) for a bug report or offline audit."""
+    path = api.collect(obj.runtime, name, output)
+    click.echo(f"dump of cluster {name} written to {path}")
+    click.echo(f"audit it offline with: kindfix audit --from-dump {path}")
+
+
+def main(argv: list[str] | None = None, obj: Context | None = None) -> None:
+    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or "--verbose" in (
+        argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, obj=obj, standalone_mode=False, prog_name="kindfix")
+    except errors.KindfixError as e:
+        click.echo(f"kindfix: error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"  hint: {e.hint}", err=True)
+        sys.exit(errors.EXIT_ERROR)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(errors.EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(errors.EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # a bug: say so, keep the details for -v
+        click.echo(f"kindfix: internal error: {type(e).__name__}: {e}", err=True)
+        if verbose:
+            traceback.print_exc()
+        else:
+            click.echo("  hint: rerun with -v for the traceback and report it", err=True)
+        sys.exit(errors.EXIT_BUG)
+    sys.exit(errors.EXIT_OK)

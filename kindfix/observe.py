@@ -1,0 +1,74 @@
+"""Gathers, per node, the raw text audit needs: files in one batched exec, probes beside it.
+
+A `NodeSnapshot` is exactly what a dump stores, so audit runs the same on a live cluster and on
+`--from-dump`. Nodes are read concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from kindfix import probes
+from kindfix.discovery import Cluster, ClusterNode
+from kindfix.node import Node
+from kindfix.patches import CONTROL_PLANE, Patches, load_patches
+from kindfix.runtime import ExecResult
+
+Argv = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    name: str
+    role: str
+    files: Mapping[str, bytes | None]
+    commands: Mapping[Argv, ExecResult] = field(default_factory=dict)
+
+    def file(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def output(self, argv: Sequence[str]) -> ExecResult | None:
+        return self.commands.get(tuple(argv))
+
+
+def probes_for(role: str) -> tuple[Argv, ...]:
+    if role == CONTROL_PLANE:
+        return (probes.ETCD_PROBE, probes.CRICTL_PS)
+    return ()
+
+
+def snapshot_node(node: Node, patches: Patches, pool: ThreadPoolExecutor | None = None
+                  ) -> NodeSnapshot:
+    """Files in one exec, each probe in one exec, all at once when a pool is given."""
+    paths = patches.files_for(node.role)
+    wanted = probes_for(node.role)
+    if pool is None:
+        files = node.read_files(paths)
+        commands = {argv: node.exec(argv) for argv in wanted}
+    else:
+        files_f = pool.submit(node.read_files, paths)
+        cmd_f = {argv: pool.submit(node.exec, argv) for argv in wanted}
+        files = files_f.result()
+        commands = {argv: f.result() for argv, f in cmd_f.items()}
+    return NodeSnapshot(node.name, node.role, files, commands)
+
+
+def snapshot_cluster(
+    cluster: Cluster,
+    make_node: Callable[[ClusterNode], Node],
+    patches: Patches | None = None,
+) -> dict[str, NodeSnapshot]:
+    """Snapshots of every running node, read concurrently."""
+    patches = patches or load_patches()
+    running = [n for n in cluster.nodes if n.running]
+    if not running:
+        return {}
+    workers = min(32, 3 * len(running))
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            ThreadPoolExecutor(max_workers=min(16, len(running))) as outer:
+        futures = {
+            n.name: outer.submit(snapshot_node, make_node(n), patches, pool) for n in running
+        }
+        return {name: f.result() for name, f in futures.items()}

@@ -1,0 +1,260 @@
+"""A tiny path language over round-tripped YAML (and two non-YAML config formats).
+
+The paths in patches/addresses.yaml point at one scalar each (or several, with `[*]`):
+
+    spec.containers[name=etcd].command[flag=--initial-cluster]
+    [kind=InitConfiguration].localAPIEndpoint.advertiseAddress      (multi-document file)
+    KUBELET_KUBEADM_ARGS[flag=--node-ip]                             (kubeadm-flags.env)
+
+Documents are edited in place with ruamel.yaml's round-trip mode, so comments, quoting and layout
+survive; only the addressed scalars change.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from kindfix.errors import KindfixError
+
+_SEGMENT = re.compile(r"\[(?P<sel>[^\]]*)\]|(?P<key>(?:\\.|[^.\[\\])+)")
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str | None = None  # mapping key
+    field: str | None = None  # [field=value] selector, or "flag" / "*"
+    value: str | None = None
+
+
+def parse_path(path: str) -> tuple[Segment, ...]:
+    segments: list[Segment] = []
+    pos = 0
+    while pos < len(path):
+        if path[pos] == ".":
+            pos += 1
+            continue
+        m = _SEGMENT.match(path, pos)
+        if not m:
+            raise ValueError(f"bad path {path!r} at {pos}")
+        pos = m.end()
+        if m.group("key") is not None:
+            segments.append(Segment(key=re.sub(r"\\(.)", r"\1", m.group("key"))))
+        elif m.group("sel") == "*":
+            segments.append(Segment(field="*"))
+        else:
+            field, _, value = m.group("sel").partition("=")
+            segments.append(Segment(field=field, value=value))
+    return tuple(segments)
+
+
+@dataclass
+class Ref:
+    """One addressed scalar: read it with `get`, change it with `set`."""
+
+    get: Callable[[], str]
+    set: Callable[[str], None]
+
+
+def _flag_ref(items: Any, index: int, flag: str) -> Ref:
+    prefix = flag + "="
+
+    def setter(v: str) -> None:
+        items[index] = prefix + v
+
+    return Ref(lambda: str(items[index])[len(prefix):], setter)
+
+
+def _key_ref(mapping: Any, key: str) -> Ref:
+    def setter(v: str) -> None:
+        old = mapping[key]
+        # keep the original quoting style of the scalar
+        mapping[key] = type(old)(v) if isinstance(old, str) and type(old) is not str else v
+
+    return Ref(lambda: str(mapping[key]), setter)
+
+
+def _walk(node: Any, segments: tuple[Segment, ...]) -> Iterator[Ref]:
+    seg, rest = segments[0], segments[1:]
+    if seg.key is not None:
+        if not isinstance(node, dict) or seg.key not in node:
+            return
+        if not rest:
+            if node[seg.key] is not None and not isinstance(node[seg.key], (dict, list)):
+                yield _key_ref(node, seg.key)
+            return
+        yield from _walk(node[seg.key], rest)
+        return
+    if not isinstance(node, list):
+        return
+    for i, item in enumerate(node):
+        if seg.field == "*":
+            matched = True
+        elif seg.field == "flag":
+            matched = isinstance(item, str) and item.startswith(f"{seg.value}=")
+            if matched and not rest:
+                yield _flag_ref(node, i, str(seg.value))
+            continue
+        else:
+            matched = isinstance(item, dict) and str(item.get(seg.field)) == seg.value
+        if matched:
+            if rest:
+                yield from _walk(item, rest)
+            elif not isinstance(item, (dict, list)):
+                yield Ref(lambda i=i: str(node[i]), lambda v, i=i: node.__setitem__(i, v))
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    # Go's YAML writes `creationTimestamp: null`; ruamel would drop the `null`.
+    y.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return y
+
+
+class Document(Protocol):
+    def find(self, path: str) -> list[Ref]: ...
+
+    def dump(self) -> bytes: ...
+
+
+class YamlDocument:
+    """One YAML document (a static pod manifest or a kubeconfig)."""
+
+    def __init__(self, text: bytes, source: str) -> None:
+        self._yaml = _yaml()
+        try:
+            self._data = self._yaml.load(text.decode())
+        except (YAMLError, UnicodeDecodeError) as e:
+            raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
+                               hint="restore it from a backup or `kindfix rollback`") from e
+        if not isinstance(self._data, dict):
+            raise KindfixError(f"{source} is not a YAML mapping",
+                               hint="restore it from a backup or `kindfix rollback`")
+
+    @property
+    def data(self) -> Any:
+        return self._data
+
+    def find(self, path: str) -> list[Ref]:
+        return list(_walk(self._data, parse_path(path)))
+
+    def dump(self) -> bytes:
+        out = io.StringIO()
+        self._yaml.dump(self._data, out)
+        return out.getvalue().encode()
+
+
+class MultiYamlDocument:
+    """A multi-document YAML file whose documents are selected by `[kind=X]`."""
+
+    def __init__(self, text: bytes, source: str) -> None:
+        self._yaml = _yaml()
+        try:
+            self._docs = list(self._yaml.load_all(text.decode()))
+        except (YAMLError, UnicodeDecodeError) as e:
+            raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
+                               hint="restore it from a backup or `kindfix rollback`") from e
+
+    @property
+    def docs(self) -> list[Any]:
+        return self._docs
+
+    def find(self, path: str) -> list[Ref]:
+        return list(_walk(self._docs, parse_path(path)))
+
+    def dump(self) -> bytes:
+        out = io.StringIO()
+        self._yaml.dump_all(self._docs, out)
+        return out.getvalue().encode()
+
+
+_ENV_LINE = re.compile(r'^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<q>"?)(?P<value>.*)(?P=q)$')
+
+
+class EnvFlagDocument:
+    """kubeadm-flags.env: `NAME="--flag=value --other=value"` lines (kubeadm writes one)."""
+
+    def __init__(self, text: bytes, source: str) -> None:
+        self._lines = text.decode(errors="replace").split("\n")
+        self._source = source
+
+    def find(self, path: str) -> list[Ref]:
+        segments = parse_path(path)
+        if len(segments) != 2 or segments[1].field != "flag":
+            raise ValueError(f"env-flag path must be NAME[flag=--x], got {path!r}")
+        name, flag = segments[0].key, str(segments[1].value)
+        refs = []
+        for lineno, line in enumerate(self._lines):
+            m = _ENV_LINE.match(line)
+            if not m or m.group("name") != name:
+                continue
+            args = shlex.split(m.group("value"))
+            for i, arg in enumerate(args):
+                if arg.startswith(flag + "="):
+                    refs.append(self._ref(lineno, i, flag))
+        return refs
+
+    def _ref(self, lineno: int, index: int, flag: str) -> Ref:
+        def parts() -> tuple[re.Match[str], list[str]]:
+            m = _ENV_LINE.match(self._lines[lineno])
+            assert m is not None
+            return m, shlex.split(m.group("value"))
+
+        def getter() -> str:
+            return parts()[1][index][len(flag) + 1:]
+
+        def setter(v: str) -> None:
+            m, args = parts()
+            args[index] = f"{flag}={v}"
+            self._lines[lineno] = f'{m.group("name")}={m.group("q")}{" ".join(args)}{m.group("q")}'
+
+        return Ref(getter, setter)
+
+    def dump(self) -> bytes:
+        return "\n".join(self._lines).encode()
+
+
+class TextDocument:
+    """A file that is one value, such as /kind/old-ipv4 (kind writes it without a newline)."""
+
+    def __init__(self, text: bytes, source: str) -> None:
+        self._text = text.decode(errors="replace")
+
+    def find(self, path: str) -> list[Ref]:
+        stripped = self._text.strip()
+        if not stripped:
+            return []
+
+        def setter(v: str) -> None:
+            self._text = self._text.replace(stripped, v, 1)
+
+        return [Ref(lambda: self._text.strip(), setter)]
+
+    def dump(self) -> bytes:
+        return self._text.encode()
+
+
+PARSERS: dict[str, Callable[[bytes, str], Document]] = {
+    "yaml": YamlDocument,
+    "yaml-multi": MultiYamlDocument,
+    "env-flag": EnvFlagDocument,
+    "text": TextDocument,
+}
+
+
+def parse_document(fmt: str, text: bytes, source: str) -> Document:
+    try:
+        return PARSERS[fmt](text, source)
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}") from None
