@@ -1,0 +1,369 @@
+"""`Runtime` over the Docker SDK's low-level API (also Podman's Docker-compatible socket).
+
+Thread-safe: the SDK client is created once under a lock and its connection pool is sized for
+an audit that execs into every node at once; each exec owns its own hijacked socket.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shlex
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import docker
+import docker.errors
+import docker.tls
+import requests.exceptions
+
+from kindfix.dockerhost import EngineEndpoint, resolve_endpoint
+from kindfix.errors import KindfixError
+from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
+
+# An exec without an explicit timeout is still bounded (a hung node must not hang kindfix).
+DEFAULT_EXEC_TIMEOUT = 300.0
+# Audit execs into every node concurrently; the SDK's default pool of 10 would churn sockets.
+_POOL_SIZE = 64
+_CHUNK = 65536
+_FRAME_HEADER = struct.Struct(">BxxxL")
+# After the output stream ends the engine may report the exec as running for a moment.
+_INSPECT_POLLS = 100
+_INSPECT_POLL_INTERVAL = 0.01
+
+
+class FrameDemuxer:
+    """Splits Docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size BE)."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        while len(self._pending) >= _FRAME_HEADER.size:
+            stream, size = _FRAME_HEADER.unpack_from(self._pending)
+            end = _FRAME_HEADER.size + size
+            if len(self._pending) < end:
+                return
+            payload = self._pending[_FRAME_HEADER.size : end]
+            # 0 (stdin echo) and 1 are output; 2 is stderr, 3 the engine's own error stream.
+            (self.stdout if stream in (0, 1) else self.stderr).extend(payload)
+            del self._pending[:end]
+
+    @property
+    def truncated(self) -> bool:
+        """True when the stream ended inside a frame."""
+        return bool(self._pending)
+
+
+class DockerRuntime:
+    """The real `Runtime`. `client` is a docker.APIClient (tests pass a fake)."""
+
+    def __init__(self, endpoint: EngineEndpoint | None = None, client: Any | None = None) -> None:
+        self._endpoint = endpoint
+        self._client = client
+        self._lock = threading.Lock()
+        provider = endpoint.provider if endpoint is not None else None
+        if provider is None and client is None:
+            provider = self.endpoint.provider
+        self.name: str = provider or "docker"
+
+    @property
+    def endpoint(self) -> EngineEndpoint:
+        if self._endpoint is None:
+            self._endpoint = resolve_endpoint(os.environ)
+        return self._endpoint
+
+    def _where(self) -> str:
+        if self._endpoint is None:
+            return "the configured engine"
+        return f"{self._endpoint.base_url} ({self._endpoint.source})"
+
+    def _unreachable(self, err: Exception) -> KindfixError:
+        what = "Podman" if self.name == "podman" else "Docker"
+        hint = (
+            "start it with `systemctl --user start podman.socket`, or set DOCKER_HOST"
+            if self.name == "podman"
+            else "start Docker Desktop / `sudo systemctl start docker`, or set DOCKER_HOST"
+        )
+        return KindfixError(
+            f"Cannot reach the {what} engine at {self._where()}; is {what} running? ({err})",
+            hint=hint,
+        )
+
+    def _api(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                ep = self.endpoint
+                try:
+                    self._client = docker.APIClient(
+                        base_url=ep.base_url,
+                        version="auto",  # the SDK default (1.45) is too new for dockerd 20.10
+                        tls=_tls_config(ep),
+                        max_pool_size=_POOL_SIZE,
+                    )
+                except docker.errors.DockerException as err:
+                    raise self._unreachable(err) from err
+            return self._client
+
+    @contextmanager
+    def _errors(self, action: str, kind: str, name: str) -> Iterator[None]:
+        """Turns SDK failures into one KindfixError line with a hint."""
+        try:
+            yield
+        except docker.errors.NotFound as err:
+            lister = "ps -a" if kind == "container" else "network ls"
+            raise KindfixError(
+                f"no {kind} named {name}", hint=f"list them with `{self.name} {lister}`"
+            ) from err
+        except docker.errors.APIError as err:
+            detail = str(err.explanation or err)
+            if "is not running" in detail:
+                raise KindfixError(
+                    f"container {name} is not running", hint=f"start it: {self.name} start {name}"
+                ) from err
+            raise KindfixError(
+                f"{self.name} {action} {name} failed: {detail}",
+                hint=f"see `{self.name} inspect {name}` and the engine's log",
+            ) from err
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as err:
+            raise self._unreachable(err) from err
+
+    # -- Runtime ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        api = self._api()
+        try:
+            api.ping()
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            raise self._unreachable(err) from err
+
+    def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        selectors_ = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        with self._errors("list containers", "label", ",".join(selectors_)):
+            summaries = self._api().containers(all=True, filters={"label": selectors_})
+        found = []
+        for summary in summaries:
+            try:
+                found.append(self.inspect_container(summary["Id"]))
+            except KindfixError:
+                continue  # removed between list and inspect
+        return sorted(found, key=lambda c: c.name)
+
+    def inspect_container(self, name: str) -> ContainerInfo:
+        with self._errors("inspect", "container", name):
+            data = self._api().inspect_container(name)
+        return container_info(data)
+
+    def inspect_network(self, name: str) -> NetworkInfo:
+        with self._errors("network inspect", "network", name):
+            data = self._api().inspect_network(name)
+        return network_info(data)
+
+    def exec(
+        self,
+        container: str,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        api = self._api()
+        limit = DEFAULT_EXEC_TIMEOUT if timeout is None else timeout
+        with self._errors("exec", "container", container):
+            exec_id = api.exec_create(
+                container, list(argv), stdin=stdin is not None, stdout=True, stderr=True
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        try:
+            demux = _pump(sock, stdin, time.monotonic() + limit)
+        except TimeoutError as err:
+            shown = f"{self.name} exec {shlex.quote(container)} {shlex.join(argv)}"
+            raise KindfixError(
+                f"command timed out after {limit:g}s: {shown[:200]}",
+                hint="the node may be overloaded or the command hung; it may still be running",
+            ) from err
+        finally:
+            _close(sock)
+        with self._errors("exec inspect", "container", container):
+            exit_code = self._exit_code(api, exec_id)
+        return ExecResult(exit_code, bytes(demux.stdout), bytes(demux.stderr))
+
+    @staticmethod
+    def _exit_code(api: Any, exec_id: str) -> int:
+        for _ in range(_INSPECT_POLLS):
+            state = api.exec_inspect(exec_id)
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return int(state["ExitCode"])
+            time.sleep(_INSPECT_POLL_INTERVAL)
+        raise KindfixError(
+            f"exec {exec_id[:12]} closed its output but never reported an exit code",
+            hint="retry; if it persists, check the engine's log",
+        )
+
+    def start(self, container: str) -> None:
+        with self._errors("start", "container", container):
+            self._api().start(container)
+
+    def stop(self, container: str, timeout: int = 10) -> None:
+        with self._errors("stop", "container", container):
+            self._api().stop(container, timeout=timeout)
+
+    def network_disconnect(self, network: str, container: str) -> None:
+        with self._errors(f"network disconnect {network}", "container", container):
+            self._api().disconnect_container_from_network(container, network)
+
+    def network_connect(
+        self,
+        network: str,
+        container: str,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        aliases: Sequence[str] = (),
+    ) -> None:
+        with self._errors(f"network connect {network}", "container", container):
+            self._api().connect_container_to_network(
+                container,
+                network,
+                ipv4_address=ipv4,
+                ipv6_address=ipv6,
+                aliases=list(aliases) or None,
+            )
+
+
+def _tls_config(ep: EngineEndpoint) -> docker.tls.TLSConfig | bool:
+    if not ep.tls:
+        return False
+    cert = (ep.client_cert, ep.client_key) if ep.client_cert and ep.client_key else None
+    verify: bool | str = (ep.ca_cert or True) if ep.tls_verify else False
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=ep.ca_cert, verify=verify)
+
+
+def _raw_socket(sock: Any) -> Any:
+    # Over unix/tcp the SDK returns the SocketIO wrapper of the real socket.
+    return getattr(sock, "_sock", sock)
+
+
+def _buffered_output(sock: Any) -> bytes:
+    """Bytes the HTTP layer already read past the upgrade response's headers, if any.
+
+    http.client reads headers through a buffered reader, which can swallow the first frames;
+    with the socket non-blocking, peek() returns only what is buffered.
+    """
+    try:
+        reader = sock._response.raw._fp.fp
+        return bytes(reader.peek())
+    except (AttributeError, OSError, ValueError):
+        return b""
+
+
+def _pump(sock: Any, stdin: bytes | None, deadline: float) -> FrameDemuxer:
+    """Sends stdin (then half-closes) while reading frames until EOF, all before `deadline`.
+
+    One selector loop rather than write-then-read: a command that writes a lot before it has
+    read all its stdin would otherwise deadlock against us.
+    """
+    raw = _raw_socket(sock)
+    raw.setblocking(False)
+    demux = FrameDemuxer()
+    demux.feed(_buffered_output(sock))
+    to_send = memoryview(stdin) if stdin is not None else None
+    sent = 0
+    with selectors.DefaultSelector() as sel:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if to_send is not None else 0)
+        sel.register(raw, events)
+        if to_send is not None and len(to_send) == 0:
+            _finish_stdin(sel, raw)
+            to_send = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            for _key, mask in sel.select(remaining):
+                if mask & selectors.EVENT_WRITE and to_send is not None:
+                    try:
+                        sent += raw.send(to_send[sent : sent + _CHUNK])
+                    except BlockingIOError:
+                        pass
+                    except OSError:  # the command exited without reading all of stdin
+                        sent = len(to_send)
+                    if sent >= len(to_send):
+                        _finish_stdin(sel, raw)
+                        to_send = None
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = raw.recv(_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        return demux
+                    demux.feed(data)
+
+
+def _finish_stdin(sel: selectors.BaseSelector, raw: Any) -> None:
+    """Half-close: the command sees EOF on stdin while we keep reading its output."""
+    sel.modify(raw, selectors.EVENT_READ)
+    with suppress(OSError):
+        raw.shutdown(socket.SHUT_WR)
+
+
+def _close(sock: Any) -> None:
+    for closable in (sock, getattr(sock, "_response", None), _raw_socket(sock)):
+        try:
+            if closable is not None:
+                closable.close()
+        except OSError:
+            pass
+
+
+def _none_if_empty(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def container_info(data: Mapping[str, Any]) -> ContainerInfo:
+    """ContainerInfo from `docker inspect` JSON (pure; also used on dumps)."""
+    config = data.get("Config") or {}
+    networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    endpoints = {}
+    for net_name, net in networks.items():
+        ipam = net.get("IPAMConfig") or {}
+        endpoints[net_name] = Endpoint(
+            network=net_name,
+            ipv4=_none_if_empty(net.get("IPAddress")),
+            ipv6=_none_if_empty(net.get("GlobalIPv6Address")),
+            ipv4_config=_none_if_empty(ipam.get("IPv4Address")),
+            ipv6_config=_none_if_empty(ipam.get("IPv6Address")),
+        )
+    policy = (data.get("HostConfig") or {}).get("RestartPolicy") or {}
+    restart = str(policy.get("Name") or "")
+    if restart == "on-failure" and policy.get("MaximumRetryCount"):
+        restart = f"on-failure:{policy['MaximumRetryCount']}"
+    return ContainerInfo(
+        id=str(data.get("Id", "")),
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image") or data.get("Image") or ""),
+        state=str((data.get("State") or {}).get("Status", "")),
+        labels=dict(config.get("Labels") or {}),
+        networks=endpoints,
+        restart_policy=restart,
+    )
+
+
+def network_info(data: Mapping[str, Any]) -> NetworkInfo:
+    """NetworkInfo from `docker network inspect` JSON (pure; also used on dumps)."""
+    pools = (data.get("IPAM") or {}).get("Config") or []
+    return NetworkInfo(
+        name=str(data.get("Name", "")),
+        id=str(data.get("Id", "")),
+        driver=str(data.get("Driver", "")),
+        subnets=tuple(str(p["Subnet"]) for p in pools if p.get("Subnet")),
+        ip_ranges=tuple(str(p["IPRange"]) for p in pools if p.get("IPRange")),
+        gateways=tuple(str(p["Gateway"]) for p in pools if p.get("Gateway")),
+        enable_ipv6=bool(data.get("EnableIPv6", False)),
+    )
