@@ -10,7 +10,7 @@ from dataclasses import asdict
 from testbed import engine
 
 
-def _bed_json(bed) -> str:  # noqa: ANN001
+def _bed_json(bed) -> str:
     return json.dumps({"id": bed.id, "cluster": bed.cluster, "network": bed.network, "subnet": bed.subnet,
                        "control_planes": bed.control_planes, "workers": bed.workers, "lb": bed.lb,
                        "ips": bed.ips(), "timings": bed.timings}, indent=2)

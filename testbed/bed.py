@@ -189,7 +189,7 @@ def wait_running(client: docker.DockerClient, name: str, network: str, timeout_s
     raise BedError(f"{name} not running with an IP on {network} after {timeout_s:.0f}s")
 
 
-def _wait(what: str, probe, timeout_s: float, interval_s: float = 0.5):  # noqa: ANN001, ANN202
+def _wait(what: str, probe, timeout_s: float, interval_s: float = 0.5):
     """Poll `probe` (returns a truthy value when done) until timeout; raise with the last value."""
     deadline = time.monotonic() + timeout_s
     last = None
@@ -328,7 +328,7 @@ def create_bed(control_planes: int = 1, workers: int = 0, generation: str = "v0.
     return bed
 
 
-def _containers_of(client: docker.DockerClient, bed_id: str | None) -> list:  # noqa: ANN401
+def _containers_of(client: docker.DockerClient, bed_id: str | None) -> list:
     label = BED_LABEL if bed_id is None else f"{BED_LABEL}={bed_id}"
     return client.containers.list(all=True, filters={"label": label})
 

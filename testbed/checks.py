@@ -105,7 +105,7 @@ def parse_member_list(text: str) -> tuple[Member, ...]:
 
 def member_data(bed: Bed, node: str) -> MemberData:
     """Revision and seeded-key count from this member's own store (serializable read)."""
-    res = bed.etcdctl(node, "get", SEED_PREFIX, "--prefix", "--count-only", "--consistency=s", "-w", "json")
+    res = bed.etcdctl(node, "get", SEED_PREFIX, "--prefix", "--keys-only", "--consistency=s", "-w", "json")
     if not res.ok:
         return MemberData(node, None, None, res.stderr.strip()[-300:])
     data = json.loads(res.stdout)

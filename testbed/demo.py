@@ -41,7 +41,7 @@ def _has_command(name: str) -> bool:
     return res.returncode == 0
 
 
-def _summary(report) -> str:  # noqa: ANN001
+def _summary(report) -> str:
     return "VERDICT: healthy" if report.healthy else "VERDICT: NOT healthy: " + "; ".join(report.reasons)
 
 
