@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kindfix import dump
+from kindfix import dump, etcd_recovery
+from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
+from kindfix.errors import KindfixError
+from kindfix.journal import (
+    Journal,
+    RunRecorder,
+    cluster_lock,
+    load_journals,
+    new_run_id,
+    unfinished,
+)
+from kindfix.journal import rollback as restore_files
 from kindfix.node import ContainerNode, Node
 from kindfix.observe import NodeSnapshot, snapshot_cluster
+from kindfix.patches import CONTROL_PLANE
+from kindfix.pin import PinResult
+from kindfix.pin import pin as pin_ips
+from kindfix.pin import unpin as unpin_ips
+from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import Runtime
+from kindfix.verify import Verification, verify
 
 
 @dataclass(frozen=True)
@@ -29,7 +47,7 @@ def nodes(runtime: Runtime, name: str) -> Cluster:
     return discover(runtime, name)
 
 
-def node_factory(runtime: Runtime):  # type: ignore[no-untyped-def]
+def node_factory(runtime: Runtime) -> Callable[[ClusterNode], Node]:
     def make(node: ClusterNode) -> Node:
         return ContainerNode(runtime, node.name, node.role)
     return make
@@ -55,3 +73,154 @@ def audit_dump(directory: Path) -> AuditReport:
 def collect(runtime: Runtime, name: str, directory: Path) -> Path:
     seen = observe(runtime, name)
     return dump.collect(runtime, name, directory, seen.snapshots)
+
+
+# --- repair -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairOutcome:
+    cluster: str
+    plan: Plan
+    run_id: str | None = None
+    resumed: bool = False
+    dry_run: bool = False
+    applied: tuple[str, ...] = ()
+    verification: Verification | None = None
+    pinned: tuple[PinResult, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.verification is not None and self.verification.healthy
+
+
+def _with_parked_etcd(snapshots: dict[str, NodeSnapshot], nodes: Mapping[str, Node]
+                      ) -> dict[str, NodeSnapshot]:
+    """A run killed mid-recovery leaves etcd.yaml parked: read it where audit expects it."""
+    out = {}
+    for name, snap in snapshots.items():
+        if snap.role == CONTROL_PLANE and snap.file(etcd_recovery.MANIFEST) is None:
+            parked = nodes[name].read_file(etcd_recovery.PARKED)
+            if parked is not None:
+                files = dict(snap.files)
+                files[etcd_recovery.MANIFEST] = parked
+                snap = replace(snap, files=files)
+        out[name] = snap
+    return out
+
+
+def _resumed_etcd_step(plan: Plan, journal: Journal, cluster: Cluster) -> Plan:
+    """A killed etcd recovery must finish even when the files already look right."""
+    started = any(k.startswith("etcd:") for k in journal.done) and "etcd" not in journal.done
+    if not started or any(s.kind == "etcd" for s in plan.steps):
+        return plan
+    strategy = "force-new-cluster" if any(k.startswith("etcd:park") for k in journal.done) \
+        else "member-update"
+    step = Step("etcd", "etcd", cluster.control_planes[0].name,
+                f"etcd membership: {strategy} (continuing run {journal.run_id})", phase=strategy)
+    return replace(plan, steps=(*plan.steps, step), etcd_strategy=strategy)
+
+
+def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto"
+                   ) -> tuple[Cluster, dict[str, Node], dict[str, NodeSnapshot], AuditReport,
+                              Plan, Journal | None]:
+    runtime.ping()
+    cluster = discover(runtime, name)
+    require_running(cluster)
+    if not cluster.control_planes:
+        raise KindfixError(f"cluster {name} has no control-plane node",
+                           hint="is this a kind cluster? check `kindfix nodes`")
+    make = node_factory(runtime)
+    nodes = {n.name: make(n) for n in cluster.nodes}
+    journal = unfinished(nodes[cluster.control_planes[0].name], name)
+    snapshots = _with_parked_etcd(snapshot_cluster(cluster, make), nodes)
+    report = audit(cluster, snapshots)
+    plan = make_plan(cluster, snapshots, report, strategy)
+    if journal is not None:
+        plan = _resumed_etcd_step(plan, journal, cluster)
+    return cluster, nodes, snapshots, report, plan, journal
+
+
+def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str = "auto",
+           confirm: Callable[[Plan], bool] = lambda _: True,
+           progress: Callable[[str], None] = lambda _: None,
+           pin_after: bool = False, verify_wait: float = 60) -> RepairOutcome:
+    with cluster_lock(name):
+        cluster, nodes, snapshots, report, plan, journal = prepare_repair(runtime, name, strategy)
+        if dry_run:
+            return RepairOutcome(name, plan, dry_run=True)
+        applied: tuple[str, ...] = ()
+        run_id = journal.run_id if journal else None
+        resumed = journal is not None
+        if not plan.empty:
+            if not confirm(plan):
+                raise KindfixError("repair cancelled; nothing was changed")
+            journal = journal or Journal(new_run_id(), name)
+            recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
+            recorder.save()
+            run_id = journal.run_id
+            progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")
+            try:
+                applied = tuple(Applier(runtime, cluster, nodes, snapshots, recorder,
+                                        progress).apply(plan))
+            except BaseException:
+                journal.status = "failed"
+                recorder.save()
+                raise
+        if cluster.load_balancer and not cluster.load_balancer.running:
+            cluster = discover(runtime, name)
+            nodes = {n.name: node_factory(runtime)(n) for n in cluster.nodes}
+        progress("verifying: etcd, apiserver, controller-manager, scheduler, load balancer")
+        before = max(report.etcd.revisions.values(), default=0)
+        verification = verify(cluster, nodes, min_revision=before, wait=verify_wait)
+        if journal is not None and run_id is not None:
+            journal.status = "done" if verification.healthy else "failed"
+            RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
+        pinned: tuple[PinResult, ...] = ()
+        warnings: tuple[str, ...] = ()
+        if pin_after and verification.healthy:
+            results, warns = pin_ips(runtime, discover(runtime, name), progress)
+            pinned, warnings = tuple(results), tuple(warns)
+        return RepairOutcome(name, plan, run_id, resumed, False, applied, verification, pinned,
+                             warnings)
+
+
+def rollback(runtime: Runtime, name: str, run_id: str | None = None) -> tuple[str, list[str]]:
+    with cluster_lock(name):
+        runtime.ping()
+        cluster = discover(runtime, name)
+        require_running(cluster)
+        make = node_factory(runtime)
+        nodes = {n.name: make(n) for n in cluster.nodes}
+        journals = load_journals(nodes[cluster.control_planes[0].name])
+        journals = [j for j in journals if j.cluster == name and j.files]
+        if run_id:
+            journals = [j for j in journals if j.run_id == run_id]
+        if not journals:
+            raise KindfixError(f"no repair run {run_id + ' ' if run_id else ''}to roll back "
+                               f"for cluster {name}", hint="list runs with `kindfix runs`")
+        journal = journals[-1]
+        restored = restore_files(nodes, journal)
+        journal.status = "rolled-back"
+        RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
+        return journal.run_id, restored
+
+
+def runs(runtime: Runtime, name: str) -> list[Journal]:
+    runtime.ping()
+    cluster = discover(runtime, name)
+    require_running(cluster)
+    node = node_factory(runtime)(cluster.control_planes[0])
+    return [j for j in load_journals(node) if j.cluster == name]
+
+
+def pin(runtime: Runtime, name: str, progress: Callable[[str], None]
+        ) -> tuple[list[PinResult], list[str]]:
+    runtime.ping()
+    return pin_ips(runtime, discover(runtime, name), progress)
+
+
+def unpin(runtime: Runtime, name: str, progress: Callable[[str], None]) -> list[PinResult]:
+    runtime.ping()
+    return unpin_ips(runtime, discover(runtime, name), progress)

@@ -137,7 +137,9 @@ def certificate_findings(snapshot: NodeSnapshot, node: ClusterNode, patches: Pat
     findings = []
     for spec in patches.certificates_for(node.role):
         raw = snapshot.file(spec.file)
-        if raw is None:
+        if raw is None:  # a real control plane always has it; a killed repair may not
+            findings.append(Finding(node.name, spec.component, f"{spec.file}#SAN", "missing",
+                                    ",".join(node.ips()), STALE, "certificate file is missing"))
             continue
         try:
             cert = parse_pem_certificates(raw.decode(errors="replace"))[0]

@@ -15,8 +15,10 @@ from typing import Any
 import click
 
 from kindfix import __version__, api, errors, render
+from kindfix.api import RepairOutcome
 from kindfix.audit import AuditReport
 from kindfix.discovery import Cluster, default_cluster_name
+from kindfix.plan import STRATEGIES, Plan
 from kindfix.runtime import Runtime
 
 OUTPUT = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]),
@@ -136,6 +138,134 @@ def collect(obj: Context, name: str, output: Path) -> None:
     path = api.collect(obj.runtime, name, output)
     click.echo(f"dump of cluster {name} written to {path}")
     click.echo(f"audit it offline with: kindfix audit --from-dump {path}")
+
+
+def _plan_text(plan: Plan, show_diffs: bool = True) -> str:
+    if plan.empty:
+        return f"Plan for cluster {plan.cluster}: nothing to do, every address is current."
+    lines = [f"Plan for cluster {plan.cluster} ({len(plan.steps)} steps):"]
+    for i, step in enumerate(plan.steps, 1):
+        lines.append(f"  {i:2}. [{step.node}] {step.summary}")
+        if show_diffs and step.diff:
+            lines += ["        " + d for d in step.diff.rstrip("\n").splitlines()]
+    lines += [f"  etcd: {why}" for why in plan.explanation]
+    return "\n".join(lines)
+
+
+def _outcome_text(outcome: RepairOutcome) -> str:
+    lines = []
+    if outcome.verification is not None:
+        for c in outcome.verification.checks:
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.node}: {c.what}"
+                         + (f" ({c.detail})" if c.detail and not c.ok else ""))
+    for p in outcome.pinned:
+        lines.append(f"  pinned {p.node} to {', '.join(ip for ip in (p.ipv4, p.ipv6) if ip)}")
+    lines += [f"  warning: {w}" for w in outcome.warnings]
+    verdict = "healthy" if outcome.healthy else "NOT healthy"
+    run = f" (run {outcome.run_id}; undo files with `kindfix rollback {outcome.run_id}`)" \
+        if outcome.run_id and outcome.applied else ""
+    lines.append(f"Cluster {outcome.cluster} is {verdict}{run}.")
+    return "\n".join(lines)
+
+
+@cli.command()
+@name_option
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before the first change.")
+@click.option("--etcd-strategy", type=click.Choice(STRATEGIES), default="auto",
+              show_default=True, help="How to repair etcd membership.")
+@click.option("--pin", "pin_after", is_flag=True,
+              help="After a healthy repair, pin the node IPs so they cannot move again.")
+@click.option("--verify-timeout", default=90, show_default=True, type=int,
+              help="Seconds to wait for each component to become healthy.")
+@OUTPUT
+@click.pass_obj
+def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str,
+           pin_after: bool, verify_timeout: int, fmt: str) -> None:
+    """Plan, apply and verify the repair of a cluster whose node IPs changed.
+
+    Exit 0 when the cluster is verified healthy, 4 when it is not, 1 on errors.
+    """
+    table = fmt == "table"
+
+    def progress(line: str) -> None:
+        if table:
+            click.echo(line)
+        else:
+            click.echo(line, err=True)
+
+    def confirm(plan: Plan) -> bool:
+        if table:
+            click.echo(_plan_text(plan))
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise errors.KindfixError("refusing to change the cluster without confirmation",
+                                      hint="rerun with --yes, or --dry-run to only see the plan")
+        return click.confirm("Apply this plan?", default=False)
+
+    outcome = api.repair(obj.runtime, name, dry_run=dry_run, strategy=etcd_strategy,
+                         confirm=confirm, progress=progress, pin_after=pin_after,
+                         verify_wait=verify_timeout)
+    if dry_run:
+        emit(fmt, outcome, lambda: _plan_text(outcome.plan) + "\n(dry run: nothing changed)")
+        return
+    if table and outcome.plan.empty:
+        click.echo(_plan_text(outcome.plan))
+    data = render.to_data(outcome)
+    data["healthy"] = outcome.healthy
+    emit(fmt, data, lambda: _outcome_text(outcome))
+    if not outcome.healthy:
+        sys.exit(errors.EXIT_FINDINGS)
+
+
+@cli.command()
+@name_option
+@click.argument("run_id", required=False)
+@click.pass_obj
+def rollback(obj: Context, name: str, run_id: str | None) -> None:
+    """Restore, byte for byte, every file a repair run changed (default: the latest run).
+
+    etcd membership changes cannot be rolled back; the etcd data dir copies stay in the backups.
+    """
+    rid, restored = api.rollback(obj.runtime, name, run_id)
+    for item in restored:
+        click.echo(f"restored {item}")
+    click.echo(f"rolled back run {rid}: {len(restored)} file(s) restored")
+
+
+@cli.command()
+@name_option
+@OUTPUT
+@click.pass_obj
+def runs(obj: Context, name: str, fmt: str) -> None:
+    """List the repair runs recorded in the cluster."""
+    journals = api.runs(obj.runtime, name)
+    emit(fmt, journals, lambda: render.table(
+        ("run", "status", "files", "steps"),
+        [(j.run_id, j.status, str(len(j.files)), str(len(j.done))) for j in journals]))
+
+
+@cli.command()
+@name_option
+@click.pass_obj
+def pin(obj: Context, name: str) -> None:
+    """Pin every node to its current IP (docker network disconnect/connect --ip)."""
+    results, warnings = api.pin(obj.runtime, name, click.echo)
+    for r in results:
+        state = "pinned" if r.changed else "already pinned"
+        click.echo(f"{r.node}: {state} at {', '.join(ip for ip in (r.ipv4, r.ipv6) if ip)}")
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@cli.command()
+@name_option
+@click.pass_obj
+def unpin(obj: Context, name: str) -> None:
+    """Let Docker assign node IPs again (the address may change: run `kindfix audit`)."""
+    for r in api.unpin(obj.runtime, name, click.echo):
+        click.echo(f"{r.node}: unpinned, now {r.ipv4}" + (" (changed)" if r.changed else ""))
 
 
 def main(argv: list[str] | None = None, obj: Context | None = None) -> None:

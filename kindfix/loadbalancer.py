@@ -118,3 +118,65 @@ def audit_load_balancer(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]
                                     OK if node else STALE,
                                     "" if node else "Envoy routes to a stale address"))
     return findings
+
+
+def _rewrite_haproxy(cfg: str, cluster: Cluster) -> str:
+    """Literal backend IPs (kind CLI v0.8) -> the named node's current IP; names are kept."""
+    def fix(m: re.Match[str]) -> str:
+        node = cluster.node(m.group("name"))
+        host, port = split_host_port(m.group("addr"))
+        lits = find_ips(host)
+        if node is None or not lits:
+            return m.group(0)
+        current = node.ipv6 if lits[0].family == 6 else node.ipv4
+        if current is None or same_ip(host, current):
+            return m.group(0)
+        addr = f"[{current}]:{port}" if ":" in current else f"{current}:{port}"
+        return m.group(0).replace(m.group("addr"), addr)
+
+    return _SERVER.sub(fix, cfg)
+
+
+def envoy_cds(cluster: Cluster, port: int = 6443) -> bytes:
+    """An Envoy v3 CDS file routing to every control plane by name (STRICT_DNS follows IPs)."""
+    endpoints = "".join(
+        f"        - endpoint:\n            address:\n              socket_address:\n"
+        f"                address: {n.name}\n                port_value: {port}\n"
+        for n in cluster.control_planes)
+    return (
+        "resources:\n"
+        "- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n"
+        "  name: kube_apiservers\n  connect_timeout: 0.25s\n  type: STRICT_DNS\n"
+        "  lb_policy: ROUND_ROBIN\n  load_assignment:\n    cluster_name: kube_apiservers\n"
+        "    endpoints:\n    - lb_endpoints:\n" + endpoints).encode()
+
+
+def envoy_lds(port: int = 6443) -> bytes:
+    return (
+        "resources:\n"
+        "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n"
+        "  name: listener_apiserver\n  address:\n    socket_address:\n"
+        f"      address: 0.0.0.0\n      port_value: {port}\n"
+        "  filter_chains:\n  - filters:\n    - name: envoy.filters.network.tcp_proxy\n"
+        "      typed_config:\n"
+        "        \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
+        "        stat_prefix: kube_apiservers\n        cluster: kube_apiservers\n").encode()
+
+
+def lb_rewrites(cluster: Cluster, snapshot: NodeSnapshot | None) -> dict[str, tuple[bytes, bytes]]:
+    """{path: (old, new)} for the load balancer's config files that need a change."""
+    if snapshot is None:
+        return {}
+    out: dict[str, tuple[bytes, bytes]] = {}
+    cfg = snapshot.file(HAPROXY_CFG)
+    if cfg is not None:
+        new = _rewrite_haproxy(cfg.decode(errors="replace"), cluster).encode()
+        if new != cfg:
+            out[HAPROXY_CFG] = (cfg, new)
+    cds = snapshot.file(ENVOY_CDS)
+    if cds is not None and not envoy_backends(cds):
+        out[ENVOY_CDS] = (cds, envoy_cds(cluster))
+        lds = snapshot.file(ENVOY_LDS) or b""
+        if not lds.strip() or b"socket_address" not in lds:
+            out[ENVOY_LDS] = (lds, envoy_lds())
+    return out

@@ -1,0 +1,30 @@
+# The two commands a newcomer runs: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install engine test unit demo bench lint
+
+install:
+	$(PIP) install -q -e ".[test]"
+
+engine: install
+	$(PYTHON) -m testbed engine
+
+# Unit tests (in-memory fake nodes, fixture dumps) and integration tests on the kind-shaped
+# test bed (real Docker engine, real etcd, real haproxy).
+test: engine
+	$(PYTHON) -m pytest -p no:cacheprovider tests
+
+unit: install
+	$(PYTHON) -m pytest -p no:cacheprovider -m "not docker" tests
+
+# Build a 3-control-plane kind-shaped cluster, break it the way Docker does, audit and repair it.
+demo: engine
+	$(PYTHON) -m testbed.demo
+
+bench: engine
+	$(PYTHON) bench/run.py
+
+lint:
+	$(PYTHON) -m ruff check kindfix tests testbed bench
+	$(PYTHON) -m mypy

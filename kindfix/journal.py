@@ -1,0 +1,178 @@
+"""Nothing lost: every changed file is backed up in its node before it changes, every step is
+journaled, and a run killed at any point is continued by the next `kindfix repair`.
+
+Layout inside the nodes (mode 0600 for backups):
+  /kind/kindfix/backups/<run-id>/files/<path>     original bytes of each changed file
+  /kind/kindfix/backups/<run-id>/etcd-data/       copy of the etcd data dir, before membership work
+  /kind/kindfix/journal/<run-id>.json             on the first control plane: what was done
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kindfix.errors import KindfixError
+from kindfix.node import Node, run
+
+ROOT = "/kind/kindfix"
+JOURNAL_DIR = f"{ROOT}/journal"
+
+_BACKUP_SCRIPT = r"""
+set -e
+src="$1"; dst="$2"
+if [ -e "$dst" ]; then exit 0; fi   # the first backup in a run is the original: keep it
+mkdir -p "$(dirname "$dst")"
+chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
+cp -p "$src" "$dst.tmp"
+chmod 600 "$dst.tmp"
+mv "$dst.tmp" "$dst"
+"""
+
+_RESTORE_SCRIPT = r"""
+set -e
+backup="$1"; dst="$2"; mode="$3"
+t=$(mktemp "$(dirname "$dst")/.kindfix.XXXXXX")
+cp "$backup" "$t"
+chmod "$mode" "$t"
+mv -f "$t" "$dst"
+"""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
+
+
+@dataclass
+class Journal:
+    """The record of one repair run, kept on the journal node."""
+
+    run_id: str
+    cluster: str
+    status: str = "running"  # running | done | failed
+    files: list[dict[str, Any]] = field(default_factory=list)  # backups, in order
+    done: list[str] = field(default_factory=list)  # completed step keys
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Journal:
+        return cls(**json.loads(raw))
+
+
+class RunRecorder:
+    """Backs files up and journals steps for one run over the nodes it touches."""
+
+    def __init__(self, journal: Journal, journal_node: Node) -> None:
+        self.journal = journal
+        self._journal_node = journal_node
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    def backup_dir(self) -> str:
+        return f"{ROOT}/backups/{self.run_id}"
+
+    def save(self) -> None:
+        self._journal_node.write_file(f"{JOURNAL_DIR}/{self.run_id}.json",
+                                      self.journal.to_json(), mode=0o600)
+
+    def is_done(self, key: str) -> bool:
+        return key in self.journal.done
+
+    def mark_done(self, key: str) -> None:
+        if key not in self.journal.done:
+            self.journal.done.append(key)
+            self.save()
+
+    def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
+                    move: bool = False) -> None:
+        """Copy (or move, for certificate pairs kubeadm must regenerate) before any change."""
+        if any(e["node"] == node.name and e["path"] == path for e in self.journal.files):
+            if move:
+                run(node, ["rm", "-f", path])
+            return
+        dst = f"{self.backup_dir()}/files{path}"
+        entry = {"node": node.name, "path": path, "backup": dst, "existed": original is not None,
+                 "sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
+                 "mode": f"{mode:o}"}
+        if original is not None:
+            run(node, ["sh", "-c", _BACKUP_SCRIPT, "kindfix-backup", path, dst])
+        self.journal.files.append(entry)
+        self.save()
+        if move and original is not None:
+            run(node, ["rm", "-f", path])
+
+
+def load_journals(node: Node) -> list[Journal]:
+    listing = node.exec(["ls", "-1", JOURNAL_DIR])
+    names = sorted(n for n in listing.text().split() if n.endswith(".json"))
+    journals = []
+    for raw in node.read_files([f"{JOURNAL_DIR}/{n}" for n in names]).values():
+        try:
+            journals.append(Journal.from_json(raw or b""))
+        except (ValueError, TypeError):
+            continue
+    return journals
+
+
+def unfinished(node: Node, cluster: str) -> Journal | None:
+    return next((j for j in reversed(load_journals(node))
+                 if j.cluster == cluster and j.status != "done"), None)
+
+
+def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
+    """Restore every file the run changed, byte for byte, newest change first."""
+    restored = []
+    for entry in reversed(journal.files):
+        node = nodes.get(entry["node"])
+        if node is None:
+            raise KindfixError(f"node {entry['node']} of run {journal.run_id} no longer exists")
+        if entry["existed"]:
+            run(node, ["sh", "-c", _RESTORE_SCRIPT, "kindfix-restore", entry["backup"],
+                       entry["path"], entry.get("mode", "644")])
+            got = node.read_file(entry["path"]) or b""
+            if hashlib.sha256(got).hexdigest() != entry["sha256"]:
+                raise KindfixError(f"restored {entry['node']}:{entry['path']} does not match "
+                                   "its backup checksum")
+        else:
+            run(node, ["rm", "-f", entry["path"]])
+        restored.append(f"{entry['node']}:{entry['path']}")
+    return restored
+
+
+def lock_path(cluster: str) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/kindfix-{os.getuid()}"
+    return Path(base) / f"kindfix-{cluster}.lock"
+
+
+@contextmanager
+def cluster_lock(cluster: str) -> Iterator[None]:
+    """One repair per cluster at a time. flock is released by the kernel even on SIGKILL."""
+    path = lock_path(cluster)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise KindfixError(
+                f"another kindfix repair of cluster {cluster!r} is running (pid {holder})",
+                hint="wait for it to finish; a killed run releases the lock by itself") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,161 @@
+"""Planning: a pure function from observations to the numbered steps of a repair.
+
+Each step says what it will do in one line, with a redacted unified diff for file changes.
+A healthy cluster yields an empty plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kindfix.audit import AuditReport, certificate_findings
+from kindfix.discovery import Cluster
+from kindfix.dump import redact
+from kindfix.findings import STALE
+from kindfix.loadbalancer import lb_rewrites
+from kindfix.observe import NodeSnapshot
+from kindfix.patches import CONTROL_PLANE, Patches, load_patches
+from kindfix.rewrite import FileChange, file_changes
+
+STRATEGIES = ("auto", "member-update", "force-new-cluster", "snapshot-restore")
+KUBELET_FILES = ("/var/lib/kubelet/kubeadm-flags.env", "/etc/kubernetes/kubelet.conf")
+# static pods that only *reference* a file: the kubelet does not notice when it changes
+POD_FOR_FILE = {
+    "/etc/kubernetes/controller-manager.conf": "kube-controller-manager",
+    "/etc/kubernetes/scheduler.conf": "kube-scheduler",
+    "/etc/kubernetes/pki/apiserver.crt": "kube-apiserver",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str  # stable identity, used by the journal to skip finished work on a re-run
+    kind: str  # write-file | regen-cert | etcd | restart-pod | restart-kubelet | start-lb | fix-lb
+    node: str
+    summary: str
+    diff: str = ""
+    path: str = ""
+    content: bytes = b""
+    phase: str = ""  # kubeadm certs phase, or the etcd strategy
+    key_path: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    steps: tuple[Step, ...]
+    etcd_strategy: str  # none | member-update | force-new-cluster | snapshot-restore | decide
+    explanation: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+
+def unified_diff(change: FileChange) -> str:
+    old = redact(change.old).decode(errors="replace").splitlines(keepends=True)
+    new = redact(change.new).decode(errors="replace").splitlines(keepends=True)
+    where = f"{change.node}:{change.path}"
+    return "".join(difflib.unified_diff(old, new, f"a/{where}", f"b/{where}"))
+
+
+def _file_steps(changes: list[FileChange]) -> list[Step]:
+    return [Step(f"file:{c.node}:{c.path}", "write-file", c.node,
+                 f"rewrite {c.path} ({', '.join(c.locations)})", unified_diff(c), c.path, c.new)
+            for c in changes]
+
+
+def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], patches: Patches
+                ) -> list[Step]:
+    steps = []
+    for node in cluster.control_planes:
+        snap = snapshots.get(node.name)
+        if snap is None:
+            continue
+        stale = {f.source.split("#")[0] for f in certificate_findings(snap, node, patches)
+                 if f.status == STALE}
+        for spec in patches.certificates_for(node.role):
+            if spec.file in stale:
+                steps.append(Step(
+                    f"cert:{node.name}:{spec.phase}", "regen-cert", node.name,
+                    f"regenerate {spec.file} for {', '.join(node.ips())} "
+                    f"(kubeadm init phase certs {spec.phase})",
+                    path=spec.file, phase=spec.phase,
+                    key_path=spec.file[: -len(".crt")] + ".key"))
+    return steps
+
+
+def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -> tuple[str, str]:
+    """(strategy, why) from what the members said."""
+    if requested != "auto":
+        return requested, f"--etcd-strategy {requested} requested"
+    if not etcd_work:
+        return "none", "etcd membership and certificates are current"
+    state = report.etcd
+    if state.quorum:
+        return "member-update", ("quorum intact: update each stale member's peer URL through "
+                                 "the cluster, one member at a time")
+    if state.quorum is False:
+        return "force-new-cluster", (
+            "quorum lost: start the most up-to-date member (highest revision) with "
+            "--force-new-cluster, update its peer URL, then re-add the others one by one "
+            "(every data dir copied first; keeps WAL-only entries)")
+    return "decide", ("etcd is not answering yet: after the manifests are fixed, use "
+                      "member-update if a leader appears, else force-new-cluster")
+
+
+def _restart_steps(changed_files: set[tuple[str, str]], certs: list[Step]) -> list[Step]:
+    steps = []
+    touched = changed_files | {(c.node, c.path) for c in certs}
+    for node, path in sorted(touched):
+        pod = POD_FOR_FILE.get(path)
+        if pod:
+            steps.append(Step(f"restart:{node}:{pod}", "restart-pod", node,
+                              f"restart {pod} (it reads {path} only at start)", phase=pod))
+    for node in sorted({n for n, p in changed_files if p in KUBELET_FILES}):
+        steps.append(Step(f"kubelet:{node}", "restart-kubelet", node,
+                          "restart the kubelet (its flags or kubeconfig changed)"))
+    return steps
+
+
+def _lb_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[Step]:
+    lb = cluster.load_balancer
+    if lb is None:
+        return []
+    steps = []
+    if not lb.running:
+        steps.append(Step("lb:start", "start-lb", lb.name,
+                          f"start the load balancer container {lb.name} (it is {lb.state})"))
+    rewrites = lb_rewrites(cluster, snapshots.get(lb.name))
+    if not lb.running or rewrites:
+        diff = "".join(unified_diff(FileChange(lb.name, path, old, new, ()))
+                       for path, (old, new) in rewrites.items())
+        what = ", ".join(rewrites) if rewrites else "its backends once it runs"
+        steps.append(Step("lb:config", "fix-lb", lb.name,
+                          f"fix the load balancer's config ({what}) and reload it", diff))
+    return steps
+
+
+def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: AuditReport,
+              etcd_strategy: str = "auto", patches: Patches | None = None) -> Plan:
+    patches = patches or load_patches()
+    changes: list[FileChange] = []
+    for node in cluster.kube_nodes:
+        snap = snapshots.get(node.name)
+        if snap is not None:
+            changes += file_changes(snap, node, cluster, patches)
+    certs = _cert_steps(cluster, snapshots, patches)
+    etcd_work = bool(report.etcd.stale_members) or report.etcd.quorum is False or any(
+        c.phase.startswith("etcd") for c in certs) or (
+        report.etcd.quorum is None and any(n.role == CONTROL_PLANE for n in cluster.nodes)
+        and not report.etcd.members)
+    strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work)
+    steps = _file_steps(changes) + certs
+    if strategy != "none":
+        steps.append(Step("etcd", "etcd", cluster.control_planes[0].name,
+                          f"etcd membership: {strategy} ({why})", phase=strategy))
+    changed = {(c.node, c.path) for c in changes}
+    steps += _restart_steps(changed, certs) + _lb_steps(cluster, snapshots)
+    return Plan(cluster.name, tuple(steps), strategy, (why,))

@@ -1,0 +1,118 @@
+"""New content for every file whose addresses are stale: key by key, never a global swap.
+
+Pure: (node, its snapshot, the cluster) in, {path: new bytes} out. Only locations that audit
+would call stale are changed, so a healthy node yields no rewrite at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kindfix.addresses import Literal, by_family, loopback, node_ips, replace_ips, same_ip
+from kindfix.audit import judge, parse_file
+from kindfix.discovery import Cluster, ClusterNode
+from kindfix.errors import KindfixError
+from kindfix.findings import STALE
+from kindfix.observe import NodeSnapshot
+from kindfix.patches import CONTROL_PLANE, Location, Patches
+from kindfix.x509 import parse_pem_certificates
+from kindfix.yamlpath import Document
+
+APISERVER_CRT = "/etc/kubernetes/pki/apiserver.crt"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    node: str
+    path: str
+    old: bytes
+    new: bytes
+    locations: tuple[str, ...]  # location ids that changed
+
+
+def _swap_to(current: dict[int, str]) -> Callable[[Literal], str | None]:
+    def pick(lit: Literal) -> str | None:
+        if lit.is_local or lit.family not in current:
+            return None
+        return current[lit.family]
+    return pick
+
+
+def loopback_host(snapshot: NodeSnapshot, family: int) -> str | None:
+    """The loopback name the apiserver certificate covers (DOMAIN.md: kind's default certSANs
+    hold 127.0.0.1; a user-set apiServerAddress leaves only the DNS SAN `localhost`)."""
+    raw = snapshot.file(APISERVER_CRT)
+    if raw is None:
+        return None
+    try:
+        cert = parse_pem_certificates(raw.decode(errors="replace"))[0]
+    except (KindfixError, IndexError):
+        return None
+    wanted = loopback(family)
+    if any(same_ip(ip, wanted) for ip in cert.sans_ip):
+        return wanted
+    return "localhost" if "localhost" in cert.sans_dns else None
+
+
+def _loopback_server(value: str, node: ClusterNode, snapshot: NodeSnapshot) -> str:
+    lits = node_ips(value)
+    family = lits[0].family if lits else (4 if node.ipv4 else 6)
+    host = loopback_host(snapshot, family)
+    if host is None:  # the certificate covers no loopback name: use the node's own address
+        return replace_ips(value, _swap_to(by_family(node.ipv4, node.ipv6)))
+    if host == "localhost":
+        return replace_ips(value.replace("[", "").replace("]", "") if family == 6 else value,
+                           lambda lit: None if lit.is_local else "localhost")
+    return replace_ips(value, lambda lit: None if lit.is_local else host)
+
+
+def _members(value: str, cluster: Cluster) -> str:
+    entries = []
+    for entry in filter(None, value.split(",")):
+        name, _, url = entry.partition("=")
+        member = cluster.node(name)
+        current = by_family(member.ipv4, member.ipv6) if member else {}
+        entries.append(f"{name}={replace_ips(url, _swap_to(current))}")
+    return ",".join(entries)
+
+
+def new_value(loc: Location, value: str, node: ClusterNode, cluster: Cluster,
+              snapshot: NodeSnapshot) -> str:
+    current = by_family(node.ipv4, node.ipv6)
+    if loc.format == "text":
+        return current.get(loc.family or 4, value)
+    if loc.repair == "loopback":
+        return _loopback_server(value, node, snapshot)
+    if loc.repair == "members":
+        return _members(value, cluster)
+    if loc.expect == "endpoint":
+        target = node if node.role == CONTROL_PLANE and "kubelet" in loc.file else (
+            cluster.endpoint() or node)
+        return replace_ips(value, _swap_to(by_family(target.ipv4, target.ipv6)))
+    return replace_ips(value, _swap_to(current))
+
+
+def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
+                 patches: Patches) -> list[FileChange]:
+    docs: dict[str, Document] = {}
+    changed: dict[str, list[str]] = {}
+    for loc in patches.locations_for(node.role):
+        doc = parse_file(snapshot, loc.file, loc.format, docs)
+        if doc is None:
+            continue
+        for ref in doc.find(loc.path):
+            value = ref.get()
+            if judge(loc, value, node, cluster)[0] != STALE:
+                continue
+            replacement = new_value(loc, value, node, cluster, snapshot)
+            if replacement != value:
+                ref.set(replacement)
+                changed.setdefault(loc.file, []).append(loc.id)
+    out = []
+    for path, ids in changed.items():
+        old = snapshot.file(path) or b""
+        new = docs[path].dump()
+        if new != old:
+            out.append(FileChange(node.name, path, old, new, tuple(ids)))
+    return out

@@ -1,0 +1,133 @@
+"""Proves the cluster healthy before kindfix says so: asks the live components, bounded in time.
+
+etcd: every member has a leader, peer and client URLs are the current IPs, the revision did not go
+back. kube-apiserver /readyz, kube-controller-manager and kube-scheduler /healthz on every control
+plane; the load balancer routes to the apiservers. On a real kind node also `kubectl get nodes`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kindfix import etcd
+from kindfix.addresses import node_ips, same_ip
+from kindfix.discovery import Cluster
+from kindfix.node import Node
+
+
+@dataclass(frozen=True)
+class Check:
+    node: str
+    what: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verification:
+    checks: tuple[Check, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[str]:
+        return [f"{c.node}: {c.what}: {c.detail}" for c in self.checks if not c.ok]
+
+
+_HEALTH_URLS = (
+    ("kube-apiserver /readyz", "https://127.0.0.1:6443/readyz"),
+    ("kube-controller-manager /healthz", "https://127.0.0.1:10257/healthz"),
+    ("kube-scheduler /healthz", "https://127.0.0.1:10259/healthz"),
+)
+
+
+def _curl_ok(node: Node, url: str) -> tuple[bool, str]:
+    r = node.exec(["curl", "-sk", "--max-time", "3", url], timeout=15)
+    body = r.text().strip()
+    return r.ok and body == "ok", body[:120] or r.stderr.decode(errors="replace").strip()[:120]
+
+
+def _retry(check: Callable[[], tuple[bool, str]], seconds: float) -> tuple[bool, str]:
+    deadline = time.monotonic() + seconds
+    ok, detail = check()
+    while not ok and time.monotonic() < deadline:
+        time.sleep(1)
+        ok, detail = check()
+    return ok, detail
+
+
+def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int, wait: float
+                 ) -> list[Check]:
+    checks = []
+    for cp in cluster.control_planes:
+        node = nodes[cp.name]
+        ok, _ = _retry(lambda node=node: (etcd.healthy(node), ""), wait)
+        checks.append(Check(cp.name, "etcd member has a leader", ok,
+                            "" if ok else "no leader / client port not answering"))
+    leader = next((nodes[c.node] for c in checks if c.ok), None)
+    if leader is None:
+        return checks
+    members = etcd.members(leader)
+    for m in members:
+        node = cluster.node(m.name)
+        want = node.ips() if node else ()
+        urls_ok = bool(node) and all(any(same_ip(lit.text, ip) for ip in want)
+                                     for url in (*m.peer_urls, *m.client_urls)
+                                     for lit in node_ips(url))
+        checks.append(Check(m.name or "?", "etcd member peer/client URLs current", urls_ok,
+                            f"peer {','.join(m.peer_urls)} client {','.join(m.client_urls)}"))
+    missing = {cp.name for cp in cluster.control_planes} - {m.name for m in members}
+    checks += [Check(name, "etcd member present", False, "not in the member list")
+               for name in sorted(missing)]
+    st = etcd.status(leader) or {}
+    revision = int(st.get("header", {}).get("revision", 0))
+    checks.append(Check(cluster.control_planes[0].name, "etcd revision kept",
+                        revision >= min_revision, f"revision {revision} (before: {min_revision})"))
+    return checks
+
+
+def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
+    lb = cluster.load_balancer
+    if lb is None or not cluster.control_planes:
+        return []
+    node = nodes[cluster.control_planes[0].name]
+    url = f"https://{lb.name}:6443/readyz"
+    rounds = 2 * len(cluster.control_planes)
+
+    def all_routes() -> tuple[bool, str]:
+        results = [_curl_ok(node, url) for _ in range(rounds)]
+        bad = [d for ok, d in results if not ok]
+        return not bad, f"{rounds - len(bad)}/{rounds} requests through {lb.name} answered ok"
+
+    ok, detail = _retry(all_routes, wait)
+    return [Check(lb.name, "load balancer routes to the apiservers", ok, detail)]
+
+
+def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node]) -> list[Check]:
+    node = nodes[cluster.control_planes[0].name]
+    probe = node.exec(["sh", "-c", "command -v kubectl"])
+    if not probe.ok:
+        return []
+    r = node.exec(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes",
+                   "--no-headers"], timeout=30)
+    lines = r.text().splitlines()
+    not_ready = [ln.split()[0] for ln in lines if len(ln.split()) > 1 and ln.split()[1] != "Ready"]
+    ok = r.ok and bool(lines) and not not_ready
+    return [Check(cluster.control_planes[0].name, "kubectl get nodes: all Ready", ok,
+                  ", ".join(not_ready) or r.stderr.decode(errors="replace").strip()[:120])]
+
+
+def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
+           wait: float = 60) -> Verification:
+    checks = _etcd_checks(cluster, nodes, min_revision, wait)
+    for cp in cluster.control_planes:
+        node = nodes[cp.name]
+        for what, url in _HEALTH_URLS:
+            ok, detail = _retry(lambda node=node, url=url: _curl_ok(node, url), wait)
+            checks.append(Check(cp.name, what, ok, detail))
+    checks += _lb_check(cluster, nodes, wait)
+    checks += _kubectl_check(cluster, nodes)
+    return Verification(tuple(checks))

@@ -1,0 +1,139 @@
+"""In-memory stand-ins for the engine and the nodes (scriv's tests/faker.py idea): a dict of
+files and a table of command handlers, never a mock of a mock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from kindfix.errors import KindfixError
+from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
+
+Handler = Callable[["FakeNode", Sequence[str], "bytes | None"], ExecResult]
+
+
+def ok(stdout: str | bytes = b"", stderr: bytes = b"") -> ExecResult:
+    return ExecResult(0, stdout.encode() if isinstance(stdout, str) else stdout, stderr)
+
+
+def fail(code: int = 1, stderr: str = "failed") -> ExecResult:
+    return ExecResult(code, b"", stderr.encode())
+
+
+@dataclass
+class FakeNode:
+    """A node whose files live in a dict and whose commands are answered by handlers.
+
+    Handlers are matched by argv prefix, longest first; an unmatched command exits 127 like a
+    shell that does not know it, and is recorded in `unhandled`.
+    """
+
+    name: str
+    role: str = "control-plane"
+    files: dict[str, bytes] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+    handlers: dict[tuple[str, ...], Handler] = field(default_factory=dict)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    unhandled: list[tuple[str, ...]] = field(default_factory=list)
+
+    def on(self, prefix: Sequence[str], handler: Handler | ExecResult) -> FakeNode:
+        if isinstance(handler, ExecResult):
+            result = handler
+            self.handlers[tuple(prefix)] = lambda *_: result
+        else:
+            self.handlers[tuple(prefix)] = handler
+        return self
+
+    def exec(self, argv: Sequence[str], stdin: bytes | None = None,
+             timeout: float | None = None) -> ExecResult:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        for prefix in sorted(self.handlers, key=len, reverse=True):
+            if argv[: len(prefix)] == prefix:
+                return self.handlers[prefix](self, argv, stdin)
+        self.unhandled.append(argv)
+        return ExecResult(127, b"", f"{argv[0]}: command not found".encode())
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        return {p: self.files.get(p) for p in paths}
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        self.files[path] = content
+        self.modes[path] = mode
+
+
+def container(name: str, role: str, ipv4: str | None, cluster: str = "kind",
+              network: str = "kind", state: str = "running", ipv6: str | None = None
+              ) -> ContainerInfo:
+    return ContainerInfo(
+        id=f"id-{name}", name=name, image="kindest/node:v1.29.2", state=state,
+        labels={"io.x-k8s.kind.cluster": cluster, "io.x-k8s.kind.role": role},
+        networks={network: Endpoint(network, ipv4, ipv6)}, restart_policy="on-failure")
+
+
+@dataclass
+class FakeRuntime:
+    """The engine: containers by name, networks by name, execs routed to FakeNodes."""
+
+    containers: dict[str, ContainerInfo] = field(default_factory=dict)
+    networks: dict[str, NetworkInfo] = field(default_factory=dict)
+    nodes: dict[str, FakeNode] = field(default_factory=dict)
+    up: bool = True
+    name: str = "docker"
+    log: list[str] = field(default_factory=list)
+
+    def add(self, info: ContainerInfo, node: FakeNode | None = None) -> FakeRuntime:
+        self.containers[info.name] = info
+        if node is not None:
+            self.nodes[info.name] = node
+        return self
+
+    def ping(self) -> None:
+        if not self.up:
+            raise KindfixError("Cannot reach the Docker engine", hint="is Docker running?")
+
+    def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        return [c for c in self.containers.values()
+                if all(k in c.labels and (v is None or c.labels[k] == v)
+                       for k, v in labels.items())]
+
+    def inspect_container(self, name: str) -> ContainerInfo:
+        try:
+            return self.containers[name]
+        except KeyError:
+            raise KindfixError(f"no container named {name}") from None
+
+    def inspect_network(self, name: str) -> NetworkInfo:
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise KindfixError(f"no network named {name}") from None
+
+    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,
+             timeout: float | None = None) -> ExecResult:
+        return self.nodes[container].exec(argv, stdin, timeout)
+
+    def start(self, container: str) -> None:
+        self.log.append(f"start {container}")
+        self.containers[container] = replace(self.containers[container], state="running")
+
+    def stop(self, container: str, timeout: int = 10) -> None:
+        self.log.append(f"stop {container}")
+        self.containers[container] = replace(self.containers[container], state="exited")
+
+    def network_disconnect(self, network: str, container: str) -> None:
+        self.log.append(f"disconnect {network} {container}")
+        info = self.containers[container]
+        nets = {k: v for k, v in info.networks.items() if k != network}
+        self.containers[container] = replace(info, networks=nets)
+
+    def network_connect(self, network: str, container: str, ipv4: str | None = None,
+                        ipv6: str | None = None, aliases: Sequence[str] = ()) -> None:
+        self.log.append(f"connect {network} {container} {ipv4 or ''}".rstrip())
+        info = self.containers[container]
+        nets = dict(info.networks)
+        nets[network] = Endpoint(network, ipv4 or "172.18.0.250", ipv6, ipv4, ipv6)
+        self.containers[container] = replace(info, networks=nets)
