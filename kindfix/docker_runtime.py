@@ -136,6 +136,13 @@ class DockerRuntime:
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as err:
             raise self._unreachable(err) from err
 
+    def close(self) -> None:
+        """Closes the SDK client's pooled connections (not part of `Runtime`)."""
+        with self._lock:
+            if self._client is not None and hasattr(self._client, "close"):
+                self._client.close()
+            self._client = None
+
     # -- Runtime ---------------------------------------------------------------------------
 
     def ping(self) -> None:
@@ -314,12 +321,11 @@ def _finish_stdin(sel: selectors.BaseSelector, raw: Any) -> None:
 
 
 def _close(sock: Any) -> None:
-    for closable in (sock, getattr(sock, "_response", None), _raw_socket(sock)):
-        try:
-            if closable is not None:
+    # The wrapper, the HTTP response and the socket all hold the connection; close each once.
+    for closable in (getattr(sock, "_response", None), sock, _raw_socket(sock)):
+        if closable is not None:
+            with suppress(OSError, ValueError):
                 closable.close()
-        except OSError:
-            pass
 
 
 def _none_if_empty(value: Any) -> str | None:
