@@ -113,7 +113,7 @@ def bed() -> Iterator[str]:
 
 
 @pytest.fixture
-def rt(bed: str) -> Iterator[DockerRuntime]:
+def rt(bed: str) -> Iterator[DockerRuntime]:  # noqa: ARG001 (requested so the node exists)
     runtime = DockerRuntime()
     runtime.ping()
     yield runtime
@@ -187,8 +187,12 @@ def test_exec_timeout(rt: DockerRuntime) -> None:
 def test_many_concurrent_execs(rt: DockerRuntime) -> None:
     def one(i: int) -> tuple[int, int, bytes, bytes]:
         stdin = b"%d\n" % i * 1000
-        r = rt.exec(NODE, ["sh", "-c", "cat; echo $0 >&2; exit $(($0 % 5))", str(i)],
-                    stdin=stdin, timeout=120)
+        r = rt.exec(
+            NODE,
+            ["sh", "-c", "cat; echo $0 >&2; exit $(($0 % 5))", str(i)],
+            stdin=stdin,
+            timeout=120,
+        )
         return i, r.exit_code, r.stdout, r.stderr
 
     started = time.monotonic()

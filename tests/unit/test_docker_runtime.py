@@ -93,9 +93,7 @@ class FakeAPI:
 
     def exec_create(self, container: str, cmd: list[str], **kw: Any) -> dict[str, str]:
         if container == "stopped":
-            raise docker.errors.APIError(
-                "409", explanation=f"Container {container} is not running"
-            )
+            raise docker.errors.APIError("409", explanation=f"Container {container} is not running")
         self.inspect_container(container)
         with self._lock:
             exec_id = f"exec{len(self._execs)}"
