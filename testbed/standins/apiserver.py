@@ -1,0 +1,134 @@
+"""Stand-in for kube-apiserver v1.29: its TLS endpoint and etcd-backed health, nothing else.
+
+Copies: serves HTTPS with --tls-cert-file/--tls-private-key-file (kubeadm: pki/apiserver.crt)
+on --bind-address (default 0.0.0.0, i.e. the advertise address and 127.0.0.1) port
+--secure-port (6443); client certs signed by --client-ca-file are accepted, anonymous requests
+too. /healthz, /livez, /readyz answer 200 "ok" only while etcd is reachable: every ~1 s it does a
+real mTLS GET /health against the first of --etcd-servers with --etcd-cafile/--etcd-certfile/
+--etcd-keyfile and requires {"health":"true"} (etcd answers false without a leader: a cluster
+that lost quorum makes the apiserver unhealthy, as the real etcd check does); else 500 with
+"[-]etcd failed: reason withheld" (readyz: etcd-readiness). On failure it logs grpc-style lines
+like the real one ("grpc: addrConn.createTransport failed to connect to {Addr: ...}. Err:
+connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:2379: connect:
+connection refused\""). /version returns the version; /api* and /apis* answer 403 for anyone.
+Limits: no API, no storage, no watch; it serves (with 500s) while etcd is down, where the real
+one would fail to start and crash-loop.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+from . import flags as flagparse
+from . import health, klog, tlsclient
+from .paths import node_path
+
+CHECK_PERIOD = 1.0
+VERSION = {"major": "1", "minor": "29", "gitVersion": "v1.29.2", "gitCommit": "kindbed",
+           "gitTreeState": "clean", "buildDate": "2024-02-14T10:32:40Z", "goVersion": "go1.21.7",
+           "compiler": "gc", "platform": "linux/amd64"}
+OTHER_CHECKS = ["ping", "log", "poststarthook/start-kube-apiserver-admission-initializer",
+                "poststarthook/generic-apiserver-start-informers", "poststarthook/bootstrap-controller"]
+
+
+class EtcdProbe:
+    """The last result of the etcd health check, refreshed by a background thread."""
+
+    def __init__(self, url: str, ca: str, cert: str, key: str) -> None:
+        self.url, self.ca, self.cert, self.key = url, ca, cert, key
+        self.error: str | None = "not checked yet"
+        self._logged_at = 0.0
+
+    def check_once(self) -> None:
+        host = self.url.split("://", 1)[-1].rstrip("/")
+        try:
+            ca_pem = node_path(self.ca).read_bytes()
+            status, body = tlsclient.get(self.url.rstrip("/") + "/health", ca_pem, str(node_path(self.cert)),
+                                         str(node_path(self.key)), timeout=2.0)
+            healthy = status == 200 and json.loads(body or b"{}").get("health") == "true"
+            err = None if healthy else f"etcd /health returned {status}: {body.decode(errors='replace').strip()}"
+        except tlsclient.GoError as e:
+            desc = str(e)
+            kind = "Error while dialing" if desc.startswith("dial tcp") else "authentication handshake failed"
+            err = f'connection error: desc = "transport: {kind}: {desc}"'
+            self._log_transport(host, err)
+        except (OSError, ValueError) as e:
+            err = str(e)
+        if err and not err.startswith("connection error"):
+            self._log(f'"etcd" check failed: {err}')
+        if err is None and self.error is not None:
+            klog.info("healthz.go:261", f"etcd check passed, endpoint {host}")
+        self.error = err
+
+    def _log_transport(self, host: str, err: str) -> None:
+        self._log(f'[core] [Channel #1 SubChannel #2] grpc: addrConn.createTransport failed to connect to '
+                  f'{{Addr: "{host}", ServerName: "{host.rsplit(":", 1)[0]}", }}. Err: {err}', "W", "logging.go:59")
+
+    def _log(self, msg: str, sev: str = "E", src: str = "healthz.go:261") -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= 5.0:  # grpc backs off; keep the log readable
+            self._logged_at = now
+            klog.log(sev, src, msg)
+
+    def loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.check_once()
+            stop.wait(CHECK_PERIOD)
+
+
+def checks_for(probe: EtcdProbe):  # type: ignore[no-untyped-def]
+    def checks(endpoint: str) -> list[tuple[str, str | None]] | None:
+        if endpoint not in ("healthz", "livez", "readyz"):
+            return None
+        etcd = "etcd-readiness" if endpoint == "readyz" else "etcd"
+        return [(OTHER_CHECKS[0], None), (OTHER_CHECKS[1], None), (etcd, probe.error),
+                *((c, None) for c in OTHER_CHECKS[2:])]
+    return checks
+
+
+def fallback(path: str) -> tuple[int, str, str]:
+    if path == "/version":
+        return 200, json.dumps(VERSION, indent=2), "application/json"
+    if path.startswith(("/api", "/apis")):
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": f'forbidden: User "system:anonymous" cannot get path "{path}"',
+                  "reason": "Forbidden", "details": {}, "code": 403}
+        return 403, json.dumps(status), "application/json"
+    return 404, "404 page not found\n", "text/plain; charset=utf-8"
+
+
+def main(argv: list[str]) -> int:
+    f = flagparse.parse(argv)
+    pki = "/etc/kubernetes/pki"
+    bind = f.get("bind-address", "0.0.0.0")  # noqa: S104 - the real default
+    port = int(f.get("secure-port", "6443"))
+    etcd_url = f.get("etcd-servers", "https://127.0.0.1:2379").split(",")[0]
+    probe = EtcdProbe(etcd_url, f.get("etcd-cafile", f"{pki}/etcd/ca.crt"),
+                      f.get("etcd-certfile", f"{pki}/apiserver-etcd-client.crt"),
+                      f.get("etcd-keyfile", f"{pki}/apiserver-etcd-client.key"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    klog.info("options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}")
+    klog.info("server.go:148", f'Version: {VERSION["gitVersion"]} (kindbed stand-in)')
+    client_ca = f.get("client-ca-file")
+    try:
+        srv = health.serve(bind, port, str(node_path(f.get("tls-cert-file", f"{pki}/apiserver.crt"))),
+                           str(node_path(f.get("tls-private-key-file", f"{pki}/apiserver.key"))),
+                           checks_for(probe), str(node_path(client_ca)) if client_ca else None, fallback)
+    except OSError as e:
+        klog.log("E", "run.go:74", f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"')
+        return 1
+    klog.info("secure_serving.go:213", f"Serving securely on {bind}:{port}")
+    threading.Thread(target=probe.loop, args=(stop,), daemon=True).start()
+    stop.wait()
+    srv.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

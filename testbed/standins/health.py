@@ -1,0 +1,82 @@
+"""An HTTPS health endpoint server, as Kubernetes components serve /healthz, /livez, /readyz.
+
+The handler asks a `checks` callable for [(name, error-or-None)]; the reply copies
+k8s.io/apiserver/pkg/server/healthz: 200 "ok" when all pass, else 500 with one
+"[+]name ok" / "[-]name failed: reason withheld" line per check and "<endpoint> check failed";
+?verbose lists the checks on success too.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+Checks = Callable[[str], "list[tuple[str, str | None]] | None"]
+
+
+def render(endpoint: str, results: list[tuple[str, str | None]], verbose: bool) -> tuple[int, str]:
+    failed = any(err for _, err in results)
+    if not failed and not verbose:
+        return 200, "ok"
+    lines = [f"[+]{n} ok" if not err else f"[-]{n} failed: reason withheld" for n, err in results]
+    lines.append(f"{endpoint} check failed" if failed else f"{endpoint} check passed")
+    return (500 if failed else 200), "\n".join(lines) + "\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 5  # a client that never finishes its TLS handshake must not hold a thread
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlsplit(self.path)
+        endpoint = url.path.strip("/")
+        results = self.server.checks(endpoint)
+        if results is None:
+            code, body, ctype = self.server.fallback(url.path)
+        else:
+            code, body = render(endpoint, results, "verbose" in parse_qs(url.query, keep_blank_values=True))
+            ctype = "text/plain; charset=utf-8"
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    checks: Checks
+    fallback: Callable[[str], tuple[int, str, str]]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # failed handshakes (wrong CA, port scans) are the client's problem, as upstream
+
+
+def not_found(path: str) -> tuple[int, str, str]:
+    return 404, "404 page not found\n", "text/plain; charset=utf-8"
+
+
+def serve(host: str, port: int, cert_file: str, key_file: str, checks: Checks,
+          client_ca: str | None = None,
+          fallback: Callable[[str], tuple[int, str, str]] = not_found) -> _Server:
+    """Start serving in a daemon thread; returns the server (call .shutdown() to stop)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # anonymous health checks are allowed, like upstream
+    srv = _Server((host, port), _Handler)
+    # Handshake in the request thread, not in accept(): a stalled client must not block others.
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    srv.checks = checks
+    srv.fallback = fallback
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
