@@ -132,14 +132,28 @@ def location_findings(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluste
     return findings
 
 
+def advertise_family(snapshot: NodeSnapshot, node: ClusterNode) -> int:
+    """The address family the control plane advertises (kubeadm puts only that address in the
+    certificates): from etcd's advertise URL, else the only family the node has."""
+    raw = snapshot.file("/etc/kubernetes/manifests/etcd.yaml")
+    if raw is not None:
+        for line in raw.decode(errors="replace").splitlines():
+            if "--advertise-client-urls=" in line:
+                lits = node_ips(line)
+                if lits:
+                    return lits[0].family
+    return 4 if node.ipv4 else 6
+
+
 def certificate_findings(snapshot: NodeSnapshot, node: ClusterNode, patches: Patches
                          ) -> list[Finding]:
     findings = []
+    wanted = by_family(node.ipv4, node.ipv6).get(advertise_family(snapshot, node))
     for spec in patches.certificates_for(node.role):
         raw = snapshot.file(spec.file)
         if raw is None:  # a real control plane always has it; a killed repair may not
             findings.append(Finding(node.name, spec.component, f"{spec.file}#SAN", "missing",
-                                    ",".join(node.ips()), STALE, "certificate file is missing"))
+                                    wanted or "-", STALE, "certificate file is missing"))
             continue
         try:
             cert = parse_pem_certificates(raw.decode(errors="replace"))[0]
@@ -148,9 +162,9 @@ def certificate_findings(snapshot: NodeSnapshot, node: ClusterNode, patches: Pat
                                     STALE, "not a PEM certificate"))
             continue
         sans = ",".join(cert.sans_ip)
-        missing = [ip for ip in node.ips() if not any(same_ip(ip, s) for s in cert.sans_ip)]
+        missing = [ip for ip in (wanted,) if ip and not any(same_ip(ip, s) for s in cert.sans_ip)]
         findings.append(Finding(node.name, spec.component, f"{spec.file}#SAN", sans or "-",
-                                ",".join(node.ips()), STALE if missing else OK,
+                                wanted or "-", STALE if missing else OK,
                                 f"does not cover {', '.join(missing)}" if missing else ""))
     return findings
 
@@ -248,7 +262,7 @@ def diagnose(findings: list[Finding], state: EtcdState, cluster: Cluster) -> lis
         lines.append(f"{len(other)} stale address(es) on {len(nodes)} node(s): {', '.join(nodes)}")
     if not lines:
         lines.append("all addresses consistent")
-    return lines
+    return list(dict.fromkeys(lines))
 
 
 def audit(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],

@@ -76,7 +76,7 @@ def set_flags(manifest: bytes, flags: dict[str, str | None], source: str) -> byt
             del command[i]
         if value is not None:
             command.append(f"{flag}={value}" if value else flag)
-    return doc.dump()
+    return doc.dump_structure()
 
 
 def _etcd_running(node: Node) -> bool:

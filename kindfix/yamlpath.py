@@ -57,10 +57,28 @@ def parse_path(path: str) -> tuple[Segment, ...]:
 
 @dataclass
 class Ref:
-    """One addressed scalar: read it with `get`, change it with `set`."""
+    """One addressed scalar: read it with `get`, change it with `set`.
+
+    `pos` is the (line, column) where the scalar starts in the source and `raw` its whole text
+    (for a flag item, `--flag=value`), so a document can splice the change into the original
+    bytes and leave every other byte alone.
+    """
 
     get: Callable[[], str]
     set: Callable[[str], None]
+    pos: tuple[int, int] | None = None
+    raw: Callable[[], str] | None = None
+
+
+def _pos(container: Any, key: Any) -> tuple[int, int] | None:
+    lc = getattr(container, "lc", None)
+    if lc is None:
+        return None
+    try:
+        pos = lc.item(key) if isinstance(container, list) else lc.value(key)
+    except (KeyError, IndexError, TypeError):
+        return None
+    return (int(pos[0]), int(pos[1]))
 
 
 def _flag_ref(items: Any, index: int, flag: str) -> Ref:
@@ -69,7 +87,8 @@ def _flag_ref(items: Any, index: int, flag: str) -> Ref:
     def setter(v: str) -> None:
         items[index] = prefix + v
 
-    return Ref(lambda: str(items[index])[len(prefix):], setter)
+    return Ref(lambda: str(items[index])[len(prefix):], setter, _pos(items, index),
+               lambda: str(items[index]))
 
 
 def _key_ref(mapping: Any, key: str) -> Ref:
@@ -78,7 +97,7 @@ def _key_ref(mapping: Any, key: str) -> Ref:
         # keep the original quoting style of the scalar
         mapping[key] = type(old)(v) if isinstance(old, str) and type(old) is not str else v
 
-    return Ref(lambda: str(mapping[key]), setter)
+    return Ref(lambda: str(mapping[key]), setter, _pos(mapping, key), lambda: str(mapping[key]))
 
 
 def _walk(node: Any, segments: tuple[Segment, ...]) -> Iterator[Ref]:
@@ -108,18 +127,47 @@ def _walk(node: Any, segments: tuple[Segment, ...]) -> Iterator[Ref]:
             if rest:
                 yield from _walk(item, rest)
             elif not isinstance(item, (dict, list)):
-                yield Ref(lambda i=i: str(node[i]), lambda v, i=i: node.__setitem__(i, v))
+                yield Ref(lambda i=i: str(node[i]), lambda v, i=i: node.__setitem__(i, v),
+                          _pos(node, i), lambda i=i: str(node[i]))
 
 
 def _yaml() -> YAML:
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.width = 4096
-    # Go's YAML writes `creationTimestamp: null`; ruamel would drop the `null`.
-    y.representer.add_representer(
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
     return y
+
+
+class _Spliced:
+    """Records scalar edits and writes them into the original text, byte for byte elsewhere.
+    Falls back to ruamel's own dump only when a position cannot be found."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._edits: list[tuple[tuple[int, int] | None, str, str]] = []
+
+    def track(self, ref: Ref) -> Ref:
+        def setter(v: str) -> None:
+            before = ref.raw() if ref.raw else ref.get()
+            ref.set(v)
+            after = ref.raw() if ref.raw else ref.get()
+            self._edits.append((ref.pos, before, after))
+
+        return Ref(ref.get, setter, ref.pos, ref.raw)
+
+    def splice(self, fallback: Callable[[], str]) -> str:
+        if not self._edits:
+            return self._text
+        lines = self._text.splitlines(keepends=True)
+        for pos, before, after in self._edits:
+            if pos is None or pos[0] >= len(lines):
+                return fallback()
+            line, col = pos
+            idx = lines[line].find(before, col)
+            if idx < 0:
+                return fallback()
+            lines[line] = lines[line][:idx] + after + lines[line][idx + len(before):]
+        return "".join(lines)
 
 
 class Document(Protocol):
@@ -134,6 +182,7 @@ class YamlDocument:
     def __init__(self, text: bytes, source: str) -> None:
         self._yaml = _yaml()
         try:
+            self._source_text = _Spliced(text.decode())
             self._data = self._yaml.load(text.decode())
         except (YAMLError, UnicodeDecodeError) as e:
             raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
@@ -147,12 +196,19 @@ class YamlDocument:
         return self._data
 
     def find(self, path: str) -> list[Ref]:
-        return list(_walk(self._data, parse_path(path)))
+        return [self._source_text.track(r) for r in _walk(self._data, parse_path(path))]
 
-    def dump(self) -> bytes:
+    def _ruamel_dump(self) -> str:
         out = io.StringIO()
         self._yaml.dump(self._data, out)
-        return out.getvalue().encode()
+        return out.getvalue()
+
+    def dump_structure(self) -> bytes:
+        """Serialise after structural edits of `data` (items added or removed)."""
+        return self._ruamel_dump().encode()
+
+    def dump(self) -> bytes:
+        return self._source_text.splice(self._ruamel_dump).encode()
 
 
 class MultiYamlDocument:
@@ -161,6 +217,7 @@ class MultiYamlDocument:
     def __init__(self, text: bytes, source: str) -> None:
         self._yaml = _yaml()
         try:
+            self._source_text = _Spliced(text.decode())
             self._docs = list(self._yaml.load_all(text.decode()))
         except (YAMLError, UnicodeDecodeError) as e:
             raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
@@ -171,12 +228,15 @@ class MultiYamlDocument:
         return self._docs
 
     def find(self, path: str) -> list[Ref]:
-        return list(_walk(self._docs, parse_path(path)))
+        return [self._source_text.track(r) for r in _walk(self._docs, parse_path(path))]
 
-    def dump(self) -> bytes:
+    def _ruamel_dump(self) -> str:
         out = io.StringIO()
         self._yaml.dump_all(self._docs, out)
-        return out.getvalue().encode()
+        return out.getvalue()
+
+    def dump(self) -> bytes:
+        return self._source_text.splice(self._ruamel_dump).encode()
 
 
 _ENV_LINE = re.compile(r'^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<q>"?)(?P<value>.*)(?P=q)$')

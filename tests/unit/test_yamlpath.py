@@ -126,3 +126,11 @@ def test_text_document_keeps_missing_newline() -> None:
     ref.set("172.18.0.4")
     assert doc.dump() == b"172.18.0.4"
     assert TextDocument(b"", "old-ipv4").find("") == []
+
+
+def test_edit_touches_only_the_scalar_even_where_ruamel_would_reformat() -> None:
+    src = b"a:\n  extraArgs:\n  b: null\n  c: \"172.18.0.3\"   # keep me\n"
+    doc = YamlDocument(src, "x")
+    [ref] = doc.find("a.c")
+    ref.set("172.18.0.4")
+    assert doc.dump() == src.replace(b"172.18.0.3", b"172.18.0.4")
