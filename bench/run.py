@@ -1,0 +1,178 @@
+"""`make bench`: kindfix's wall times beside their floors, printed as a table.
+
+Audit rows: `kindfix audit`'s gathering (one batched exec per node, every node concurrently)
+against a floor of one no-op exec per node, run concurrently. Goal: audit <= 1.5x the floor.
+Repair rows: repair of a bed whose IPs were all permuted, beside the time to create that bed.
+Goal: 3 CP + LB with quorum lost in <= 15 s and <= 0.5x bed creation.
+
+Topologies that cannot be created live here (3 CP + LB + 50 workers is too heavy for 2 cores
+next to the suite) run on fixture-backed nodes: the fixture dumps' files served by a node whose
+every exec costs the median latency of a real `docker exec` measured on this machine. Such rows
+are labelled "fixture".
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kindfix.discovery import Cluster, ClusterNode  # noqa: E402
+from kindfix.dump import load_dump  # noqa: E402
+from kindfix.observe import NodeSnapshot, snapshot_cluster  # noqa: E402
+from kindfix.runtime import ExecResult  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dumps"
+REPEAT = 5
+
+
+class FixtureNode:
+    """A node answering from a dump, each exec costing `latency` seconds like docker exec."""
+
+    def __init__(self, snap: NodeSnapshot, role: str, latency: float) -> None:
+        self.name, self.role, self._snap, self._latency = snap.name, role, snap, latency
+
+    def exec(self, argv: Sequence[str], stdin: bytes | None = None,
+             timeout: float | None = None) -> ExecResult:
+        time.sleep(self._latency)
+        return self._snap.output(argv) or ExecResult(0, b"", b"")
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        time.sleep(self._latency)
+        return {p: self._snap.file(p) for p in paths}
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.read_files([path])[path]
+
+    def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        raise NotImplementedError("benchmarks only read")
+
+
+def _median(fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _floor(nodes: Sequence[object], run_noop: Callable[[object], object]) -> float:
+    def once() -> None:
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            list(pool.map(run_noop, nodes))
+    return _median(once)
+
+
+def measured_exec_latency() -> float | None:
+    """Median wall time of one `docker exec true` into a throwaway container, or None."""
+    try:
+        from kindfix.docker_runtime import DockerRuntime
+        from testbed import engine, images
+    except ImportError:
+        return None
+    try:
+        client = engine.ensure_engine()
+        node_image = images.ensure_images().images.node
+        c = client.containers.run(node_image, entrypoint=["sleep", "60"], detach=True,
+                                  labels={"dev.kindfix.testbed": "bench-latency"})
+    except Exception as e:  # no engine: fall back to a nominal latency, and say so
+        print(f"(no engine for the latency probe: {e}; using 60 ms)", file=sys.stderr)
+        return None
+    try:
+        rt = DockerRuntime()
+        return _median(lambda: rt.exec(c.name, ["true"]))
+    finally:
+        c.remove(force=True, v=True)
+
+
+def with_workers(cluster: Cluster, snaps: dict[str, NodeSnapshot], extra: int
+                 ) -> tuple[Cluster, dict[str, NodeSnapshot]]:
+    """Clone the dump's worker `extra` times (3 CP + LB + 50 workers)."""
+    worker = cluster.workers[0]
+    nodes = list(cluster.nodes)
+    snaps = dict(snaps)
+    for i in range(2, extra + 2):
+        name = f"{cluster.name}-worker{i}"
+        nodes.append(replace(worker, name=name))
+        snaps[name] = replace(snaps[worker.name], name=name)
+    return replace(cluster, nodes=tuple(nodes)), snaps
+
+
+def fixture_row(label: str, dump: str, latency: float, extra_workers: int = 0) -> tuple:
+    cluster, snaps = load_dump(FIXTURES / dump)
+    if extra_workers:
+        cluster, snaps = with_workers(cluster, snaps, extra_workers)
+    by_name = {n.name: n for n in cluster.nodes}
+
+    def make(n: ClusterNode) -> FixtureNode:
+        return FixtureNode(snaps[n.name], n.role, latency)
+
+    nodes = [make(by_name[name]) for name in snaps]
+    floor = _floor(nodes, lambda n: n.exec(["true"]))  # type: ignore[attr-defined]
+    audit_t = _median(lambda: snapshot_cluster(cluster, make))
+    return (label, "fixture", len(cluster.nodes), floor, audit_t)
+
+
+def live_rows() -> list[tuple]:
+    from kindfix import api
+    from kindfix.docker_runtime import DockerRuntime
+    from testbed import bed as bedmod
+    from testbed import breaking
+
+    rows = []
+    audit_rows = []
+    rt = DockerRuntime()
+    for label, cps, workers in (("1 CP + 2 workers", 1, 2), ("3 CP + LB", 3, 0)):
+        t = time.perf_counter()
+        bed = bedmod.create_bed(cps, workers, "v0.15", "by-name", False, 50)
+        created = time.perf_counter() - t
+        os.environ["KIND_EXPERIMENTAL_DOCKER_NETWORK"] = bed.network
+        try:
+            names = bed.containers()
+            floor = _floor(names, lambda n: rt.exec(n, ["true"]))
+            audit_t = _median(lambda: api.audit_live(rt, bed.cluster))
+            audit_rows.append((label, "live", len(names), floor, audit_t))
+            breaking.permute(bed)
+            t = time.perf_counter()
+            outcome = api.repair(rt, bed.cluster, verify_wait=60)
+            repaired = time.perf_counter() - t
+            rows.append((label, repaired, created, outcome.healthy))
+        finally:
+            bed.destroy()
+    return audit_rows + [("repair", *r) for r in rows]
+
+
+def main() -> int:
+    latency = measured_exec_latency() or 0.06
+    print(f"docker exec latency on this machine (median of {REPEAT}): {latency * 1000:.0f} ms\n")
+    audit_rows = [
+        fixture_row("1 CP + 1 worker", "single-cp-healthy", latency),
+        fixture_row("3 CP + LB + 1 worker", "ha-3cp-healthy", latency),
+        fixture_row("3 CP + LB + 50 workers", "ha-3cp-healthy", latency, extra_workers=49),
+    ]
+    repair_rows: list[tuple] = []
+    if "--fixtures-only" not in sys.argv:
+        for row in live_rows():
+            (repair_rows if row[0] == "repair" else audit_rows).append(row)
+    print(f"{'audit':26} {'nodes':>5} {'backing':8} {'floor s':>8} {'audit s':>8} {'ratio':>6}  goal <= 1.5x")
+    for label, backing, n, floor, audit_t in audit_rows:
+        print(f"{label:26} {n:5d} {backing:8} {floor:8.3f} {audit_t:8.3f} {audit_t / floor:6.2f}")
+    if repair_rows:
+        print(f"\n{'repair (all IPs permuted)':26} {'repair s':>9} {'create s':>9} {'ratio':>6} "
+              f"{'healthy':>8}  goal 3 CP + LB <= 15 s and <= 0.5x")
+        for _, label, repaired, created, healthy in repair_rows:
+            print(f"{label:26} {repaired:9.1f} {created:9.1f} {repaired / created:6.2f} "
+                  f"{healthy!s:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
