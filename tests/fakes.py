@@ -3,9 +3,11 @@ files and a table of command handlers, never a mock of a mock."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from kindfix import node as node_mod
 from kindfix.errors import KindfixError
 from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
 
@@ -36,6 +38,12 @@ class FakeNode:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     unhandled: list[tuple[str, ...]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The batched read and atomic write scripts of ContainerNode, answered from the dict
+        # with the output contract kindfix.node documents (tested for real in test_node.py).
+        self.handlers.setdefault(("sh", "-c", node_mod._READ_FILES_SCRIPT), _read_script)
+        self.handlers.setdefault(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), _write_script)
+
     def on(self, prefix: Sequence[str], handler: Handler | ExecResult) -> FakeNode:
         if isinstance(handler, ExecResult):
             result = handler
@@ -63,6 +71,22 @@ class FakeNode:
     def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
         self.files[path] = content
         self.modes[path] = mode
+
+
+def _read_script(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    out = []
+    for i, path in enumerate(argv[4:]):
+        if path in node.files:
+            out.append(f"@@kindfix ok {i}\n".encode() + base64.b64encode(node.files[path]) + b"\n")
+        else:
+            out.append(f"@@kindfix missing {i}\n".encode())
+    return ok(b"".join(out))
+
+
+def _write_script(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    path, mode = argv[4], int(argv[5], 8)
+    node.write_file(path, stdin or b"", mode)
+    return ok()
 
 
 def container(name: str, role: str, ipv4: str | None, cluster: str = "kind",

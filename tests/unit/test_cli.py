@@ -1,0 +1,108 @@
+"""The command line through one fixture: exit codes, one-line errors with hints, no change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from kindfix.cli import Context, main
+from tests.fakes import FakeNode, FakeRuntime, container
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    def invoke(args: list[str], runtime: FakeRuntime | None = None) -> Result:
+        obj = Context(lambda: runtime or FakeRuntime())
+        with pytest.raises(SystemExit) as exit_info:
+            main(args, obj=obj)
+        captured = capsys.readouterr()
+        result = Result(int(exit_info.value.code or 0), captured.out, captured.err)
+        print(result)  # shown by pytest when an assertion fails
+        return result
+    return invoke
+
+
+def two_clusters() -> FakeRuntime:
+    rt = FakeRuntime()
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"), FakeNode("kind-control-plane"))
+    rt.add(container("dev-control-plane", "control-plane", "172.18.0.3", cluster="dev"))
+    return rt
+
+
+def test_clusters_lists_names_like_kind(run: Run) -> None:
+    r = run(["clusters"], two_clusters())
+    assert r.code == 0
+    assert r.out.split() == ["dev", "kind"]
+
+
+def test_unknown_cluster_is_one_line_with_hint(run: Run) -> None:
+    r = run(["audit", "--name", "nope"], two_clusters())
+    assert r.code == 1
+    assert r.err.splitlines()[0] == "kindfix: error: no kind cluster named 'nope'"
+    assert "known clusters: dev, kind" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_engine_down(run: Run) -> None:
+    rt = FakeRuntime(up=False)
+    r = run(["audit"], rt)
+    assert r.code == 1
+    assert "Cannot reach the Docker engine" in r.err
+
+
+def test_stopped_node_is_an_error_and_nothing_is_executed(run: Run) -> None:
+    rt = FakeRuntime()
+    node = FakeNode("kind-control-plane")
+    rt.add(container("kind-control-plane", "control-plane", None, state="exited"), node)
+    r = run(["repair", "--yes"], rt)
+    assert r.code == 1
+    assert "node kind-control-plane is exited, not running" in r.err
+    assert "docker start kind-control-plane" in r.err
+    assert node.calls == []
+
+
+def test_corrupted_manifest_is_one_clear_error_and_no_change(run: Run) -> None:
+    rt = FakeRuntime()
+    node = FakeNode("kind-control-plane", files={
+        "/etc/kubernetes/manifests/etcd.yaml": b"spec: [unclosed\n  - {x",
+    })
+    before = dict(node.files)
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"), node)
+    r = run(["repair", "--yes"], rt)
+    assert r.code == 1
+    assert "etcd.yaml is not valid YAML" in r.err
+    assert node.files == before
+
+
+def test_nodes_table_shows_roles_and_ips(run: Run) -> None:
+    r = run(["nodes", "--name", "dev"], two_clusters())
+    assert r.code == 0
+    assert "dev-control-plane" in r.out and "172.18.0.3" in r.out
+
+
+def test_internal_error_is_exit_3_with_hint(run: Run) -> None:
+    class Broken(FakeRuntime):
+        def list_containers(self, labels):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    r = run(["clusters"], Broken())
+    assert r.code == 3
+    assert "internal error: RuntimeError: boom" in r.err
+    assert "-v" in r.err
+
+
+def test_bad_usage_is_exit_2(run: Run) -> None:
+    r = run(["audit", "--output", "xml"])
+    assert r.code == 2

@@ -1,0 +1,81 @@
+"""Planning over the fixture dumps: key-by-key rewrites, certificates, etcd strategy, LB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kindfix.audit import audit
+from kindfix.dump import load_dump
+from kindfix.loadbalancer import lb_rewrites
+from kindfix.plan import Plan, make_plan
+from kindfix.yamlpath import YamlDocument
+
+DUMPS = Path(__file__).parents[2] / "fixtures" / "dumps"
+
+
+def plan_for(name: str, strategy: str = "auto") -> Plan:
+    cluster, snaps = load_dump(DUMPS / name)
+    return make_plan(cluster, snaps, audit(cluster, snaps), strategy)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DUMPS.iterdir()
+                                        if p.name.endswith("-healthy")))
+def test_healthy_cluster_yields_an_empty_plan(name: str) -> None:
+    plan = plan_for(name)
+    assert plan.empty, [s.summary for s in plan.steps]
+    assert plan.etcd_strategy == "none"
+
+
+def test_permuted_ha_plan_rebuilds_initial_cluster_from_current_ips() -> None:
+    cluster, snaps = load_dump(DUMPS / "ha-3cp-permuted")
+    plan = make_plan(cluster, snaps, audit(cluster, snaps))
+    assert plan.etcd_strategy == "force-new-cluster"
+    ips = {n.name: n.ipv4 for n in cluster.control_planes}
+    for step in plan.steps:
+        if step.path.endswith("etcd.yaml"):
+            doc = YamlDocument(step.content, step.path)
+            [ref] = doc.find("spec.containers[name=etcd].command[flag=--initial-cluster]")
+            for entry in ref.get().split(","):
+                name, _, url = entry.partition("=")
+                assert url == f"https://{ips[name]}:2380"
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.index("regen-cert") < kinds.index("etcd") < kinds.index("start-lb")
+    assert {s.phase for s in plan.steps if s.kind == "regen-cert"} >= {"etcd-server", "etcd-peer"}
+
+
+def test_v014_restart_points_controller_manager_and_scheduler_at_loopback() -> None:
+    plan = plan_for("single-cp-restart-v0.14")
+    by_path = {s.path: s for s in plan.steps if s.kind == "write-file"}
+    for path in ("/etc/kubernetes/controller-manager.conf", "/etc/kubernetes/scheduler.conf"):
+        assert b"server: https://127.0.0.1:6443" in by_path[path].content
+        assert "+    server: https://127.0.0.1:6443" in by_path[path].diff
+    restarts = {s.phase for s in plan.steps if s.kind == "restart-pod"}
+    assert {"kube-controller-manager", "kube-scheduler", "kube-apiserver"} <= restarts
+    assert plan.etcd_strategy == "member-update"
+
+
+def test_diffs_never_show_secrets() -> None:
+    plan = plan_for("single-cp-restart-v0.14")
+    text = "\n".join(s.diff for s in plan.steps)
+    assert "PRIVATE KEY-----\nMI" not in text
+    assert "client-key-data: LS0" not in text
+
+
+def test_literal_haproxy_backends_are_rewritten_to_the_named_nodes() -> None:
+    cluster, snaps = load_dump(DUMPS / "ha-3cp-haproxy-literal")
+    plan = make_plan(cluster, snaps, audit(cluster, snaps))
+    [lb] = [s for s in plan.steps if s.kind == "fix-lb"]
+    assert "+  server" in lb.diff
+    lb_node = cluster.load_balancer
+    assert lb_node is not None
+    [(old, new)] = lb_rewrites(cluster, snaps[lb_node.name]).values()
+    for cp in cluster.control_planes:
+        assert f"server {cp.name} {cp.ipv4}:6443".encode() in new
+    assert old != new
+
+
+def test_strategy_override_is_respected() -> None:
+    assert plan_for("single-cp-restart-v0.15", "force-new-cluster").etcd_strategy == \
+        "force-new-cluster"
