@@ -10,6 +10,7 @@ import os
 import selectors
 import shlex
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -181,6 +182,14 @@ class DockerRuntime:
         stdin: bytes | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
+        if stdin is not None and self._endpoint is not None and self._endpoint.tls:
+            # Python's ssl cannot half-close (send close_notify and keep reading), and without
+            # EOF on stdin a command such as `cat > file` would wait until the timeout.
+            raise KindfixError(
+                f"cannot send stdin to {self.name} exec over a TLS connection "
+                f"({self._endpoint.base_url})",
+                hint="use a unix socket or ssh:// endpoint (e.g. a docker context over SSH)",
+            )
         api = self._api()
         limit = DEFAULT_EXEC_TIMEOUT if timeout is None else timeout
         with self._errors("exec", "container", container):
@@ -296,21 +305,33 @@ def _pump(sock: Any, stdin: bytes | None, deadline: float) -> FrameDemuxer:
                 if mask & selectors.EVENT_WRITE and to_send is not None:
                     try:
                         sent += raw.send(to_send[sent : sent + _CHUNK])
-                    except BlockingIOError:
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                         pass
                     except OSError:  # the command exited without reading all of stdin
                         sent = len(to_send)
                     if sent >= len(to_send):
                         _finish_stdin(sel, raw)
                         to_send = None
-                if mask & selectors.EVENT_READ:
-                    try:
-                        data = raw.recv(_CHUNK)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        return demux
-                    demux.feed(data)
+                if mask & selectors.EVENT_READ and not _drain(raw, demux):
+                    return demux
+
+
+def _drain(raw: Any, demux: FrameDemuxer) -> bool:
+    """Reads what is available into `demux`; False at end of stream.
+
+    TLS keeps decrypted bytes of a record the selector no longer sees (`pending()`), so read
+    until it is empty, or the loop would wait for data that already arrived.
+    """
+    while True:
+        try:
+            data = raw.recv(_CHUNK)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        if not data:
+            return False
+        demux.feed(data)
+        if not (isinstance(raw, ssl.SSLSocket) and raw.pending()):
+            return True
 
 
 def _finish_stdin(sel: selectors.BaseSelector, raw: Any) -> None:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
 import requests.exceptions
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from kindfix.docker_runtime import DockerRuntime, FrameDemuxer, container_info, network_info
 from kindfix.dockerhost import EngineEndpoint
@@ -375,3 +382,89 @@ def test_podman_name_and_hint() -> None:
     assert "Podman engine" in info.value.message
     assert info.value.hint is not None
     assert "podman.socket" in info.value.hint
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(7):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+
+
+def _relay_both(one: socket.socket, other: socket.socket) -> None:
+    threads = [
+        threading.Thread(target=_relay, args=pair, daemon=True)
+        for pair in ((one, other), (other, one))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    one.close()
+    other.close()
+
+
+def _tls_pair(tmp_path: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """Both ends of a socketpair wrapped in TLS (self-signed server certificate)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "engine")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    # A relay in 7-byte pieces between the two ends, so the client sees partial TLS records
+    # (recv raises SSLWantReadError) as it does on a slow network.
+    a, relay_a = socket.socketpair()
+    relay_b, b = socket.socketpair()
+    threading.Thread(target=_relay_both, args=(relay_a, relay_b), daemon=True).start()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        server = pool.submit(server_ctx.wrap_socket, b, server_side=True)
+        client = client_ctx.wrap_socket(a)
+        return client, server.result(timeout=10)
+
+
+def test_exec_output_over_tls_is_read_completely(tmp_path: Path) -> None:
+    # Many small frames: TLS records hold decrypted bytes the selector cannot see.
+    frames = [(1 + i % 2, b"line %d\n" % i) for i in range(2000)]
+    rt, api = make(lambda _d: (frames, 0))
+    client, server = _tls_pair(tmp_path)
+
+    def exec_start(exec_id: str, socket: bool) -> ssl.SSLSocket:
+        assert socket
+        threading.Thread(target=api._serve, args=(exec_id, server), daemon=True).start()
+        return client
+
+    api.exec_start = exec_start  # type: ignore[method-assign]
+    result = rt.exec("kind-control-plane", ["x"], timeout=20)
+    assert result.stdout == b"".join(p for s, p in frames if s == 1)
+    assert result.stderr == b"".join(p for s, p in frames if s == 2)
+
+
+def test_stdin_over_tls_endpoint_is_refused_before_exec() -> None:
+    ep = EngineEndpoint("tcp://remote:2376", source="DOCKER_HOST", tls=True, tls_verify=True)
+    api = FakeAPI()
+    rt = DockerRuntime(endpoint=ep, client=api)
+    with pytest.raises(KindfixError, match="cannot send stdin to docker exec over a TLS"):
+        rt.exec("kind-control-plane", ["cat"], stdin=b"data")
+    assert api._execs == {}  # nothing was started that could read an empty stdin
+    assert rt.exec("kind-control-plane", ["true"]).ok
