@@ -16,14 +16,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
 
 from . import state, unit
-from .kubelet import FLAGS_ENV, package_root
+from .kubelet import FLAGS_ENV, kubeadm_flags, package_root
 from .paths import NODE_PATH, atomic_write, node_path, state_dir
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -37,13 +36,10 @@ def log(msg: str) -> None:
 
 
 def kubelet_argv() -> list[str]:
-    args: list[str] = []
     try:
-        for line in node_path(FLAGS_ENV).read_text().splitlines():
-            if line.startswith("KUBELET_KUBEADM_ARGS="):
-                args = shlex.split(line.partition("=")[2])
+        args = kubeadm_flags(node_path(FLAGS_ENV).read_text())
     except (OSError, ValueError):
-        pass
+        args = []
     wrapper = "/usr/local/bin/kubelet"
     if not os.environ.get("KINDBED_ROOT") and os.path.exists(wrapper):
         return [wrapper, *args]

@@ -43,7 +43,8 @@ from .paths import NODE_PATH, container_env_path, image_dir, node_path
 
 MANIFESTS = "/etc/kubernetes/manifests"
 FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
-SYNC_PERIOD = 1.0
+# KINDBED_KUBELET_SYNC_PERIOD shortens the poll for host tests only.
+SYNC_PERIOD = float(os.environ.get("KINDBED_KUBELET_SYNC_PERIOD") or 1.0)
 STOP_GRACE = 5.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 10.0
@@ -56,12 +57,18 @@ def package_root() -> str:
     return str(Path(__file__).resolve().parents[depth])
 
 
-def node_ip_from_flags(text: str) -> str | None:
+def kubeadm_flags(text: str) -> list[str]:
+    """The arguments in KUBELET_KUBEADM_ARGS="..." (as systemd expands $KUBELET_KUBEADM_ARGS)."""
     for line in text.splitlines():
         if line.startswith("KUBELET_KUBEADM_ARGS="):
-            for arg in shlex.split(line.partition("=")[2]):
-                if arg.startswith("--node-ip="):
-                    return arg.partition("=")[2]
+            return " ".join(shlex.split(line.partition("=")[2])).split()
+    return []
+
+
+def node_ip_from_flags(text: str) -> str | None:
+    for arg in kubeadm_flags(text):
+        if arg.startswith("--node-ip="):
+            return arg.partition("=")[2]
     return None
 
 
