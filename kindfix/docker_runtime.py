@@ -34,7 +34,7 @@ _POOL_SIZE = 64
 _CHUNK = 65536
 _FRAME_HEADER = struct.Struct(">BxxxL")
 # After the output stream ends the engine may report the exec as running for a moment.
-_INSPECT_POLLS = 100
+_INSPECT_POLLS = 500  # x 10 ms: a loaded engine gets 5 s to record the exit code
 _INSPECT_POLL_INTERVAL = 0.01
 
 
@@ -159,10 +159,12 @@ class DockerRuntime:
             summaries = self._api().containers(all=True, filters={"label": selectors_})
         found = []
         for summary in summaries:
-            try:
-                found.append(self.inspect_container(summary["Id"]))
-            except KindfixError:
-                continue  # removed between list and inspect
+            with self._errors("inspect", "container", summary["Id"]):
+                try:
+                    data = self._api().inspect_container(summary["Id"])
+                except docker.errors.NotFound:
+                    continue  # removed between list and inspect
+            found.append(container_info(data))
         return sorted(found, key=lambda c: c.name)
 
     def inspect_container(self, name: str) -> ContainerInfo:
