@@ -257,7 +257,7 @@ def test_healthy_etcd_members_advertise_current_addresses(name: str) -> None:
         if c["labels"]["io.x-k8s.kind.role"] != "control-plane":
             continue
         probe = parse_etcd_probe(commands(name, c["name"])[ETCD_PROBE]["stdout"])
-        if EXPECT[name]["family"] == "ipv6":
+        if EXPECT[name]["family"] == "ipv6" and "::1" not in " ".join(ETCD_PROBE):
             # etcd listens on [::1]; the probe asks 127.0.0.1 (see the README row)
             assert not probe.reachable
             continue
