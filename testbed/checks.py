@@ -24,6 +24,12 @@ COMPONENT_URLS = {
 SEED_PREFIX = "/registry/kindbed/"
 
 
+def _last_line(text: str) -> str:
+    """etcdctl prints JSON retry logs first and the error last: keep the error."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 @dataclass(frozen=True)
 class Member:
     id: str
@@ -91,7 +97,7 @@ def member_list(bed: Bed) -> tuple[tuple[Member, ...], str]:
         res = bed.etcdctl(node, "member", "list", "-w", "json")
         if res.ok:
             return parse_member_list(res.stdout), ""
-        err = f"{node}: {res.stderr.strip()[-300:]}"
+        err = f"{node}: {_last_line(res.stderr)}"
     return (), err
 
 
@@ -107,7 +113,7 @@ def member_data(bed: Bed, node: str) -> MemberData:
     """Revision and seeded-key count from this member's own store (serializable read)."""
     res = bed.etcdctl(node, "get", SEED_PREFIX, "--prefix", "--keys-only", "--consistency=s", "-w", "json")
     if not res.ok:
-        return MemberData(node, None, None, res.stderr.strip()[-300:])
+        return MemberData(node, None, None, _last_line(res.stderr))
     data = json.loads(res.stdout)
     return MemberData(node, int(data["header"]["revision"]), int(data.get("count", 0)))
 
@@ -126,7 +132,9 @@ def component_health(bed: Bed, node: str) -> list[Health]:
     for comp, url in COMPONENT_URLS.items():
         res = bed.exec(node, ["curl", "-sk", "--max-time", "3", "-w", "\n%{http_code}", url])
         body, _, code = res.stdout.rpartition("\n")
-        out.append(Health(node, comp, res.ok and code == "200", f"{code} {body.strip()[:200]}".strip()))
+        failing = [ln for ln in body.splitlines() if ln.startswith("[-]")]  # verbose health output
+        detail = "; ".join(failing) or (body.strip().splitlines() or [""])[0][:200]
+        out.append(Health(node, comp, res.ok and code == "200", f"{code} {detail}".strip()))
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("KINDBED_CACHE", "/var/cache/kindbed"))
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-RECIPE_VERSION = "1"  # bump to force a rebuild when this file's logic changes
+BASE_RECIPE_VERSION = "1"  # bump to force a debootstrap when the base recipe changes
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 PACKAGES_TXT = STANDINS / "packages.txt"
@@ -137,7 +137,7 @@ def _debootstrap_import(tag: str, packages: list[str]) -> None:
 
 
 def _base(flavour: str, packages: list[str], built: list[str]) -> str:
-    tag = f"kindbed-base-{flavour}:{_sha(RECIPE_VERSION.encode(), SUITE.encode(), MIRROR.encode(), ' '.join(packages).encode())}"
+    tag = f"kindbed-base-{flavour}:{_sha(BASE_RECIPE_VERSION.encode(), SUITE.encode(), MIRROR.encode(), ' '.join(packages).encode())}"
     if not _image_exists(tag):
         _debootstrap_import(tag, packages)
         built.append(tag)
@@ -193,6 +193,9 @@ def _node_context(ctx: Path) -> None:
             continue
         (lib / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, lib / rel)
+    # dirs a kind node image ships: /kind (entrypoint writes old-ipv4 there), the manifests dir
+    for d in ("kind", "etc/kubernetes/manifests"):
+        (root / d).mkdir(parents=True, exist_ok=True)
     overlay = STANDINS / "rootfs"
     if overlay.is_dir():
         shutil.copytree(overlay, root, symlinks=True, dirs_exist_ok=True)
@@ -215,7 +218,8 @@ def _docker_build(tag: str, ctx: Path) -> None:
 
 def node_tag(base: str) -> str:
     recipe = NODE_DOCKERFILE.format(base=base).encode()
-    return f"kindbed-node:{_sha(recipe, standins_digest().encode(), ETCD_WHEEL.encode(), KUBE_VERSION.encode())}"
+    this = Path(__file__).read_bytes()  # the context layout is code here: any edit rebuilds (2-3 s)
+    return f"kindbed-node:{_sha(recipe, this, standins_digest().encode(), ETCD_WHEEL.encode())}"
 
 
 def ensure_images() -> BuildReport:
