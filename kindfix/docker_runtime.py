@@ -33,6 +33,13 @@ DEFAULT_EXEC_TIMEOUT = 300.0
 _POOL_SIZE = 64
 _CHUNK = 65536
 _FRAME_HEADER = struct.Struct(">BxxxL")
+# The SDK's connection errors are long nested reprs; show the part a user can act on.
+_REASONS = (
+    ("No such file or directory", "no socket there"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "unknown host"),
+)
 # After the output stream ends the engine may report the exec as running for a moment.
 _INSPECT_POLLS = 500  # x 10 ms: a loaded engine gets 5 s to record the exit code
 _INSPECT_POLL_INTERVAL = 0.01
@@ -89,13 +96,21 @@ class DockerRuntime:
 
     def _unreachable(self, err: Exception) -> KindfixError:
         what = "Podman" if self.name == "podman" else "Docker"
+        detail = str(err)
+        if "Permission denied" in detail:
+            return KindfixError(
+                f"Permission denied on the {what} engine at {self._where()}",
+                hint="add your user to the docker group (`sudo usermod -aG docker $USER`, then "
+                "log in again), or run kindfix with sudo",
+            )
+        reason = next((short for marker, short in _REASONS if marker in detail), detail[:160])
         hint = (
             "start it with `systemctl --user start podman.socket`, or set DOCKER_HOST"
             if self.name == "podman"
             else "start Docker Desktop / `sudo systemctl start docker`, or set DOCKER_HOST"
         )
         return KindfixError(
-            f"Cannot reach the {what} engine at {self._where()}; is {what} running? ({err})",
+            f"Cannot reach the {what} engine at {self._where()}; is {what} running? ({reason})",
             hint=hint,
         )
 

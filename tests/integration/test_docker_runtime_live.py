@@ -249,5 +249,8 @@ def test_dead_socket_is_a_clear_error(tmp_path: Path) -> None:
         message, hint = info.value.message, info.value.hint
         del info  # its traceback holds the leaked socket
         gc.collect()
-    assert message.startswith(f"Cannot reach the Docker engine at unix://{tmp_path}")
+    assert message == (
+        f"Cannot reach the Docker engine at unix://{tmp_path}/none.sock (test); "
+        "is Docker running? (no socket there)"
+    )
     assert hint is not None

@@ -468,3 +468,22 @@ def test_stdin_over_tls_endpoint_is_refused_before_exec() -> None:
         rt.exec("kind-control-plane", ["cat"], stdin=b"data")
     assert api._execs == {}  # nothing was started that could read an empty stdin
     assert rt.exec("kind-control-plane", ["true"]).ok
+
+
+class DeniedAPI:
+    def ping(self) -> bool:
+        raise requests.exceptions.ConnectionError(
+            "('Connection aborted.', PermissionError(13, 'Permission denied'))"
+        )
+
+
+def test_permission_denied_hints_the_docker_group() -> None:
+    ep = EngineEndpoint("unix:///var/run/docker.sock", source="default socket")
+    rt = DockerRuntime(endpoint=ep, client=DeniedAPI())
+    with pytest.raises(KindfixError) as info:
+        rt.ping()
+    assert info.value.message == (
+        "Permission denied on the Docker engine at unix:///var/run/docker.sock (default socket)"
+    )
+    assert info.value.hint is not None
+    assert "docker group" in info.value.hint
