@@ -38,7 +38,7 @@ class EngineEndpoint:
     """Where the engine is and how to authenticate to it."""
 
     base_url: str
-    source: str  # human-readable: "DOCKER_HOST", "context colima (DOCKER_CONTEXT)", ...
+    source: str  # "DOCKER_HOST", "context colima (currentContext in ...)", "default socket"
     provider: str = "docker"  # "docker" or "podman"
     context: str | None = None
     tls: bool = False
@@ -71,10 +71,11 @@ def resolve_endpoint(
         return _podman_socket(environ, os.geteuid() if euid is None else euid)
 
     config_dir = Path(environ.get("DOCKER_CONFIG") or home_dir / ".docker")
-    name, why = _context_name(environ, config_dir)
+    name, origin = _context_name(environ, config_dir)
     if name == DEFAULT_CONTEXT:
-        return EngineEndpoint(DEFAULT_SOCKET, source=why, context=DEFAULT_CONTEXT)
-    return _from_context(name, why, config_dir)
+        source = "default socket" + (f" ({origin})" if origin else "")
+        return EngineEndpoint(DEFAULT_SOCKET, source=source, context=DEFAULT_CONTEXT)
+    return _from_context(name, origin, config_dir)
 
 
 def _from_docker_host(
@@ -110,28 +111,29 @@ def _podman_socket(environ: Mapping[str, str], euid: int) -> EngineEndpoint:
 
 
 def _context_name(environ: Mapping[str, str], config_dir: Path) -> tuple[str, str]:
+    """The context's name and what chose it ("" when nothing did)."""
     name = environ.get("DOCKER_CONTEXT", "")
     if name:
-        return name, f"context {name} (DOCKER_CONTEXT)"
+        return name, "DOCKER_CONTEXT"
     config_file = config_dir / "config.json"
     config = _read_json(config_file, what="docker CLI config")
     if config is None:
-        return DEFAULT_CONTEXT, "default socket (no docker CLI config)"
+        return DEFAULT_CONTEXT, ""
     current = config.get("currentContext") or ""
     if not isinstance(current, str):
         raise KindfixError(f"{config_file}: currentContext is not a string", hint=_HINT)
     if not current:
-        return DEFAULT_CONTEXT, f"default socket (no currentContext in {config_file})"
-    return current, f"context {current} ({config_file})"
+        return DEFAULT_CONTEXT, ""
+    return current, f"currentContext in {config_file}"
 
 
-def _from_context(name: str, why: str, config_dir: Path) -> EngineEndpoint:
+def _from_context(name: str, origin: str, config_dir: Path) -> EngineEndpoint:
     digest = context_dir_name(name)
     meta_file = config_dir / "contexts" / "meta" / digest / "meta.json"
     meta = _read_json(meta_file, what=f"metadata of docker context {name!r}")
     if meta is None:
         raise KindfixError(
-            f"docker context {name!r} (from {why}) does not exist: no {meta_file}", hint=_HINT
+            f"docker context {name!r} (set by {origin}) does not exist: no {meta_file}", hint=_HINT
         )
     endpoints = meta.get("Endpoints")
     docker = endpoints.get("docker") if isinstance(endpoints, dict) else None
@@ -146,7 +148,7 @@ def _from_context(name: str, why: str, config_dir: Path) -> EngineEndpoint:
     tls = any((ca, cert, key)) or skip_verify
     return EngineEndpoint(
         host,
-        source=why,
+        source=f"context {name} ({origin})",
         context=name,
         tls=tls,
         tls_verify=tls and not skip_verify,

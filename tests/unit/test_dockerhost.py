@@ -66,7 +66,7 @@ def test_config_without_current_context_gives_default_socket(tmp_path: Path) -> 
     write_config(tmp_path / ".docker", None)
     ep = resolve_endpoint({}, home=tmp_path)
     assert ep.base_url == DEFAULT_SOCKET
-    assert "currentContext" in ep.source
+    assert ep.source == "default socket"
 
 
 def test_docker_host_plain(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_current_context_from_config(tmp_path: Path, name: str, host: str) -> No
     assert ep.base_url == host
     assert ep.context == name
     assert not ep.tls
-    assert str(config_dir / "config.json") in ep.source
+    assert ep.source == f"context {name} (currentContext in {config_dir / 'config.json'})"
 
 
 def test_docker_context_env_beats_config(tmp_path: Path) -> None:
@@ -141,13 +141,14 @@ def test_docker_context_env_beats_config(tmp_path: Path) -> None:
     write_context(config_dir, "remote", "tcp://remote:2375")
     ep = resolve_endpoint({"DOCKER_CONTEXT": "remote"}, home=tmp_path)
     assert ep.base_url == "tcp://remote:2375"
-    assert "DOCKER_CONTEXT" in ep.source
+    assert ep.source == "context remote (DOCKER_CONTEXT)"
 
 
 def test_docker_context_default_means_default_socket(tmp_path: Path) -> None:
     write_config(tmp_path / ".docker", "colima")
     ep = resolve_endpoint({"DOCKER_CONTEXT": "default"}, home=tmp_path)
     assert ep.base_url == DEFAULT_SOCKET
+    assert ep.source == "default socket (DOCKER_CONTEXT)"
 
 
 def test_docker_config_env_moves_config_dir(tmp_path: Path) -> None:
@@ -209,8 +210,10 @@ def test_missing_context_is_a_clear_error(tmp_path: Path) -> None:
     write_config(tmp_path / ".docker", "gone")
     with pytest.raises(KindfixError) as info:
         resolve_endpoint({}, home=tmp_path)
-    assert "'gone'" in info.value.message
-    assert "does not exist" in info.value.message
+    config_file = tmp_path / ".docker" / "config.json"
+    assert info.value.message.startswith(
+        f"docker context 'gone' (set by currentContext in {config_file}) does not exist: no "
+    )
     assert info.value.hint is not None
     assert "docker context" in info.value.hint
 
