@@ -16,26 +16,32 @@ from kindfix.errors import KindfixError
 from kindfix.node import Node
 
 PKI = probes.ETCD_PKI
-CLIENT = "https://127.0.0.1:2379"
-METRICS = "http://127.0.0.1:2381"
+# kubeadm makes an IPv6 member listen on [::1], never on 127.0.0.1: try both
+LOOPBACKS = ("127.0.0.1", "[::1]")
+CURL_COULD_NOT_CONNECT = 7
 
 
 def _curl(node: Node, url: str, body: dict[str, Any] | None, timeout: float) -> tuple[int, str]:
+    """url is a path template with {host}; loopbacks are tried in order."""
     argv = ["curl", "-sS", "--max-time", str(int(timeout))]
     if url.startswith("https"):
         argv += ["--cacert", f"{PKI}/ca.crt", "--cert", f"{PKI}/healthcheck-client.crt",
                  "--key", f"{PKI}/healthcheck-client.key"]
     if body is not None:
         argv += ["-X", "POST", "-d", json.dumps(body)]
-    result = node.exec([*argv, url], timeout=timeout + 10)
-    text = result.text() or result.stderr.decode(errors="replace")
-    return result.exit_code, text
+    rc, text = CURL_COULD_NOT_CONNECT, ""
+    for host in LOOPBACKS:
+        result = node.exec([*argv, url.format(host=host)], timeout=timeout + 10)
+        rc, text = result.exit_code, result.text() or result.stderr.decode(errors="replace")
+        if rc != CURL_COULD_NOT_CONNECT:
+            break
+    return rc, text
 
 
 def call(node: Node, path: str, body: dict[str, Any] | None = None, timeout: float = 5
          ) -> dict[str, Any]:
     """POST to the local member's v3 JSON gateway; KindfixError when it does not answer."""
-    rc, text = _curl(node, CLIENT + path, body or {}, timeout)
+    rc, text = _curl(node, "https://{host}:2379" + path, body or {}, timeout)
     if rc != 0:
         raise KindfixError(f"etcd on {node.name} did not answer {path}: {text.strip()[:200]}")
     try:
@@ -81,7 +87,7 @@ def status(node: Node, timeout: float = 3) -> dict[str, Any] | None:
 
 def metrics(node: Node) -> dict[str, int]:
     """Selected metrics from 127.0.0.1:2381, which answers even without a leader."""
-    rc, text = _curl(node, METRICS + "/metrics", None, 3)
+    rc, text = _curl(node, "http://{host}:2381/metrics", None, 3)
     if rc != 0:
         return {}
     out = {}

@@ -21,12 +21,22 @@ ETCD_PKI = "/etc/kubernetes/pki/etcd"
 # hangs, so the metrics/health endpoint on 127.0.0.1:2381 is asked as well.
 _ETCD_SCRIPT = r"""
 pki=/etc/kubernetes/pki/etcd
-q() { curl -sS --max-time 3 --cacert "$pki/ca.crt" --cert "$pki/healthcheck-client.crt" --key "$pki/healthcheck-client.key" -X POST -d '{}' "https://127.0.0.1:2379$1"; }
+# kubeadm makes an IPv6 member listen on [::1], never on 127.0.0.1
+q() { for h in 127.0.0.1 '[::1]'; do
+  curl -sS --max-time 3 --cacert "$pki/ca.crt" --cert "$pki/healthcheck-client.crt" \
+    --key "$pki/healthcheck-client.key" -X POST -d '{}' "https://$h:2379$1" && return 0
+  rc=$?; [ "$rc" = 7 ] || return "$rc"
+done; return 7; }
+m() { for h in 127.0.0.1 '[::1]'; do
+  curl -sS --max-time 2 "http://$h:2381$1" && return 0
+  rc=$?; [ "$rc" = 7 ] || return "$rc"
+done; return 7; }
 section() { printf '\n@@kindfix-section %s %s\n' "$1" "$2"; }
 out=$(q /v3/cluster/member/list 2>&1); rc=$?; section member-list $rc; printf '%s' "$out"
 out=$(q /v3/maintenance/status 2>&1); rc=$?; section status $rc; printf '%s' "$out"
-out=$(curl -sS --max-time 2 http://127.0.0.1:2381/health 2>&1); rc=$?; section health $rc; printf '%s' "$out"
-out=$(curl -sS --max-time 2 http://127.0.0.1:2381/metrics 2>&1 | grep -E '^etcd_(server_has_leader|server_is_leader|debugging_mvcc_current_revision|debugging_mvcc_keys_total|server_proposals_applied_total|mvcc_db_total_size_in_bytes) '); rc=$?; section metrics $rc; printf '%s' "$out"
+out=$(m /health 2>&1); rc=$?; section health $rc; printf '%s' "$out"
+out=$(m /metrics 2>&1 | grep -E '^etcd_(server_has_leader|server_is_leader|debugging_mvcc_current_revision|debugging_mvcc_keys_total|server_proposals_applied_total|mvcc_db_total_size_in_bytes) '); rc=$?
+section metrics $rc; printf '%s' "$out"
 section end 0
 """
 ETCD_PROBE: tuple[str, ...] = ("sh", "-c", _ETCD_SCRIPT, "kindfix-etcd-probe")
