@@ -28,11 +28,24 @@ from . import health, klog, tlsclient
 from .paths import node_path
 
 CHECK_PERIOD = 1.0
-VERSION = {"major": "1", "minor": "29", "gitVersion": "v1.29.2", "gitCommit": "kindbed",
-           "gitTreeState": "clean", "buildDate": "2024-02-14T10:32:40Z", "goVersion": "go1.21.7",
-           "compiler": "gc", "platform": "linux/amd64"}
-OTHER_CHECKS = ["ping", "log", "poststarthook/start-kube-apiserver-admission-initializer",
-                "poststarthook/generic-apiserver-start-informers", "poststarthook/bootstrap-controller"]
+VERSION = {
+    "major": "1",
+    "minor": "29",
+    "gitVersion": "v1.29.2",
+    "gitCommit": "kindbed",
+    "gitTreeState": "clean",
+    "buildDate": "2024-02-14T10:32:40Z",
+    "goVersion": "go1.21.7",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+OTHER_CHECKS = [
+    "ping",
+    "log",
+    "poststarthook/start-kube-apiserver-admission-initializer",
+    "poststarthook/generic-apiserver-start-informers",
+    "poststarthook/bootstrap-controller",
+]
 
 
 class EtcdProbe:
@@ -47,13 +60,26 @@ class EtcdProbe:
         host = self.url.split("://", 1)[-1].rstrip("/")
         try:
             ca_pem = node_path(self.ca).read_bytes()
-            status, body = tlsclient.get(self.url.rstrip("/") + "/health", ca_pem, str(node_path(self.cert)),
-                                         str(node_path(self.key)), timeout=2.0)
+            status, body = tlsclient.get(
+                self.url.rstrip("/") + "/health",
+                ca_pem,
+                str(node_path(self.cert)),
+                str(node_path(self.key)),
+                timeout=2.0,
+            )
             healthy = status == 200 and json.loads(body or b"{}").get("health") == "true"
-            err = None if healthy else f"etcd /health returned {status}: {body.decode(errors='replace').strip()}"
+            err = (
+                None
+                if healthy
+                else f"etcd /health returned {status}: {body.decode(errors='replace').strip()}"
+            )
         except tlsclient.GoError as e:
             desc = str(e)
-            kind = "Error while dialing" if desc.startswith("dial tcp") else "authentication handshake failed"
+            kind = (
+                "Error while dialing"
+                if desc.startswith("dial tcp")
+                else "authentication handshake failed"
+            )
             err = f'connection error: desc = "transport: {kind}: {desc}"'
             self._log_transport(host, err)
         except (OSError, ValueError) as e:
@@ -65,8 +91,12 @@ class EtcdProbe:
         self.error = err
 
     def _log_transport(self, host: str, err: str) -> None:
-        self._log(f'[core] [Channel #1 SubChannel #2] grpc: addrConn.createTransport failed to connect to '
-                  f'{{Addr: "{host}", ServerName: "{host.rsplit(":", 1)[0]}", }}. Err: {err}', "W", "logging.go:59")
+        self._log(
+            f"[core] [Channel #1 SubChannel #2] grpc: addrConn.createTransport failed to connect to "  # noqa: E501 - upstream's message, kept greppable
+            f'{{Addr: "{host}", ServerName: "{host.rsplit(":", 1)[0]}", }}. Err: {err}',
+            "W",
+            "logging.go:59",
+        )
 
     def _log(self, msg: str, sev: str = "E", src: str = "healthz.go:261") -> None:
         now = time.monotonic()
@@ -85,8 +115,13 @@ def checks_for(probe: EtcdProbe):  # type: ignore[no-untyped-def]
         if endpoint not in ("healthz", "livez", "readyz"):
             return None
         etcd = "etcd-readiness" if endpoint == "readyz" else "etcd"
-        return [(OTHER_CHECKS[0], None), (OTHER_CHECKS[1], None), (etcd, probe.error),
-                *((c, None) for c in OTHER_CHECKS[2:])]
+        return [
+            (OTHER_CHECKS[0], None),
+            (OTHER_CHECKS[1], None),
+            (etcd, probe.error),
+            *((c, None) for c in OTHER_CHECKS[2:]),
+        ]
+
     return checks
 
 
@@ -94,9 +129,16 @@ def fallback(path: str) -> tuple[int, str, str]:
     if path == "/version":
         return 200, json.dumps(VERSION, indent=2), "application/json"
     if path.startswith(("/api", "/apis")):
-        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": f'forbidden: User "system:anonymous" cannot get path "{path}"',
-                  "reason": "Forbidden", "details": {}, "code": 403}
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": f'forbidden: User "system:anonymous" cannot get path "{path}"',
+            "reason": "Forbidden",
+            "details": {},
+            "code": 403,
+        }
         return 403, json.dumps(status), "application/json"
     return 404, "404 page not found\n", "text/plain; charset=utf-8"
 
@@ -107,26 +149,42 @@ def main(argv: list[str]) -> int:
     bind = f.get("bind-address", "0.0.0.0")  # noqa: S104 - the real default
     port = int(f.get("secure-port", "6443"))
     etcd_url = f.get("etcd-servers", "https://127.0.0.1:2379").split(",")[0]
-    probe = EtcdProbe(etcd_url, f.get("etcd-cafile", f"{pki}/etcd/ca.crt"),
-                      f.get("etcd-certfile", f"{pki}/apiserver-etcd-client.crt"),
-                      f.get("etcd-keyfile", f"{pki}/apiserver-etcd-client.key"))
+    probe = EtcdProbe(
+        etcd_url,
+        f.get("etcd-cafile", f"{pki}/etcd/ca.crt"),
+        f.get("etcd-certfile", f"{pki}/apiserver-etcd-client.crt"),
+        f.get("etcd-keyfile", f"{pki}/apiserver-etcd-client.key"),
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    klog.info("options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}")
-    klog.info("server.go:148", f'Version: {VERSION["gitVersion"]} (kindbed stand-in)')
+    klog.info(
+        "options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}"
+    )
+    klog.info("server.go:148", f"Version: {VERSION['gitVersion']} (kindbed stand-in)")
     client_ca = f.get("client-ca-file")
     try:
-        srv = health.serve(bind, port, str(node_path(f.get("tls-cert-file", f"{pki}/apiserver.crt"))),
-                           str(node_path(f.get("tls-private-key-file", f"{pki}/apiserver.key"))),
-                           checks_for(probe), str(node_path(client_ca)) if client_ca else None, fallback)
+        srv = health.serve(
+            bind,
+            port,
+            str(node_path(f.get("tls-cert-file", f"{pki}/apiserver.crt"))),
+            str(node_path(f.get("tls-private-key-file", f"{pki}/apiserver.key"))),
+            checks_for(probe),
+            client_ca=str(node_path(client_ca)) if client_ca else None,
+            fallback=fallback,
+        )
     except OSError as e:
-        klog.log("E", "run.go:74", f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"')
+        klog.log(
+            "E",
+            "run.go:74",
+            f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
+        )
         return 1
     klog.info("secure_serving.go:213", f"Serving securely on {bind}:{port}")
     threading.Thread(target=probe.loop, args=(stop,), daemon=True).start()
     stop.wait()
     srv.shutdown()
+    srv.server_close()
     return 0
 
 

@@ -47,24 +47,40 @@ class ApiServerLink:
 
     @property
     def lease_url(self) -> str:
-        return (f"{self.kc.server.rstrip('/')}/apis/coordination.k8s.io/v1/namespaces/kube-system/"
-                f"leases/{self.component}?timeout=5s")
+        return (
+            f"{self.kc.server.rstrip('/')}/apis/coordination.k8s.io/v1/namespaces/kube-system/"
+            f"leases/{self.component}?timeout=5s"
+        )
 
     def check_once(self) -> None:
         try:
             has_cert = bool(self.kc.cert_pem and self.kc.key_pem)
-            status, body = tlsclient.get(self.kc.server.rstrip("/") + "/healthz", self.kc.ca_pem,
-                                         self.cert_file if has_cert else None,
-                                         self.key_file if has_cert else None, timeout=5.0)
-            err = None if status == 200 else (
-                f"the server is currently unable to handle the request (get leases.coordination.k8s.io "
-                f"{self.component})")
+            status, _body = tlsclient.get(
+                self.kc.server.rstrip("/") + "/healthz",
+                self.kc.ca_pem,
+                self.cert_file if has_cert else None,
+                self.key_file if has_cert else None,
+                timeout=5.0,
+            )
+            err = (
+                None
+                if status == 200
+                else (
+                    f"the server is currently unable to handle the request (get leases.coordination.k8s.io "  # noqa: E501 - upstream's message, kept greppable
+                    f"{self.component})"
+                )
+            )
         except tlsclient.GoError as e:
             err = f'Get "{self.lease_url}": {e}'
         if err:
-            klog.error("leaderelection.go:332", f"error retrieving resource lock kube-system/{self.component}: {err}")
+            klog.error(
+                "leaderelection.go:332",
+                f"error retrieving resource lock kube-system/{self.component}: {err}",
+            )
         elif self.error is not None:
-            klog.info("leaderelection.go:260", f"successfully acquired lease kube-system/{self.component}")
+            klog.info(
+                "leaderelection.go:260", f"successfully acquired lease kube-system/{self.component}"
+            )
         self.error = err
 
     def loop(self, stop: threading.Event) -> None:
@@ -91,22 +107,32 @@ def main(component: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     klog.info("serving.go:380", "Generated self-signed cert in-memory")
     with tempfile.TemporaryDirectory(prefix=f"kindbed-{component}-") as work:
-        self_signed = pki.make_self_signed("localhost@kindbed", dns_names=["localhost"], ips=["127.0.0.1"])
+        self_signed = pki.make_self_signed(
+            "localhost@kindbed", dns_names=["localhost"], ips=["127.0.0.1"]
+        )
         pki.write_pair(work, "serving", self_signed)
         link = ApiServerLink(component, kc, work)
         checks = lambda ep: [("leaderElection", link.error)] if ep == "healthz" else None  # noqa: E731
         try:
             srv = health.serve(bind, port, f"{work}/serving.crt", f"{work}/serving.key", checks)
         except OSError as e:
-            klog.log("E", "run.go:74", f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"')
+            klog.log(
+                "E",
+                "run.go:74",
+                f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
+            )
             return 1
         klog.info("secure_serving.go:213", f"Serving securely on {bind}:{port}")
-        klog.info("leaderelection.go:250", f"attempting to acquire leader lease kube-system/{component}...")
+        klog.info(
+            "leaderelection.go:250",
+            f"attempting to acquire leader lease kube-system/{component}...",
+        )
         threading.Thread(target=link.loop, args=(stop,), daemon=True).start()
         stop.wait()
         srv.shutdown()
+        srv.server_close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(os.path.basename(sys.argv[0]) if len(sys.argv) < 2 else sys.argv[1], sys.argv[2:]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))  # python -m ...controlplane <component> [flags]

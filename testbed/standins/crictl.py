@@ -24,12 +24,22 @@ import signal
 import sys
 from typing import Any
 
+import yaml
+
 from . import state
 from .kubelet import stop_container
-from .paths import node_path
+from .paths import image_ref_of_dir, images_dir, node_path
 
-GLOBAL_VALUE_FLAGS = {"-r", "--runtime-endpoint", "-i", "--image-endpoint", "--timeout", "-t",
-                      "-c", "--config"}
+GLOBAL_VALUE_FLAGS = {
+    "-r",
+    "--runtime-endpoint",
+    "-i",
+    "--image-endpoint",
+    "--timeout",
+    "-t",
+    "-c",
+    "--config",
+}
 GLOBAL_BOOL_FLAGS = {"-D", "--debug"}
 
 
@@ -37,7 +47,7 @@ class Fatal(Exception):
     pass
 
 
-def human_duration(seconds: float) -> str:
+def human_duration(seconds: float) -> str:  # noqa: PLR0911 - go-units' table, as written
     """go-units HumanDuration, as crictl prints CREATED."""
     s = int(seconds)
     if s < 1:
@@ -78,14 +88,16 @@ def trunc(i: str, no_trunc: bool = False) -> str:
     return i if no_trunc else i[:13]
 
 
-def parse_flags(args: list[str], value_flags: set[str], bool_flags: set[str]) -> tuple[dict[str, Any], list[str]]:
+def parse_flags(
+    args: list[str], value_flags: set[str], bool_flags: set[str]
+) -> tuple[dict[str, Any], list[str]]:
     """urfave/cli style: flags first (--x=v, --x v, -x v); the first positional ends them."""
     opts: dict[str, Any] = {}
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--":
-            return opts, args[i + 1:]
+            return opts, args[i + 1 :]
         if not a.startswith("-") or a == "-":
             return opts, args[i:]
         name, eq, val = a.partition("=")
@@ -120,11 +132,15 @@ def resolve_container(prefix: str, verb: str) -> state.Container:
     try:
         cid = state.resolve(prefix, [c.id for c in containers])
     except state.AmbiguousError:
-        raise Fatal(f'{verb} container "{prefix}": rpc error: code = Unknown desc = '
-                    f'multiple IDs found with provided prefix: {prefix}') from None
+        raise Fatal(
+            f'{verb} container "{prefix}": rpc error: code = Unknown desc = '
+            f"multiple IDs found with provided prefix: {prefix}"
+        ) from None
     except state.NotFoundError:
-        raise Fatal(f'{verb} container "{prefix}": rpc error: code = NotFound desc = an error '
-                    f'occurred when try to find container "{prefix}": not found') from None
+        raise Fatal(
+            f'{verb} container "{prefix}": rpc error: code = NotFound desc = an error '
+            f'occurred when try to find container "{prefix}": not found'
+        ) from None
     return next(c for c in containers if c.id == cid)
 
 
@@ -134,19 +150,54 @@ def pods_by_id() -> dict[str, dict[str, Any]]:
 
 def container_json(c: state.Container) -> dict[str, Any]:
     cfg = c.config
-    return {"id": c.id, "podSandboxId": c.pod_id,
-            "metadata": {"name": c.name, "attempt": c.attempt},
-            "image": {"image": cfg["image"]["image"], "annotations": {}, "userSpecifiedImage": "",
-                      "runtimeHandler": ""},
-            "imageRef": cfg["imageRef"], "state": c.state, "createdAt": str(cfg["createdAt"]),
-            "labels": cfg.get("labels", {}), "annotations": cfg.get("annotations", {})}
+    return {
+        "id": c.id,
+        "podSandboxId": c.pod_id,
+        "metadata": {"name": c.name, "attempt": c.attempt},
+        "image": {
+            "image": cfg["image"]["image"],
+            "annotations": {},
+            "userSpecifiedImage": "",
+            "runtimeHandler": "",
+        },
+        "imageRef": cfg["imageRef"],
+        "state": c.state,
+        "createdAt": str(cfg["createdAt"]),
+        "labels": cfg.get("labels", {}),
+        "annotations": cfg.get("annotations", {}),
+    }
 
 
 def cmd_ps(args: list[str]) -> int:
-    opts, rest = parse_flags(args, {"--name", "--state", "-s", "--pod", "-p", "--label", "-o",
-                                    "--output", "--last", "-n", "--id", "--image"},
-                             {"-a", "--all", "-q", "--quiet", "--no-trunc", "-l", "--latest", "-v",
-                              "--verbose", "--resolve-image-path"})
+    opts, rest = parse_flags(
+        args,
+        {
+            "--name",
+            "--state",
+            "-s",
+            "--pod",
+            "-p",
+            "--label",
+            "-o",
+            "--output",
+            "--last",
+            "-n",
+            "--id",
+            "--image",
+        },
+        {
+            "-a",
+            "--all",
+            "-q",
+            "--quiet",
+            "--no-trunc",
+            "-l",
+            "--latest",
+            "-v",
+            "--verbose",
+            "--resolve-image-path",
+        },
+    )
     if rest:
         raise Fatal(f"unexpected arguments: {' '.join(rest)}")
     cs = state.load_containers()
@@ -154,7 +205,11 @@ def cmd_ps(args: list[str]) -> int:
     if want_state:
         want = "CONTAINER_" + want_state.upper().removeprefix("CONTAINER_")
         cs = [c for c in cs if c.state == want]
-    elif not opt(opts, "-a", "--all") and not opt(opts, "-l", "--latest") and not opt(opts, "--last", "-n"):
+    elif (
+        not opt(opts, "-a", "--all")
+        and not opt(opts, "-l", "--latest")
+        and not opt(opts, "--last", "-n")
+    ):
         cs = [c for c in cs if c.state == state.RUNNING]
     if opt(opts, "--name"):
         rx = re.compile(opt(opts, "--name"))
@@ -181,18 +236,27 @@ def cmd_ps(args: list[str]) -> int:
         raise Fatal(f"unsupported output format {fmt!r}")
     pods = pods_by_id()
     nt = bool(opt(opts, "--no-trunc"))
-    rows = [[trunc(c.id, nt), trunc(c.config["imageRef"], nt), ago(int(c.config["createdAt"])),
-             c.state.removeprefix("CONTAINER_").title(), c.name, str(c.attempt),
-             trunc(c.pod_id, nt), pods.get(c.pod_id, {}).get("metadata", {}).get("name", "unknown")]
-            for c in cs]
-    sys.stdout.write(table(["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"], rows))
+    rows = [
+        [
+            trunc(c.id, nt),
+            trunc(c.config["imageRef"], nt),
+            ago(int(c.config["createdAt"])),
+            c.state.removeprefix("CONTAINER_").title(),
+            c.name,
+            str(c.attempt),
+            trunc(c.pod_id, nt),
+            pods.get(c.pod_id, {}).get("metadata", {}).get("name", "unknown"),
+        ]
+        for c in cs
+    ]
+    sys.stdout.write(
+        table(["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"], rows)
+    )
     return 0
 
 
 def emit(obj: Any, fmt: str) -> int:
     if fmt == "yaml":
-        import yaml
-
         sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
     else:
         sys.stdout.write(json.dumps(obj, indent=2) + "\n")
@@ -221,9 +285,11 @@ def cmd_rm(args: list[str]) -> int:
         c = resolve_container(i, "removing")
         if c.state == state.RUNNING:
             if not opt(opts, "-f", "--force"):
-                raise Fatal(f'removing container "{i}": rpc error: code = Unknown desc = failed to '
-                            f'remove container "{c.id}": container is in CONTAINER_RUNNING state, '
-                            "please stop it first")
+                raise Fatal(
+                    f'removing container "{i}": rpc error: code = Unknown desc = failed to '
+                    f'remove container "{c.id}": container is in CONTAINER_RUNNING state, '
+                    "please stop it first"
+                )
             stop_container(c, 0)
         state.remove_container(c.id)
         print(i)
@@ -231,25 +297,30 @@ def cmd_rm(args: list[str]) -> int:
 
 
 def cmd_exec(args: list[str]) -> int:
-    opts, rest = parse_flags(args, {"--timeout"}, {"-i", "--interactive", "-t", "--tty", "-s",
-                                                   "--sync", "-q", "--quiet"})
+    opts, rest = parse_flags(
+        args, {"--timeout"}, {"-i", "--interactive", "-t", "--tty", "-s", "--sync", "-q", "--quiet"}
+    )
     if len(rest) < 2:
         raise Fatal("ID and command cannot be empty" if not rest else "command cannot be empty")
     c = resolve_container(rest[0], "execing command in")
     if c.state != state.RUNNING:
-        raise Fatal(f"execing command in container: rpc error: code = Unknown desc = container "
-                    f"is in {c.state} state")
+        raise Fatal(
+            f"execing command in container: rpc error: code = Unknown desc = container "
+            f"is in {c.state} state"
+        )
     env = dict(c.config["env"])
     exe = shutil.which(rest[1], path=env.get("PATH")) if "/" not in rest[1] else rest[1]
     if not exe:
-        sys.stderr.write(f'OCI runtime exec failed: exec failed: unable to start container process: '
-                         f'exec: "{rest[1]}": executable file not found in $PATH: unknown\n')
+        sys.stderr.write(
+            f"OCI runtime exec failed: exec failed: unable to start container process: "
+            f'exec: "{rest[1]}": executable file not found in $PATH: unknown\n'
+        )
         return 126
     if not opt(opts, "-i", "--interactive"):
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
     os.chdir(c.config.get("workingDir") or "/")
-    os.execve(exe, [rest[1], *rest[2:]], env)
+    os.execve(exe, [rest[1], *rest[2:]], env)  # noqa: S606 - exec into the container is the point
     return 127  # not reached
 
 
@@ -268,8 +339,9 @@ def _log_lines(path: str) -> list[tuple[str, str, str, bool]]:
 
 
 def cmd_logs(args: list[str]) -> int:
-    opts, rest = parse_flags(args, {"--tail", "--since"}, {"-p", "--previous", "-t", "--timestamps",
-                                                           "-f", "--follow"})
+    opts, rest = parse_flags(
+        args, {"--tail", "--since"}, {"-p", "--previous", "-t", "--timestamps", "-f", "--follow"}
+    )
     if len(rest) != 1:
         raise Fatal("ID cannot be empty" if not rest else "only one ID is allowed")
     if opt(opts, "-f", "--follow"):
@@ -284,7 +356,9 @@ def cmd_logs(args: list[str]) -> int:
         lines = lines[-tail:] if tail else []
     for ts, stream, text, full in lines:
         out = sys.stderr if stream == "stderr" else sys.stdout
-        out.write((f"{ts} " if opt(opts, "-t", "--timestamps") else "") + text + ("\n" if full else ""))
+        out.write(
+            (f"{ts} " if opt(opts, "-t", "--timestamps") else "") + text + ("\n" if full else "")
+        )
     sys.stdout.flush()
     return 0
 
@@ -297,22 +371,40 @@ def cmd_inspect(args: list[str]) -> int:
         c = resolve_container(i, "getting the status of the")
         st = c.status
         ref = str(c.config.get("imageName", ""))
-        status = {**container_json(c), "startedAt": str(st.get("startedAt", 0)),
-                  "finishedAt": str(st.get("finishedAt", 0)), "exitCode": st.get("exitCode", 0),
-                  "reason": st.get("reason", ""), "message": st.get("message", ""),
-                  "logPath": c.config["logPath"], "mounts": []}
+        status = {
+            **container_json(c),
+            "startedAt": str(st.get("startedAt", 0)),
+            "finishedAt": str(st.get("finishedAt", 0)),
+            "exitCode": st.get("exitCode", 0),
+            "reason": st.get("reason", ""),
+            "message": st.get("message", ""),
+            "logPath": c.config["logPath"],
+            "mounts": [],
+        }
         status["image"]["image"] = ref
         status["imageRef"] = f"{ref.rsplit(':', 1)[0]}@{c.config['imageRef']}"
-        emit({"status": status, "info": {"pid": c.pid, "config": {"args": c.config["argv"],
-              "envs": [{"key": k, "value": v} for k, v in c.config["env"].items()]}}},
-             opt(opts, "-o", "--output", default="json"))
+        emit(
+            {
+                "status": status,
+                "info": {
+                    "pid": c.pid,
+                    "config": {
+                        "args": c.config["argv"],
+                        "envs": [{"key": k, "value": v} for k, v in c.config["env"].items()],
+                    },
+                },
+            },
+            opt(opts, "-o", "--output", default="json"),
+        )
     return 0
 
 
 def cmd_pods(args: list[str]) -> int:
-    opts, rest = parse_flags(args, {"--name", "--state", "-s", "--namespace", "-o", "--output",
-                                    "--label", "--id"},
-                             {"-q", "--quiet", "--no-trunc", "-l", "--latest", "-v", "--verbose"})
+    opts, _rest = parse_flags(
+        args,
+        {"--name", "--state", "-s", "--namespace", "-o", "--output", "--label", "--id"},
+        {"-q", "--quiet", "--no-trunc", "-l", "--latest", "-v", "--verbose"},
+    )
     pods = sorted(state.load_pods(), key=lambda p: int(p["createdAt"]), reverse=True)
     if opt(opts, "--name"):
         rx = re.compile(opt(opts, "--name"))
@@ -328,20 +420,33 @@ def cmd_pods(args: list[str]) -> int:
     fmt = opt(opts, "-o", "--output", default="table")
     if fmt in ("json", "yaml"):
         keep = ("id", "metadata", "state", "createdAt", "labels", "annotations", "runtimeHandler")
-        return emit({"items": [{k: (str(p[k]) if k == "createdAt" else p[k]) for k in keep} for p in pods]}, fmt)
+        return emit(
+            {"items": [{k: (str(p[k]) if k == "createdAt" else p[k]) for k in keep} for p in pods]},
+            fmt,
+        )
     nt = bool(opt(opts, "--no-trunc"))
-    rows = [[trunc(p["id"], nt), ago(int(p["createdAt"])),
-             p["state"].removeprefix("SANDBOX_").title().replace("Notready", "NotReady"),
-             p["metadata"]["name"], p["metadata"]["namespace"], str(p["metadata"]["attempt"]),
-             "(default)"] for p in pods]
-    sys.stdout.write(table(["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"], rows))
+    rows = [
+        [
+            trunc(p["id"], nt),
+            ago(int(p["createdAt"])),
+            p["state"].removeprefix("SANDBOX_").title().replace("Notready", "NotReady"),
+            p["metadata"]["name"],
+            p["metadata"]["namespace"],
+            str(p["metadata"]["attempt"]),
+            "(default)",
+        ]
+        for p in pods
+    ]
+    sys.stdout.write(
+        table(["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"], rows)
+    )
     return 0
 
 
 def cmd_images(args: list[str]) -> int:
-    from .paths import image_ref_of_dir, images_dir
-
-    opts, _ = parse_flags(args, {"-o", "--output"}, {"-q", "--quiet", "--no-trunc", "--digests", "-v"})
+    opts, _ = parse_flags(
+        args, {"-o", "--output"}, {"-q", "--quiet", "--no-trunc", "--digests", "-v"}
+    )
     d = images_dir()
     refs = sorted(image_ref_of_dir(p) for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
     if opt(opts, "-q", "--quiet"):
@@ -349,16 +454,42 @@ def cmd_images(args: list[str]) -> int:
         return 0
     fmt = opt(opts, "-o", "--output", default="table")
     if fmt in ("json", "yaml"):
-        return emit({"images": [{"id": state.image_id(r), "repoTags": [r], "repoDigests": [],
-                                 "size": "0", "uid": None, "username": "", "spec": None,
-                                 "pinned": False} for r in refs]}, fmt)
-    rows = [[r.rsplit(":", 1)[0], r.rsplit(":", 1)[1], trunc(state.image_id(r)), "0B"] for r in refs]
+        return emit(
+            {
+                "images": [
+                    {
+                        "id": state.image_id(r),
+                        "repoTags": [r],
+                        "repoDigests": [],
+                        "size": "0",
+                        "uid": None,
+                        "username": "",
+                        "spec": None,
+                        "pinned": False,
+                    }
+                    for r in refs
+                ]
+            },
+            fmt,
+        )
+    rows = [
+        [r.rsplit(":", 1)[0], r.rsplit(":", 1)[1], trunc(state.image_id(r)), "0B"] for r in refs
+    ]
     sys.stdout.write(table(["IMAGE", "TAG", "IMAGE ID", "SIZE"], rows))
     return 0
 
 
-VERBS = {"ps": cmd_ps, "stop": cmd_stop, "rm": cmd_rm, "exec": cmd_exec, "logs": cmd_logs,
-         "inspect": cmd_inspect, "pods": cmd_pods, "images": cmd_images, "img": cmd_images}
+VERBS = {
+    "ps": cmd_ps,
+    "stop": cmd_stop,
+    "rm": cmd_rm,
+    "exec": cmd_exec,
+    "logs": cmd_logs,
+    "inspect": cmd_inspect,
+    "pods": cmd_pods,
+    "images": cmd_images,
+    "img": cmd_images,
+}
 
 
 def main(argv: list[str]) -> int:
@@ -366,8 +497,12 @@ def main(argv: list[str]) -> int:
     try:
         _, rest = parse_flags(argv, GLOBAL_VALUE_FLAGS, GLOBAL_BOOL_FLAGS)
         if not rest or rest[0] not in VERBS:
-            raise Fatal(f"unknown command {rest[0]!r} (kindbed crictl stand-in supports: "
-                        f"{', '.join(sorted(VERBS))})" if rest else "no command given")
+            raise Fatal(
+                f"unknown command {rest[0]!r} (kindbed crictl stand-in supports: "
+                f"{', '.join(sorted(VERBS))})"
+                if rest
+                else "no command given"
+            )
         return VERBS[rest[0]](rest[1:])
     except Fatal as e:
         sys.stderr.write(f"FATA[0000] {e}\n")

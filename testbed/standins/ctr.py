@@ -41,7 +41,10 @@ def parse_mount(spec: str) -> tuple[str, str]:
     fields = dict(kv.partition("=")[::2] for kv in spec.split(","))
     if fields.get("type", "bind") != "bind":
         raise CtrError(f"mount {spec!r}: only type=bind is supported by the kindbed ctr stand-in")
-    src, dst = fields.get("src") or fields.get("source"), fields.get("dst") or fields.get("destination")
+    src, dst = (
+        fields.get("src") or fields.get("source"),
+        fields.get("dst") or fields.get("destination"),
+    )
     if not src or not dst:
         raise CtrError(f"mount {spec!r}: src and dst are required")
     return src, dst
@@ -52,27 +55,31 @@ def refs() -> list[str]:
     return sorted(image_ref_of_dir(p) for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def run(ns: str, args: list[str]) -> int:
+def run_flags(args: list[str]) -> tuple[bool, list[str], list[str]]:
+    """`ctr run` flags: (--rm given, --mount values, the rest: REF ID cmd...)."""
     rm = False
     mounts: list[str] = []
     i = 0
     while i < len(args) and args[i].startswith("-"):
         name, eq, val = args[i].partition("=")
+        if name in ("-d", "--detach"):
+            raise CtrError("--detach is not supported by the kindbed ctr stand-in")
         if name == "--rm":
             rm = True
-        elif name in ("--net-host", "-t", "--tty", "--privileged", "-d", "--detach"):
-            if name in ("-d", "--detach"):
-                raise CtrError("--detach is not supported by the kindbed ctr stand-in")
         elif name in ("--mount", "--env", "--cwd", "--label", "--user", "-u"):
             if not eq:
                 i += 1
                 val = args[i] if i < len(args) else ""
             if name == "--mount":
                 mounts.append(val)
-        else:
+        elif name not in ("--net-host", "-t", "--tty", "--privileged"):
             raise CtrError(f"flag provided but not defined: {name}")
         i += 1
-    rest = args[i:]
+    return rm, mounts, args[i:]
+
+
+def run(ns: str, args: list[str]) -> int:
+    rm, mounts, rest = run_flags(args)
     if len(rest) < 2:
         raise CtrError("image ref and container id must be provided")
     ref, cid, cmd = rest[0], rest[1], rest[2:]
@@ -81,10 +88,14 @@ def run(ns: str, args: list[str]) -> int:
     for m in mounts:
         src, dst = parse_mount(m)
         if os.path.normpath(src) != os.path.normpath(dst):
-            raise CtrError(f"mount src={src},dst={dst}: the kindbed ctr stand-in has no mount namespace; "
-                           "only mounts with src == dst (no-ops) are supported")
+            raise CtrError(
+                f"mount src={src},dst={dst}: the kindbed ctr stand-in has no mount namespace; "
+                "only mounts with src == dst (no-ops) are supported"
+            )
     if not cmd:
-        raise CtrError("the kindbed ctr stand-in needs an explicit command (image entrypoints are not modelled)")
+        raise CtrError(
+            "the kindbed ctr stand-in needs an explicit command (no image entrypoints)"
+        )
     record = _registry() / cid
     if record.exists():
         raise CtrError(f'container "{cid}": already exists')
@@ -93,8 +104,10 @@ def run(ns: str, args: list[str]) -> int:
         env["KINDBED_ROOT"] = os.environ["KINDBED_ROOT"]
     exe = shutil.which(cmd[0], path=env["PATH"]) if "/" not in cmd[0] else cmd[0]
     if not exe:
-        raise CtrError(f'failed to create shim task: OCI runtime create failed: runc create failed: unable to '
-                       f'start container process: exec: "{cmd[0]}": executable file not found in $PATH: unknown')
+        raise CtrError(
+            f"failed to create shim task: OCI runtime create failed: runc create failed: unable to "
+            f'start container process: exec: "{cmd[0]}": executable file not found in $PATH: unknown'  # noqa: E501 - upstream's message, kept greppable
+        )
     record.write_text(json.dumps({"id": cid, "image": ref, "command": cmd}))
     try:
         return subprocess.call([exe, *cmd[1:]], env=env, cwd="/")
@@ -112,8 +125,10 @@ def images(ns: str, args: list[str]) -> int:
         return 0
     print("REF" + " " * 60 + "TYPE" + " " * 48 + "DIGEST SIZE PLATFORMS LABELS")
     for r in found:
-        print(f"{r} application/vnd.oci.image.index.v1+json {state.image_id(r)} 0.0 B linux/amd64 "
-              "io.cri-containerd.image=managed")
+        print(
+            f"{r} application/vnd.oci.image.index.v1+json {state.image_id(r)} 0.0 B linux/amd64 "
+            "io.cri-containerd.image=managed"
+        )
     return 0
 
 
@@ -125,7 +140,9 @@ def containers(args: list[str]) -> int:
         else:
             print("CONTAINER    IMAGE    RUNTIME")
             for p in sorted(reg.iterdir()):
-                print(f"{p.name}    {json.loads(p.read_text()).get('image', '')}    io.containerd.runc.v2")
+                print(
+                    f"{p.name}    {json.loads(p.read_text()).get('image', '')}    io.containerd.runc.v2"  # noqa: E501 - ctr's columns
+                )
         return 0
     if args[:1] in (["rm"], ["delete"], ["del"]):
         for cid in args[1:]:
@@ -151,7 +168,7 @@ def main(argv: list[str]) -> int:
             print(f"ctr: flag provided but not defined: {name}", file=sys.stderr)
             return 1
         i += 1
-    verb, rest = (argv[i], argv[i + 1:]) if i < len(argv) else ("", [])
+    verb, rest = (argv[i], argv[i + 1 :]) if i < len(argv) else ("", [])
     try:
         if verb == "run":
             return run(ns, rest)
@@ -159,7 +176,9 @@ def main(argv: list[str]) -> int:
             return images(ns, rest)
         if verb in ("containers", "container", "c"):
             return containers(rest)
-        raise CtrError(f"unsupported command {verb!r} (kindbed ctr stand-in: run, images ls, containers ls|rm)")
+        raise CtrError(
+            f"unsupported command {verb!r} (kindbed ctr stand-in: run, images ls, containers ls|rm)"
+        )
     except CtrError as e:
         print(f"ctr: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Go pflag-style command lines (--name=value, --name value, --bool) as kubeadm's manifests write them."""
+"""Go pflag-style command lines (--name=value, --name value, --bool), as in kubeadm manifests."""
 
 from __future__ import annotations
 

@@ -30,14 +30,16 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 5  # a client that never finishes its TLS handshake must not hold a thread
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         endpoint = url.path.strip("/")
         results = self.server.checks(endpoint)
         if results is None:
             code, body, ctype = self.server.fallback(url.path)
         else:
-            code, body = render(endpoint, results, "verbose" in parse_qs(url.query, keep_blank_values=True))
+            code, body = render(
+                endpoint, results, "verbose" in parse_qs(url.query, keep_blank_values=True)
+            )
             ctype = "text/plain; charset=utf-8"
         data = body.encode()
         self.send_response(code)
@@ -47,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -60,14 +62,21 @@ class _Server(ThreadingHTTPServer):
         pass  # failed handshakes (wrong CA, port scans) are the client's problem, as upstream
 
 
-def not_found(path: str) -> tuple[int, str, str]:
+def not_found(_path: str) -> tuple[int, str, str]:
     return 404, "404 page not found\n", "text/plain; charset=utf-8"
 
 
-def serve(host: str, port: int, cert_file: str, key_file: str, checks: Checks,
-          client_ca: str | None = None,
-          fallback: Callable[[str], tuple[int, str, str]] = not_found) -> _Server:
-    """Start serving in a daemon thread; returns the server (call .shutdown() to stop)."""
+def serve(
+    host: str,
+    port: int,
+    cert_file: str,
+    key_file: str,
+    checks: Checks,
+    *,
+    client_ca: str | None = None,
+    fallback: Callable[[str], tuple[int, str, str]] = not_found,
+) -> _Server:
+    """Serve in a daemon thread; stop with .shutdown() then .server_close()."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file)
     if client_ca:

@@ -13,6 +13,7 @@ subreaper and signals only the processes recorded in /run/kindbed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -65,8 +66,9 @@ class Init:
             if os.environ.get(k):
                 env[k] = os.environ[k]
         with open(logdir / "kubelet.log", "ab") as out:
-            proc = subprocess.Popen(kubelet_argv(), env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=out, cwd="/")
+            proc = subprocess.Popen(
+                kubelet_argv(), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd="/"
+            )
         self.pid, self.started = proc.pid, time.monotonic()
         self._proc = proc  # keep a reference; the exit status is collected by reap()
         unit.write_status("active", self.pid, self.token, self.restarts)
@@ -75,19 +77,15 @@ class Init:
     def stop_kubelet(self, timeout: float = STOP_TIMEOUT) -> None:
         if not self.pid:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while self.pid and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.05)
         if self.pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             while self.pid and time.monotonic() < deadline + 2:
                 self.reap()
                 time.sleep(0.05)
@@ -106,7 +104,9 @@ class Init:
                 code = os.waitstatus_to_exitcode(status)
                 if not self.stopping:
                     ran = time.monotonic() - self.started
-                    self.delay = 1.0 if (self.delay == 0 or ran >= 10) else min(self.delay * 2, BACKOFF_MAX)
+                    self.delay = (
+                        1.0 if (self.delay == 0 or ran >= 10) else min(self.delay * 2, BACKOFF_MAX)
+                    )
                     self.not_before = time.monotonic() + self.delay
                     self.restarts += 1
                     unit.write_status("activating", 0, self.token, self.restarts)
@@ -143,7 +143,9 @@ class Init:
         if os.getpid() == 1:
             os.kill(-1, signal.SIGTERM)  # every process of the container but init
         self.stop_kubelet(timeout=SHUTDOWN_GRACE)
-        while time.monotonic() < deadline and any(state.pid_alive(c.pid, c.status.get("pidStart")) for c in containers):
+        while time.monotonic() < deadline and any(
+            state.pid_alive(c.pid, c.status.get("pidStart")) for c in containers
+        ):
             self.reap()
             time.sleep(0.05)
         for c in containers:

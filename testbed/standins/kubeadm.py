@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import sys
 
 from . import kubeadm_certs
@@ -22,10 +23,13 @@ from .kubeadm_config import ConfigError, KubeadmConfig, default_address, parse
 from .paths import node_path
 
 VERSION = "v1.29.2"
-OVERRIDES = {"--apiserver-advertise-address": "advertise_address",
-             "--control-plane-endpoint": "control_plane_endpoint",
-             "--service-cidr": "service_subnet", "--service-dns-domain": "dns_domain",
-             "--apiserver-cert-extra-sans": "cert_sans"}
+OVERRIDES = {
+    "--apiserver-advertise-address": "advertise_address",
+    "--control-plane-endpoint": "control_plane_endpoint",
+    "--service-cidr": "service_subnet",
+    "--service-dns-domain": "dns_domain",
+    "--apiserver-cert-extra-sans": "cert_sans",
+}
 IGNORED_VALUE = {"--v", "-v", "--kubernetes-version", "--rootfs"}
 IGNORED_BOOL = {"--dry-run"}
 
@@ -69,8 +73,6 @@ def load_config(flags: dict[str, str]) -> KubeadmConfig:
         except OSError as e:
             raise ConfigError(f"unable to read config from {path!r} : {e}") from None
         return parse(text)
-    import socket
-
     cfg = KubeadmConfig(node_name=socket.gethostname().lower(), advertise_address=default_address())
     for flag, field in OVERRIDES.items():
         if flag in flags:
@@ -81,9 +83,17 @@ def load_config(flags: dict[str, str]) -> KubeadmConfig:
 
 def version(flags: dict[str, str]) -> int:
     fmt = flags.get("-o") or flags.get("--output") or ""
-    info = {"major": "1", "minor": "29", "gitVersion": VERSION, "gitCommit": "kindbed",
-            "gitTreeState": "clean", "buildDate": "2024-02-14T10:32:40Z", "goVersion": "go1.21.7",
-            "compiler": "gc", "platform": "linux/amd64"}
+    info = {
+        "major": "1",
+        "minor": "29",
+        "gitVersion": VERSION,
+        "gitCommit": "kindbed",
+        "gitTreeState": "clean",
+        "buildDate": "2024-02-14T10:32:40Z",
+        "goVersion": "go1.21.7",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
     if fmt == "short":
         print(VERSION)
     elif fmt == "json":
@@ -101,27 +111,39 @@ def main(argv: list[str]) -> int:
         flags, pos = parse_flags(argv)
         if pos[:1] == ["version"]:
             return version(flags)
-        if pos[:3] == ["init", "phase", "certs"] and len(pos) == 4 and pos[3] in kubeadm_certs.PHASES:
+        if (
+            pos[:3] == ["init", "phase", "certs"]
+            and len(pos) == 4
+            and pos[3] in kubeadm_certs.PHASES
+        ):
             phase = f"certs/{pos[3]}"
             run = lambda cfg, d: kubeadm_certs.init_phase(d, pos[3], cfg)  # noqa: E731
         elif pos == ["join", "phase", "control-plane-prepare", "certs"]:
             phase = "control-plane-prepare/certs"
             run = lambda cfg, d: kubeadm_certs.join_prepare(d, cfg)  # noqa: E731
         else:
-            raise Usage(f"unknown or unsupported command {' '.join(pos)!r} (kindbed kubeadm stand-in: "
-                        f"init phase certs <{'|'.join(kubeadm_certs.PHASES)}>, join phase "
-                        "control-plane-prepare certs, version)")
+            raise Usage(
+                f"unknown or unsupported command {' '.join(pos)!r} (kindbed kubeadm stand-in: "
+                f"init phase certs <{'|'.join(kubeadm_certs.PHASES)}>, join phase "
+                "control-plane-prepare certs, version)"
+            )
         cfg = load_config(flags)
         cert_dir = node_path(flags.get("--cert-dir", "/etc/kubernetes/pki"))
         try:
             run(cfg, cert_dir)
         except (kubeadm_certs.PhaseError, ConfigError, OSError) as e:
-            print(f"error execution phase {phase}: {e}\n"
-                  "To see the stack trace of this error execute with --v=5 or higher", file=sys.stderr)
+            print(
+                f"error execution phase {phase}: {e}\n"
+                "To see the stack trace of this error execute with --v=5 or higher",
+                file=sys.stderr,
+            )
             return 1
         return 0
     except (Usage, ConfigError) as e:
-        print(f"{e}\nTo see the stack trace of this error execute with --v=5 or higher", file=sys.stderr)
+        print(
+            f"{e}\nTo see the stack trace of this error execute with --v=5 or higher",
+            file=sys.stderr,
+        )
         return 1
 
 

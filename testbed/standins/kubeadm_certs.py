@@ -43,8 +43,9 @@ class PhaseError(Exception):
     pass
 
 
-def _append_sans(dns: list[str], ips: list[str], sans: tuple[str, ...], cert: str,
-                 warn: Callable[[str], None]) -> None:
+def _append_sans(
+    dns: list[str], ips: list[str], sans: tuple[str, ...], cert: str, warn: Callable[[str], None]
+) -> None:
     for s in sans:
         try:
             ips.append(str(ipaddress.ip_address(s)))
@@ -52,8 +53,10 @@ def _append_sans(dns: list[str], ips: list[str], sans: tuple[str, ...], cert: st
             if (_DNS1123.match(s) or _WILDCARD.match(s)) and len(s) <= 253:
                 dns.append(s)
             else:
-                warn(f"[certificates] WARNING: '{s}' was not added to the '{cert}' SAN, because it is "
-                     "not a valid IP or RFC-1123 compliant DNS entry")
+                warn(
+                    f"[certificates] WARNING: '{s}' was not added to the '{cert}' SAN, because it is "  # noqa: E501 - upstream's message, kept greppable
+                    "not a valid IP or RFC-1123 compliant DNS entry"
+                )
 
 
 def _host_of(endpoint: str) -> str:
@@ -69,10 +72,17 @@ def apiserver_alt_names(cfg: KubeadmConfig, warn: Callable[[str], None] = print)
     try:
         adv = str(ipaddress.ip_address(cfg.advertise_address))
     except ValueError:
-        raise PhaseError(f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
-                         "is not a valid textual representation of an IP address") from None
-    dns = [cfg.node_name, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-           f"kubernetes.default.svc.{cfg.dns_domain}"]
+        raise PhaseError(
+            f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
+            "is not a valid textual representation of an IP address"
+        ) from None
+    dns = [
+        cfg.node_name,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{cfg.dns_domain}",
+    ]
     ips = [cfg.apiserver_virtual_ip, adv]
     if cfg.control_plane_endpoint:
         host = _host_of(cfg.control_plane_endpoint)
@@ -84,13 +94,16 @@ def apiserver_alt_names(cfg: KubeadmConfig, warn: Callable[[str], None] = print)
     return pki.alt_names(dns, ips)
 
 
-def etcd_alt_names(cfg: KubeadmConfig, extra: tuple[str, ...], cert: str,
-                   warn: Callable[[str], None] = print) -> AltNames:
+def etcd_alt_names(
+    cfg: KubeadmConfig, extra: tuple[str, ...], cert: str, warn: Callable[[str], None] = print
+) -> AltNames:
     try:
         adv = str(ipaddress.ip_address(cfg.advertise_address))
     except ValueError:
-        raise PhaseError(f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
-                         "is not a valid textual representation of an IP address") from None
+        raise PhaseError(
+            f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
+            "is not a valid textual representation of an IP address"
+        ) from None
     dns = [cfg.node_name, "localhost"]
     ips = [adv, "127.0.0.1", "::1"]
     _append_sans(dns, ips, extra, cert, warn)
@@ -99,9 +112,9 @@ def etcd_alt_names(cfg: KubeadmConfig, extra: tuple[str, ...], cert: str,
 
 @dataclass(frozen=True)
 class Spec:
-    name: str              # the phase name: apiserver, etcd-server...
-    base: str              # file base name under the pki dir: apiserver, etcd/server...
-    ca: str | None         # name of the signing CA spec; None for a CA
+    name: str  # the phase name: apiserver, etcd-server...
+    base: str  # file base name under the pki dir: apiserver, etcd/server...
+    ca: str | None  # name of the signing CA spec; None for a CA
     common_name: Callable[[KubeadmConfig], str]
     organizations: tuple[str, ...] = ()
     usages: tuple[str, ...] = ()
@@ -117,28 +130,81 @@ def _node(cfg: KubeadmConfig) -> str:
 
 
 S, C = pki.SERVER, pki.CLIENT
-SPECS: dict[str, Spec] = {s.name: s for s in [
-    Spec("ca", "ca", None, _const("kubernetes")),
-    Spec("apiserver", "apiserver", "ca", _const("kube-apiserver"), usages=(S,),
-         alt_names=lambda c: apiserver_alt_names(c)),
-    Spec("apiserver-kubelet-client", "apiserver-kubelet-client", "ca",
-         _const("kube-apiserver-kubelet-client"), (ClusterAdminsGroup,), (C,)),
-    Spec("front-proxy-ca", "front-proxy-ca", None, _const("front-proxy-ca")),
-    Spec("front-proxy-client", "front-proxy-client", "front-proxy-ca", _const("front-proxy-client"),
-         usages=(C,)),
-    Spec("etcd-ca", "etcd/ca", None, _const("etcd-ca")),
-    Spec("etcd-server", "etcd/server", "etcd-ca", _node, usages=(S, C),
-         alt_names=lambda c: etcd_alt_names(c, c.etcd_server_sans, "etcd/server")),
-    Spec("etcd-peer", "etcd/peer", "etcd-ca", _node, usages=(S, C),
-         alt_names=lambda c: etcd_alt_names(c, c.etcd_peer_sans, "etcd/peer")),
-    Spec("etcd-healthcheck-client", "etcd/healthcheck-client", "etcd-ca",
-         _const("kube-etcd-healthcheck-client"), usages=(C,)),
-    Spec("apiserver-etcd-client", "apiserver-etcd-client", "etcd-ca",
-         _const("kube-apiserver-etcd-client"), usages=(C,)),
-]}
+SPECS: dict[str, Spec] = {
+    s.name: s
+    for s in [
+        Spec("ca", "ca", None, _const("kubernetes")),
+        Spec(
+            "apiserver",
+            "apiserver",
+            "ca",
+            _const("kube-apiserver"),
+            usages=(S,),
+            alt_names=apiserver_alt_names,
+        ),
+        Spec(
+            "apiserver-kubelet-client",
+            "apiserver-kubelet-client",
+            "ca",
+            _const("kube-apiserver-kubelet-client"),
+            (ClusterAdminsGroup,),
+            (C,),
+        ),
+        Spec("front-proxy-ca", "front-proxy-ca", None, _const("front-proxy-ca")),
+        Spec(
+            "front-proxy-client",
+            "front-proxy-client",
+            "front-proxy-ca",
+            _const("front-proxy-client"),
+            usages=(C,),
+        ),
+        Spec("etcd-ca", "etcd/ca", None, _const("etcd-ca")),
+        Spec(
+            "etcd-server",
+            "etcd/server",
+            "etcd-ca",
+            _node,
+            usages=(S, C),
+            alt_names=lambda c: etcd_alt_names(c, c.etcd_server_sans, "etcd/server"),
+        ),
+        Spec(
+            "etcd-peer",
+            "etcd/peer",
+            "etcd-ca",
+            _node,
+            usages=(S, C),
+            alt_names=lambda c: etcd_alt_names(c, c.etcd_peer_sans, "etcd/peer"),
+        ),
+        Spec(
+            "etcd-healthcheck-client",
+            "etcd/healthcheck-client",
+            "etcd-ca",
+            _const("kube-etcd-healthcheck-client"),
+            usages=(C,),
+        ),
+        Spec(
+            "apiserver-etcd-client",
+            "apiserver-etcd-client",
+            "etcd-ca",
+            _const("kube-apiserver-etcd-client"),
+            usages=(C,),
+        ),
+    ]
+}
 # `kubeadm init phase certs all` order (certlist.go GetDefaultCertList), then the sa key pair.
-ALL = ["ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client",
-       "etcd-ca", "etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client", "sa"]
+ALL = [
+    "ca",
+    "apiserver",
+    "apiserver-kubelet-client",
+    "front-proxy-ca",
+    "front-proxy-client",
+    "etcd-ca",
+    "etcd-server",
+    "etcd-peer",
+    "etcd-healthcheck-client",
+    "apiserver-etcd-client",
+    "sa",
+]
 PHASES = [*ALL, "all"]
 
 
@@ -148,22 +214,30 @@ def _exists(pki_dir: Path, base: str, ext: str) -> bool:
 
 def _load_ca(pki_dir: Path, ca: Spec) -> pki.CertKey:
     if not (_exists(pki_dir, ca.base, "crt") or _exists(pki_dir, ca.base, "key")):
-        raise PhaseError(f"couldn't load CA certificate {ca.name}: couldn't load {ca.base} certificate "
-                         f"authority from {pki_dir}")
+        raise PhaseError(
+            f"couldn't load CA certificate {ca.name}: couldn't load {ca.base} certificate "
+            f"authority from {pki_dir}"
+        )
     try:
         return pki.read_pair(pki_dir, ca.base)
     except (OSError, ValueError) as e:
-        raise PhaseError(f"couldn't load CA certificate {ca.name}: failure loading {ca.base} "
-                         f"certificate authority: {e}") from None
+        raise PhaseError(
+            f"couldn't load CA certificate {ca.name}: failure loading {ca.base} "
+            f"certificate authority: {e}"
+        ) from None
 
 
-def _generate(pki_dir: Path, spec: Spec, ca: pki.CertKey, cfg: KubeadmConfig) -> tuple[pki.CertKey, AltNames]:
+def _generate(spec: Spec, ca: pki.CertKey, cfg: KubeadmConfig) -> tuple[pki.CertKey, AltNames]:
     dns, ips = spec.alt_names(cfg) if spec.alt_names else ([], [])
-    pair = pki.make_leaf(ca, spec.common_name(cfg), spec.organizations, dns, ips, spec.usages)
+    pair = pki.make_leaf(
+        ca, spec.common_name(cfg), spec.organizations, dns_names=dns, ips=ips, usages=spec.usages
+    )
     return pair, (dns, ips)
 
 
-def write_if_not_exist(pki_dir: Path, spec: Spec, cfg: KubeadmConfig, out: Callable[[str], None]) -> None:
+def write_if_not_exist(
+    pki_dir: Path, spec: Spec, cfg: KubeadmConfig, out: Callable[[str], None]
+) -> None:
     """certs.go writeCertificateFilesIfNotExist (via CreateCertAndKeyFilesWithCA)."""
     assert spec.ca is not None
     ca = _load_ca(pki_dir, SPECS[spec.ca])
@@ -182,10 +256,12 @@ def write_if_not_exist(pki_dir: Path, spec: Spec, cfg: KubeadmConfig, out: Calla
         out(f'[certs] Using the existing "{spec.base}" certificate and key')
         return
     out(f'[certs] Generating "{spec.base}" certificate and key')
-    pair, (dns, ips) = _generate(pki_dir, spec, ca, cfg)
+    pair, (dns, ips) = _generate(spec, ca, cfg)
     pki.write_pair(pki_dir, spec.base, pair)
     if pki.SERVER in spec.usages:
-        out(f"[certs] {spec.base} serving cert is signed for DNS names [{' '.join(dns)}] and IPs [{' '.join(ips)}]")
+        out(
+            f"[certs] {spec.base} serving cert is signed for DNS names [{' '.join(dns)}] and IPs [{' '.join(ips)}]"  # noqa: E501 - upstream's message, kept greppable
+        )
 
 
 def _ca_phase(pki_dir: Path, spec: Spec, out: Callable[[str], None]) -> None:
@@ -212,8 +288,10 @@ def _cert_phase(pki_dir: Path, spec: Spec, cfg: KubeadmConfig, out: Callable[[st
             except (OSError, ValueError) as e:
                 raise PhaseError(f"couldn't load CA certificate {ca_spec.name}: {e}") from None
             if not pki.signed_by(cert, ca_cert):
-                raise PhaseError(f"[certs] certificate {spec.base} not signed by CA certificate "
-                                 f"{ca_spec.base}: x509: certificate signed by unknown authority")
+                raise PhaseError(
+                    f"[certs] certificate {spec.base} not signed by CA certificate "
+                    f"{ca_spec.base}: x509: certificate signed by unknown authority"
+                )
             out(f"[certs] Using existing {spec.base} certificate and key on disk")
             return
     write_if_not_exist(pki_dir, spec, cfg, out)
@@ -228,11 +306,16 @@ def _sa_phase(pki_dir: Path, out: Callable[[str], None]) -> None:
     pki_dir.mkdir(parents=True, exist_ok=True)
     (pki_dir / "sa.key").write_bytes(pki.key_pem(key))
     (pki_dir / "sa.key").chmod(0o600)
-    (pki_dir / "sa.pub").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (pki_dir / "sa.pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
-def init_phase(pki_dir: Path, phase: str, cfg: KubeadmConfig, out: Callable[[str], None] = print) -> None:
+def init_phase(
+    pki_dir: Path, phase: str, cfg: KubeadmConfig, out: Callable[[str], None] = print
+) -> None:
     """`kubeadm init phase certs <phase>`; raises PhaseError("certs/<phase>", ...) semantics."""
     for name in ALL if phase == "all" else [phase]:
         if name == "sa":
@@ -244,7 +327,7 @@ def init_phase(pki_dir: Path, phase: str, cfg: KubeadmConfig, out: Callable[[str
 
 
 def join_prepare(pki_dir: Path, cfg: KubeadmConfig, out: Callable[[str], None] = print) -> None:
-    """`kubeadm join phase control-plane-prepare certs`: every leaf via writeCertificateFilesIfNotExist."""
+    """`kubeadm join phase control-plane-prepare certs`: each leaf checked against its SANs."""
     for name in ALL:
         if name != "sa" and SPECS[name].ca is not None:
             write_if_not_exist(pki_dir, SPECS[name], cfg, out)

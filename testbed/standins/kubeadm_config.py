@@ -44,7 +44,9 @@ class KubeadmConfig:
         try:
             net = ipaddress.ip_network(self.service_subnet.split(",")[0].strip(), strict=False)
         except ValueError as e:
-            raise ConfigError(f"unable to get first IP address from the given CIDR: {self.service_subnet}") from e
+            raise ConfigError(
+                f"unable to get first IP address from the given CIDR: {self.service_subnet}"
+            ) from e
         return str(net.network_address + 1)
 
 
@@ -64,27 +66,38 @@ def _sans(v: object) -> tuple[str, ...]:
     return tuple(str(x) for x in v) if isinstance(v, list) else ()
 
 
-def parse(text: str, hostname: Callable[[], str] = socket.gethostname,
-          address: Callable[[], str] = default_address) -> KubeadmConfig:
+def parse(
+    text: str,
+    hostname: Callable[[], str] = socket.gethostname,
+    address: Callable[[], str] = default_address,
+) -> KubeadmConfig:
     docs = {}
     for doc in yaml.safe_load_all(text):
         if not isinstance(doc, dict):
             continue
         api = str(doc.get("apiVersion", ""))
         if api.startswith(API_GROUP):
-            version = api[len(API_GROUP):]
+            version = api[len(API_GROUP) :]
             if version not in SUPPORTED:
-                raise ConfigError(f'no kind "{doc.get("kind")}" is registered for version "{api}" in scheme')
+                raise ConfigError(
+                    f'no kind "{doc.get("kind")}" is registered for version "{api}" in scheme'
+                )
             docs[str(doc.get("kind"))] = doc
     if not docs:
-        raise ConfigError("no InitConfiguration or ClusterConfiguration kind was found in the YAML file")
+        raise ConfigError(
+            "no InitConfiguration or ClusterConfiguration kind was found in the YAML file"
+        )
     init = docs.get("InitConfiguration") or {}
     join = docs.get("JoinConfiguration") or {}
     cluster = docs.get("ClusterConfiguration") or {}
-    endpoint = (init.get("localAPIEndpoint") or {}).get("advertiseAddress") or \
-        ((join.get("controlPlane") or {}).get("localAPIEndpoint") or {}).get("advertiseAddress")
-    name = (init.get("nodeRegistration") or {}).get("name") or \
-        (join.get("nodeRegistration") or {}).get("name") or hostname().lower()
+    endpoint = (init.get("localAPIEndpoint") or {}).get("advertiseAddress") or (
+        (join.get("controlPlane") or {}).get("localAPIEndpoint") or {}
+    ).get("advertiseAddress")
+    name = (
+        (init.get("nodeRegistration") or {}).get("name")
+        or (join.get("nodeRegistration") or {}).get("name")
+        or hostname().lower()
+    )
     net = cluster.get("networking") or {}
     local_etcd = (cluster.get("etcd") or {}).get("local") or {}
     return KubeadmConfig(

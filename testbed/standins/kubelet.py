@@ -103,15 +103,26 @@ class Kubelet:
         name = f"{pod.name}-{self.node_name}"
         sandbox = {
             "id": state.new_id(),
-            "metadata": {"name": name, "uid": pod.config_hash, "namespace": pod.namespace,
-                         "attempt": 0},
+            "metadata": {
+                "name": name,
+                "uid": pod.config_hash,
+                "namespace": pod.namespace,
+                "attempt": 0,
+            },
             "state": "SANDBOX_READY",
             "createdAt": state.now_ns(),
-            "labels": {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": pod.namespace,
-                       "io.kubernetes.pod.uid": pod.config_hash, "tier": "control-plane",
-                       "component": pod.name},
-            "annotations": {**pod.annotations, "kubernetes.io/config.hash": pod.config_hash,
-                            "kubernetes.io/config.source": "file"},
+            "labels": {
+                "io.kubernetes.pod.name": name,
+                "io.kubernetes.pod.namespace": pod.namespace,
+                "io.kubernetes.pod.uid": pod.config_hash,
+                "tier": "control-plane",
+                "component": pod.name,
+            },
+            "annotations": {
+                **pod.annotations,
+                "kubernetes.io/config.hash": pod.config_hash,
+                "kubernetes.io/config.source": "file",
+            },
             "runtimeHandler": "",
             "manifest": pod.path,
         }
@@ -121,11 +132,17 @@ class Kubelet:
     def add_pod(self, pod: StaticPod) -> None:
         ps = PodState(pod, self._new_sandbox(pod))
         self.pods[pod.path] = ps
-        klog.info("kubelet.go:2400", f'"SyncLoop ADD" source="file" pods=["{pod.namespace}/{ps.full_name}"]')
+        klog.info(
+            "kubelet.go:2400",
+            f'"SyncLoop ADD" source="file" pods=["{pod.namespace}/{ps.full_name}"]',
+        )
 
     def remove_pod(self, path: str) -> None:
         ps = self.pods.pop(path)
-        klog.info("kubelet.go:2416", f'"SyncLoop REMOVE" source="file" pods=["{ps.pod.namespace}/{ps.full_name}"]')
+        klog.info(
+            "kubelet.go:2416",
+            f'"SyncLoop REMOVE" source="file" pods=["{ps.pod.namespace}/{ps.full_name}"]',
+        )
         for c in self.containers_of(ps.id):
             stop_container(c, STOP_GRACE)
             state.remove_container(c.id)
@@ -141,34 +158,47 @@ class Kubelet:
         if not image_dir(ref).is_dir():
             raise RuntimeError(
                 f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
-                "no image directory in /var/lib/kindbed/images (ErrImagePull)")
-        argv = [str(a) for a in (spec.get("command") or [])] + [str(a) for a in (spec.get("args") or [])]
+                "no image directory in /var/lib/kindbed/images (ErrImagePull)"
+            )
+        argv = [str(a) for a in (spec.get("command") or [])] + [
+            str(a) for a in (spec.get("args") or [])
+        ]
         env = {"PATH": container_env_path(ref), "HOSTNAME": self.node_name}
         if os.environ.get("KINDBED_ROOT"):
             env["KINDBED_ROOT"] = os.environ["KINDBED_ROOT"]
-        env.update({str(e["name"]): str(e.get("value", "")) for e in spec.get("env") or [] if "name" in e})
+        env.update(
+            {str(e["name"]): str(e.get("value", "")) for e in spec.get("env") or [] if "name" in e}
+        )
         cid = state.new_id()
         meta = ps.sandbox["metadata"]
         config = {
-            "id": cid, "podSandboxId": ps.id,
+            "id": cid,
+            "podSandboxId": ps.id,
             "metadata": {"name": cname, "attempt": attempt},
             # containerd lists the resolved image id here; the ref the pod asked for is kept aside.
             "image": {"image": state.image_id(ref), "annotations": {}},
             "imageRef": state.image_id(ref),
             "imageName": ref,
             "createdAt": state.now_ns(),
-            "labels": {"io.kubernetes.container.name": cname,
-                       "io.kubernetes.pod.name": meta["name"],
-                       "io.kubernetes.pod.namespace": meta["namespace"],
-                       "io.kubernetes.pod.uid": meta["uid"]},
-            "annotations": {"io.kubernetes.container.hash": hashlib.md5(  # noqa: S324 - identity
-                                repr(sorted(spec.items())).encode()).hexdigest()[:8],
-                            "io.kubernetes.container.restartCount": str(attempt),
-                            "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
-                            "io.kubernetes.container.terminationMessagePolicy": "File",
-                            "io.kubernetes.pod.terminationGracePeriod": "30"},
-            "logPath": f"/var/log/pods/{meta['namespace']}_{meta['name']}_{meta['uid']}/{cname}/{attempt}.log",
-            "argv": argv, "env": env, "workingDir": str(spec.get("workingDir") or "/"),
+            "labels": {
+                "io.kubernetes.container.name": cname,
+                "io.kubernetes.pod.name": meta["name"],
+                "io.kubernetes.pod.namespace": meta["namespace"],
+                "io.kubernetes.pod.uid": meta["uid"],
+            },
+            "annotations": {
+                "io.kubernetes.container.hash": hashlib.md5(  # noqa: S324 - identity
+                    repr(sorted(spec.items())).encode()
+                ).hexdigest()[:8],
+                "io.kubernetes.container.restartCount": str(attempt),
+                "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+                "io.kubernetes.container.terminationMessagePolicy": "File",
+                "io.kubernetes.pod.terminationGracePeriod": "30",
+            },
+            "logPath": f"/var/log/pods/{meta['namespace']}_{meta['name']}_{meta['uid']}/{cname}/{attempt}.log",  # noqa: E501 - the kubelet's log path layout
+            "argv": argv,
+            "env": env,
+            "workingDir": str(spec.get("workingDir") or "/"),
         }
         state.write_config(config)
         state.write_status(cid, {"state": state.CREATED, "pid": 0})
@@ -176,11 +206,16 @@ class Kubelet:
         if os.environ.get("KINDBED_ROOT"):
             shim_env["KINDBED_ROOT"] = os.environ["KINDBED_ROOT"]
         subprocess.Popen(
-            [sys.executable, "-m", f"{__package__}.shim", cid], env=shim_env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", f"{__package__}.shim", cid],
+            env=shim_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         ).wait(timeout=30)
-        klog.info("kuberuntime_container.go:300",
-                  f'"Started container" pod="{meta["namespace"]}/{meta["name"]}" containerName="{cname}" attempt={attempt} containerID="{cid}"')
+        klog.info(
+            "kuberuntime_container.go:300",
+            f'"Started container" pod="{meta["namespace"]}/{meta["name"]}" containerName="{cname}" attempt={attempt} containerID="{cid}"',  # noqa: E501 - upstream's message, kept greppable
+        )
 
     def sync_containers(self, ps: PodState, now: float) -> None:
         existing = self.containers_of(ps.id)
@@ -192,12 +227,19 @@ class Kubelet:
                 continue
             bo = ps.backoff.setdefault(cname, Backoff())
             if latest is not None and bo.not_before == 0.0:
-                ran = (int(latest.status.get("finishedAt", 0)) - int(latest.status.get("startedAt", 0))) / 1e9
-                bo.delay = BACKOFF_INITIAL if (bo.delay == 0.0 or ran >= BACKOFF_RESET_AFTER) \
+                ran = (
+                    int(latest.status.get("finishedAt", 0)) - int(latest.status.get("startedAt", 0))
+                ) / 1e9
+                bo.delay = (
+                    BACKOFF_INITIAL
+                    if (bo.delay == 0.0 or ran >= BACKOFF_RESET_AFTER)
                     else min(bo.delay * 2, BACKOFF_MAX)
+                )
                 bo.not_before = now + bo.delay
-                klog.info("kuberuntime_manager.go:1000",
-                          f'"Container exited, will restart" pod="{ps.pod.namespace}/{ps.full_name}" containerName="{cname}" exitCode={latest.status.get("exitCode")} backOff="{bo.delay:g}s"')
+                klog.info(
+                    "kuberuntime_manager.go:1000",
+                    f'"Container exited, will restart" pod="{ps.pod.namespace}/{ps.full_name}" containerName="{cname}" exitCode={latest.status.get("exitCode")} backOff="{bo.delay:g}s"',  # noqa: E501 - upstream's message, kept greppable
+                )
             if now < bo.not_before:
                 continue
             for old in mine:
@@ -210,8 +252,10 @@ class Kubelet:
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 bo.delay = min(max(bo.delay * 2, BACKOFF_INITIAL), BACKOFF_MAX)
                 bo.not_before = now + bo.delay
-                klog.error("pod_workers.go:1300",
-                           f'"Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"{cname}\\": {e}" pod="{ps.pod.namespace}/{ps.full_name}"')
+                klog.error(
+                    "pod_workers.go:1300",
+                    f'"Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"{cname}\\": {e}" pod="{ps.pod.namespace}/{ps.full_name}"',  # noqa: E501 - upstream's message, kept greppable
+                )
 
     # --- the loop -----------------------------------------------------------------------------
     def adopt(self) -> None:
@@ -219,7 +263,11 @@ class Kubelet:
         wanted, _ = scan(node_path(MANIFESTS))
         for sandbox in state.load_pods():
             pod = wanted.get(str(sandbox.get("manifest")))
-            if pod is not None and pod.config_hash == sandbox["metadata"]["uid"] and pod.path not in self.pods:
+            if (
+                pod is not None
+                and pod.config_hash == sandbox["metadata"]["uid"]
+                and pod.path not in self.pods
+            ):
                 self.pods[pod.path] = PodState(pod, sandbox)
                 continue
             for c in self.containers_of(str(sandbox["id"])):
@@ -231,7 +279,9 @@ class Kubelet:
         now = time.monotonic() if now is None else now
         wanted, errors = scan(node_path(MANIFESTS))
         for path, err in errors.items():
-            klog.error("file.go:187", f'"Could not process manifest file" err="{err}" path="{path}"')
+            klog.error(
+                "file.go:187", f'"Could not process manifest file" err="{err}" path="{path}"'
+            )
         for path in list(self.pods):
             if path not in wanted or wanted[path].config_hash != self.pods[path].pod.config_hash:
                 self.remove_pod(path)
@@ -269,19 +319,26 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    klog.info("server.go:487", f'"Kubelet version" kubeletVersion="v1.29.2" standIn="kindbed" node="{node_name}"')
+    klog.info(
+        "server.go:487",
+        f'"Kubelet version" kubeletVersion="v1.29.2" standIn="kindbed" node="{node_name}"',
+    )
     try:
         ip = node_ip_from_flags(node_path(FLAGS_ENV).read_text())
     except OSError:
         ip = None
-    klog.info("kubelet_node_status.go:70", f'"Using node IP" nodeIP="{ip or ""}" source="{FLAGS_ENV}"')
+    klog.info(
+        "kubelet_node_status.go:70", f'"Using node IP" nodeIP="{ip or ""}" source="{FLAGS_ENV}"'
+    )
     kubelet = Kubelet(node_name)
     kubelet.adopt()
     while not stop.is_set():
         kubelet.sync_once()
         stop.wait(SYNC_PERIOD)
     # Like a real kubelet, leave the containers to the runtime (the shims): they keep running.
-    klog.info("server.go:1000", '"Shutting down kubelet; containers keep running under their shims"')
+    klog.info(
+        "server.go:1000", '"Shutting down kubelet; containers keep running under their shims"'
+    )
     return 0
 
 

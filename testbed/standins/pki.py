@@ -53,8 +53,11 @@ def new_key() -> rsa.RSAPrivateKey:
 
 
 def key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
 
 
 def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
@@ -83,17 +86,35 @@ def not_after(cert: x509.Certificate) -> _dt.datetime:
 def make_ca(common_name: str, key: rsa.RSAPrivateKey | None = None) -> CertKey:
     key = key or new_key()
     start = _now()
-    b = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-         .public_key(key.public_key()).serial_number(_serial())
-         .not_valid_before(start).not_valid_after(start + CA_VALIDITY)
-         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                      content_commitment=False, data_encipherment=False,
-                                      key_agreement=False, crl_sign=False, encipher_only=False,
-                                      decipher_only=False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(start)
+        .not_valid_after(start + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                key_cert_sign=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
     if common_name:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False
+        )
     return CertKey(b.sign(key, hashes.SHA256()), key)
 
 
@@ -107,25 +128,51 @@ def alt_names(dns_names: Iterable[str], ips: Iterable[str]) -> tuple[list[str], 
     return sorted(set(dns_names)), seen
 
 
-def make_leaf(ca: CertKey, common_name: str, organizations: Sequence[str] = (),
-              dns_names: Iterable[str] = (), ips: Iterable[str] = (),
-              usages: Sequence[str] = (SERVER,), key: rsa.RSAPrivateKey | None = None,
-              validity: _dt.timedelta = CERT_VALIDITY) -> CertKey:
+def make_leaf(
+    ca: CertKey,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    *,
+    dns_names: Iterable[str] = (),
+    ips: Iterable[str] = (),
+    usages: Sequence[str] = (SERVER,),
+    key: rsa.RSAPrivateKey | None = None,
+    validity: _dt.timedelta = CERT_VALIDITY,
+) -> CertKey:
     key = key or new_key()
     dns, ip_list = alt_names(dns_names, ips)
-    eku = [ExtendedKeyUsageOID.SERVER_AUTH if u == SERVER else ExtendedKeyUsageOID.CLIENT_AUTH
-           for u in usages]
-    b = (x509.CertificateBuilder().subject_name(_name(common_name, organizations))
-         .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(_serial())
-         .not_valid_before(not_before(ca.cert)).not_valid_after(_now() + validity)
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
-                                      content_commitment=False, data_encipherment=False,
-                                      key_agreement=False, crl_sign=False, encipher_only=False,
-                                      decipher_only=False), critical=True)
-         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-                        critical=False))
+    eku = [
+        ExtendedKeyUsageOID.SERVER_AUTH if u == SERVER else ExtendedKeyUsageOID.CLIENT_AUTH
+        for u in usages
+    ]
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organizations))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(not_before(ca.cert))
+        .not_valid_after(_now() + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                key_cert_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+    )
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_list]
     if names:
@@ -138,7 +185,9 @@ def make_client(ca: CertKey, common_name: str, organizations: Sequence[str] = ()
     return make_leaf(ca, common_name, organizations, usages=(CLIENT,))
 
 
-def make_self_signed(common_name: str, dns_names: Iterable[str] = (), ips: Iterable[str] = ()) -> CertKey:
+def make_self_signed(
+    common_name: str, dns_names: Iterable[str] = (), ips: Iterable[str] = ()
+) -> CertKey:
     """What the controller-manager and scheduler generate in memory for their secure port."""
     ca = make_ca(f"{common_name}-ca")
     return make_leaf(ca, common_name, dns_names=dns_names, ips=ips)
@@ -166,7 +215,9 @@ def load_key(pem: bytes) -> rsa.RSAPrivateKey:
 
 def read_pair(directory: str | Path, base: str) -> CertKey:
     d = Path(directory)
-    return CertKey(load_cert((d / f"{base}.crt").read_bytes()), load_key((d / f"{base}.key").read_bytes()))
+    return CertKey(
+        load_cert((d / f"{base}.crt").read_bytes()), load_key((d / f"{base}.key").read_bytes())
+    )
 
 
 def sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:
@@ -175,8 +226,10 @@ def sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return [], []
-    return (list(ext.get_values_for_type(x509.DNSName)),
-            [str(i) for i in ext.get_values_for_type(x509.IPAddress)])
+    return (
+        list(ext.get_values_for_type(x509.DNSName)),
+        [str(i) for i in ext.get_values_for_type(x509.IPAddress)],
+    )
 
 
 def _dns_match(pattern: str, host: str) -> bool:
@@ -200,7 +253,7 @@ def hostname_error(cert: x509.Certificate, host: str) -> str | None:
         if any(ipaddress.ip_address(i) == want for i in ips):
             return None
         if not ips:
-            return f"x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"
+            return f"x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"  # noqa: E501 - upstream's message, kept greppable
         valid = ", ".join(ips)
     if not valid:
         return f"x509: certificate is not valid for any names, but wanted to match {host}"
@@ -215,8 +268,12 @@ def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     if not isinstance(public, rsa.RSAPublicKey) or cert.signature_hash_algorithm is None:
         return False
     try:
-        public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
-                      cert.signature_hash_algorithm)
+        public.verify(
+            cert.signature,
+            cert.tbs_certificate_bytes,
+            padding.PKCS1v15(),
+            cert.signature_hash_algorithm,
+        )
     except InvalidSignature:
         return False
     return True
@@ -226,21 +283,42 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def kubeconfig(server: str, ca: CertKey | x509.Certificate, client: CertKey,
-               user: str = "kubernetes-admin", cluster: str = "kubernetes") -> str:
+def kubeconfig(
+    server: str,
+    ca: CertKey | x509.Certificate,
+    client: CertKey,
+    user: str = "kubernetes-admin",
+    cluster: str = "kubernetes",
+) -> str:
     """A kubeconfig as kubeadm writes it (embedded data, one cluster/user/context)."""
     ca_cert = ca.cert if isinstance(ca, CertKey) else ca
     context = f"{user}@{cluster}"
     doc = {
         "apiVersion": "v1",
-        "clusters": [{"cluster": {"certificate-authority-data": _b64(ca_cert.public_bytes(serialization.Encoding.PEM)),
-                                  "server": server}, "name": cluster}],
+        "clusters": [
+            {
+                "cluster": {
+                    "certificate-authority-data": _b64(
+                        ca_cert.public_bytes(serialization.Encoding.PEM)
+                    ),
+                    "server": server,
+                },
+                "name": cluster,
+            }
+        ],
         "contexts": [{"context": {"cluster": cluster, "user": user}, "name": context}],
         "current-context": context,
         "kind": "Config",
         "preferences": {},
-        "users": [{"name": user, "user": {"client-certificate-data": _b64(client.cert_pem()),
-                                          "client-key-data": _b64(client.key_pem())}}],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(client.cert_pem()),
+                    "client-key-data": _b64(client.key_pem()),
+                },
+            }
+        ],
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -271,5 +349,9 @@ def parse_kubeconfig(text: str, base_dir: str | Path = "/") -> Kubeconfig:
             return (Path(base_dir) / section[key]).read_bytes()
         return b""
 
-    return Kubeconfig(str(cl.get("server", "")), data(cl, "certificate-authority"),
-                      data(us, "client-certificate"), data(us, "client-key"))
+    return Kubeconfig(
+        str(cl.get("server", "")),
+        data(cl, "certificate-authority"),
+        data(us, "client-certificate"),
+        data(us, "client-key"),
+    )

@@ -33,13 +33,23 @@ def _pump(stream: IO[bytes], name: str, log: IO[bytes], lock: threading.Lock) ->
         text = raw.rstrip(b"\n")
         tag = b"F" if raw.endswith(b"\n") else b"P"
         with lock:
-            log.write(_rfc3339nano().encode() + b" " + name.encode() + b" " + tag + b" " + text + b"\n")
+            log.write(
+                _rfc3339nano().encode() + b" " + name.encode() + b" " + tag + b" " + text + b"\n"
+            )
             log.flush()
 
 
 def _status(**fields: object) -> dict[str, object]:
-    return {"state": state.CREATED, "pid": 0, "startedAt": 0, "finishedAt": 0, "exitCode": 0,
-            "reason": "", "message": "", **fields}
+    return {
+        "state": state.CREATED,
+        "pid": 0,
+        "startedAt": 0,
+        "finishedAt": 0,
+        "exitCode": 0,
+        "reason": "",
+        "message": "",
+        **fields,
+    }
 
 
 def run(cid: str) -> int:
@@ -52,27 +62,50 @@ def run(cid: str) -> int:
     exe = shutil.which(argv[0], path=env.get("PATH")) if argv else None
     if not exe:
         # runc's message for a missing binary; kubelet reports it as StartError / exit 128.
-        msg = (f'failed to create containerd task: failed to create shim task: OCI runtime create '
-               f'failed: runc create failed: unable to start container process: exec: '
-               f'"{argv[0] if argv else ""}": executable file not found in $PATH: unknown')
+        msg = (
+            f"failed to create containerd task: failed to create shim task: OCI runtime create "
+            f"failed: runc create failed: unable to start container process: exec: "
+            f'"{argv[0] if argv else ""}": executable file not found in $PATH: unknown'
+        )
         t = state.now_ns()
-        state.write_status(cid, _status(state=state.EXITED, startedAt=t, finishedAt=t,
-                                        exitCode=128, reason="StartError", message=msg))
+        state.write_status(
+            cid,
+            _status(
+                state=state.EXITED,
+                startedAt=t,
+                finishedAt=t,
+                exitCode=128,
+                reason="StartError",
+                message=msg,
+            ),
+        )
         return 0
     log_path = node_path(cfg["logPath"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [exe, *argv[1:]], env=env, cwd=cfg.get("workingDir") or "/",
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [exe, *argv[1:]],
+            env=env,
+            cwd=cfg.get("workingDir") or "/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        state.write_status(cid, _status(state=state.RUNNING, pid=proc.pid,
-                                        pidStart=state.proc_start_time(proc.pid),
-                                        startedAt=state.now_ns()))
+        state.write_status(
+            cid,
+            _status(
+                state=state.RUNNING,
+                pid=proc.pid,
+                pidStart=state.proc_start_time(proc.pid),
+                startedAt=state.now_ns(),
+            ),
+        )
         lock = threading.Lock()
-        pumps = [threading.Thread(target=_pump, args=(s, n, log, lock), daemon=True)
-                 for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+        pumps = [
+            threading.Thread(target=_pump, args=(s, n, log, lock), daemon=True)
+            for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+        ]
         for p in pumps:
             p.start()
         code = proc.wait()
@@ -81,9 +114,17 @@ def run(cid: str) -> int:
     exit_code = 128 - code if code < 0 else code
     prev = state.load_container(cid)
     started = prev.status.get("startedAt", 0) if prev else 0
-    state.write_status(cid, _status(state=state.EXITED, pid=proc.pid, startedAt=started,
-                                    finishedAt=state.now_ns(), exitCode=exit_code,
-                                    reason="Completed" if exit_code == 0 else "Error"))
+    state.write_status(
+        cid,
+        _status(
+            state=state.EXITED,
+            pid=proc.pid,
+            startedAt=started,
+            finishedAt=state.now_ns(),
+            exitCode=exit_code,
+            reason="Completed" if exit_code == 0 else "Error",
+        ),
+    )
     return 0
 
 

@@ -32,8 +32,11 @@ def init_pid() -> int:
 
 
 def no_systemd() -> int:
-    print("System has not been booted with systemd as init system (PID 1). Can't operate.\n"
-          "Failed to connect to bus: Host is down", file=sys.stderr)
+    print(
+        "System has not been booted with systemd as init system (PID 1). Can't operate.\n"
+        "Failed to connect to bus: Host is down",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -64,8 +67,11 @@ def request(want: str, restart: bool) -> int:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         st = unit.read_status()
-        if st.get("token") == token and st.get("state") == want and \
-                (want == "inactive" or state.pid_alive(int(st.get("pid", 0)))):
+        if (
+            st.get("token") == token
+            and st.get("state") == want
+            and (want == "inactive" or state.pid_alive(int(st.get("pid", 0))))
+        ):
             return 0
         time.sleep(0.05)
     print(f"Job for kubelet.service timed out ({want}).", file=sys.stderr)
@@ -76,16 +82,22 @@ def status() -> int:
     st = current_state()
     info = unit.read_status()
     since = _dt.datetime.fromtimestamp(float(info.get("since", time.time())), _dt.timezone.utc)
-    active = {"active": "active (running)", "activating": "activating (auto-restart)"}.get(st, "inactive (dead)")
-    print("● kubelet.service - kubelet: The Kubernetes Node Agent\n"
-          "     Loaded: loaded (/etc/systemd/system/kubelet.service; enabled; preset: enabled)\n"
-          "    Drop-In: /etc/systemd/system/kubelet.service.d\n"
-          "             └─10-kubeadm.conf\n"
-          f"     Active: {active} since {since:%a %Y-%m-%d %H:%M:%S} UTC")
+    active = {"active": "active (running)", "activating": "activating (auto-restart)"}.get(
+        st, "inactive (dead)"
+    )
+    print(
+        "● kubelet.service - kubelet: The Kubernetes Node Agent\n"
+        "     Loaded: loaded (/etc/systemd/system/kubelet.service; enabled; preset: enabled)\n"
+        "    Drop-In: /etc/systemd/system/kubelet.service.d\n"
+        "             └─10-kubeadm.conf\n"
+        f"     Active: {active} since {since:%a %Y-%m-%d %H:%M:%S} UTC"
+    )
     if st == "active":
         print(f"   Main PID: {info.get('pid')} (kubelet)")
     try:
-        lines = node_path("/var/log/kindbed/kubelet.log").read_text(errors="replace").splitlines()[-10:]
+        lines = (
+            node_path("/var/log/kindbed/kubelet.log").read_text(errors="replace").splitlines()[-10:]
+        )
     except OSError:
         lines = []
     if lines:
@@ -94,7 +106,7 @@ def status() -> int:
     return 0 if st == "active" else 3
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:  # noqa: PLR0911 - one exit per verb, like systemctl
     args = [a for a in argv if not a.startswith("-")]
     quiet = "-q" in argv or "--quiet" in argv
     if not args:
@@ -112,7 +124,9 @@ def main(argv: list[str]) -> int:
             if not quiet:
                 print("inactive")
             return 3
-        print(f"Unit {units[0].removesuffix('.service')}.service could not be found.", file=sys.stderr)
+        print(
+            f"Unit {units[0].removesuffix('.service')}.service could not be found.", file=sys.stderr
+        )
         return 4 if verb == "status" else 5
     if verb in ("start", "stop", "restart", "try-restart", "reload-or-restart"):
         return request("inactive" if verb == "stop" else "active", restart=verb != "start")

@@ -37,13 +37,21 @@ def _dial_error(hostport: str, e: OSError) -> GoError:
         return GoError(f"dial tcp {hostport}: connect: connection refused")
     if isinstance(e, socket.timeout):
         return GoError(f"dial tcp {hostport}: i/o timeout")
-    text = {errno.EHOSTUNREACH: "no route to host", errno.ENETUNREACH: "network is unreachable",
-            errno.EADDRNOTAVAIL: "cannot assign requested address"}.get(e.errno or 0, e.strerror or str(e))
+    text = {
+        errno.EHOSTUNREACH: "no route to host",
+        errno.ENETUNREACH: "network is unreachable",
+        errno.EADDRNOTAVAIL: "cannot assign requested address",
+    }.get(e.errno or 0, e.strerror or str(e))
     return GoError(f"dial tcp {hostport}: connect: {text}")
 
 
-def get(url: str, ca_pem: bytes, cert_file: str | None = None, key_file: str | None = None,
-        timeout: float = 2.0) -> tuple[int, bytes]:
+def get(
+    url: str,
+    ca_pem: bytes,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    timeout: float = 2.0,
+) -> tuple[int, bytes]:
     """GET url; returns (status, body) or raises GoError."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -62,11 +70,15 @@ def get(url: str, ca_pem: bytes, cert_file: str | None = None, key_file: str | N
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise _dial_error(hostport, e) from None
+    conn: socket.socket = sock
     try:
         try:
             tls = ctx.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+            conn = tls
         except ssl.SSLCertVerificationError:
-            raise GoError("tls: failed to verify certificate: x509: certificate signed by unknown authority") from None
+            raise GoError(
+                "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+            ) from None
         except ssl.SSLError as e:
             raise GoError(f"remote error: tls: {e.reason or e}".lower()) from None
         except socket.timeout:
@@ -78,15 +90,19 @@ def get(url: str, ca_pem: bytes, cert_file: str | None = None, key_file: str | N
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: kindbed\r\n"
-                    "Accept: application/json, */*\r\nConnection: close\r\n\r\n".encode())
+        tls.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: kindbed\r\n"
+            "Accept: application/json, */*\r\nConnection: close\r\n\r\n".encode()
+        )
         resp = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
         try:
             resp.begin()
             return resp.status, resp.read()
         except (OSError, http.client.HTTPException) as e:
             if isinstance(e, socket.timeout):
-                raise GoError("context deadline exceeded (Client.Timeout exceeded while awaiting headers)") from None
+                raise GoError(
+                    "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                ) from None
             raise GoError(f"read tcp {hostport}: {e}") from None
     finally:
-        sock.close()
+        conn.close()

@@ -45,5 +45,9 @@ def read_status() -> dict[str, Any]:
 
 
 def write_status(state: str, pid: int, token: int, restarts: int) -> None:
-    atomic_write(units_dir() / f"{UNIT}.json", json.dumps(
-        {"state": state, "pid": pid, "since": time.time(), "token": token, "restarts": restarts}))
+    atomic_write(
+        units_dir() / f"{UNIT}.json",
+        json.dumps(
+            {"state": state, "pid": pid, "since": time.time(), "token": token, "restarts": restarts}
+        ),
+    )

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import NodeRoot, pod_manifest, wait_for
 
 from testbed.standins import crictl, kubelet, state
@@ -27,9 +26,15 @@ def crictl_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
 def start_pods(node: NodeRoot, *names: str) -> dict[str, state.Container]:
     node.image(tools=TOOLS)
     for n in names:
-        node.write(f"/etc/kubernetes/manifests/{n}.yaml", pod_manifest(n, ["sleeper"], env={"ETCDCTL_API": "3"}))
+        node.write(
+            f"/etc/kubernetes/manifests/{n}.yaml",
+            pod_manifest(n, ["sleeper"], env={"ETCDCTL_API": "3"}),
+        )
     kubelet.Kubelet("kind-control-plane").sync_once()
-    wait_for("all running", lambda: len([c for c in state.load_containers() if c.state == state.RUNNING]) == len(names))
+    wait_for(
+        "all running",
+        lambda: len([c for c in state.load_containers() if c.state == state.RUNNING]) == len(names),
+    )
     return {c.name: c for c in state.load_containers()}
 
 
@@ -40,11 +45,21 @@ def test_ps_json_has_real_crictl_shape(node: NodeRoot, capsys: pytest.CaptureFix
     doc = json.loads(r.stdout)
     assert [c["id"] for c in doc["containers"]] == [cs["etcd"].id]
     c = doc["containers"][0]
-    assert set(c) >= {"id", "podSandboxId", "metadata", "image", "imageRef", "state", "createdAt",
-                      "labels", "annotations"}
+    assert set(c) >= {
+        "id",
+        "podSandboxId",
+        "metadata",
+        "image",
+        "imageRef",
+        "state",
+        "createdAt",
+        "labels",
+        "annotations",
+    }
     assert c["metadata"] == {"name": "etcd", "attempt": 0}
     assert c["state"] == "CONTAINER_RUNNING"
-    assert isinstance(c["createdAt"], str) and c["createdAt"].isdigit()
+    assert isinstance(c["createdAt"], str)
+    assert c["createdAt"].isdigit()
     assert c["image"]["image"].startswith("sha256:")
     assert c["labels"]["io.kubernetes.pod.name"] == "etcd-kind-control-plane"
     assert c["labels"]["io.kubernetes.container.name"] == "etcd"
@@ -53,26 +68,45 @@ def test_ps_json_has_real_crictl_shape(node: NodeRoot, capsys: pytest.CaptureFix
 def test_ps_table_quiet_state_filters(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
     cs = start_pods(node, "etcd", "kube-scheduler")
     table = crictl_in_process(capsys, "ps").stdout.splitlines()
-    assert table[0].split() == ["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD", "ID", "POD"]
+    assert table[0].split() == [
+        "CONTAINER",
+        "IMAGE",
+        "CREATED",
+        "STATE",
+        "NAME",
+        "ATTEMPT",
+        "POD",
+        "ID",
+        "POD",
+    ]
     assert len(table) == 3
     etcd_row = next(r for r in table if " etcd " in r)
     assert etcd_row.startswith(cs["etcd"].id[:13] + " ")
-    assert "Running" in etcd_row and "etcd-kind-control-plane" in etcd_row
-    assert crictl_in_process(capsys, "ps", "-q", "--name", "sched").stdout == cs["kube-scheduler"].id + "\n"
+    assert "Running" in etcd_row
+    assert "etcd-kind-control-plane" in etcd_row
+    assert (
+        crictl_in_process(capsys, "ps", "-q", "--name", "sched").stdout
+        == cs["kube-scheduler"].id + "\n"
+    )
     # stop with the default timeout kills at once; ps hides exited containers unless -a / --state
     r = crictl_in_process(capsys, "stop", cs["etcd"].id[:5])
-    assert r.returncode == 0 and r.stdout == cs["etcd"].id[:5] + "\n"
+    assert r.returncode == 0
+    assert r.stdout == cs["etcd"].id[:5] + "\n"
     assert crictl_in_process(capsys, "ps", "-q").stdout == cs["kube-scheduler"].id + "\n"
     assert cs["etcd"].id in crictl_in_process(capsys, "ps", "-a", "-q").stdout
     assert crictl_in_process(capsys, "ps", "-q", "--state", "exited").stdout == cs["etcd"].id + "\n"
     assert state.load_container(cs["etcd"].id).status["exitCode"] == 137  # type: ignore[union-attr]
 
 
-def test_unknown_and_ambiguous_ids_fail_like_crictl(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_and_ambiguous_ids_fail_like_crictl(
+    node: NodeRoot, capsys: pytest.CaptureFixture[str]
+) -> None:
     start_pods(node, "etcd")
     r = crictl_in_process(capsys, "stop", "zzzz")
     assert r.returncode == 1
-    assert r.stderr.startswith("FATA[0000] stopping the container \"zzzz\": rpc error: code = NotFound")
+    assert r.stderr.startswith(
+        'FATA[0000] stopping the container "zzzz": rpc error: code = NotFound'
+    )
     try:
         state.resolve("ab", ["abc1", "abd2"])
     except state.AmbiguousError:
@@ -82,16 +116,19 @@ def test_unknown_and_ambiguous_ids_fail_like_crictl(node: NodeRoot, capsys: pyte
     assert state.resolve("abc", ["abc1", "abd2"]) == "abc1"
 
 
-def test_exec_runs_in_container_env_passes_stdin_and_exit_code(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exec_runs_in_container_env_passes_stdin_and_exit_code(node: NodeRoot) -> None:
     cs = start_pods(node, "etcd")
     node.image(tools={**TOOLS, "etcdctl": 'echo "etcdctl $ETCDCTL_API $*"; cat; exit 5\n'})
-    r = node.run("crictl", "exec", "-i", cs["etcd"].id[:8], "etcdctl", "member", "list", stdin="from-stdin\n")
+    r = node.run(
+        "crictl", "exec", "-i", cs["etcd"].id[:8], "etcdctl", "member", "list", stdin="from-stdin\n"
+    )
     assert r.returncode == 5
     assert r.stdout == "etcdctl 3 member list\nfrom-stdin\n"
     r = node.run("crictl", "exec", cs["etcd"].id, "sh", "-c", "cat; echo done", stdin="ignored\n")
     assert (r.returncode, r.stdout) == (0, "done\n")  # no -i: stdin is not attached
     r = node.run("crictl", "exec", cs["etcd"].id, "etcdutl", "version")
-    assert r.returncode != 0 and "executable file not found in $PATH" in r.stderr
+    assert r.returncode != 0
+    assert "executable file not found in $PATH" in r.stderr
 
 
 def test_logs_split_streams_and_tail(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,12 +33,18 @@ KIND_V1BETA3 = textwrap.dedent("""\
 
 
 def cfg(**kw: object) -> KubeadmConfig:
-    return KubeadmConfig(**{"node_name": "kind-control-plane", "advertise_address": "172.18.0.2", **kw})  # type: ignore[arg-type]
+    return KubeadmConfig(
+        **{"node_name": "kind-control-plane", "advertise_address": "172.18.0.2", **kw}
+    )  # type: ignore[arg-type]
 
 
 def test_parse_kind_config_all_api_versions() -> None:
     for version in ("v1beta2", "v1beta3", "v1beta4"):
-        c = parse(KIND_V1BETA3.replace("v1beta3", version), hostname=lambda: "h", address=lambda: "9.9.9.9")
+        c = parse(
+            KIND_V1BETA3.replace("v1beta3", version),
+            hostname=lambda: "h",
+            address=lambda: "9.9.9.9",
+        )
         assert c.node_name == "kind-control-plane2"
         assert c.advertise_address == "172.18.0.3"
         assert c.control_plane_endpoint == "kind-external-load-balancer:6443"
@@ -56,25 +62,41 @@ def test_join_only_config_and_defaults() -> None:
         """)
     c = parse(join, hostname=lambda: "Kind-Control-Plane3", address=lambda: "9.9.9.9")
     assert (c.node_name, c.advertise_address) == ("kind-control-plane3", "172.18.0.4")
-    assert c.service_subnet == "10.96.0.0/12" and c.dns_domain == "cluster.local"
+    assert c.service_subnet == "10.96.0.0/12"
+    assert c.dns_domain == "cluster.local"
     worker = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\n"
-    assert parse(worker, hostname=lambda: "w", address=lambda: "9.9.9.9").advertise_address == "9.9.9.9"
+    assert (
+        parse(worker, hostname=lambda: "w", address=lambda: "9.9.9.9").advertise_address
+        == "9.9.9.9"
+    )
 
 
 def test_apiserver_sans_follow_kubeadm_rules() -> None:
-    dns, ips = kubeadm_certs.apiserver_alt_names(cfg(control_plane_endpoint="kind-control-plane:6443",
-                                                     cert_sans=("localhost", "127.0.0.1", "bad_name!")),
-                                                 warn=lambda _m: None)
-    assert dns == ["kind-control-plane", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                   "kubernetes.default.svc.cluster.local", "localhost"]
+    dns, ips = kubeadm_certs.apiserver_alt_names(
+        cfg(
+            control_plane_endpoint="kind-control-plane:6443",
+            cert_sans=("localhost", "127.0.0.1", "bad_name!"),
+        ),
+        warn=lambda _m: None,
+    )
+    assert dns == [
+        "kind-control-plane",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+    ]
     assert ips == ["10.96.0.1", "172.18.0.2", "127.0.0.1"]
     _, ips = kubeadm_certs.apiserver_alt_names(cfg(control_plane_endpoint="172.18.0.9:6443"))
     assert ips == ["10.96.0.1", "172.18.0.2", "172.18.0.9"]
 
 
 def test_etcd_sans() -> None:
-    assert kubeadm_certs.etcd_alt_names(cfg(), (), "etcd/server") == \
-        (["kind-control-plane", "localhost"], ["172.18.0.2", "127.0.0.1", "::1"])
+    assert kubeadm_certs.etcd_alt_names(cfg(), (), "etcd/server") == (
+        ["kind-control-plane", "localhost"],
+        ["172.18.0.2", "127.0.0.1", "::1"],
+    )
 
 
 def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> None:
@@ -91,14 +113,27 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> 
 
     # upstream runCertPhase: a cert signed by its CA is kept as is, whatever its SANs
     r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
-    assert (r.returncode, r.stdout) == (0, "[certs] Using existing apiserver certificate and key on disk\n")
+    assert (r.returncode, r.stdout) == (
+        0,
+        "[certs] Using existing apiserver certificate and key on disk\n",
+    )
     assert (pki_dir / "apiserver.crt").read_bytes() == before
 
     # the join path validates SANs and refuses
-    r = node.run("kubeadm", "join", "phase", "control-plane-prepare", "certs", "--config", "/kind/kubeadm.conf")
+    r = node.run(
+        "kubeadm",
+        "join",
+        "phase",
+        "control-plane-prepare",
+        "certs",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert r.returncode == 1
-    assert r.stderr.startswith("error execution phase control-plane-prepare/certs: certificate apiserver is "
-                               "invalid: x509: certificate is valid for 10.96.0.1, 172.18.0.3, 127.0.0.1, not 172.18.0.5")
+    assert r.stderr.startswith(
+        "error execution phase control-plane-prepare/certs: certificate apiserver is "
+        "invalid: x509: certificate is valid for 10.96.0.1, 172.18.0.3, 127.0.0.1, not 172.18.0.5"
+    )
 
     # kind's fix_certificate: delete the pair, then the phase makes a new one
     (pki_dir / "apiserver.crt").unlink()

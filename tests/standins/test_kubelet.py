@@ -24,11 +24,15 @@ def one_running(name: str) -> state.Container:
 
 def test_static_pod_runs_with_image_path_env_and_cri_labels(node: NodeRoot) -> None:
     node.image(tools=SLEEPER)
-    node.write("/etc/kubernetes/manifests/etcd.yaml", pod_manifest("etcd", ["sleeper", "--a=1"], env={"FOO": "bar"}))
+    node.write(
+        "/etc/kubernetes/manifests/etcd.yaml",
+        pod_manifest("etcd", ["sleeper", "--a=1"], env={"FOO": "bar"}),
+    )
     k = kubelet.Kubelet("kind-control-plane")
     k.sync_once()
     c = one_running("etcd")
-    assert len(c.id) == 64 and all(ch in "0123456789abcdef" for ch in c.id)
+    assert len(c.id) == 64
+    assert all(ch in "0123456789abcdef" for ch in c.id)
     assert c.attempt == 0
     assert c.config["labels"]["io.kubernetes.pod.name"] == "etcd-kind-control-plane"
     assert c.config["labels"]["io.kubernetes.pod.namespace"] == "kube-system"
@@ -79,11 +83,11 @@ def test_exited_container_restarts_with_doubling_backoff(node: NodeRoot) -> None
 
     wait_for("first exit", exited)
     assert exited()[0].status["exitCode"] == 3
-    k.sync_once(now=100.5)            # back-off 1 s scheduled at 100.5
+    k.sync_once(now=100.5)  # back-off 1 s scheduled at 100.5
     assert len(state.load_containers()) == 1
-    k.sync_once(now=101.6)            # due: attempt 1
+    k.sync_once(now=101.6)  # due: attempt 1
     wait_for("attempt 1 exited", lambda: [c for c in exited() if c.attempt == 1])
-    k.sync_once(now=101.7)            # back-off doubles: 2 s
+    k.sync_once(now=101.7)  # back-off doubles: 2 s
     k.sync_once(now=103.0)
     assert max(c.attempt for c in state.load_containers()) == 1  # still backing off
     k.sync_once(now=103.8)
@@ -94,7 +98,10 @@ def test_exited_container_restarts_with_doubling_backoff(node: NodeRoot) -> None
 
 
 def test_missing_image_creates_no_container(node: NodeRoot) -> None:
-    node.write("/etc/kubernetes/manifests/x.yaml", pod_manifest("x", ["sleep", "1"], image="registry.k8s.io/none:1"))
+    node.write(
+        "/etc/kubernetes/manifests/x.yaml",
+        pod_manifest("x", ["sleep", "1"], image="registry.k8s.io/none:1"),
+    )
     k = kubelet.Kubelet("n1")
     k.sync_once()
     assert state.load_containers() == []
@@ -104,19 +111,27 @@ def test_missing_image_creates_no_container(node: NodeRoot) -> None:
 def test_kubelet_process_restart_adopts_running_containers(node: NodeRoot) -> None:
     node.image(tools=SLEEPER)
     node.write("/etc/kubernetes/manifests/etcd.yaml", pod_manifest("etcd", ["sleeper"]))
-    node.write("/var/lib/kubelet/kubeadm-flags.env",
-               'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip=172.18.0.2"\n')
-    p = node.spawn("kubelet", "--hostname-override=kind-control-plane", KINDBED_KUBELET_SYNC_PERIOD="0.2")
+    node.write(
+        "/var/lib/kubelet/kubeadm-flags.env",
+        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip=172.18.0.2"\n',  # noqa: E501 - a realistic line
+    )
+    p = node.spawn(
+        "kubelet", "--hostname-override=kind-control-plane", KINDBED_KUBELET_SYNC_PERIOD="0.2"
+    )
     try:
         c = one_running("etcd")
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=5) == 0
         assert state.pid_alive(c.pid, c.status.get("pidStart"))  # containers outlive the kubelet
-        p = node.spawn("kubelet", "--hostname-override=kind-control-plane", KINDBED_KUBELET_SYNC_PERIOD="0.2")
+        p = node.spawn(
+            "kubelet", "--hostname-override=kind-control-plane", KINDBED_KUBELET_SYNC_PERIOD="0.2"
+        )
         time.sleep(0.8)
         assert [x.id for x in running("etcd")] == [c.id]  # adopted, not recreated
         os.killpg(c.pid, signal.SIGKILL)  # a crash: restarted with attempt 1
-        again = wait_for("restart", lambda: [x for x in running("etcd") if x.attempt == 1], timeout=6)
+        again = wait_for(
+            "restart", lambda: [x for x in running("etcd") if x.attempt == 1], timeout=6
+        )
         assert isinstance(again, list)
     finally:
         p.send_signal(signal.SIGTERM)
@@ -127,6 +142,6 @@ def test_kubelet_process_restart_adopts_running_containers(node: NodeRoot) -> No
 
 
 def test_node_ip_is_read_from_kubeadm_flags() -> None:
-    text = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///x --node-ip=172.18.0.7,fc00::7 --pod-infra-container-image=p"\n'
+    text = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///x --node-ip=172.18.0.7,fc00::7 --pod-infra-container-image=p"\n'  # noqa: E501 - a realistic line
     assert kubelet.node_ip_from_flags(text) == "172.18.0.7,fc00::7"
-    assert kubelet.node_ip_from_flags("KUBELET_KUBEADM_ARGS=\"\"\n") is None
+    assert kubelet.node_ip_from_flags('KUBELET_KUBEADM_ARGS=""\n') is None

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from conftest import NodeRoot
+
+ETCD = "registry.k8s.io/etcd:3.5.1-0"
+
+
+def test_run_uses_image_bin_and_propagates_exit_code(node: NodeRoot) -> None:
+    node.image(ETCD, {"etcdctl": 'echo "etcdctl $*"; cat; exit 4\n'})
+    r = node.run(
+        "ctr",
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--net-host",
+        "--mount",
+        "type=bind,src=/etc/kubernetes/pki/etcd,dst=/etc/kubernetes/pki/etcd,options=rbind:ro",
+        ETCD,
+        "kindfix-etcdctl",
+        "etcdctl",
+        "member",
+        "list",
+        stdin="in\n",
+    )
+    assert (r.returncode, r.stdout) == (4, "etcdctl member list\nin\n")
+    # --rm freed the id: it can be reused at once
+    assert (
+        node.run(
+            "ctr", "-n", "k8s.io", "run", "--rm", "--net-host", ETCD, "kindfix-etcdctl", "etcdctl"
+        ).returncode
+        == 4
+    )
+
+
+def test_run_failures_are_clear(node: NodeRoot) -> None:
+    node.image(ETCD, {"etcdctl": "exit 0\n"})
+    r = node.run(
+        "ctr", "-n", "k8s.io", "run", "--rm", "--net-host", ETCD, "x", "etcdutl", "version"
+    )
+    assert r.returncode == 1
+    assert 'exec: "etcdutl": executable file not found in $PATH' in r.stderr
+    r = node.run(
+        "ctr",
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--mount",
+        "type=bind,src=/a,dst=/b",
+        ETCD,
+        "x",
+        "etcdctl",
+    )
+    assert r.returncode == 1
+    assert "src == dst" in r.stderr
+    r = node.run(
+        "ctr", "-n", "k8s.io", "run", "--rm", "registry.k8s.io/etcd:9.9.9-0", "x", "etcdctl"
+    )
+    assert (r.returncode, r.stderr) == (1, 'ctr: image "registry.k8s.io/etcd:9.9.9-0": not found\n')
+    r = node.run("ctr", "run", "--rm", ETCD, "x", "etcdctl")  # default namespace: no k8s images
+    assert r.returncode == 1
+    assert node.run("ctr", "-n", "k8s.io", "run", ETCD, "keep", "etcdctl").returncode == 0
+    r = node.run("ctr", "-n", "k8s.io", "run", ETCD, "keep", "etcdctl")
+    assert (r.returncode, r.stderr) == (1, 'ctr: container "keep": already exists\n')
+
+
+def test_images_ls(node: NodeRoot) -> None:
+    node.image(ETCD)
+    node.image("registry.k8s.io/etcd:3.5.1-0-etcdutl")
+    node.image("registry.k8s.io/kube-apiserver:v1.29.2")
+    assert node.run("ctr", "-n", "k8s.io", "images", "ls", "-q").stdout.split() == [
+        ETCD,
+        "registry.k8s.io/etcd:3.5.1-0-etcdutl",
+        "registry.k8s.io/kube-apiserver:v1.29.2",
+    ]
+    assert node.run("ctr", "images", "ls", "-q").stdout == ""

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import NodeRoot, pod_manifest, wait_for
+
+from testbed.standins import state, unit
+
+
+def test_init_supervises_kubelet_for_systemctl_and_stops_everything(node: NodeRoot) -> None:
+    assert node.run("systemctl", "restart", "kubelet").returncode == 1  # no init yet
+    node.image(tools={"sleeper": "exec sleep 60\n"})
+    node.write("/etc/kubernetes/manifests/etcd.yaml", pod_manifest("etcd", ["sleeper"]))
+    init = node.spawn("init", KINDBED_KUBELET_SYNC_PERIOD="0.2")
+    try:
+        wait_for(
+            "etcd running", lambda: [c for c in state.load_containers() if c.state == state.RUNNING]
+        )
+        r = node.run("systemctl", "is-active", "kubelet")
+        assert (r.returncode, r.stdout) == (0, "active\n")
+        first = unit.read_status()["pid"]
+        etcd = state.load_containers()[0]
+
+        assert node.run("systemctl", "restart", "kubelet.service").returncode == 0
+        assert unit.read_status()["pid"] != first
+        assert state.pid_alive(etcd.pid, etcd.status.get("pidStart"))  # containers survive
+
+        assert node.run("systemctl", "stop", "kubelet").returncode == 0
+        r = node.run("systemctl", "is-active", "kubelet")
+        assert (r.returncode, r.stdout) == (3, "inactive\n")
+        assert node.run("systemctl", "status", "kubelet").returncode == 3
+        assert node.run("systemctl", "start", "kubelet").returncode == 0
+        assert "Active: active (running)" in node.run("systemctl", "status", "kubelet").stdout
+        assert node.run("systemctl", "daemon-reload").returncode == 0
+        assert node.run("systemctl", "is-active", "containerd").returncode == 3
+    finally:
+        t0 = time.monotonic()
+        init.send_signal(signal.SIGTERM)
+        code = init.wait(timeout=10)
+        stopped_in = time.monotonic() - t0
+    assert code == 0
+    assert stopped_in < 3.0
+    assert not state.pid_alive(etcd.pid, etcd.status.get("pidStart"))
