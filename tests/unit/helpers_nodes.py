@@ -1,0 +1,110 @@
+"""Nodes for the unit tests: the host's own `sh` as a node (to run kindfix's node-side scripts
+for real on tmp paths), and FakeNodes filled from a fixture dump that also answer the few
+file commands kindfix runs (`rm -f`, `stat -c %a`, `ls -1`, the journal's backup script)."""
+
+from __future__ import annotations
+
+import posixpath
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from kindfix import journal
+from kindfix.discovery import Cluster
+from kindfix.dump import load_dump
+from kindfix.node import ContainerNode
+from kindfix.observe import NodeSnapshot
+from kindfix.runtime import ExecResult
+from tests.fakes import FakeNode, fail, ok
+
+DUMPS = Path(__file__).parents[2] / "fixtures" / "dumps"
+
+
+class LocalRuntime:
+    """Runs argv with the host's tools: the same argv a container would get (test_node.py)."""
+
+    name = "local"
+
+    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,
+             timeout: float | None = None) -> ExecResult:
+        p = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=30,
+                           check=False)
+        return ExecResult(p.returncode, p.stdout, p.stderr)
+
+
+def local_node(name: str = "kind-control-plane", role: str = "control-plane") -> ContainerNode:
+    return ContainerNode(LocalRuntime(), name, role)  # type: ignore[arg-type]
+
+
+def sh(script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run one of kindfix's fixed node scripts with the host's sh, paths as arguments."""
+    return subprocess.run(["sh", "-c", script, "kindfix-test", *args], capture_output=True,
+                          timeout=30, check=False)
+
+
+def _rm(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    for path in argv[2:]:
+        node.files.pop(path, None)
+    return ok()
+
+
+def _stat_mode(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    path = argv[-1]
+    if path not in node.files:
+        return fail(1, f"stat: cannot statx '{path}': No such file or directory")
+    return ok(f"{node.modes.get(path, 0o644):o}\n")
+
+
+def _ls(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    directory = argv[-1].rstrip("/") + "/"
+    names = sorted({p[len(directory):].split("/")[0] for p in node.files
+                    if p.startswith(directory)})
+    if not names:
+        return fail(2, f"ls: cannot access '{argv[-1]}': No such file or directory")
+    return ok("".join(n + "\n" for n in names))
+
+
+def _backup(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    # the contract of journal._BACKUP_SCRIPT (run for real in test_journal.py)
+    src, dst = argv[4], argv[5]
+    if dst in node.files:
+        return ok()
+    if src not in node.files:
+        return fail(1, f"cp: cannot stat '{src}': No such file or directory")
+    node.files[dst] = node.files[src]
+    node.modes[dst] = 0o600
+    return ok()
+
+
+def _restore(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    backup, dst, mode = argv[4], argv[5], argv[6]
+    if backup not in node.files:
+        return fail(1, f"cp: cannot stat '{backup}': No such file or directory")
+    node.files[dst] = node.files[backup]
+    node.modes[dst] = int(mode, 8)
+    return ok()
+
+
+def with_file_commands(node: FakeNode) -> FakeNode:
+    node.on(("rm", "-f"), _rm)
+    node.on(("stat", "-c", "%a"), _stat_mode)
+    node.on(("ls", "-1"), _ls)
+    node.on(("sh", "-c", journal._BACKUP_SCRIPT), _backup)
+    node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore)
+    return node
+
+
+def fake_nodes(snapshots: dict[str, NodeSnapshot]) -> dict[str, FakeNode]:
+    """A FakeNode per snapshot, holding the snapshot's files (mode 0600 under pki/)."""
+    nodes = {}
+    for name, snap in snapshots.items():
+        files = {p: c for p, c in snap.files.items() if c is not None}
+        modes = {p: 0o600 if "/pki/" in p or posixpath.basename(p).endswith(".conf") else 0o644
+                 for p in files}
+        nodes[name] = with_file_commands(FakeNode(name, snap.role, files, modes))
+    return nodes
+
+
+def dump(name: str) -> tuple[Cluster, dict[str, NodeSnapshot], dict[str, FakeNode]]:
+    cluster, snapshots = load_dump(DUMPS / name)
+    return cluster, snapshots, fake_nodes(snapshots)

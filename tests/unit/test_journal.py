@@ -1,0 +1,272 @@
+"""Backups, the run journal, rollback and the per-cluster lock (kindfix/journal.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kindfix import journal
+from kindfix.errors import CommandError, KindfixError
+from kindfix.journal import (
+    Journal,
+    RunRecorder,
+    cluster_lock,
+    load_journals,
+    rollback,
+    unfinished,
+)
+from tests.fakes import FakeNode
+from tests.unit.helpers_nodes import local_node, sh, with_file_commands
+
+REPO = Path(__file__).parents[2]
+MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
+
+
+def recorder(node: FakeNode, run_id: str = "20261125T180000Z-0001") -> RunRecorder:
+    return RunRecorder(Journal(run_id, "kind"), node)
+
+
+def cp_node(**files: bytes) -> FakeNode:
+    return with_file_commands(FakeNode("kind-control-plane", files=dict(files)))
+
+
+# --- backups -------------------------------------------------------------------------------
+
+def test_first_backup_in_a_run_keeps_the_original() -> None:
+    node = cp_node()
+    node.files[MANIFEST] = b"original\n"
+    rec = recorder(node)
+    rec.backup_file(node, MANIFEST, b"original\n", mode=0o600)
+    node.files[MANIFEST] = b"changed once\n"
+    rec.backup_file(node, MANIFEST, b"changed once\n", mode=0o644)
+
+    [entry] = rec.journal.files
+    assert node.files[entry["backup"]] == b"original\n"
+    assert entry["sha256"] == hashlib.sha256(b"original\n").hexdigest()
+    assert entry["mode"] == "600"
+    assert entry["existed"] is True
+    assert entry["backup"].startswith(f"{journal.ROOT}/backups/{rec.run_id}/files/etc/")
+    backups = [c for c in node.calls if c[:3] == ("sh", "-c", journal._BACKUP_SCRIPT)]
+    assert len(backups) == 1
+
+
+def test_backup_is_journaled_on_the_journal_node_with_mode_0600() -> None:
+    node, journal_node = cp_node(), cp_node()
+    node.files["/kind/kubeadm.conf"] = b"x"
+    rec = recorder(journal_node)
+    rec.backup_file(node, "/kind/kubeadm.conf", b"x")
+    path = f"{journal.JOURNAL_DIR}/{rec.run_id}.json"
+    saved = Journal.from_json(journal_node.files[path])
+    assert saved.files == rec.journal.files
+    assert journal_node.modes[path] == 0o600
+
+
+def test_backup_of_a_missing_file_records_that_it_did_not_exist() -> None:
+    node = cp_node()
+    rec = recorder(node)
+    rec.backup_file(node, "/home/envoy/lds.yaml", None)
+    [entry] = rec.journal.files
+    assert entry["existed"] is False and entry["sha256"] is None
+    assert not any(c[:2] == ("sh", "-c") and c[2] == journal._BACKUP_SCRIPT for c in node.calls)
+
+
+def test_move_removes_the_file_after_backing_it_up() -> None:
+    crt = "/etc/kubernetes/pki/etcd/peer.crt"
+    node = cp_node()
+    node.files[crt] = b"-----BEGIN CERTIFICATE-----\nold\n"
+    rec = recorder(node)
+    rec.backup_file(node, crt, node.files[crt], mode=0o600, move=True)
+    assert crt not in node.files
+    assert node.files[rec.journal.files[0]["backup"]] == b"-----BEGIN CERTIFICATE-----\nold\n"
+    backup_call = node.calls.index(("sh", "-c", journal._BACKUP_SCRIPT, "kindfix-backup", crt,
+                                    rec.journal.files[0]["backup"]))
+    assert node.calls.index(("rm", "-f", crt)) > backup_call
+
+
+def test_a_failed_backup_stops_before_anything_is_journaled() -> None:
+    node = cp_node()  # the file the snapshot saw is gone: cp fails
+    rec = recorder(node)
+    with pytest.raises(CommandError):
+        rec.backup_file(node, MANIFEST, b"seen earlier")
+    assert rec.journal.files == []
+
+
+# --- the journal ---------------------------------------------------------------------------
+
+def test_journal_json_round_trip() -> None:
+    j = Journal("20261125T180000Z-0042", "dev", "failed",
+                files=[{"node": "dev-control-plane", "path": "/a", "backup": "/b",
+                        "existed": True, "sha256": "00", "mode": "644"}],
+                done=["file:dev-control-plane:/a", "etcd:park:dev-control-plane"],
+                notes=["etcd-best=dev-control-plane2"])
+    assert Journal.from_json(j.to_json()) == j
+
+
+def _journal_file(j: Journal) -> tuple[str, bytes]:
+    return f"{journal.JOURNAL_DIR}/{j.run_id}.json", j.to_json()
+
+
+def test_unfinished_is_the_newest_unfinished_run_of_that_cluster() -> None:
+    node = cp_node()
+    runs = [Journal("20261120T100000Z-0001", "kind", "running"),
+            Journal("20261121T100000Z-0002", "kind", "failed"),
+            Journal("20261122T100000Z-0003", "kind", "done"),
+            Journal("20261123T100000Z-0004", "other", "running")]
+    node.files.update(_journal_file(j) for j in runs)
+    node.files[f"{journal.JOURNAL_DIR}/20261124T100000Z-0005.json"] = b"{not json"
+    node.files[f"{journal.JOURNAL_DIR}/README"] = b"not a journal"
+
+    assert [j.run_id for j in load_journals(node)] == [j.run_id for j in runs]
+    got = unfinished(node, "kind")
+    assert got is not None and got.run_id == "20261121T100000Z-0002"
+    other = unfinished(node, "other")
+    assert other is not None and other.cluster == "other"
+    assert unfinished(node, "absent") is None
+
+
+def test_no_journal_dir_means_no_runs() -> None:
+    assert load_journals(cp_node()) == []
+    assert unfinished(cp_node(), "kind") is None
+
+
+# --- rollback ------------------------------------------------------------------------------
+
+def _run_that_changed_two_files(node: FakeNode) -> RunRecorder:
+    node.files[MANIFEST] = b"etcd: original\n"
+    node.modes[MANIFEST] = 0o600
+    rec = recorder(node)
+    rec.backup_file(node, MANIFEST, node.files[MANIFEST], mode=0o600)
+    node.write_file(MANIFEST, b"etcd: rewritten\n", 0o644)
+    rec.backup_file(node, "/home/new.yaml", None)
+    node.write_file("/home/new.yaml", b"created by the run\n")
+    return rec
+
+
+def test_rollback_restores_in_reverse_order_and_deletes_created_files() -> None:
+    node = cp_node()
+    rec = _run_that_changed_two_files(node)
+    restored = rollback({node.name: node}, rec.journal)
+    assert restored == [f"{node.name}:/home/new.yaml", f"{node.name}:{MANIFEST}"]
+    assert node.files[MANIFEST] == b"etcd: original\n"
+    assert node.modes[MANIFEST] == 0o600
+    assert "/home/new.yaml" not in node.files
+    rm = node.calls.index(("rm", "-f", "/home/new.yaml"))
+    restore = next(i for i, c in enumerate(node.calls) if c[2] == journal._RESTORE_SCRIPT)
+    assert rm < restore
+
+
+def test_rollback_raises_when_the_restored_file_does_not_match_its_checksum() -> None:
+    node = cp_node()
+    rec = _run_that_changed_two_files(node)
+    node.files[rec.journal.files[0]["backup"]] = b"etcd: tampered\n"
+    with pytest.raises(KindfixError, match="does not match its backup checksum"):
+        rollback({node.name: node}, rec.journal)
+
+
+def test_rollback_names_a_node_that_no_longer_exists() -> None:
+    node = cp_node()
+    rec = _run_that_changed_two_files(node)
+    with pytest.raises(KindfixError, match="kind-control-plane .* no longer exists"):
+        rollback({}, rec.journal)
+
+
+# --- the node-side scripts, run for real with the host's sh -----------------------------------
+
+def test_backup_script_keeps_the_original_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "etc" / "etcd.yaml", tmp_path / "backups" / "r1" / "files" / "etcd.yaml"
+    src.parent.mkdir()
+    src.write_bytes(b"first\n")
+    assert sh(journal._BACKUP_SCRIPT, str(src), str(dst)).returncode == 0
+    src.write_bytes(b"second\n")
+    assert sh(journal._BACKUP_SCRIPT, str(src), str(dst)).returncode == 0
+    assert dst.read_bytes() == b"first\n"
+    assert oct(dst.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["etcd.yaml"]
+
+
+def test_backup_script_fails_when_the_source_is_gone(tmp_path: Path) -> None:
+    p = sh(journal._BACKUP_SCRIPT, str(tmp_path / "absent"), str(tmp_path / "b" / "absent"))
+    assert p.returncode != 0
+    assert not (tmp_path / "b" / "absent").exists()
+
+
+def test_restore_script_puts_back_bytes_and_mode(tmp_path: Path) -> None:
+    backup, dst = tmp_path / "backup", tmp_path / "target"
+    backup.write_bytes(bytes(range(256)))
+    dst.write_bytes(b"rewritten")
+    assert sh(journal._RESTORE_SCRIPT, str(backup), str(dst), "640").returncode == 0
+    assert dst.read_bytes() == bytes(range(256))
+    assert oct(dst.stat().st_mode & 0o777) == "0o640"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup", "target"]
+
+
+def test_backup_then_rollback_on_a_real_filesystem(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "ROOT", str(tmp_path / "kindfix"))
+    monkeypatch.setattr(journal, "JOURNAL_DIR", str(tmp_path / "kindfix" / "journal"))
+    node = local_node()
+    target = tmp_path / "etc" / "kubernetes" / "scheduler.conf"
+    target.parent.mkdir(parents=True)
+    original = b"server: https://172.18.0.3:6443\n\x00\xff binary tail"
+    target.write_bytes(original)
+    target.chmod(0o600)
+    created = tmp_path / "etc" / "new.conf"
+
+    rec = RunRecorder(Journal("20261125T180000Z-0007", "kind"), node)
+    rec.backup_file(node, str(target), original, mode=0o600)
+    node.write_file(str(target), b"server: https://127.0.0.1:6443\n", mode=0o644)
+    rec.backup_file(node, str(created), None)
+    node.write_file(str(created), b"new\n")
+
+    [saved] = load_journals(node)
+    assert saved.files == rec.journal.files
+    rollback({node.name: node}, saved)
+    assert target.read_bytes() == original
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert not created.exists()
+
+
+# --- the lock ------------------------------------------------------------------------------
+
+_HOLDER = """
+import sys, time
+from kindfix.journal import cluster_lock
+with cluster_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_cluster_lock_excludes_another_process_and_is_freed_by_sigkill(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, "kind"], stdout=subprocess.PIPE,
+                              env=env, cwd=REPO)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"locked\n"  # bounded: the holder sleeps 30 s at most
+        with pytest.raises(KindfixError) as e, cluster_lock("kind"):
+            pass
+        assert e.value.message == (f"another kindfix repair of cluster 'kind' is running "
+                                   f"(pid {holder.pid})")
+        with cluster_lock("another-cluster"):  # other clusters are not blocked
+            pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    with cluster_lock("kind"):
+        assert journal.lock_path("kind").read_text() == str(os.getpid())
+
+
+def test_lock_lives_in_xdg_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert journal.lock_path("kind") == tmp_path / "kindfix-kind.lock"
