@@ -1,0 +1,110 @@
+"""Pinning node IPs in place, without deleting the network (kindfix/pin.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from kindfix.discovery import discover
+from kindfix.errors import KindfixError
+from kindfix.pin import pin, range_warnings, unpin
+from kindfix.runtime import Endpoint, NetworkInfo
+from tests.fakes import FakeRuntime, container
+
+# kind's network as Docker shows it after `docker network create --subnet ... --ip-range ...`
+PINNABLE = NetworkInfo("kind", "n1", "bridge", ("172.18.0.0/16", "fc00:f853:ccd:e793::/64"),
+                       ip_ranges=("172.18.128.0/17",), gateways=("172.18.0.1",),
+                       enable_ipv6=True)
+
+
+def engine(network: NetworkInfo = PINNABLE, pinned: tuple[str, ...] = ()) -> FakeRuntime:
+    rt = FakeRuntime(networks={network.name: network})
+    for name, role, ip in (("kind-control-plane", "control-plane", "172.18.0.3"),
+                           ("kind-worker", "worker", "172.18.0.2")):
+        info = container(name, role, ip)
+        if name in pinned:
+            info = replace(info, networks={"kind": Endpoint("kind", ip, None, ip, None)})
+        rt.add(info)
+    return rt
+
+
+def run_pin(rt: FakeRuntime) -> tuple[list[str], list[str]]:
+    said: list[str] = []
+    results, warnings = pin(rt, discover(rt, "kind"), said.append)
+    assert {r.node for r in results} == {"kind-control-plane", "kind-worker"}
+    return said, warnings
+
+
+def test_refuses_a_network_without_a_user_ipv4_subnet() -> None:
+    v6_only = NetworkInfo("kind", "n1", "bridge", ("fc00:f853:ccd:e793::/64",), enable_ipv6=True)
+    rt = engine(v6_only)
+    with pytest.raises(KindfixError, match="no user-configured IPv4 subnet") as e:
+        pin(rt, discover(rt, "kind"), lambda _: None)
+    assert e.value.hint and "--subnet" in e.value.hint
+    assert rt.log == []
+
+
+def test_pins_each_unpinned_node_by_disconnect_then_connect_with_its_ip() -> None:
+    rt = engine(pinned=("kind-worker",))
+    said, _ = run_pin(rt)
+    assert rt.log == ["disconnect kind kind-control-plane",
+                      "connect kind kind-control-plane 172.18.0.3"]
+    assert said == ["pinning kind-control-plane to 172.18.0.3"]
+    ep = rt.containers["kind-control-plane"].networks["kind"]
+    assert ep.ipv4_config == "172.18.0.3"
+
+
+def test_pinning_twice_changes_nothing_the_second_time() -> None:
+    rt = engine()
+    run_pin(rt)
+    rt.log.clear()
+    said, _ = run_pin(rt)
+    assert rt.log == [] and said == []
+
+
+def test_warns_when_pinned_ips_lie_inside_the_ip_range() -> None:
+    inside = replace(PINNABLE, ip_ranges=("172.18.0.0/24",))
+    _, warnings = run_pin(engine(inside))
+    assert len(warnings) == 2
+    assert all("lies inside the range Docker hands out on kind" in w for w in warnings)
+    _, outside = run_pin(engine(PINNABLE))
+    assert outside == []
+
+
+def test_without_an_ip_range_the_whole_subnet_is_handed_out() -> None:
+    no_range = replace(PINNABLE, ip_ranges=())
+    assert len(range_warnings(no_range, ["172.18.0.3", "10.0.0.1"])) == 1
+    assert range_warnings(no_range, ["fc00:f853:ccd:e793::3"])[0].startswith(
+        "fc00:f853:ccd:e793::3 lies inside")
+
+
+def test_refuses_a_stopped_node() -> None:
+    rt = engine()
+    rt.containers["kind-control-plane"] = replace(rt.containers["kind-control-plane"],
+                                                  state="exited")
+    with pytest.raises(KindfixError, match="kind-control-plane is exited") as e:
+        pin(rt, discover(rt, "kind"), lambda _: None)
+    assert e.value.hint == "start it with `docker start kind-control-plane` first"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: pin() checks `running` inside the loop, so nodes "
+                   "before the stopped one are already disconnected/reconnected when it refuses")
+def test_a_stopped_node_is_refused_before_any_node_is_touched() -> None:
+    rt = engine()
+    rt.containers["kind-worker"] = replace(rt.containers["kind-worker"], state="exited")
+    with pytest.raises(KindfixError, match="kind-worker is exited"):
+        pin(rt, discover(rt, "kind"), lambda _: None)
+    assert rt.log == []
+
+
+def test_unpin_reconnects_pinned_nodes_without_an_ip() -> None:
+    rt = engine(pinned=("kind-control-plane",))
+    said: list[str] = []
+    results = unpin(rt, discover(rt, "kind"), said.append)
+    assert rt.log == ["disconnect kind kind-control-plane", "connect kind kind-control-plane"]
+    assert said == ["unpinning kind-control-plane"]
+    [r] = results
+    # FakeRuntime hands out 172.18.0.250 to an unpinned connect: the IP changed
+    assert (r.node, r.ipv4, r.changed) == ("kind-control-plane", "172.18.0.250", True)
+    assert rt.containers["kind-control-plane"].networks["kind"].ipv4_config is None
