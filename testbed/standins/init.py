@@ -5,8 +5,10 @@ service that is restarted when it dies (Restart=always; here 1 s doubling to 10 
 10 s of running) and that `systemctl start|stop|restart kubelet` controls; it is started with the
 flags of /var/lib/kubelet/kubeadm-flags.env (KUBELET_KUBEADM_ARGS) like 10-kubeadm.conf does,
 logging to /var/log/kindbed/kubelet.log. Orphans (container shims) are reaped. On SIGTERM
-(docker stop) everything is stopped - kubelet, containers, every process when PID 1 - and init
-exits 0 within about 3 s; with on-failure restart policies Docker then leaves the node stopped.
+(docker stop) everything is stopped - kubelet, containers, every process when PID 1 - within
+about 3 s, and init exits 137: a real kind node (systemd) exits 137 when stopped (kind#1913), a
+non-zero code, so Docker's on-failure:1 policy brings nodes back after an engine restart while the
+load balancer (haproxy exits 0) stays Exited (kind#1562). Exiting 0 would keep nodes down.
 Limits: one unit (kubelet), no journald, no cgroups. Not PID 1 (host tests) it becomes a child
 subreaper and signals only the processes recorded in /run/kindbed.
 """
@@ -30,6 +32,7 @@ PR_SET_CHILD_SUBREAPER = 36
 BACKOFF_MAX = 10.0
 STOP_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 2.0
+STOPPED_EXIT_CODE = 137  # what `docker stop` leaves on a real kind node (kind#1913)
 
 
 def log(msg: str) -> None:
@@ -186,7 +189,7 @@ def main(argv: list[str]) -> int:
         init.step()
         time.sleep(0.2)
     init.shutdown()
-    return 0
+    return STOPPED_EXIT_CODE
 
 
 if __name__ == "__main__":
