@@ -7,6 +7,7 @@ else is a bug: exit 3, traceback with -v.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -187,12 +188,10 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
     Exit 0 when the cluster is verified healthy, 4 when it is not, 1 on errors.
     """
     table = fmt == "table"
+    started = time.monotonic()
 
     def progress(line: str) -> None:
-        if table:
-            click.echo(line)
-        else:
-            click.echo(line, err=True)
+        click.echo(f"{time.monotonic() - started:6.1f}s {line}", err=not table)
 
     def confirm(plan: Plan) -> bool:
         if table:
