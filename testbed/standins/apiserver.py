@@ -2,8 +2,10 @@
 
 Copies: serves HTTPS with --tls-cert-file/--tls-private-key-file (kubeadm: pki/apiserver.crt)
 on --bind-address (default 0.0.0.0, i.e. the advertise address and 127.0.0.1) port
---secure-port (6443); client certs signed by --client-ca-file are accepted, anonymous requests
-too. /healthz, /livez, /readyz answer 200 "ok" only while etcd is reachable: every ~1 s it does a
+--secure-port (6443), reloading a rewritten cert/key pair within ~1 s as the real one does
+(dynamic serving certificates: no restart needed after kubeadm regenerates apiserver.crt);
+client certs signed by --client-ca-file are accepted, anonymous requests too. /healthz,
+/livez, /readyz answer 200 "ok" only while etcd is reachable: every ~1 s it does a
 real mTLS GET /health against the first of --etcd-servers with --etcd-cafile/--etcd-certfile/
 --etcd-keyfile and requires {"health":"true"} (etcd answers false without a leader: a cluster
 that lost quorum makes the apiserver unhealthy, as the real etcd check does); else 500 with
@@ -12,7 +14,8 @@ like the real one ("grpc: addrConn.createTransport failed to connect to {Addr: .
 connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:2379: connect:
 connection refused\""). /version returns the version; /api* and /apis* answer 403 for anyone.
 Limits: no API, no storage, no watch; it serves (with 500s) while etcd is down, where the real
-one would fail to start and crash-loop.
+one would fail to start and crash-loop; the etcd client files are re-read at each check (the
+real one loads them once).
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ def main(argv: list[str]) -> int:
             checks_for(probe),
             client_ca=str(node_path(client_ca)) if client_ca else None,
             fallback=fallback,
+            reload_certs=True,
         )
     except OSError as e:
         klog.log(

@@ -93,9 +93,7 @@ def run(ns: str, args: list[str]) -> int:
                 "only mounts with src == dst (no-ops) are supported"
             )
     if not cmd:
-        raise CtrError(
-            "the kindbed ctr stand-in needs an explicit command (no image entrypoints)"
-        )
+        raise CtrError("the kindbed ctr stand-in needs an explicit command (no image entrypoints)")
     record = _registry() / cid
     if record.exists():
         raise CtrError(f'container "{cid}": already exists')

@@ -8,11 +8,15 @@ k8s.io/apiserver/pkg/server/healthz: 200 "ok" when all pass, else 500 with one
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from . import klog
 
 Checks = Callable[[str], "list[tuple[str, str | None]] | None"]
 
@@ -75,8 +79,13 @@ def serve(
     *,
     client_ca: str | None = None,
     fallback: Callable[[str], tuple[int, str, str]] = not_found,
+    reload_certs: bool = False,
 ) -> _Server:
-    """Serve in a daemon thread; stop with .shutdown() then .server_close()."""
+    """Serve in a daemon thread; stop with .shutdown() then .server_close().
+
+    reload_certs copies kube-apiserver's DynamicServingCertificateController: a cert/key pair
+    rewritten on disk is served to new connections within about a second, without a restart.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file)
     if client_ca:
@@ -88,4 +97,35 @@ def serve(
     srv.checks = checks
     srv.fallback = fallback
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    if reload_certs:
+        threading.Thread(target=_watch_pair, args=(ctx, cert_file, key_file), daemon=True).start()
     return srv
+
+
+def _stamp(*paths: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return ()
+        out.append((st.st_ino, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _watch_pair(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    last = _stamp(cert_file, key_file)
+    while True:
+        time.sleep(1.0)
+        now = _stamp(cert_file, key_file)
+        if not now or now == last:
+            continue
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError):
+            continue  # half-written or mismatched pair: keep serving the old one, retry
+        last = now
+        klog.info(
+            "dynamic_serving_content.go:113",
+            f'"Loaded a new cert/key pair" name="serving-cert::{cert_file}::{key_file}"',
+        )
