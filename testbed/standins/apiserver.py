@@ -78,13 +78,16 @@ class EtcdProbe:
             )
         except tlsclient.GoError as e:
             desc = str(e)
-            kind = (
-                "Error while dialing"
-                if desc.startswith("dial tcp")
-                else "authentication handshake failed"
-            )
-            err = f'connection error: desc = "transport: {kind}: {desc}"'
-            self._log_transport(host, err)
+            if desc.startswith("dial tcp"):
+                err = f'connection error: desc = "transport: Error while dialing: {desc}"'
+                self._log_transport(host, err)
+            elif desc.startswith(("tls:", "remote error")):
+                err = (
+                    f'connection error: desc = "transport: authentication handshake failed: {desc}"'
+                )
+                self._log_transport(host, err)
+            else:  # connected, but no answer in time: etcd without quorum
+                err = "error getting data from etcd: context deadline exceeded"
         except (OSError, ValueError) as e:
             err = str(e)
         if err and not err.startswith("connection error"):

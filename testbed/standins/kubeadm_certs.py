@@ -244,6 +244,12 @@ def write_if_not_exist(
     if _exists(pki_dir, spec.base, "crt") or _exists(pki_dir, spec.base, "key"):
         try:
             existing = pki.read_pair(pki_dir, spec.base)
+        except FileNotFoundError as e:
+            what = "certificate" if str(e.filename).endswith(".crt") else "private key"
+            raise PhaseError(
+                f"failure loading {spec.base} certificate: couldn't load the {what} file "
+                f"{e.filename}: open {e.filename}: no such file or directory"
+            ) from None
         except (OSError, ValueError) as e:
             raise PhaseError(f"failure loading {spec.base} certificate: {e}") from None
         if not pki.signed_by(existing.cert, ca.cert):

@@ -135,8 +135,13 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> 
         "invalid: x509: certificate is valid for 10.96.0.1, 172.18.0.3, 127.0.0.1, not 172.18.0.5"
     )
 
-    # kind's fix_certificate: delete the pair, then the phase makes a new one
+    # a key left alone on disk blocks generation, as upstream
     (pki_dir / "apiserver.crt").unlink()
+    r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
+    assert r.returncode == 1
+    assert "failure loading apiserver certificate: couldn't load the certificate file" in r.stderr
+
+    # kind's fix_certificate: delete the pair, then the phase makes a new one
     (pki_dir / "apiserver.key").unlink()
     r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
     assert r.returncode == 0
