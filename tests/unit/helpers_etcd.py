@@ -11,7 +11,7 @@ shared view of the member list for every node.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,7 +38,13 @@ class FakeEtcd:
     # the body answered instead of "ok"
     unhealthy: dict[tuple[str, int], str] = field(default_factory=dict)
     refuse_add: int = 0  # how many member/add calls are refused ("unhealthy cluster")
+    refuse_update: int = 0  # how many member/update calls are refused
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    # whether a node's member is up at all (None: every node's is); a stopped member refuses
+    # connections on both ports, as when its static pod is gone
+    serving: Callable[[FakeNode], bool] | None = None
+    # called before every request, so a test can let the cluster react to files the code wrote
+    before: Callable[[FakeEtcd], None] | None = None
     _next_id: int = 1000
 
     def attach(self, *nodes: FakeNode) -> None:
@@ -58,7 +64,10 @@ class FakeEtcd:
         host = url.hostname or ""
         body = json.loads(argv[argv.index("-d") + 1]) if "-d" in argv else None
         self.requests.append((node.name, url.path, body))
-        if url.port in (2379, 2381) and f"[{host}]" != self.loopback and host != self.loopback:
+        if self.before is not None:
+            self.before(self)
+        down = self.serving is not None and not self.serving(node)
+        if url.port in (2379, 2381) and (down or self.loopback not in (host, f"[{host}]")):
             return _curl_error(7, f"Failed to connect to {host} port {url.port}: "
                                   "Connection refused")
         if url.port == 2381:
@@ -96,6 +105,10 @@ class FakeEtcd:
                                  "leader": self.leader, "raftIndex": str(self.revision + 117),
                                  "raftTerm": "2"})
         if path == "/v3/cluster/member/update":
+            if self.refuse_update:
+                self.refuse_update -= 1
+                return self._answer({"error": "etcdserver: request timed out", "code": 14,
+                                     "message": "etcdserver: request timed out"})
             target = next((m for m in self.members if str(m["ID"]) == body.get("ID")), None)
             if target is None:
                 return self._answer({"error": "etcdserver: member not found", "code": 5,

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kindfix import journal
+from kindfix.apply import Applier
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
+from kindfix.journal import Journal, RunRecorder
 from kindfix.node import ContainerNode
 from kindfix.observe import NodeSnapshot
 from kindfix.runtime import ExecResult
-from tests.fakes import FakeNode, fail, ok
+from tests.fakes import FakeNode, FakeRuntime, container, fail, ok
 
 DUMPS = Path(__file__).parents[2] / "fixtures" / "dumps"
 
@@ -108,3 +110,17 @@ def fake_nodes(snapshots: dict[str, NodeSnapshot]) -> dict[str, FakeNode]:
 def dump(name: str) -> tuple[Cluster, dict[str, NodeSnapshot], dict[str, FakeNode]]:
     cluster, snapshots = load_dump(DUMPS / name)
     return cluster, snapshots, fake_nodes(snapshots)
+
+
+def applier(cluster: Cluster, nodes: dict[str, FakeNode],
+            snapshots: dict[str, NodeSnapshot] | None = None,
+            journal_node: FakeNode | None = None) -> tuple[Applier, list[str]]:
+    """An Applier over FakeNodes (the FakeRuntime knows them too) and the progress it prints."""
+    runtime = FakeRuntime()
+    for n in cluster.nodes:
+        runtime.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
+                              ipv6=n.ipv6), nodes.get(n.name))
+    said: list[str] = []
+    first = journal_node or nodes[cluster.control_planes[0].name]
+    rec = RunRecorder(Journal("20261125T180000Z-0001", cluster.name), first)
+    return Applier(runtime, cluster, nodes, snapshots or {}, rec, said.append), said
