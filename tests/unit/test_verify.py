@@ -1,0 +1,129 @@
+"""Proving a cluster healthy by asking its live components (kindfix/verify.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kindfix import probes
+from kindfix.discovery import Cluster
+from kindfix.verify import verify
+from tests.fakes import FakeNode, ok
+from tests.unit.helpers_etcd import FakeEtcd
+from tests.unit.helpers_nodes import dump
+
+CP, CP2, CP3 = "kind-control-plane", "kind-control-plane2", "kind-control-plane3"
+LB = "kind-external-load-balancer"
+
+
+def healthy_ha() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
+    """ha-3cp-healthy with etcd answering what the fixture's probe recorded."""
+    cluster, snaps, nodes = dump("ha-3cp-healthy")
+    out = snaps[CP].output(probes.ETCD_PROBE)
+    assert out is not None
+    probe = probes.parse_etcd_probe(out.text())
+    members: list[dict[str, Any]] = [
+        {"ID": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
+         "clientURLs": list(m.client_urls)} for m in probe.members]
+    assert len(members) == 3 and probe.leader and probe.revision
+    gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision)
+    gw.attach(*(nodes[c.name] for c in cluster.control_planes))
+    return cluster, nodes, gw
+
+
+def failures(cluster: Cluster, nodes: dict[str, FakeNode], min_revision: int = 0) -> list[str]:
+    v = verify(cluster, nodes, min_revision=min_revision, wait=0)
+    assert v.healthy == (not v.failures())
+    return v.failures()
+
+
+def test_a_healthy_cluster_verifies_healthy() -> None:
+    cluster, nodes, gw = healthy_ha()
+    v = verify(cluster, nodes, min_revision=gw.revision, wait=0)
+    assert v.healthy, v.failures()
+    whats = {(c.node, c.what) for c in v.checks}
+    for cp in (CP, CP2, CP3):
+        assert (cp, "etcd member has a leader") in whats
+        assert (cp, "etcd member peer/client URLs current") in whats
+        assert (cp, "kube-apiserver /readyz") in whats
+        assert (cp, "kube-scheduler /healthz") in whats
+    assert (LB, "load balancer routes to the apiservers") in whats
+
+
+def test_a_stale_member_peer_url_is_named() -> None:
+    cluster, nodes, gw = healthy_ha()
+    stale = next(m for m in gw.members if m["name"] == CP2)
+    stale["peerURLs"] = ["https://172.18.0.5:2380"]  # control-plane3's address
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{CP2}: etcd member peer/client URLs current: ")
+    assert "https://172.18.0.5:2380" in line
+
+
+def test_a_stale_client_url_is_named_too() -> None:
+    cluster, nodes, gw = healthy_ha()
+    next(m for m in gw.members if m["name"] == CP3)["clientURLs"] = ["https://172.18.0.9:2379"]
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{CP3}: etcd member peer/client URLs current")
+
+
+def test_a_missing_member_is_named() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.members = [m for m in gw.members if m["name"] != CP3]
+    assert failures(cluster, nodes) == [f"{CP3}: etcd member present: not in the member list"]
+
+
+def test_a_lowered_revision_is_a_failure() -> None:
+    cluster, nodes, gw = healthy_ha()
+    before = gw.revision
+    gw.revision = before - 10  # e.g. a snapshot restore that lost writes
+    [line] = failures(cluster, nodes, min_revision=before)
+    assert line == f"{CP}: etcd revision kept: revision {before - 10} (before: {before})"
+
+
+def test_an_apiserver_that_is_not_ready_is_named() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.unhealthy[(CP2, 6443)] = "[-]etcd failed: reason withheld\nreadyz check failed"
+    lines = failures(cluster, nodes)
+    assert f"{CP2}: kube-apiserver /readyz: [-]etcd failed: reason withheld\nreadyz check " \
+           "failed" in lines
+    # the load balancer sends some requests to that apiserver as well
+    assert all(line.startswith((f"{CP2}:", f"{LB}:")) for line in lines)
+
+
+def test_a_load_balancer_that_does_not_route_is_named() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.unhealthy[(LB, 6443)] = ""
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{LB}: load balancer routes to the apiservers: 0/6 requests")
+
+
+def test_etcd_without_a_leader_fails_every_member_and_does_not_raise() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.leader = None
+    lines = failures(cluster, nodes)
+    for cp in (CP, CP2, CP3):
+        assert f"{cp}: etcd member has a leader: no leader / client port not answering" in lines
+
+
+@pytest.mark.parametrize(("listing", "bad"), [
+    ("kind-control-plane    Ready    control-plane   5m   v1.29.2\n"
+     "kind-worker           NotReady <none>          5m   v1.29.2\n", "kind-worker"),
+    ("", ""),
+])
+def test_kubectl_reports_nodes_that_are_not_ready(listing: str, bad: str) -> None:
+    cluster, nodes, _ = healthy_ha()
+    node = nodes[CP]
+    node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
+    node.on(("kubectl",), ok(listing))
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{CP}: kubectl get nodes: all Ready: {bad}")
+
+
+def test_kubectl_all_ready_is_healthy() -> None:
+    cluster, nodes, _ = healthy_ha()
+    node = nodes[CP]
+    node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
+    node.on(("kubectl",), ok("kind-control-plane   Ready   control-plane   5m   v1.29.2\n"))
+    assert failures(cluster, nodes) == []
+    assert any(c[0] == "kubectl" for c in node.calls)
