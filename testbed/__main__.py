@@ -11,12 +11,23 @@ from testbed import engine
 
 
 def _bed_json(bed) -> str:
-    return json.dumps({"id": bed.id, "cluster": bed.cluster, "network": bed.network, "subnet": bed.subnet,
-                       "control_planes": bed.control_planes, "workers": bed.workers, "lb": bed.lb,
-                       "ips": bed.ips(), "timings": bed.timings}, indent=2)
+    return json.dumps(
+        {
+            "id": bed.id,
+            "cluster": bed.cluster,
+            "network": bed.network,
+            "subnet": bed.subnet,
+            "control_planes": bed.control_planes,
+            "workers": bed.workers,
+            "lb": bed.lb,
+            "ips": bed.ips(),
+            "timings": bed.timings,
+        },
+        indent=2,
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     p = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("engine", help="reuse or install+start the Docker engine")
@@ -44,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         from testbed.images import ensure_images  # noqa: PLC0415
 
         r = ensure_images()
-        print(json.dumps({"node": r.images.node, "lb": r.images.lb, "built": r.built, "seconds": round(r.seconds, 1)}))
+        print(
+            json.dumps(
+                {
+                    "node": r.images.node,
+                    "lb": r.images.lb,
+                    "built": r.built,
+                    "seconds": round(r.seconds, 1),
+                }
+            )
+        )
         return 0
     if a.cmd == "demo":
         from testbed.demo import main as demo  # noqa: PLC0415
@@ -53,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     from testbed import bed as bedmod  # noqa: PLC0415
 
     if a.cmd == "create":
-        bed = bedmod.create_bed(a.control_planes, a.workers, a.generation, a.lb, a.etcdutl, a.seed_keys,
-                                client=client, keep=True)
+        bed = bedmod.create_bed(
+            a.control_planes,
+            a.workers,
+            generation=a.generation,
+            lb=a.lb,
+            etcdutl=a.etcdutl,
+            seed_keys=a.seed_keys,
+            client=client,
+            keep=True,
+        )
         print(_bed_json(bed))
         return 0
     if a.cmd == "sweep":
@@ -69,13 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         from testbed.breaking import permute  # noqa: PLC0415
 
         perm = permute(bed)
-        print(json.dumps({"before": perm.before, "after": perm.after, "seconds": round(perm.seconds, 1)}, indent=2))
+        print(
+            json.dumps(
+                {"before": perm.before, "after": perm.after, "seconds": round(perm.seconds, 1)},
+                indent=2,
+            )
+        )
         return 0
     from testbed.checks import check_bed  # noqa: PLC0415
 
     report = check_bed(bed)
     print(json.dumps(asdict(report), indent=2, default=str))
-    print("VERDICT: healthy" if report.healthy else "VERDICT: NOT healthy: " + "; ".join(report.reasons))
+    print(
+        "VERDICT: healthy"
+        if report.healthy
+        else "VERDICT: NOT healthy: " + "; ".join(report.reasons)
+    )
     return 0 if report.healthy else 1
 
 

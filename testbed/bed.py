@@ -8,6 +8,7 @@ kubeadm `cmd/kubeadm/app/phases/etcd/local.go` CreateStackedEtcdStaticPodManifes
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -91,28 +93,50 @@ class Bed:
     def exec(self, name: str, argv: Sequence[str], stdin: bytes | None = None) -> Exec:
         return run_exec(self.client, name, argv, stdin)
 
-    def etcdctl(self, node: str, *args: str, endpoint: str = "https://127.0.0.1:2379") -> Exec:
+    def etcdctl(
+        self,
+        node: str,
+        *args: str,
+        endpoint: str = "https://127.0.0.1:2379",
+        stdin: bytes | None = None,
+    ) -> Exec:
         """Run the etcd image's etcdctl inside `node` with the healthcheck client cert.
 
         Bounded by etcdctl's own timeouts: without quorum the client port hangs (TESTBED.md).
         """
-        return self.exec(node, [
-            f"{img.image_dir(img.ETCD_IMAGE)}/bin/etcdctl", f"--endpoints={endpoint}",
-            f"--cacert={PKI}/ca.crt", f"--cert={PKI}/healthcheck-client.crt",
-            f"--key={PKI}/healthcheck-client.key", "--dial-timeout=2s", "--command-timeout=4s", *args,
-        ])
+        return self.exec(
+            node,
+            [
+                f"{img.image_dir(img.ETCD_IMAGE)}/bin/etcdctl",
+                f"--endpoints={endpoint}",
+                f"--cacert={PKI}/ca.crt",
+                f"--cert={PKI}/healthcheck-client.crt",
+                f"--key={PKI}/healthcheck-client.key",
+                "--dial-timeout=2s",
+                "--command-timeout=4s",
+                *args,
+            ],
+            stdin,
+        )
 
     def destroy(self) -> None:
         remove_bed(self.client, self.id)
 
 
-def run_exec(client: docker.DockerClient, name: str, argv: Sequence[str], stdin: bytes | None = None) -> Exec:
-    if stdin is not None:  # the SDK's exec_run has no stdin: go through sh with a here-doc file
-        put_files(client, name, {"/tmp/.kindbed-stdin": (stdin, 0o600)})
-        argv = ["sh", "-c", 'exec "$@" < /tmp/.kindbed-stdin', "sh", *argv]
+def run_exec(
+    client: docker.DockerClient, name: str, argv: Sequence[str], stdin: bytes | None = None
+) -> Exec:
+    if stdin is not None:
+        # exec_run has no stdin: pass it as a file. Not under /tmp: `docker cp`/put_archive does
+        # not reach a tmpfs mount (moby#22020).
+        path = f"/var/tmp/.kindbed-stdin-{secrets.token_hex(4)}"
+        put_files(client, name, {path: (stdin, 0o600)})
+        argv = ["sh", "-c", f'"$@" < {path}; rc=$?; rm -f {path}; exit $rc', "sh", *argv]
     res = client.containers.get(name).exec_run(list(argv), demux=True)
     out, err = res.output if res.output else (b"", b"")
-    return Exec(res.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
+    return Exec(
+        res.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
+    )
 
 
 def _tar(files: Files) -> bytes:
@@ -163,10 +187,24 @@ def _select_entrypoint(client: docker.DockerClient, name: str, generation: str) 
     put_files(client, name, {"/usr/local/bin/entrypoint": (data, 0o755)})
 
 
-def _create_node(client: docker.DockerClient, image: str, bed_id: str, cluster: str, network: str,
-                 name: str, role: str, generation: str, meta: str) -> None:
+def _create_node(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    bed_id: str,
+    cluster: str,
+    network: str,
+    name: str,
+    role: str,
+    generation: str,
+    meta: str,
+) -> None:
     client.containers.create(
-        image, name=name, hostname=name, detach=True, network=network,
+        image,
+        name=name,
+        hostname=name,
+        detach=True,
+        network=network,
         labels=_labels(bed_id, {CLUSTER_LABEL: cluster, ROLE_LABEL: role, META_LABEL: meta}),
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
         tmpfs={"/run": "rw,exec", "/tmp": "rw,exec"},
@@ -176,7 +214,9 @@ def _create_node(client: docker.DockerClient, image: str, bed_id: str, cluster: 
     _select_entrypoint(client, name, generation)
 
 
-def wait_running(client: docker.DockerClient, name: str, network: str, timeout_s: float = 20.0) -> str:
+def wait_running(
+    client: docker.DockerClient, name: str, network: str, timeout_s: float = 20.0
+) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         c = client.containers.get(name)
@@ -203,7 +243,9 @@ def _wait(what: str, probe, timeout_s: float, interval_s: float = 0.5):
 
 def _kubeadm_certs(bed: Bed, node: str, phases: Sequence[str]) -> None:
     for phase in phases:
-        res = bed.exec(node, ["kubeadm", "init", "phase", "certs", phase, "--config", "/kind/kubeadm.conf"])
+        res = bed.exec(
+            node, ["kubeadm", "init", "phase", "certs", phase, "--config", "/kind/kubeadm.conf"]
+        )
         if not res.ok:
             raise BedError(f"kubeadm init phase certs {phase} on {node}: {res.stdout}{res.stderr}")
 
@@ -219,16 +261,21 @@ def _member_add(bed: Bed, via: str, name: str, ip: str) -> None:
         time.sleep(1.0)
 
 
+SEED_TXN_OPS = 100  # etcd's default --max-txn-ops is 128
+
+
 def _seed(bed: Bed, via: str, count: int) -> None:
-    if count <= 0:
-        return
-    etcdctl = (f"{img.image_dir(img.ETCD_IMAGE)}/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
-               f"--cacert={PKI}/ca.crt --cert={PKI}/healthcheck-client.crt --key={PKI}/healthcheck-client.key")
-    script = f'i=0; while [ $i -lt {count} ]; do i=$((i+1)); {etcdctl} put /registry/kindbed/seed-$i "value-$i" >/dev/null || exit 1; done'
-    res = bed.exec(via, ["sh", "-c", script])
-    if not res.ok:
-        raise BedError(f"seeding {count} keys via {via} failed: {res.stderr.strip()}")
-    bed.seeded_keys = count
+    """Put /registry/kindbed/seed-1..count in transactions: one etcdctl per 100 keys."""
+    for first in range(1, count + 1, SEED_TXN_OPS):
+        last = min(count, first + SEED_TXN_OPS - 1)
+        # `etcdctl txn` reads compares, success ops, failure ops, each block ended by an empty line
+        ops = "".join(f"put /registry/kindbed/seed-{i} value-{i}\n" for i in range(first, last + 1))
+        res = bed.etcdctl(via, "txn", stdin=f"\n{ops}\n\n".encode())
+        if not res.ok or "SUCCESS" not in res.stdout:
+            raise BedError(
+                f"seeding keys {first}..{last} via {via} failed: {res.stdout}{res.stderr}"
+            )
+    bed.seeded_keys = max(count, 0)
 
 
 def _install_etcdutl(bed: Bed) -> None:
@@ -236,25 +283,42 @@ def _install_etcdutl(bed: Bed) -> None:
     base = img.image_dir(img.ETCD_IMAGE)
     d = img.image_dir(img.ETCD_IMAGE_ETCDUTL)
     src = img.etcd_binaries()
-    files: Files = {f"{d}/bin/etcdutl": ((src / "etcdutl").read_bytes(), 0o755),
-                    f"{d}/ref": (img.ETCD_IMAGE_ETCDUTL.encode() + b"\n", 0o644)}
+    files: Files = {
+        f"{d}/bin/etcdutl": ((src / "etcdutl").read_bytes(), 0o755),
+        f"{d}/ref": (img.ETCD_IMAGE_ETCDUTL.encode() + b"\n", 0o644),
+    }
     for node in bed.control_planes:
         put_files(bed.client, node, files)
         for b in ("etcd", "etcdctl"):
             bed.exec(node, ["ln", "-sf", f"{base}/bin/{b}", f"{d}/bin/{b}"])
 
 
-def _bring_up_control_planes(bed: Bed, pki: ClusterPKI, ips: Mapping[str, str], endpoint: str) -> None:
+def _prepare_control_plane(bed: Bed, spec: NodeSpec, pki: ClusterPKI) -> None:
+    put_files(bed.client, spec.name, control_plane_files(spec, pki))
+    _kubeadm_certs(bed, spec.name, ("etcd-server", "etcd-peer", "apiserver"))
+
+
+def _bring_up_control_planes(
+    bed: Bed, pki: ClusterPKI, ips: Mapping[str, str], endpoint: str
+) -> None:
+    specs = [
+        NodeSpec(bed.cluster, n, "control-plane", ips[n], endpoint) for n in bed.control_planes
+    ]
+    # files and serving certs do not depend on etcd: make them on every node at once
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        list(pool.map(lambda sp: _prepare_control_plane(bed, sp, pki), specs))
     members: dict[str, str] = {}
-    for i, name in enumerate(bed.control_planes):
-        spec = NodeSpec(bed.cluster, name, "control-plane", ips[name], endpoint)
-        put_files(bed.client, name, control_plane_files(spec, pki))
-        _kubeadm_certs(bed, name, ("etcd-server", "etcd-peer", "apiserver"))
+    for i, spec in enumerate(specs):
+        name = spec.name
         if i > 0:
-            _member_add(bed, bed.control_planes[0], name, ips[name])
-        members[name] = ips[name]
-        put_files(bed.client, name, manifests(spec, dict(members), existing=i > 0, etcd_image=bed.etcd_image))
+            _member_add(bed, bed.control_planes[0], name, spec.ip)
+        members[name] = spec.ip
+        pods = manifests(spec, dict(members), existing=i > 0, etcd_image=bed.etcd_image)
+        etcd = {p: f for p, f in pods.items() if p.endswith("/etcd.yaml")}
+        # etcd alone first: on 2 cores, three more starting processes slow the join down
+        put_files(bed.client, name, etcd)
         _wait(f"etcd on {name}", lambda n=name: bed.etcdctl(n, "endpoint", "health"), ETCD_WAIT_S)
+        put_files(bed.client, name, {p: f for p, f in pods.items() if p not in etcd})
 
 
 def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None:
@@ -262,7 +326,11 @@ def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None
     by_name = bed.lb_mode == "by-name"
     cfg = haproxy_cfg({n: (n if by_name else ips[n]) for n in bed.control_planes}, by_name=by_name)
     bed.client.containers.create(
-        image, name=bed.lb, hostname=bed.lb, detach=True, network=bed.network,
+        image,
+        name=bed.lb,
+        hostname=bed.lb,
+        detach=True,
+        network=bed.network,
         labels=_labels(bed_id, {CLUSTER_LABEL: bed.cluster, ROLE_LABEL: "external-load-balancer"}),
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
     )
@@ -271,18 +339,33 @@ def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None
     wait_running(bed.client, bed.lb, bed.network)
 
 
-def create_bed(control_planes: int = 1, workers: int = 0, generation: str = "v0.15",
-               lb: str = "by-name", etcdutl: bool = False, seed_keys: int = 100,
-               client: docker.DockerClient | None = None, images: img.Images | None = None,
-               wait_healthy_s: float = 60.0, keep: bool = False) -> Bed:
+def create_bed(
+    control_planes: int = 1,
+    workers: int = 0,
+    *,
+    generation: str = "v0.15",
+    lb: str = "by-name",
+    etcdutl: bool = False,
+    seed_keys: int = 100,
+    client: docker.DockerClient | None = None,
+    images: img.Images | None = None,
+    wait_healthy_s: float = 60.0,
+    keep: bool = False,
+) -> Bed:
     """Build a kind-shaped cluster on its own network; tear down everything on failure.
 
     `keep=True` marks the bed as owned by nobody in particular (the CLI), so `sweep_stale`
     leaves it alone after this process exits; `python -m testbed destroy|sweep --all` removes it.
     """
     _OWNER[:] = ["keep"] if keep else []
-    if control_planes not in (1, 3) or generation not in GENERATIONS or lb not in ("by-name", "literal"):
-        raise ValueError(f"unsupported bed: control_planes={control_planes} generation={generation} lb={lb}")
+    if (
+        control_planes not in (1, 3)
+        or generation not in GENERATIONS
+        or lb not in ("by-name", "literal")
+    ):
+        raise ValueError(
+            f"unsupported bed: control_planes={control_planes} generation={generation} lb={lb}"
+        )
     from testbed.engine import ensure_engine  # noqa: PLC0415 - only when no client is passed in
 
     client = client or ensure_engine()
@@ -296,13 +379,32 @@ def create_bed(control_planes: int = 1, workers: int = 0, generation: str = "v0.
     lb_name = f"{cluster}-external-load-balancer" if control_planes > 1 else None
     network, subnet = netmod.create_network(client, f"kindbed-{bed_id}", _labels(bed_id))
     etcd_image = img.ETCD_IMAGE_ETCDUTL if etcdutl else img.ETCD_IMAGE
-    meta = json.dumps({"generation": generation, "lb": lb, "etcd_image": etcd_image,
-                       "seed_keys": max(seed_keys, 0), "subnet": subnet})
-    bed = Bed(bed_id, cluster, network, subnet, cps, wks, lb_name, generation, lb, etcd_image, client)
+    meta = json.dumps(
+        {
+            "generation": generation,
+            "lb": lb,
+            "etcd_image": etcd_image,
+            "seed_keys": max(seed_keys, 0),
+            "subnet": subnet,
+        }
+    )
+    bed = Bed(
+        bed_id, cluster, network, subnet, cps, wks, lb_name, generation, lb, etcd_image, client
+    )
     try:
         for name in bed.nodes:
             role = "control-plane" if name in cps else "worker"
-            _create_node(client, images.node, bed_id, cluster, network, name, role, generation, meta)
+            _create_node(
+                client,
+                image=images.node,
+                bed_id=bed_id,
+                cluster=cluster,
+                network=network,
+                name=name,
+                role=role,
+                generation=generation,
+                meta=meta,
+            )
         ips: dict[str, str] = {}
         for name in bed.nodes:  # in order, so IPs are allocated like kind's (lowest free first)
             client.containers.get(name).start()
@@ -312,7 +414,11 @@ def create_bed(control_planes: int = 1, workers: int = 0, generation: str = "v0.
         pki = ClusterPKI.generate()
         endpoint = lb_name or cps[0]
         for name in wks:
-            put_files(client, name, worker_files(NodeSpec(cluster, name, "worker", ips[name], endpoint), pki))
+            put_files(
+                client,
+                name,
+                worker_files(NodeSpec(cluster, name, "worker", ips[name], endpoint), pki),
+            )
         _bring_up_control_planes(bed, pki, ips, endpoint)
         _seed(bed, cps[0], seed_keys)
         if lb_name:
@@ -336,10 +442,8 @@ def _containers_of(client: docker.DockerClient, bed_id: str | None) -> list:
 def remove_bed(client: docker.DockerClient, bed_id: str) -> None:
     """Remove a bed's containers (with their anonymous volumes) and network; idempotent."""
     for c in _containers_of(client, bed_id):
-        try:
+        with contextlib.suppress(NotFound):
             c.remove(force=True, v=True)
-        except NotFound:
-            pass
     for net in client.networks.list(filters={"label": f"{BED_LABEL}={bed_id}"}):
         for _ in range(5):
             try:
@@ -384,7 +488,8 @@ def sweep_stale(client: docker.DockerClient, everything: bool = False) -> list[s
 def load_bed(client: docker.DockerClient, ref: str) -> Bed:
     """Rebuild a Bed handle from the labels of a running bed (by bed id or cluster name)."""
     found = _containers_of(client, ref) or client.containers.list(
-        all=True, filters={"label": [BED_LABEL, f"{CLUSTER_LABEL}={ref}"]})
+        all=True, filters={"label": [BED_LABEL, f"{CLUSTER_LABEL}={ref}"]}
+    )
     if not found:
         raise BedError(f"no test bed {ref!r}")
     labels = found[0].labels
@@ -393,9 +498,22 @@ def load_bed(client: docker.DockerClient, ref: str) -> Bed:
     by_role: dict[str, list[str]] = {}
     for c in _containers_of(client, bed_id):
         by_role.setdefault(c.labels.get(ROLE_LABEL, ""), []).append(c.name)
+
     def order(names: list[str]) -> list[str]:  # kind's suffix order: "", 2, 3, ...
         return sorted(names, key=lambda n: (len(n), n))
+
     lbs = by_role.get("external-load-balancer", [])
-    return Bed(bed_id, cluster, f"kindbed-{bed_id}", meta["subnet"], order(by_role.get("control-plane", [])),
-               order(by_role.get("worker", [])), lbs[0] if lbs else None, meta["generation"], meta["lb"],
-               meta["etcd_image"], client, seeded_keys=meta["seed_keys"])
+    return Bed(
+        bed_id,
+        cluster,
+        f"kindbed-{bed_id}",
+        meta["subnet"],
+        order(by_role.get("control-plane", [])),
+        order(by_role.get("worker", [])),
+        lbs[0] if lbs else None,
+        meta["generation"],
+        meta["lb"],
+        meta["etcd_image"],
+        client,
+        seeded_keys=meta["seed_keys"],
+    )

@@ -51,9 +51,15 @@ def permute(bed: Bed, order: Sequence[str] | None = None) -> Permutation:
     if len(nodes) == 1 and not order:
         # one node: occupy its old address first so it must take the next one
         placeholder = bed.client.containers.run(
-            bed.client.containers.get(nodes[0]).image, entrypoint=["sleep", "300"], detach=True,
-            name=f"{bed.cluster}-placeholder", network=bed.network,
-            labels={BED_LABEL: bed.id, OWNER_LABEL: bed.client.containers.get(nodes[0]).labels[OWNER_LABEL]},
+            bed.client.containers.get(nodes[0]).image,
+            entrypoint=["sleep", "300"],
+            detach=True,
+            name=f"{bed.cluster}-placeholder",
+            network=bed.network,
+            labels={
+                BED_LABEL: bed.id,
+                OWNER_LABEL: bed.client.containers.get(nodes[0]).labels[OWNER_LABEL],
+            },
         )
         wait_running(bed.client, placeholder.name, bed.network)
     try:

@@ -9,6 +9,7 @@ the load balancer's backend addresses; and it asks each component for its health
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from testbed.bed import Bed
@@ -91,27 +92,38 @@ class Report:
 
 
 def member_list(bed: Bed) -> tuple[tuple[Member, ...], str]:
-    """Ask each running control plane in turn; etcd answers only with quorum."""
-    err = ""
-    for node in bed.control_planes:
-        res = bed.etcdctl(node, "member", "list", "-w", "json")
+    """Ask every control plane at once; etcd answers only with quorum, so take any success."""
+    with ThreadPoolExecutor(max_workers=len(bed.control_planes)) as pool:
+        results = list(
+            pool.map(
+                lambda n: (n, bed.etcdctl(n, "member", "list", "-w", "json")), bed.control_planes
+            )
+        )
+    for _node, res in results:
         if res.ok:
             return parse_member_list(res.stdout), ""
-        err = f"{node}: {_last_line(res.stderr)}"
-    return (), err
+    node, res = results[-1]
+    return (), f"{node}: {_last_line(res.stderr)}"
 
 
 def parse_member_list(text: str) -> tuple[Member, ...]:
     data = json.loads(text)
     return tuple(
-        Member(str(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", ())), tuple(m.get("clientURLs", ())))
+        Member(
+            str(m["ID"]),
+            m.get("name", ""),
+            tuple(m.get("peerURLs", ())),
+            tuple(m.get("clientURLs", ())),
+        )
         for m in data.get("members", ())
     )
 
 
 def member_data(bed: Bed, node: str) -> MemberData:
     """Revision and seeded-key count from this member's own store (serializable read)."""
-    res = bed.etcdctl(node, "get", SEED_PREFIX, "--prefix", "--keys-only", "--consistency=s", "-w", "json")
+    res = bed.etcdctl(
+        node, "get", SEED_PREFIX, "--prefix", "--keys-only", "--consistency=s", "-w", "json"
+    )
     if not res.ok:
         return MemberData(node, None, None, _last_line(res.stderr))
     data = json.loads(res.stdout)
@@ -122,7 +134,9 @@ def cert_sans(bed: Bed, node: str) -> list[CertSans]:
     out = []
     for cert in SERVING_CERTS:
         res = bed.exec(node, ["cat", f"/etc/kubernetes/pki/{cert}"])
-        dns, ips = pki.sans(pki.load_cert(res.stdout.encode())) if res.ok and res.stdout else ([], [])
+        dns, ips = (
+            pki.sans(pki.load_cert(res.stdout.encode())) if res.ok and res.stdout else ([], [])
+        )
         out.append(CertSans(node, cert, tuple(dns), tuple(ips)))
     return out
 
@@ -156,19 +170,21 @@ def lb_servers(bed: Bed) -> tuple[tuple[LbServer, ...], str]:
         return (), ""
     if bed.client.containers.get(bed.lb).status != "running":
         return (), f"{bed.lb} is not running"
-    res = bed.exec(bed.lb, ["sh", "-c", f'echo "show servers state {BACKEND}" | socat stdio unix-connect:{STATS_SOCKET}'])
+    res = bed.exec(
+        bed.lb,
+        [
+            "sh",
+            "-c",
+            f'echo "show servers state {BACKEND}" | socat stdio unix-connect:{STATS_SOCKET}',
+        ],
+    )
     if not res.ok:
         return (), res.stderr.strip()
     return parse_servers_state(res.stdout), ""
 
 
-def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
-    """Pure: every reason the bed is not healthy (empty means healthy)."""
+def _etcd_reasons(cps: list[str], seeded: int, r: Report) -> list[str]:
     reasons: list[str] = []
-    cps = bed.control_planes
-    for name, ip in r.ips.items():
-        if ip is None:
-            reasons.append(f"{name} is not running")
     if r.member_list_error:
         reasons.append(f"etcd member list failed (no quorum?): {r.member_list_error}")
     elif sorted(m.name for m in r.members) != sorted(cps):
@@ -178,46 +194,74 @@ def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
         if m.peer_urls != (f"https://{ip}:2380",):
             reasons.append(f"etcd member {m.name} peer URLs {list(m.peer_urls)}, node IP is {ip}")
         if m.client_urls != (f"https://{ip}:2379",):
-            reasons.append(f"etcd member {m.name} client URLs {list(m.client_urls)}, node IP is {ip}")
-    revisions = {d.revision for d in r.data}
+            reasons.append(
+                f"etcd member {m.name} client URLs {list(m.client_urls)}, node IP is {ip}"
+            )
     for d in r.data:
         if d.error:
             reasons.append(f"etcd on {d.node} did not answer: {d.error}")
-        elif (d.keys or 0) < bed.seeded_keys:
-            reasons.append(f"etcd on {d.node} has {d.keys} seeded keys, expected {bed.seeded_keys}")
+        elif (d.keys or 0) < seeded:
+            reasons.append(f"etcd on {d.node} has {d.keys} seeded keys, expected {seeded}")
+    revisions = {d.revision for d in r.data if d.revision is not None}
     if len(revisions) > 1:
-        reasons.append(f"etcd revisions differ between members: {sorted(map(str, revisions))}")
-    for c in r.certs:
-        ip = r.ips.get(c.node)
-        if ip and ip not in c.ips:
-            reasons.append(f"{c.node} {c.cert} SANs {list(c.ips)} lack its IP {ip}")
+        reasons.append(f"etcd revisions differ between members: {sorted(revisions)}")
+    return reasons
+
+
+def _lb_reasons(cps: list[str], r: Report) -> list[str]:
+    if r.lb_error:
+        return [f"load balancer: {r.lb_error}"]
+    reasons: list[str] = []
+    seen = {s.name: s for s in r.lb}
+    for cp in cps:
+        s = seen.get(cp)
+        if s is None:
+            reasons.append(f"load balancer has no backend {cp}")
+        elif s.addr != r.ips.get(cp) or s.op_state != 2:
+            reasons.append(
+                f"load balancer backend {cp} -> {s.addr} (state {s.op_state}), "
+                f"node IP is {r.ips.get(cp)}"
+            )
+    return reasons
+
+
+def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
+    """Pure: every reason the bed is not healthy (empty means healthy)."""
+    reasons = [f"{name} is not running" for name, ip in r.ips.items() if ip is None]
+    reasons += _etcd_reasons(bed.control_planes, bed.seeded_keys, r)
+    reasons += [
+        f"{c.node} {c.cert} SANs {list(c.ips)} lack its IP {r.ips[c.node]}"
+        for c in r.certs
+        if r.ips.get(c.node) and r.ips[c.node] not in c.ips
+    ]
     reasons += [f"{h.component} on {h.node} unhealthy: {h.detail}" for h in r.health if not h.ok]
     if bed.lb:
-        if r.lb_error:
-            reasons.append(f"load balancer: {r.lb_error}")
-        seen = {s.name: s for s in r.lb}
-        for cp in cps:
-            s = seen.get(cp)
-            if s is None:
-                if not r.lb_error:
-                    reasons.append(f"load balancer has no backend {cp}")
-            elif s.addr != r.ips.get(cp) or s.op_state != 2:
-                reasons.append(f"load balancer backend {cp} -> {s.addr} (state {s.op_state}), node IP is {r.ips.get(cp)}")
+        reasons += _lb_reasons(bed.control_planes, r)
     return tuple(reasons)
 
 
 def check_bed(bed: Bed) -> Report:
+    """Observe everything (per-node probes in parallel: a broken etcd costs its timeouts once)."""
     ips = bed.ips()
     running_cps = [n for n in bed.control_planes if ips.get(n)]
-    members, err = member_list(bed)
-    lb, lb_err = lb_servers(bed)
-    r = Report(
-        ips=ips, members=members, member_list_error=err,
-        data=tuple(member_data(bed, n) for n in running_cps),
-        certs=tuple(c for n in running_cps for c in cert_sans(bed, n)),
-        health=tuple(h for n in running_cps for h in component_health(bed, n)),
-        lb=lb, lb_error=lb_err,
-    )
+    with ThreadPoolExecutor(max_workers=2 + 3 * max(1, len(running_cps))) as pool:
+        members_f = pool.submit(member_list, bed)
+        lb_f = pool.submit(lb_servers, bed)
+        data_f = [pool.submit(member_data, bed, n) for n in running_cps]
+        certs_f = [pool.submit(cert_sans, bed, n) for n in running_cps]
+        health_f = [pool.submit(component_health, bed, n) for n in running_cps]
+        members, err = members_f.result()
+        lb, lb_err = lb_f.result()
+        r = Report(
+            ips=ips,
+            members=members,
+            member_list_error=err,
+            data=tuple(f.result() for f in data_f),
+            certs=tuple(c for f in certs_f for c in f.result()),
+            health=tuple(h for f in health_f for h in f.result()),
+            lb=lb,
+            lb_error=lb_err,
+        )
     return Report(**{**r.__dict__, "reasons": verdict(bed, r)})
 
 

@@ -36,13 +36,21 @@ def _kindfix(bed: Bed, *args: str) -> int:
 
 
 def _has_command(name: str) -> bool:
-    res = subprocess.run([sys.executable, "-m", "kindfix", name, "--help"], capture_output=True,
-                         timeout=60, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "kindfix", name, "--help"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     return res.returncode == 0
 
 
 def _summary(report) -> str:
-    return "VERDICT: healthy" if report.healthy else "VERDICT: NOT healthy: " + "; ".join(report.reasons)
+    return (
+        "VERDICT: healthy"
+        if report.healthy
+        else "VERDICT: NOT healthy: " + "; ".join(report.reasons)
+    )
 
 
 def main() -> int:
@@ -51,13 +59,24 @@ def main() -> int:
     client = engine.ensure_engine()
     step("build images (cached by recipe hash)")
     built = images.ensure_images()
-    print(f"node={built.images.node} lb={built.images.lb} built={list(built.built)} in {built.seconds:.1f}s")
+    print(
+        f"node={built.images.node} lb={built.images.lb} built={list(built.built)} "
+        f"in {built.seconds:.1f}s"
+    )
     step("create a 3-control-plane bed with an external load balancer (kind node generation v0.15)")
-    bed = create_bed(control_planes=3, workers=0, generation="v0.15", lb="by-name", client=client,
-                     images=built.images)
+    bed = create_bed(
+        control_planes=3,
+        workers=0,
+        generation="v0.15",
+        lb="by-name",
+        client=client,
+        images=built.images,
+    )
     try:
-        print(f"cluster={bed.cluster} network={bed.network} subnet={bed.subnet} "
-              f"created in {bed.timings['create_s']:.1f}s; IPs {bed.ips()}")
+        print(
+            f"cluster={bed.cluster} network={bed.network} subnet={bed.subnet} "
+            f"created in {bed.timings['create_s']:.1f}s; IPs {bed.ips()}"
+        )
         step("break it: stop all nodes, start them rotated (Docker hands out permuted IPs)")
         perm = permute(bed)
         print(f"IPs before {perm.before}\nIPs after  {perm.after} ({perm.seconds:.1f}s)")
@@ -72,7 +91,10 @@ def main() -> int:
             step(f"kindfix repair --name {bed.cluster} --yes")
             print(f"repair exit code {_kindfix(bed, 'repair', '--name', bed.cluster, '--yes')}")
         else:
-            step("kindfix repair: not available yet (`python -m kindfix repair --help` fails): not repaired")
+            step(
+                "kindfix repair: not available yet "
+                "(`python -m kindfix repair --help` fails): not repaired"
+            )
         step("verify")
         report = check_bed(bed)
         for r in report.reasons:

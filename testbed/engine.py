@@ -50,7 +50,9 @@ def _install_docker() -> None:
 
 
 def _dockerd_running() -> bool:
-    return subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0
+    return (
+        subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0
+    )
 
 
 def start_dockerd() -> None:
@@ -68,7 +70,9 @@ def wait_for_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
         if client is not None:
             return client
         time.sleep(0.5)
-    raise EngineError(f"Docker engine did not answer on {SOCKET} within {timeout_s:.0f}s; see {DOCKERD_LOG}")
+    raise EngineError(
+        f"Docker engine did not answer on {SOCKET} within {timeout_s:.0f}s; see {DOCKERD_LOG}"
+    )
 
 
 def ensure_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:

