@@ -75,6 +75,22 @@ class NodeRoot:
             )
 
 
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(
+    capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], *args: str
+) -> Result:
+    """A stand-in's main() in this process: much faster than a subprocess (and the key pool
+    applies); the programs are also run as real processes elsewhere."""
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return Result(rc, out.out, out.err)
+
+
 def pod_manifest(
     name: str, command: list[str], image: str = IMAGE, env: dict[str, str] | None = None
 ) -> str:

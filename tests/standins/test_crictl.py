@@ -3,24 +3,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import NodeRoot, pod_manifest, wait_for
+from conftest import NodeRoot, Result, pod_manifest, run_main, wait_for
 
 from testbed.standins import crictl, kubelet, state
 
 TOOLS = {"sleeper": 'echo "line one"; echo "to stderr" >&2; echo "line two"; exec sleep 60\n'}
 
 
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 def crictl_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     """crictl's main in this process (fast); `exec` needs a real process (it execs)."""
-    capsys.readouterr()
-    rc = crictl.main(list(args))
-    out = capsys.readouterr()
-    return Result(rc, out.out, out.err)
+    return run_main(capsys, crictl.main, *args)
 
 
 def start_pods(node: NodeRoot, *names: str) -> dict[str, state.Container]:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from conftest import NodeRoot
+import pytest
+from conftest import NodeRoot, run_main
+
+from testbed.standins import ctr
 
 ETCD = "registry.k8s.io/etcd:3.5.1-0"
 
@@ -33,15 +36,26 @@ def test_run_uses_image_bin_and_propagates_exit_code(node: NodeRoot) -> None:
     )
 
 
-def test_run_failures_are_clear(node: NodeRoot) -> None:
+def test_run_failures_are_clear(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
     node.image(ETCD, {"etcdctl": "exit 0\n"})
-    r = node.run(
-        "ctr", "-n", "k8s.io", "run", "--rm", "--net-host", ETCD, "x", "etcdutl", "version"
+    r = run_main(
+        capsys,
+        ctr.main,
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--net-host",
+        ETCD,
+        "x",
+        "etcdutl",
+        "version",
     )
     assert r.returncode == 1
     assert 'exec: "etcdutl": executable file not found in $PATH' in r.stderr
-    r = node.run(
-        "ctr",
+    r = run_main(
+        capsys,
+        ctr.main,
         "-n",
         "k8s.io",
         "run",
@@ -54,14 +68,26 @@ def test_run_failures_are_clear(node: NodeRoot) -> None:
     )
     assert r.returncode == 1
     assert "src == dst" in r.stderr
-    r = node.run(
-        "ctr", "-n", "k8s.io", "run", "--rm", "registry.k8s.io/etcd:9.9.9-0", "x", "etcdctl"
+    r = run_main(
+        capsys,
+        ctr.main,
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "registry.k8s.io/etcd:9.9.9-0",
+        "x",
+        "etcdctl",
     )
     assert (r.returncode, r.stderr) == (1, 'ctr: image "registry.k8s.io/etcd:9.9.9-0": not found\n')
-    r = node.run("ctr", "run", "--rm", ETCD, "x", "etcdctl")  # default namespace: no k8s images
+    r = run_main(
+        capsys, ctr.main, "run", "--rm", ETCD, "x", "etcdctl"
+    )  # default namespace: no k8s images
     assert r.returncode == 1
-    assert node.run("ctr", "-n", "k8s.io", "run", ETCD, "keep", "etcdctl").returncode == 0
-    r = node.run("ctr", "-n", "k8s.io", "run", ETCD, "keep", "etcdctl")
+    assert (
+        run_main(capsys, ctr.main, "-n", "k8s.io", "run", ETCD, "keep", "etcdctl").returncode == 0
+    )
+    r = run_main(capsys, ctr.main, "-n", "k8s.io", "run", ETCD, "keep", "etcdctl")
     assert (r.returncode, r.stderr) == (1, 'ctr: container "keep": already exists\n')
 
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import NodeRoot, pod_manifest, wait_for
+import pytest
+from conftest import NodeRoot, pod_manifest, run_main, wait_for
 
-from testbed.standins import state, unit
+from testbed.standins import state, systemctl, unit
 
 
-def test_init_supervises_kubelet_for_systemctl_and_stops_everything(node: NodeRoot) -> None:
-    assert node.run("systemctl", "restart", "kubelet").returncode == 1  # no init yet
+def test_init_supervises_kubelet_for_systemctl_and_stops_everything(
+    node: NodeRoot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(capsys, systemctl.main, "restart", "kubelet").returncode == 1  # no init yet
     node.image(tools={"sleeper": "exec sleep 60\n"})
     node.write("/etc/kubernetes/manifests/etcd.yaml", pod_manifest("etcd", ["sleeper"]))
     init = node.spawn("init", KINDBED_KUBELET_SYNC_PERIOD="0.2")
@@ -17,23 +20,26 @@ def test_init_supervises_kubelet_for_systemctl_and_stops_everything(node: NodeRo
         wait_for(
             "etcd running", lambda: [c for c in state.load_containers() if c.state == state.RUNNING]
         )
-        r = node.run("systemctl", "is-active", "kubelet")
+        r = run_main(capsys, systemctl.main, "is-active", "kubelet")
         assert (r.returncode, r.stdout) == (0, "active\n")
         first = unit.read_status()["pid"]
         etcd = state.load_containers()[0]
 
-        assert node.run("systemctl", "restart", "kubelet.service").returncode == 0
+        assert run_main(capsys, systemctl.main, "restart", "kubelet.service").returncode == 0
         assert unit.read_status()["pid"] != first
         assert state.pid_alive(etcd.pid, etcd.status.get("pidStart"))  # containers survive
 
-        assert node.run("systemctl", "stop", "kubelet").returncode == 0
-        r = node.run("systemctl", "is-active", "kubelet")
+        assert run_main(capsys, systemctl.main, "stop", "kubelet").returncode == 0
+        r = run_main(capsys, systemctl.main, "is-active", "kubelet")
         assert (r.returncode, r.stdout) == (3, "inactive\n")
-        assert node.run("systemctl", "status", "kubelet").returncode == 3
-        assert node.run("systemctl", "start", "kubelet").returncode == 0
-        assert "Active: active (running)" in node.run("systemctl", "status", "kubelet").stdout
-        assert node.run("systemctl", "daemon-reload").returncode == 0
-        assert node.run("systemctl", "is-active", "containerd").returncode == 3
+        assert run_main(capsys, systemctl.main, "status", "kubelet").returncode == 3
+        assert run_main(capsys, systemctl.main, "start", "kubelet").returncode == 0
+        assert (
+            "Active: active (running)"
+            in run_main(capsys, systemctl.main, "status", "kubelet").stdout
+        )
+        assert run_main(capsys, systemctl.main, "daemon-reload").returncode == 0
+        assert run_main(capsys, systemctl.main, "is-active", "containerd").returncode == 3
     finally:
         t0 = time.monotonic()
         init.send_signal(signal.SIGTERM)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import NodeRoot
+from conftest import NodeRoot, run_main
 
-from testbed.standins import kubeadm_certs, pki
+from testbed.standins import kubeadm, kubeadm_certs, pki
 from testbed.standins.kubeadm_config import ConfigError, KubeadmConfig, parse
 
 KIND_V1BETA3 = textwrap.dedent("""\
@@ -99,9 +99,13 @@ def test_etcd_sans() -> None:
     )
 
 
-def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> None:
+def test_init_phase_keeps_existing_cert_even_with_stale_sans(
+    node: NodeRoot, capsys: pytest.CaptureFixture[str]
+) -> None:
     node.write("/kind/kubeadm.conf", KIND_V1BETA3)
-    r = node.run("kubeadm", "init", "phase", "certs", "all", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys, kubeadm.main, "init", "phase", "certs", "all", "--config", "/kind/kubeadm.conf"
+    )
     assert r.returncode == 0, r.stderr
     assert '[certs] Generating "etcd/server" certificate and key' in r.stdout
     pki_dir = node.path("/etc/kubernetes/pki")
@@ -112,7 +116,16 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> 
     before = (pki_dir / "apiserver.crt").read_bytes()
 
     # upstream runCertPhase: a cert signed by its CA is kept as is, whatever its SANs
-    r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys,
+        kubeadm.main,
+        "init",
+        "phase",
+        "certs",
+        "apiserver",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert (r.returncode, r.stdout) == (
         0,
         "[certs] Using existing apiserver certificate and key on disk\n",
@@ -120,8 +133,9 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> 
     assert (pki_dir / "apiserver.crt").read_bytes() == before
 
     # the join path validates SANs and refuses
-    r = node.run(
-        "kubeadm",
+    r = run_main(
+        capsys,
+        kubeadm.main,
         "join",
         "phase",
         "control-plane-prepare",
@@ -137,30 +151,68 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(node: NodeRoot) -> 
 
     # a key left alone on disk blocks generation, as upstream
     (pki_dir / "apiserver.crt").unlink()
-    r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys,
+        kubeadm.main,
+        "init",
+        "phase",
+        "certs",
+        "apiserver",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert r.returncode == 1
     assert "failure loading apiserver certificate: couldn't load the certificate file" in r.stderr
 
     # kind's fix_certificate: delete the pair, then the phase makes a new one
     (pki_dir / "apiserver.key").unlink()
-    r = node.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys,
+        kubeadm.main,
+        "init",
+        "phase",
+        "certs",
+        "apiserver",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert r.returncode == 0
     assert "and IPs [10.96.0.1 172.18.0.5 127.0.0.1]" in r.stdout
     assert "172.18.0.5" in pki.sans(pki.read_pair(pki_dir, "apiserver").cert)[1]
 
 
-def test_cert_from_another_ca_is_refused_and_missing_ca_reported(node: NodeRoot) -> None:
+def test_cert_from_another_ca_is_refused_and_missing_ca_reported(
+    node: NodeRoot, capsys: pytest.CaptureFixture[str]
+) -> None:
     node.write("/kind/kubeadm.conf", KIND_V1BETA3)
-    r = node.run("kubeadm", "init", "phase", "certs", "etcd-peer", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys,
+        kubeadm.main,
+        "init",
+        "phase",
+        "certs",
+        "etcd-peer",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert r.returncode == 1
     assert "couldn't load CA certificate etcd-ca" in r.stderr
     pki_dir = node.path("/etc/kubernetes/pki")
     pki.write_pair(pki_dir, "etcd/ca", pki.make_ca("etcd-ca"))
     pki.write_pair(pki_dir, "etcd/peer", pki.make_leaf(pki.make_ca("etcd-ca"), "x"))
-    r = node.run("kubeadm", "init", "phase", "certs", "etcd-peer", "--config", "/kind/kubeadm.conf")
+    r = run_main(
+        capsys,
+        kubeadm.main,
+        "init",
+        "phase",
+        "certs",
+        "etcd-peer",
+        "--config",
+        "/kind/kubeadm.conf",
+    )
     assert r.returncode == 1
     assert "[certs] certificate etcd/peer not signed by CA certificate etcd/ca" in r.stderr
 
 
-def test_version_short(node: NodeRoot) -> None:
+def test_version_short_as_a_process(node: NodeRoot) -> None:
     assert node.run("kubeadm", "version", "-o", "short").stdout == "v1.29.2\n"
