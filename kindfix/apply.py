@@ -4,13 +4,14 @@ killed at any point is continued by the next `kindfix repair`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from kindfix import etcd_recovery
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.journal import RunRecorder
 from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites
-from kindfix.node import Node, run
+from kindfix.node import ContainerNode, Node, run
 from kindfix.observe import NodeSnapshot, snapshot_node
 from kindfix.patches import load_patches
 from kindfix.plan import Plan, Step
@@ -38,12 +39,31 @@ class Applier:
         self.progress = progress
 
     def apply(self, plan: Plan) -> list[str]:
-        done = []
-        for i, step in enumerate(plan.steps, 1):
-            if self.recorder.is_done(step.key):
-                self.progress(f"[{i}/{len(plan.steps)}] already done: {step.summary}")
+        """Steps in plan order; a run of per-node steps (files, certificates, restarts) goes
+        node by node in plan order, all nodes at once."""
+        numbered = list(enumerate(plan.steps, 1))
+        done: list[str] = []
+        for wave in _waves(numbered):
+            by_node: dict[str, list[tuple[int, Step]]] = {}
+            for item in wave:
+                by_node.setdefault(item[1].node, []).append(item)
+            if len(by_node) == 1:
+                done += self._run_steps(wave, len(plan.steps))
                 continue
-            self.progress(f"[{i}/{len(plan.steps)}] {step.summary}")
+            with ThreadPoolExecutor(max_workers=min(8, len(by_node))) as pool:
+                futures = [pool.submit(self._run_steps, items, len(plan.steps))
+                           for items in by_node.values()]
+                for f in futures:
+                    done += f.result()
+        return done
+
+    def _run_steps(self, items: list[tuple[int, Step]], total: int) -> list[str]:
+        done = []
+        for i, step in items:
+            if self.recorder.is_done(step.key):
+                self.progress(f"[{i}/{total}] already done: {step.summary}")
+                continue
+            self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
             getattr(self, "_" + step.kind.replace("-", "_"))(step)
             self.recorder.mark_done(step.key)
             done.append(step.key)
@@ -59,15 +79,14 @@ class Applier:
         node = self._node(step.node)
         snap = self.snapshots.get(step.node)
         original = snap.file(step.path) if snap else node.read_file(step.path)
-        self.recorder.backup_file(node, step.path, original, mode=_mode(node, step.path))
-        node.write_file(step.path, step.content, mode=_mode(node, step.path))
+        self.recorder.replace_file(node, step.path, original, step.content)
 
     def _regen_cert(self, step: Step) -> None:
         node = self._node(step.node)
-        for path in (step.path, step.key_path):
-            self.recorder.backup_file(node, path, node.read_file(path), mode=0o600, move=True)
-        run(node, ["kubeadm", "init", "phase", "certs", step.phase, "--config", KUBEADM_CONFIG],
-            timeout=60)
+        pair = node.read_files([step.path, step.key_path])
+        self.recorder.regenerate(
+            node, (step.path, pair[step.path]), (step.key_path, pair[step.key_path]),
+            ["kubeadm", "init", "phase", "certs", step.phase, "--config", KUBEADM_CONFIG])
 
     def _etcd(self, step: Step) -> None:
         etcd_recovery.repair(self, step.phase)
@@ -82,22 +101,26 @@ class Applier:
         self.runtime.start(step.node)
 
     def _fix_lb(self, step: Step) -> None:
-        from kindfix.node import ContainerNode
-
         lb = self.cluster.load_balancer
         assert lb is not None
         node = self.nodes.get(lb.name) or ContainerNode(self.runtime, lb.name, lb.role)
         snap = snapshot_node(node, load_patches())
         for path, (old, new) in lb_rewrites(self.cluster, snap).items():
-            self.recorder.backup_file(node, path, old)
-            node.write_file(path, new)  # atomic rename: what Envoy needs to notice a change
+            # replaced by rename: the only change Envoy notices (DOMAIN.md)
+            self.recorder.replace_file(node, path, old, new)
             if path == HAPROXY_CFG:
                 run(node, ["kill", "-s", "HUP", "1"])
 
 
-def _mode(node: Node, path: str) -> int:
-    result = node.exec(["stat", "-c", "%a", path])
-    try:
-        return int(result.text().strip(), 8) if result.ok else 0o644
-    except ValueError:
-        return 0o644
+PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")
+
+
+def _waves(numbered: list[tuple[int, Step]]) -> list[list[tuple[int, Step]]]:
+    """Consecutive per-node steps form one wave; every other step is a wave of its own."""
+    waves: list[list[tuple[int, Step]]] = []
+    for item in numbered:
+        if waves and item[1].kind in PER_NODE and waves[-1][-1][1].kind in PER_NODE:
+            waves[-1].append(item)
+        else:
+            waves.append([item])
+    return waves

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,9 +38,40 @@ chmod 600 "$dst.tmp"
 mv "$dst.tmp" "$dst"
 """
 
+# Keeps the original of "$1" as "$2" (mode 0600, its own mode in "$2.mode") unless the run
+# already has it: the first backup in a run is the original.
+_KEEP_ORIGINAL = r"""
+keep() {
+  [ -e "$1" ] && [ ! -e "$2" ] || return 0
+  mkdir -p "$(dirname "$2")"
+  chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
+  cp -p "$1" "$2.tmp"; stat -c %a "$1" > "$2.mode"
+  chmod 600 "$2.tmp" "$2.mode"; mv "$2.tmp" "$2"
+}
+"""
+
+# One exec per changed file: keep the original, then write stdin atomically with its mode.
+_REPLACE_SCRIPT = _KEEP_ORIGINAL + r"""
+set -e
+keep "$1" "$2"
+mode=$(cat "$2.mode" 2>/dev/null || echo 644)
+d=$(dirname "$1"); mkdir -p "$d"
+t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; chmod "$mode" "$t"; mv -f "$t" "$1"
+"""
+
+# One exec per certificate: keep and remove the old pair, then run the command (kubeadm).
+_REGENERATE_SCRIPT = _KEEP_ORIGINAL + r"""
+set -e
+keep "$1" "$2"; keep "$3" "$4"
+rm -f "$1" "$3"
+shift 4
+exec "$@"
+"""
+
 _RESTORE_SCRIPT = r"""
 set -e
 backup="$1"; dst="$2"; mode="$3"
+[ -f "$backup.mode" ] && mode=$(cat "$backup.mode")
 t=$(mktemp "$(dirname "$dst")/.kindfix.XXXXXX")
 cp "$backup" "$t"
 chmod "$mode" "$t"
@@ -76,6 +108,7 @@ class RunRecorder:
     def __init__(self, journal: Journal, journal_node: Node) -> None:
         self.journal = journal
         self._journal_node = journal_node
+        self._lock = threading.RLock()  # steps on different nodes run concurrently
 
     @property
     def run_id(self) -> str:
@@ -85,16 +118,47 @@ class RunRecorder:
         return f"{ROOT}/backups/{self.run_id}"
 
     def save(self) -> None:
-        self._journal_node.write_file(f"{JOURNAL_DIR}/{self.run_id}.json",
-                                      self.journal.to_json(), mode=0o600)
+        with self._lock:
+            self._journal_node.write_file(f"{JOURNAL_DIR}/{self.run_id}.json",
+                                          self.journal.to_json(), mode=0o600)
 
     def is_done(self, key: str) -> bool:
         return key in self.journal.done
 
     def mark_done(self, key: str) -> None:
-        if key not in self.journal.done:
-            self.journal.done.append(key)
+        with self._lock:
+            if key not in self.journal.done:
+                self.journal.done.append(key)
+                self.save()
+
+    def _declare(self, node: Node, items: list[tuple[str, bytes | None]]) -> list[str]:
+        """Journal the originals (before anything changes) and return their backup paths."""
+        with self._lock:
+            known = {(e["node"], e["path"]) for e in self.journal.files}
+            for path, original in items:
+                if (node.name, path) not in known:
+                    self.journal.files.append({
+                        "node": node.name, "path": path,
+                        "backup": f"{self.backup_dir()}/files{path}",
+                        "existed": original is not None,
+                        "sha256": hashlib.sha256(original).hexdigest() if original is not None
+                        else None,
+                        "mode": "644"})
             self.save()
+        return [f"{self.backup_dir()}/files{path}" for path, _ in items]
+
+    def replace_file(self, node: Node, path: str, original: bytes | None, content: bytes
+                     ) -> None:
+        """Keep the original, then write `content` atomically: one exec."""
+        [backup] = self._declare(node, [(path, original)])
+        run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup], stdin=content)
+
+    def regenerate(self, node: Node, cert: tuple[str, bytes | None],
+                   key: tuple[str, bytes | None], argv: list[str]) -> None:
+        """Keep and remove a certificate pair, then run `argv` (kubeadm) to make a new one."""
+        b_cert, b_key = self._declare(node, [cert, key])
+        run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", cert[0], b_cert,
+                   key[0], b_key, *argv], timeout=120)
 
     def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
                     move: bool = False) -> None:
@@ -140,6 +204,10 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
         if node is None:
             raise KindfixError(f"node {entry['node']} of run {journal.run_id} no longer exists")
         if entry["existed"]:
+            current = node.read_file(entry["path"])
+            if current is not None and hashlib.sha256(current).hexdigest() == entry["sha256"]:
+                restored.append(f"{entry['node']}:{entry['path']}")
+                continue  # never changed (a run killed between journal and change)
             run(node, ["sh", "-c", _RESTORE_SCRIPT, "kindfix-restore", entry["backup"],
                        entry["path"], entry.get("mode", "644")])
             got = node.read_file(entry["path"]) or b""

@@ -50,11 +50,12 @@ def pin(runtime: Runtime, cluster: Cluster, progress: Callable[[str], None]
             f"network {net.name} has no user-configured IPv4 subnet, so Docker refuses fixed IPs",
             hint="kind creates its network that way; pinning needs a network created with "
                  "--subnet (see README: Pinning)")
-    results = []
-    for node in cluster.nodes:
+    for node in cluster.nodes:  # refuse before touching any node
         if not node.running:
             raise KindfixError(f"node {node.name} is {node.state}",
                                hint=f"start it with `docker start {node.name}` first")
+    results = []
+    for node in cluster.nodes:
         same = node.pinned_ipv4 == node.ipv4 and (node.ipv6 is None or
                                                   node.pinned_ipv6 == node.ipv6)
         if same:

@@ -61,9 +61,14 @@ def _loopback_server(value: str, node: ClusterNode, snapshot: NodeSnapshot) -> s
     host = loopback_host(snapshot, family)
     if host is None:  # the certificate covers no loopback name: use the node's own address
         return replace_ips(value, _swap_to(by_family(node.ipv4, node.ipv6)))
-    if host == "localhost":
-        return replace_ips(value.replace("[", "").replace("]", "") if family == 6 else value,
-                           lambda lit: None if lit.is_local else "localhost")
+    if host == "localhost":  # a name: drop the brackets an IPv6 literal had in the URL
+        out = value
+        for lit in reversed(node_ips(value)):
+            start, end = lit.start, lit.end
+            if value[start - 1:start] == "[" and value[end:end + 1] == "]":
+                start, end = start - 1, end + 1
+            out = out[:start] + "localhost" + out[end:]
+        return out
     return replace_ips(value, lambda lit: None if lit.is_local else host)
 
 
