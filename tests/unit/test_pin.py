@@ -88,8 +88,6 @@ def test_refuses_a_stopped_node() -> None:
     assert e.value.hint == "start it with `docker start kind-control-plane` first"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pin() checks `running` inside the loop, so nodes "
-                   "before the stopped one are already disconnected/reconnected when it refuses")
 def test_a_stopped_node_is_refused_before_any_node_is_touched() -> None:
     rt = engine()
     rt.containers["kind-worker"] = replace(rt.containers["kind-worker"], state="exited")
