@@ -493,7 +493,6 @@ VERBS = {
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         _, rest = parse_flags(argv, GLOBAL_VALUE_FLAGS, GLOBAL_BOOL_FLAGS)
         if not rest or rest[0] not in VERBS:
@@ -510,4 +509,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `crictl ps | head` ends quietly
     sys.exit(main(sys.argv[1:]))

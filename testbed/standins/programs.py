@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 
 PROGRAMS = {
     "kubelet": "kubelet",
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
     if name not in PROGRAMS:
         print(f"kindbed-standin: unknown program {name!r}; one of {', '.join(sorted(PROGRAMS))}")
         return 127
+    # Like Go programs, die quietly when the reader of stdout goes away (`crictl ps | head`).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     module = importlib.import_module(f".{PROGRAMS[name]}", __package__)
     if PROGRAMS[name] == "controlplane":
         return int(module.main(name, argv[1:]))
