@@ -1,6 +1,8 @@
 """Nodes for the unit tests: the host's own `sh` as a node (to run kindfix's node-side scripts
 for real on tmp paths), and FakeNodes filled from a fixture dump that also answer the few
-file commands kindfix runs (`rm -f`, `stat -c %a`, `ls -1`, the journal's backup script)."""
+file commands kindfix runs (`rm -f`, `stat -c %a`, `ls -1`, and the journal's backup, replace,
+regenerate and restore scripts, emulated on the dict with the contract test_journal.py checks on
+a real filesystem)."""
 
 from __future__ import annotations
 
@@ -87,12 +89,46 @@ def _restore(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecR
     return ok()
 
 
+def _keep(node: FakeNode, src: str, dst: str) -> None:
+    # journal._KEEP_ORIGINAL: the first copy in a run wins; the mode travels in "<dst>.mode"
+    if src in node.files and dst not in node.files:
+        node.files[dst] = node.files[src]
+        node.files[dst + ".mode"] = f"{node.modes.get(src, 0o644):o}\n".encode()
+        node.modes[dst] = node.modes[dst + ".mode"] = 0o600
+
+
+def _replace(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    path, backup = argv[4], argv[5]
+    _keep(node, path, backup)
+    mode = int(node.files.get(backup + ".mode", b"644").decode().strip(), 8)
+    node.write_file(path, stdin or b"", mode)
+    return ok()
+
+
+def _regenerate(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    crt, b_crt, key, b_key = argv[4:8]
+    _keep(node, crt, b_crt)
+    _keep(node, key, b_key)
+    node.files.pop(crt, None)
+    node.files.pop(key, None)
+    return node.exec(argv[8:])
+
+
+def _restore_with_mode(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    saved = node.files.get(argv[4] + ".mode")
+    if saved is not None:
+        argv = (*argv[:6], saved.decode().strip())
+    return _restore(node, argv, stdin)
+
+
 def with_file_commands(node: FakeNode) -> FakeNode:
     node.on(("rm", "-f"), _rm)
     node.on(("stat", "-c", "%a"), _stat_mode)
     node.on(("ls", "-1"), _ls)
     node.on(("sh", "-c", journal._BACKUP_SCRIPT), _backup)
-    node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore)
+    node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore_with_mode)
+    node.on(("sh", "-c", journal._REPLACE_SCRIPT), _replace)
+    node.on(("sh", "-c", journal._REGENERATE_SCRIPT), _regenerate)
     return node
 
 

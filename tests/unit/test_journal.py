@@ -21,7 +21,7 @@ from kindfix.journal import (
     rollback,
     unfinished,
 )
-from tests.fakes import FakeNode
+from tests.fakes import FakeNode, fail
 from tests.unit.helpers_nodes import local_node, sh, with_file_commands
 
 REPO = Path(__file__).parents[2]
@@ -270,3 +270,106 @@ def test_cluster_lock_excludes_another_process_and_is_freed_by_sigkill(
 def test_lock_lives_in_xdg_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert journal.lock_path("kind") == tmp_path / "kindfix-kind.lock"
+
+
+# --- replace_file / regenerate: one exec per change, for real on the host ---------------------
+
+@pytest.fixture
+def local_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(journal, "ROOT", str(tmp_path / "kindfix"))
+    monkeypatch.setattr(journal, "JOURNAL_DIR", str(tmp_path / "kindfix" / "journal"))
+    return tmp_path
+
+
+def test_replace_file_keeps_the_first_original_and_its_mode(local_root: Path) -> None:
+    node = local_node()
+    target = local_root / "controller-manager.conf"
+    target.write_bytes(b"v1 original")
+    target.chmod(0o600)
+    rec = RunRecorder(Journal("20261125T180000Z-0008", "kind"), node)
+    rec.replace_file(node, str(target), b"v1 original", b"v2")
+    rec.replace_file(node, str(target), b"v2", b"v3")
+    assert target.read_bytes() == b"v3"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    [entry] = rec.journal.files
+    backup = Path(entry["backup"])
+    assert backup.read_bytes() == b"v1 original"
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+    assert entry["sha256"] == hashlib.sha256(b"v1 original").hexdigest()
+    assert sorted(p.name for p in local_root.iterdir()) == ["controller-manager.conf", "kindfix"]
+
+    [saved] = load_journals(node)
+    rollback({node.name: node}, saved)
+    assert target.read_bytes() == b"v1 original"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_replace_file_creates_a_new_file_and_rollback_removes_it(local_root: Path) -> None:
+    node = local_node()
+    target = local_root / "envoy" / "cds.yaml"
+    rec = RunRecorder(Journal("20261125T180000Z-0009", "kind"), node)
+    rec.replace_file(node, str(target), None, b"resources: []\n")
+    assert target.read_bytes() == b"resources: []\n"
+    assert rec.journal.files[0]["existed"] is False
+    rollback({node.name: node}, rec.journal)
+    assert not target.exists()
+
+
+_KUBEADM_STANDIN = 'printf "new cert" > "$0"; printf "new key" > "$1"'
+
+
+def test_regenerate_keeps_and_removes_the_pair_then_runs_the_command(local_root: Path) -> None:
+    node = local_node()
+    crt, key = local_root / "pki" / "apiserver.crt", local_root / "pki" / "apiserver.key"
+    crt.parent.mkdir()
+    crt.write_bytes(b"old cert")
+    key.write_bytes(b"old key")
+    key.chmod(0o600)
+    rec = RunRecorder(Journal("20261125T180000Z-0010", "kind"), node)
+    rec.regenerate(node, (str(crt), b"old cert"), (str(key), b"old key"),
+                   ["sh", "-c", _KUBEADM_STANDIN, str(crt), str(key)])
+    assert (crt.read_bytes(), key.read_bytes()) == (b"new cert", b"new key")
+    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    assert backups == {"apiserver.crt": b"old cert", "apiserver.key": b"old key"}
+    rollback({node.name: node}, rec.journal)
+    assert (crt.read_bytes(), key.read_bytes()) == (b"old cert", b"old key")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_regenerate_runs_the_command_without_the_old_pair(local_root: Path) -> None:
+    node = local_node()
+    crt, key = local_root / "etcd-peer.crt", local_root / "etcd-peer.key"
+    crt.write_bytes(b"old cert")
+    key.write_bytes(b"old key")
+    rec = RunRecorder(Journal("20261125T180000Z-0011", "kind"), node)
+    # kubeadm refuses to overwrite a pair that lacks a SAN: the pair must be gone when it runs
+    with pytest.raises(CommandError) as e:
+        rec.regenerate(node, (str(crt), b"old cert"), (str(key), b"old key"),
+                       ["sh", "-c", '[ ! -e "$0" ] && [ ! -e "$1" ] && exit 9', str(crt),
+                        str(key)])
+    assert e.value.exit_code == 9
+    rollback({node.name: node}, rec.journal)  # a failed kubeadm leaves nothing lost
+    assert (crt.read_bytes(), key.read_bytes()) == (b"old cert", b"old key")
+
+
+def test_the_journal_names_a_file_before_it_is_changed() -> None:
+    journal_node = cp_node()
+    node = FakeNode("kind-worker", "worker", files={"/kind/kubeadm.conf": b"old"})
+    node.on(("sh", "-c", journal._REPLACE_SCRIPT), lambda *_: fail(137, "killed"))
+    rec = RunRecorder(Journal("20261125T180000Z-0012", "kind"), journal_node)
+    with pytest.raises(CommandError):
+        rec.replace_file(node, "/kind/kubeadm.conf", b"old", b"new")
+    saved = Journal.from_json(journal_node.files[f"{journal.JOURNAL_DIR}/{rec.run_id}.json"])
+    assert [(e["node"], e["path"]) for e in saved.files] == [("kind-worker", "/kind/kubeadm.conf")]
+
+
+def test_rollback_leaves_a_file_that_never_changed_alone() -> None:
+    node = cp_node()
+    node.files["/kind/kubeadm.conf"] = b"untouched"
+    rec = recorder(node)
+    rec.journal.files.append({"node": node.name, "path": "/kind/kubeadm.conf",
+                              "backup": "/nowhere", "existed": True,
+                              "sha256": hashlib.sha256(b"untouched").hexdigest(), "mode": "644"})
+    assert rollback({node.name: node}, rec.journal) == [f"{node.name}:/kind/kubeadm.conf"]
+    assert not any(journal._RESTORE_SCRIPT in c for c in node.calls)
+    assert node.files["/kind/kubeadm.conf"] == b"untouched"
