@@ -1,0 +1,185 @@
+"""Applying a plan with backups and a journal (kindfix/apply.py), over FakeNodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from kindfix import journal
+from kindfix import node as node_mod
+from kindfix.apply import _RESTART_POD, KUBEADM_CONFIG, Applier
+from kindfix.audit import audit
+from kindfix.errors import KindfixError
+from kindfix.loadbalancer import HAPROXY_CFG
+from kindfix.node import ContainerNode
+from kindfix.plan import Plan, Step, make_plan
+from kindfix.runtime import ExecResult
+from tests.fakes import FakeNode, ok
+from tests.unit.helpers_nodes import applier, dump
+
+CP = "kind-control-plane"
+LB = "kind-external-load-balancer"
+
+
+class Events:
+    """Journal saves and file changes, in the order the nodes saw them."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, object]] = []
+
+    def watch(self, node: FakeNode) -> None:
+        write, replace = (node.handlers[("sh", "-c", node_mod._WRITE_FILE_SCRIPT)],
+                          node.handlers[("sh", "-c", journal._REPLACE_SCRIPT)])
+
+        def on_write(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+            if argv[4].startswith(journal.JOURNAL_DIR):
+                saved = journal.Journal.from_json(stdin or b"")
+                self.log.append(("journal", n.name, {(e["node"], e["path"]) for e in saved.files}))
+            return write(n, argv, stdin)
+
+        def on_replace(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+            self.log.append(("replace", n.name, argv[4]))
+            return replace(n, argv, stdin)
+
+        node.on(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), on_write)
+        node.on(("sh", "-c", journal._REPLACE_SCRIPT), on_replace)
+
+
+def through_the_engine(ap: Applier) -> None:
+    """Let every node (journal node included) be a ContainerNode over the FakeRuntime, so each
+    file write is an exec the FakeNode records, as on a real node."""
+    wrapped = {name: ContainerNode(ap.runtime, name, n.role) for name, n in ap.nodes.items()}
+    ap.nodes = wrapped
+    ap.recorder._journal_node = wrapped[CP]
+
+
+def plan_v014() -> tuple[Applier, dict[str, FakeNode], Plan, list[str]]:
+    cluster, snaps, nodes = dump("single-cp-restart-v0.14")
+    plan = make_plan(cluster, snaps, audit(cluster, snaps))
+    ap, said = applier(cluster, nodes, snaps)
+    for n in nodes.values():
+        n.on(("kubeadm", "init", "phase", "certs"), ok())
+        n.on(("sh", "-c", _RESTART_POD), ok())
+        n.on(("systemctl", "restart", "kubelet"), ok())
+    ap.recorder.journal.done.append("etcd")  # etcd recovery has its own tests
+    return ap, nodes, plan, said
+
+
+def test_write_file_journals_the_original_before_writing() -> None:
+    ap, nodes, plan, _ = plan_v014()
+    events = Events()
+    for n in nodes.values():
+        events.watch(n)
+    through_the_engine(ap)
+    ap.apply(plan)
+
+    writes = [s for s in plan.steps if s.kind == "write-file"]
+    assert writes
+    for step in writes:
+        node = nodes[step.node]
+        assert node.files[step.path] == step.content
+        i = events.log.index(("replace", step.node, step.path))
+        assert any(kind == "journal" and (step.node, step.path) in files  # type: ignore[operator]
+                   for kind, _, files in events.log[:i]), step.path
+        [entry] = [e for e in ap.recorder.journal.files if (e["node"], e["path"]) ==
+                   (step.node, step.path)]
+        original = ap.snapshots[step.node].file(step.path)
+        assert node.files[entry["backup"]] == original
+    assert {s.key for s in plan.steps} <= set(ap.recorder.journal.done)
+
+
+def test_a_step_already_done_is_skipped() -> None:
+    ap, nodes, plan, said = plan_v014()
+    first = next(s for s in plan.steps if s.kind == "write-file")
+    ap.recorder.journal.done.append(first.key)
+    before = nodes[first.node].files[first.path]
+    done = ap.apply(plan)
+    assert first.key not in done
+    assert nodes[first.node].files[first.path] == before
+    assert any(line.endswith(f"already done: {first.summary}") for line in said)
+    assert not any(c[2] == journal._REPLACE_SCRIPT and c[4] == first.path
+                   for c in nodes[first.node].calls if len(c) > 4)
+
+
+def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
+    ap, nodes, _, _ = plan_v014()
+    node = nodes[CP]
+    crt, key = "/etc/kubernetes/pki/etcd/peer.crt", "/etc/kubernetes/pki/etcd/peer.key"
+    node.files[key] = b"-----BEGIN RSA PRIVATE KEY-----\nold\n"
+    old_crt = node.files[crt]
+    present_when_kubeadm_ran: list[bool] = []
+
+    def kubeadm(n: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        present_when_kubeadm_ran.append(crt in n.files or key in n.files)
+        n.files[crt], n.files[key] = b"new cert", b"new key"
+        return ok()
+
+    node.on(("kubeadm", "init", "phase", "certs"), kubeadm)
+    step = Step(f"cert:{CP}:etcd-peer", "regen-cert", CP, "regenerate peer.crt", path=crt,
+                phase="etcd-peer", key_path=key)
+    ap.apply(Plan("kind", (step,), "none"))
+
+    assert ("kubeadm", "init", "phase", "certs", "etcd-peer", "--config", KUBEADM_CONFIG) in \
+        node.calls
+    assert present_when_kubeadm_ran == [False]
+    backups = {e["path"]: node.files[e["backup"]] for e in ap.recorder.journal.files}
+    assert backups == {crt: old_crt, key: b"-----BEGIN RSA PRIVATE KEY-----\nold\n"}
+    assert node.files[crt] == b"new cert"
+
+
+def test_restarts_follow_the_files_on_each_node() -> None:
+    ap, nodes, plan, _ = plan_v014()
+    ap.apply(plan)
+    calls = nodes[CP].calls
+    pods = [c[-1] for c in calls if c[:2] == ("sh", "-c") and c[3:4] == ("kindfix-restart",)]
+    assert {"kube-controller-manager", "kube-scheduler"} <= set(pods)
+    last_write = max(i for i, c in enumerate(calls) if c[2:3] == (journal._REPLACE_SCRIPT,))
+    first_restart = min(i for i, c in enumerate(calls) if c[3:4] == ("kindfix-restart",))
+    assert last_write < first_restart
+
+
+def test_steps_of_many_nodes_keep_each_nodes_plan_order() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-permuted")
+    plan = make_plan(cluster, snaps, audit(cluster, snaps))
+    ap, _ = applier(cluster, nodes, snaps)
+    per_node = [s for s in plan.steps if s.kind == "write-file"]
+    assert len({s.node for s in per_node}) >= 2
+    ap.apply(Plan(plan.cluster, tuple(per_node), "none"))
+    for name, node in nodes.items():
+        wrote = [c[4] for c in node.calls if c[2:3] == (journal._REPLACE_SCRIPT,)]
+        assert wrote == [s.path for s in per_node if s.node == name]
+        for s in per_node:
+            if s.node == name:
+                assert node.files[s.path] == s.content
+
+
+def test_fix_lb_rewrites_literal_haproxy_backends_then_reloads() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-haproxy-literal")
+    lb = nodes[LB]
+    lb.on(("kill", "-s", "HUP", "1"), ok())
+    ap, _ = applier(cluster, nodes, snaps)
+    ap.apply(Plan("kind", (Step("lb:config", "fix-lb", LB, "fix the LB"),), "none"))
+    new = lb.files[HAPROXY_CFG].decode()
+    for cp in cluster.control_planes:
+        assert f"server {cp.name} {cp.ipv4}:6443" in new
+    replaced = lb.calls.index(next(c for c in lb.calls if c[2:3] == (journal._REPLACE_SCRIPT,)))
+    assert lb.calls.index(("kill", "-s", "HUP", "1")) > replaced
+    [entry] = ap.recorder.journal.files
+    assert lb.files[entry["backup"]] == snaps[LB].file(HAPROXY_CFG)
+
+
+def test_start_lb_starts_the_container() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-permuted")
+    ap, _ = applier(cluster, nodes, snaps)
+    ap.apply(Plan("kind", (Step("lb:start", "start-lb", LB, "start the LB"),), "none"))
+    assert ap.runtime.log == [f"start {LB}"]  # type: ignore[attr-defined]
+    assert "lb:start" in ap.recorder.journal.done
+
+
+def test_a_step_for_an_unknown_node_is_an_error() -> None:
+    ap, _, _, _ = plan_v014()
+    step = Step("file:ghost:/x", "write-file", "ghost", "rewrite /x", path="/x", content=b"y")
+    with pytest.raises(KindfixError, match="node ghost is not part of cluster kind"):
+        ap.apply(Plan("kind", (step,), "none"))
+    assert "file:ghost:/x" not in ap.recorder.journal.done
