@@ -31,6 +31,7 @@ from testbed.node_files import ClusterPKI, Files, control_plane_files, manifests
 
 BED_LABEL = "dev.kindfix.testbed"
 OWNER_LABEL = "dev.kindfix.testbed.owner"  # "<hostname>:<pid>": lets sweep_stale spot dead runs
+KEEP = "keep"  # owner of beds that outlive their creator (the CLI's)
 META_LABEL = "dev.kindfix.testbed.meta"  # JSON of the create_bed options, for load_bed
 CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 ROLE_LABEL = "io.x-k8s.kind.role"
@@ -70,6 +71,7 @@ class Bed:
     etcd_image: str
     client: docker.DockerClient = field(repr=False)
     seeded_keys: int = 0
+    owner: str = KEEP
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -165,15 +167,12 @@ def put_files(client: docker.DockerClient, name: str, files: Files) -> None:
         raise BedError(f"writing {len(files)} files into {name} failed")
 
 
-_OWNER: list[str] = []  # set by create_bed(keep=True) for beds that outlive their creator
-
-
 def _owner() -> str:
-    return _OWNER[0] if _OWNER else f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _labels(bed_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    return {BED_LABEL: bed_id, OWNER_LABEL: _owner(), **(extra or {})}
+def _labels(bed_id: str, owner: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {BED_LABEL: bed_id, OWNER_LABEL: owner, **(extra or {})}
 
 
 def _select_entrypoint(client: docker.DockerClient, name: str, generation: str) -> None:
@@ -198,6 +197,7 @@ def _create_node(
     role: str,
     generation: str,
     meta: str,
+    owner: str,
 ) -> None:
     client.containers.create(
         image,
@@ -205,7 +205,7 @@ def _create_node(
         hostname=name,
         detach=True,
         network=network,
-        labels=_labels(bed_id, {CLUSTER_LABEL: cluster, ROLE_LABEL: role, META_LABEL: meta}),
+        labels=_labels(bed_id, owner, {CLUSTER_LABEL: cluster, ROLE_LABEL: role, META_LABEL: meta}),
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
         tmpfs={"/run": "rw,exec", "/tmp": "rw,exec"},
         # the stop is quick (kindbed-init exits 0 on SIGTERM); a bound keeps teardown bounded
@@ -331,7 +331,9 @@ def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None
         hostname=bed.lb,
         detach=True,
         network=bed.network,
-        labels=_labels(bed_id, {CLUSTER_LABEL: bed.cluster, ROLE_LABEL: "external-load-balancer"}),
+        labels=_labels(
+            bed_id, bed.owner, {CLUSTER_LABEL: bed.cluster, ROLE_LABEL: "external-load-balancer"}
+        ),
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
     )
     put_files(bed.client, bed.lb, {img.HAPROXY_CFG: (cfg.encode(), 0o644)})
@@ -357,7 +359,7 @@ def create_bed(
     `keep=True` marks the bed as owned by nobody in particular (the CLI), so `sweep_stale`
     leaves it alone after this process exits; `python -m testbed destroy|sweep --all` removes it.
     """
-    _OWNER[:] = ["keep"] if keep else []
+    owner = KEEP if keep else _owner()
     if (
         control_planes not in (1, 3)
         or generation not in GENERATIONS
@@ -377,7 +379,7 @@ def create_bed(
     cps = [f"{cluster}-control-plane{'' if i == 0 else i + 1}" for i in range(control_planes)]
     wks = [f"{cluster}-worker{'' if i == 0 else i + 1}" for i in range(workers)]
     lb_name = f"{cluster}-external-load-balancer" if control_planes > 1 else None
-    network, subnet = netmod.create_network(client, f"kindbed-{bed_id}", _labels(bed_id))
+    network, subnet = netmod.create_network(client, f"kindbed-{bed_id}", _labels(bed_id, owner))
     etcd_image = img.ETCD_IMAGE_ETCDUTL if etcdutl else img.ETCD_IMAGE
     meta = json.dumps(
         {
@@ -391,6 +393,7 @@ def create_bed(
     bed = Bed(
         bed_id, cluster, network, subnet, cps, wks, lb_name, generation, lb, etcd_image, client
     )
+    bed.owner = owner
     try:
         for name in bed.nodes:
             role = "control-plane" if name in cps else "worker"
@@ -403,6 +406,7 @@ def create_bed(
                 name=name,
                 role=role,
                 generation=generation,
+                owner=owner,
                 meta=meta,
             )
         ips: dict[str, str] = {}
@@ -516,4 +520,5 @@ def load_bed(client: docker.DockerClient, ref: str) -> Bed:
         meta["etcd_image"],
         client,
         seeded_keys=meta["seed_keys"],
+        owner=labels.get(OWNER_LABEL, KEEP),
     )

@@ -56,10 +56,7 @@ def permute(bed: Bed, order: Sequence[str] | None = None) -> Permutation:
             detach=True,
             name=f"{bed.cluster}-placeholder",
             network=bed.network,
-            labels={
-                BED_LABEL: bed.id,
-                OWNER_LABEL: bed.client.containers.get(nodes[0]).labels[OWNER_LABEL],
-            },
+            labels={BED_LABEL: bed.id, OWNER_LABEL: bed.owner},
         )
         wait_running(bed.client, placeholder.name, bed.network)
     try:

@@ -45,66 +45,71 @@ def _has_command(name: str) -> bool:
     return res.returncode == 0
 
 
-def _summary(report) -> str:
-    return (
-        "VERDICT: healthy"
-        if report.healthy
-        else "VERDICT: NOT healthy: " + "; ".join(report.reasons)
+def _run(bed: Bed) -> tuple[str, ...]:
+    """Break, audit, repair, verify; return the reasons the bed is not healthy."""
+    print(
+        f"cluster={bed.cluster} network={bed.network} subnet={bed.subnet} "
+        f"created in {bed.timings['create_s']:.1f}s; IPs {bed.ips()}"
     )
+    step("break it: stop all nodes, start them rotated (Docker hands out permuted IPs)")
+    perm = permute(bed)
+    print(f"IPs before {perm.before}\nIPs after  {perm.after} ({perm.seconds:.1f}s)")
+    step("check the broken bed")
+    broken = check_bed(bed)
+    print(f"broken as expected: {not broken.healthy}")
+    for r in broken.reasons:
+        print(f"  - {r}")
+    if _has_command("audit"):
+        step(f"kindfix audit --name {bed.cluster}")
+        print(f"audit exit code {_kindfix(bed, 'audit', '--name', bed.cluster)}")
+    else:
+        step("kindfix audit: not available yet (`python -m kindfix audit --help` fails)")
+    if _has_command("repair"):
+        step(f"kindfix repair --name {bed.cluster} --yes")
+        print(f"repair exit code {_kindfix(bed, 'repair', '--name', bed.cluster, '--yes')}")
+    else:
+        step("kindfix repair: not available yet (`python -m kindfix repair --help` fails)")
+    step("verify")
+    report = check_bed(bed)
+    for r in report.reasons:
+        print(f"  - {r}")
+    return report.reasons
 
 
 def main() -> int:
     t0 = time.monotonic()
-    step("ensure Docker engine")
-    client = engine.ensure_engine()
-    step("build images (cached by recipe hash)")
-    built = images.ensure_images()
-    print(
-        f"node={built.images.node} lb={built.images.lb} built={list(built.built)} "
-        f"in {built.seconds:.1f}s"
-    )
-    step("create a 3-control-plane bed with an external load balancer (kind node generation v0.15)")
-    bed = create_bed(
-        control_planes=3,
-        workers=0,
-        generation="v0.15",
-        lb="by-name",
-        client=client,
-        images=built.images,
-    )
+    reasons: tuple[str, ...] = ("the demo did not get to the verification",)
     try:
+        step("ensure Docker engine")
+        client = engine.ensure_engine()
+        step("build images (cached by recipe hash)")
+        built = images.ensure_images()
         print(
-            f"cluster={bed.cluster} network={bed.network} subnet={bed.subnet} "
-            f"created in {bed.timings['create_s']:.1f}s; IPs {bed.ips()}"
+            f"node={built.images.node} lb={built.images.lb} built={list(built.built)} "
+            f"in {built.seconds:.1f}s"
         )
-        step("break it: stop all nodes, start them rotated (Docker hands out permuted IPs)")
-        perm = permute(bed)
-        print(f"IPs before {perm.before}\nIPs after  {perm.after} ({perm.seconds:.1f}s)")
-        step("check the broken bed")
-        print(_summary(check_bed(bed)))
-        if _has_command("audit"):
-            step(f"kindfix audit --name {bed.cluster}")
-            print(f"audit exit code {_kindfix(bed, 'audit', '--name', bed.cluster)}")
-        else:
-            step("kindfix audit: not available yet (`python -m kindfix audit --help` fails)")
-        if _has_command("repair"):
-            step(f"kindfix repair --name {bed.cluster} --yes")
-            print(f"repair exit code {_kindfix(bed, 'repair', '--name', bed.cluster, '--yes')}")
-        else:
-            step(
-                "kindfix repair: not available yet "
-                "(`python -m kindfix repair --help` fails): not repaired"
-            )
-        step("verify")
-        report = check_bed(bed)
-        for r in report.reasons:
-            print(f"  - {r}")
-    finally:
-        step(f"destroy bed {bed.id}")
-        bed.destroy()
+        step("create a 3-control-plane bed + external load balancer (kind node generation v0.15)")
+        bed = create_bed(
+            control_planes=3,
+            workers=0,
+            generation="v0.15",
+            lb="by-name",
+            client=client,
+            images=built.images,
+        )  # destroys itself if it fails
+        try:
+            reasons = _run(bed)
+        finally:
+            step(f"destroy bed {bed.id}")
+            bed.destroy()
+    except Exception as err:  # the demo's edge: report, then the verdict line
+        reasons = (f"demo failed: {type(err).__name__}: {err}",)
     print(f"demo took {time.monotonic() - t0:.0f}s")
-    print(_summary(report), flush=True)
-    return 0 if report.healthy else 1
+    print(
+        "VERDICT: healthy" if not reasons else "VERDICT: NOT healthy: " + "; ".join(reasons),
+        flush=True,
+    )
+    return 0 if not reasons else 1
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ def test_one_control_plane_bed_is_kind_shaped_healthy_and_leaves_nothing(
     assert "/etc/kubernetes/kubelet.conf" not in entrypoint  # v0.15, not v0.30
     # as on a real node, etcdctl lives only in the etcd image; crictl sees the etcd container
     assert not bed.exec(cp, ["sh", "-c", "command -v etcdctl"]).ok
+    etcd_bin = f"{img.image_dir(img.ETCD_IMAGE)}/bin"
+    assert bed.exec(cp, ["test", "-x", f"{etcd_bin}/etcdctl"]).ok
+    assert not bed.exec(cp, ["test", "-e", f"{etcd_bin}/etcdutl"]).ok  # as in etcd 3.5 images
+    assert not bed.exec(cp, ["test", "-e", img.image_dir(img.ETCD_IMAGE_ETCDUTL)]).ok
     assert bed.exec(cp, ["crictl", "ps", "--name", "etcd", "-q"]).stdout.strip()
     assert bed.exec(worker, ["test", "-s", "/etc/kubernetes/kubelet.conf"]).ok
     assert not bed.exec(worker, ["test", "-e", "/etc/kubernetes/manifests/etcd.yaml"]).ok
@@ -146,7 +150,13 @@ def test_permuted_bed_with_v015_fixup_has_stale_etcd_peers_and_by_name_lb_follow
     make_bed: Callable[..., Bed],
 ) -> None:
     """kind >= v0.15 rewrites flags and the apiserver cert; etcd certs and membership stay stale."""
-    bed = make_bed(control_planes=3, generation="v0.15", lb="by-name", seed_keys=50)
+    bed = make_bed(control_planes=3, generation="v0.15", lb="by-name", seed_keys=50, etcdutl=True)
+    utl = f"{img.image_dir(img.ETCD_IMAGE_ETCDUTL)}/bin/etcdutl"
+    assert bed.exec(bed.control_planes[2], [utl, "version"]).ok
+    assert (
+        img.ETCD_IMAGE_ETCDUTL
+        in bed.exec(bed.control_planes[0], ["cat", "/etc/kubernetes/manifests/etcd.yaml"]).stdout
+    )
     perm = permute(bed)  # rotated start order: all three move (TESTBED.md)
     assert sorted(perm.moved) == sorted(bed.control_planes)
 
