@@ -96,7 +96,8 @@ class FakeEtcd:
     def _answer(self, data: dict[str, Any]) -> ExecResult:
         return ExecResult(0, json.dumps(data).encode(), b"")
 
-    def _gateway(self, node: FakeNode, path: str, body: dict[str, Any]) -> ExecResult:
+    def _gateway(self, node: FakeNode, path: str, body: dict[str, Any]  # noqa: PLR0911
+                 ) -> ExecResult:  # one answer per gateway path
         header = self._header(node)
         if path == "/v3/cluster/member/list":
             return self._answer({"header": header, "members": self.members})

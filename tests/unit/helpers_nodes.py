@@ -29,8 +29,8 @@ class LocalRuntime:
 
     name = "local"
 
-    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,
-             timeout: float | None = None) -> ExecResult:
+    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,  # noqa: ARG002
+             timeout: float | None = None) -> ExecResult:  # noqa: ARG002 (Runtime.exec's signature)
         p = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=30,
                            check=False)
         return ExecResult(p.returncode, p.stdout, p.stderr)

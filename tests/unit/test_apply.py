@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import pytest
@@ -10,13 +11,16 @@ from kindfix import journal
 from kindfix import node as node_mod
 from kindfix.apply import _RESTART_POD, KUBEADM_CONFIG, Applier
 from kindfix.audit import audit
+from kindfix.discovery import Cluster
+from kindfix.dump import load_dump
 from kindfix.errors import KindfixError
 from kindfix.loadbalancer import HAPROXY_CFG
 from kindfix.node import ContainerNode
+from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, ok
-from tests.unit.helpers_nodes import applier, dump
+from tests.unit.helpers_nodes import DUMPS, applier, dump, fake_nodes
 
 CP = "kind-control-plane"
 LB = "kind-external-load-balancer"
@@ -54,9 +58,16 @@ def through_the_engine(ap: Applier) -> None:
     ap.recorder._journal_node = wrapped[CP]
 
 
+@functools.lru_cache(maxsize=1)
+def _v014() -> tuple[Cluster, dict[str, NodeSnapshot], Plan]:
+    # planning is pure and the snapshots are frozen: plan once for every test here
+    cluster, snaps = load_dump(DUMPS / "single-cp-restart-v0.14")
+    return cluster, snaps, make_plan(cluster, snaps, audit(cluster, snaps))
+
+
 def plan_v014() -> tuple[Applier, dict[str, FakeNode], Plan, list[str]]:
-    cluster, snaps, nodes = dump("single-cp-restart-v0.14")
-    plan = make_plan(cluster, snaps, audit(cluster, snaps))
+    cluster, snaps, plan = _v014()
+    nodes = fake_nodes(snaps)
     ap, said = applier(cluster, nodes, snaps)
     for n in nodes.values():
         n.on(("kubeadm", "init", "phase", "certs"), ok())
@@ -110,7 +121,7 @@ def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
     old_crt = node.files[crt]
     present_when_kubeadm_ran: list[bool] = []
 
-    def kubeadm(n: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    def kubeadm(n: FakeNode, _argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         present_when_kubeadm_ran.append(crt in n.files or key in n.files)
         n.files[crt], n.files[key] = b"new cert", b"new key"
         return ok()

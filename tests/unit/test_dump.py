@@ -56,8 +56,9 @@ def test_collect_write_load_round_trip(tmp_path: Path) -> None:
     for name, snap in snaps.items():
         got = loaded_snaps[name]
         assert got.role == snap.role
-        assert {p: c for p, c in got.files.items() if c is not None} == \
-            {p: redact(c) for p, c in snap.files.items() if c is not None and not p.endswith(".key")}
+        want = {p: redact(c) for p, c in snap.files.items()
+                if c is not None and not p.endswith(".key")}
+        assert {p: c for p, c in got.files.items() if c is not None} == want
         assert got.commands == snap.commands
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["network"]["subnets"] == ["172.18.0.0/16", "fc00:f853:ccd:e793::/64"]
@@ -93,11 +94,13 @@ def test_secrets_are_redacted_and_key_files_never_written(tmp_path: Path) -> Non
     everything = b"".join(written.values())
     assert b"MIIEowIBAAKCAQEA" not in everything
     assert b"LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk" not in everything
-    assert b"eyJhbGciOiJSUzI1NiJ9" not in everything and b"s3cr3t" not in everything
+    assert b"eyJhbGciOiJSUzI1NiJ9" not in everything
+    assert b"s3cr3t" not in everything
     assert "nodes/kind-control-plane/files/etc/kubernetes/pki/apiserver.key" not in written
     assert "nodes/kind-control-plane/files/kind/old-ipv6" not in written
     admin = written["nodes/kind-control-plane/files/etc/kubernetes/admin.conf"]
-    assert b"client-key-data: REDACTED\n" in admin and b"token: REDACTED\n" in admin
+    assert b"client-key-data: REDACTED\n" in admin
+    assert b"token: REDACTED\n" in admin
     assert b"client-certificate-data: LS0tLS1CRUdJTiBDRVJU" in admin  # not a secret: kept
     crt = written["nodes/kind-control-plane/files/etc/kubernetes/pki/apiserver.crt"]
     assert crt.startswith(CERT_PEM)  # the certificate itself is kept
@@ -135,7 +138,8 @@ def test_load_dump_ignores_other_clusters_and_stopped_nodes(tmp_path: Path) -> N
 def test_a_directory_without_a_manifest_is_not_a_dump(tmp_path: Path) -> None:
     with pytest.raises(KindfixError, match="is not a kindfix dump") as e:
         load_dump(tmp_path)
-    assert e.value.hint is not None and "kindfix collect" in e.value.hint
+    assert e.value.hint is not None
+    assert "kindfix collect" in e.value.hint
 
 
 def test_unknown_format_and_broken_json_are_refused(tmp_path: Path) -> None:

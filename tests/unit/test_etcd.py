@@ -27,7 +27,8 @@ def test_call_posts_with_the_healthcheck_client_certificate() -> None:
     data = etcd.call(node, "/v3/cluster/member/list")
     assert data["members"][0]["name"] == CP
     [argv] = node.calls
-    assert argv[0] == "curl" and argv[-1] == "https://127.0.0.1:2379/v3/cluster/member/list"
+    assert argv[0] == "curl"
+    assert argv[-1] == "https://127.0.0.1:2379/v3/cluster/member/list"
     flags = dict(zip(argv[1:-1], argv[2:-1]))
     assert flags["--cert"] == "/etc/kubernetes/pki/etcd/healthcheck-client.crt"
     assert flags["--key"] == "/etc/kubernetes/pki/etcd/healthcheck-client.key"
@@ -82,14 +83,16 @@ def test_members_update_and_add_speak_decimal_string_ids() -> None:
                                 "peerURLs": ["https://172.18.0.2:2380"]})
     assert etcd.members(node)[0].peer_urls == ("https://172.18.0.2:2380",)
     added = etcd.member_add(node, ["https://172.18.0.4:2380"])
-    assert added.peer_urls == ("https://172.18.0.4:2380",) and added.id.isdigit()
+    assert added.peer_urls == ("https://172.18.0.4:2380",)
+    assert added.id.isdigit()
     assert added.name == ""  # not started yet: etcd lists an unnamed member
 
 
 def test_status_and_healthy() -> None:
     node, gw = cluster_of_one()
     st = etcd.status(node)
-    assert st is not None and st["header"]["revision"] == "1342"
+    assert st is not None
+    assert st["header"]["revision"] == "1342"
     assert etcd.healthy(node)
     gw.leader = "0"
     assert not etcd.healthy(node)
@@ -136,4 +139,5 @@ def test_wait_until_is_bounded_and_names_the_last_error() -> None:
                        r"\(last error: etcd on kind-control-plane did not answer\)") as e:
         etcd.wait_until(refuse, "etcd to lead", timeout=0.2, interval=0.05)
     assert time.monotonic() - start < 2
-    assert e.value.hint is not None and "kindfix repair" in e.value.hint
+    assert e.value.hint is not None
+    assert "kindfix repair" in e.value.hint

@@ -14,6 +14,7 @@ import pytest
 
 from kindfix import etcd_recovery, probes
 from kindfix.discovery import ClusterNode
+from kindfix.errors import KindfixError
 from kindfix.etcd_recovery import (
     DATA_DIR,
     MANIFEST,
@@ -213,7 +214,8 @@ def test_copy_data_fails_on_a_copy_that_differs(tmp_path: Path) -> None:
 
 def test_copy_data_without_a_data_dir_fails(tmp_path: Path) -> None:
     p = sh(etcd_recovery._COPY_DATA, str(tmp_path / "none"), str(tmp_path / "dst"))
-    assert p.returncode == 3 and b"no data dir" in p.stderr
+    assert p.returncode == 3
+    assert b"no data dir" in p.stderr
 
 
 def test_set_aside_moves_member_dir_away(tmp_path: Path) -> None:
@@ -222,7 +224,8 @@ def test_set_aside_moves_member_dir_away(tmp_path: Path) -> None:
     assert sh(etcd_recovery._SET_ASIDE, str(data), str(stale)).returncode == 0
     assert not (data / "member").exists()
     [moved] = list(stale.iterdir())
-    assert moved.name.startswith("member-") and (moved / "snap" / "db").exists()
+    assert moved.name.startswith("member-")
+    assert (moved / "snap" / "db").exists()
     assert sh(etcd_recovery._SET_ASIDE, str(data), str(stale)).returncode == 0  # nothing left
     assert len(list(stale.iterdir())) == 1
 
@@ -279,8 +282,11 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
     def running(node: FakeNode, *_: Any) -> Any:
         return ok("3f9a\n" if MANIFEST in node.files else "")
 
-    def forced(node: FakeNode, *_: Any) -> Any:
-        return ok("1\n" if b"--force-new-cluster" in node.files.get(MANIFEST, b"") else "0\n")
+    def shell(node: FakeNode, argv: Any, _stdin: Any) -> Any:
+        if "force-new-cluster" in argv[2]:  # _forced_running's scan of /proc
+            forced = b"--force-new-cluster" in node.files.get(MANIFEST, b"")
+            return ok("1\n" if forced else "0\n")
+        return ok()  # data copy, set-aside, stop of the etcd container
 
     def park(node: FakeNode, argv: Any, _stdin: Any) -> Any:
         if argv[4] in node.files:
@@ -288,15 +294,18 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
             del node.files[argv[4]]
         return ok()
 
+    def unpark(node: FakeNode, *_: Any) -> Any:
+        node.files.pop(PARKED, None)
+        return ok()
+
     for node in nodes.values():
         if node.role != "control-plane":
             continue
         gw.attach(node)
-        node.on(("sh", "-c"), ok())  # data copy, set-aside
+        node.on(("sh", "-c"), shell)
         node.on(("sh", "-c", etcd_recovery._ETCD_RUNNING), running)
         node.on(("sh", "-c", etcd_recovery._PARK), park)
-        node.on(("sh", "-c", "for f in /proc/"), forced)
-        node.on(("rm", "-f", PARKED), lambda n, *_: ok() if n.files.pop(PARKED, 1) else ok())
+        node.on(("rm", "-f", PARKED), unpark)
 
 
 CURRENT: dict[str, str] = {}
@@ -331,8 +340,6 @@ def test_force_new_cluster_rebuilds_membership_on_current_ips(
                    "after the forced member started can never continue (times out)")
 def test_force_new_cluster_continues_after_a_run_killed_once_the_forced_member_runs(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from kindfix.errors import KindfixError
-
     cluster, nodes, gw = _permuted(monkeypatch)
     gw.refuse_update = 1  # the first run dies at the self-update, after "forced"
     ap, _ = applier(cluster, nodes)
@@ -361,6 +368,8 @@ def _assert_rebuilt(ap: Any, nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
                            .split(","))
             assert members[name] == want[name]
             assert set(members.items()) <= set(want.items())
+    best_calls = nodes["kind-control-plane2"].calls
+    assert any(c[:2] == ("sh", "-c") and "[-]-force-new-cluster" in c[2] for c in best_calls)
     done = set(ap.recorder.journal.done)
     assert {"etcd:forced", "etcd:self-update", "etcd:unforced", "etcd:added:kind-control-plane",
             "etcd:added:kind-control-plane3"} <= done

@@ -72,7 +72,8 @@ def test_backup_of_a_missing_file_records_that_it_did_not_exist() -> None:
     rec = recorder(node)
     rec.backup_file(node, "/home/envoy/lds.yaml", None)
     [entry] = rec.journal.files
-    assert entry["existed"] is False and entry["sha256"] is None
+    assert entry["existed"] is False
+    assert entry["sha256"] is None
     assert not any(c[:2] == ("sh", "-c") and c[2] == journal._BACKUP_SCRIPT for c in node.calls)
 
 
@@ -124,9 +125,11 @@ def test_unfinished_is_the_newest_unfinished_run_of_that_cluster() -> None:
 
     assert [j.run_id for j in load_journals(node)] == [j.run_id for j in runs]
     got = unfinished(node, "kind")
-    assert got is not None and got.run_id == "20261121T100000Z-0002"
+    assert got is not None
+    assert got.run_id == "20261121T100000Z-0002"
     other = unfinished(node, "other")
-    assert other is not None and other.cluster == "other"
+    assert other is not None
+    assert other.cluster == "other"
     assert unfinished(node, "absent") is None
 
 
@@ -172,7 +175,7 @@ def test_rollback_raises_when_the_restored_file_does_not_match_its_checksum() ->
 def test_rollback_names_a_node_that_no_longer_exists() -> None:
     node = cp_node()
     rec = _run_that_changed_two_files(node)
-    with pytest.raises(KindfixError, match="kind-control-plane .* no longer exists"):
+    with pytest.raises(KindfixError, match=r"kind-control-plane .* no longer exists"):
         rollback({}, rec.journal)
 
 

@@ -1,10 +1,12 @@
-"""kind's external load balancer: haproxy by name or by literal IP, Envoy (kindfix/loadbalancer.py)."""
+"""kind's external load balancer: haproxy by name or by literal IP, Envoy
+(kindfix/loadbalancer.py)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from ruamel.yaml import YAML
 
 from kindfix.discovery import Cluster
 from kindfix.findings import OK, STALE, UNREACHABLE
@@ -59,7 +61,8 @@ def test_haproxy_backends_by_name_and_by_literal_ip() -> None:
 def test_audit_of_by_name_backends_is_ok() -> None:
     cluster, snap = lb_snapshot("ha-3cp-healthy")
     findings = audit_load_balancer(cluster, {LB: snap})
-    assert len(findings) == 3 and {f.status for f in findings} == {OK}
+    assert len(findings) == 3
+    assert {f.status for f in findings} == {OK}
 
 
 def test_audit_flags_swapped_literal_backends_by_node_name() -> None:
@@ -79,13 +82,15 @@ def test_audit_of_an_exited_load_balancer() -> None:
 def test_rewrite_points_literal_backends_at_the_named_nodes_current_ips() -> None:
     cluster, snap = lb_snapshot("ha-3cp-haproxy-literal")
     [(path, (old, new))] = lb_rewrites(cluster, snap).items()
-    assert path == HAPROXY_CFG and old == snap.file(HAPROXY_CFG)
+    assert path == HAPROXY_CFG
+    assert old == snap.file(HAPROXY_CFG)
     ips = {n.name: n.ipv4 for n in cluster.control_planes}
     got = {b.name: b.address for b in haproxy_backends(new.decode())}
     assert got == ips
     changed = [(a, b) for a, b in zip(old.decode().splitlines(), new.decode().splitlines())
                if a != b]
-    assert len(changed) == 2 and all("check check-ssl verify none" in b for _, b in changed)
+    assert len(changed) == 2
+    assert all("check check-ssl verify none" in b for _, b in changed)
     after = replace(snap, files={**snap.files, HAPROXY_CFG: new})
     assert lb_rewrites(cluster, after) == {}
     assert {f.status for f in audit_load_balancer(cluster, {LB: after})} == {OK}
@@ -94,7 +99,8 @@ def test_rewrite_points_literal_backends_at_the_named_nodes_current_ips() -> Non
 def test_rewrite_of_an_ipv6_literal_backend_keeps_brackets_and_port() -> None:
     cluster, snap = lb_snapshot("ha-3cp-haproxy-literal")
     cp2 = cluster.node("kind-control-plane2")
-    assert cp2 is not None and cp2.ipv6
+    assert cp2 is not None
+    assert cp2.ipv6
     cfg = b"backend kube-apiservers\n  server kind-control-plane2 [fc00::99]:6443 check\n"
     [(_, new)] = lb_rewrites(cluster, replace(snap, files={HAPROXY_CFG: cfg})).values()
     assert new == (f"backend kube-apiservers\n  server kind-control-plane2 "
@@ -110,28 +116,29 @@ def test_by_name_backends_need_no_rewrite() -> None:
 def test_empty_envoy_config_is_flagged_and_rebuilt_by_name() -> None:
     cluster, snap = lb_snapshot("ha-3cp-envoy-empty")
     [finding] = audit_load_balancer(cluster, {LB: snap})
-    assert finding.status == STALE and finding.advertised == "no backends"
+    assert finding.status == STALE
+    assert finding.advertised == "no backends"
     rewrites = lb_rewrites(cluster, snap)
     assert set(rewrites) == {ENVOY_CDS, ENVOY_LDS}
     cds, lds = rewrites[ENVOY_CDS][1], rewrites[ENVOY_LDS][1]
     assert envoy_backends(cds) == [n.name for n in cluster.control_planes]
-    assert b"port_value: 6443" in lds and b"cluster: kube_apiservers" in lds
+    assert b"port_value: 6443" in lds
+    assert b"cluster: kube_apiservers" in lds
     after = replace(snap, files={**snap.files, ENVOY_CDS: cds, ENVOY_LDS: lds})
     assert lb_rewrites(cluster, after) == {}
     assert {f.status for f in audit_load_balancer(cluster, {LB: after})} == {OK}
 
 
 def test_generated_envoy_files_are_yaml_with_the_right_shape() -> None:
-    from ruamel.yaml import YAML
-
     cluster, _ = lb_snapshot("ha-3cp-envoy-empty")
     cds = YAML(typ="safe").load(envoy_cds(cluster, port=7443).decode())
     [res] = cds["resources"]
-    assert res["type"] == "STRICT_DNS" and res["name"] == "kube_apiservers"
+    assert res["type"] == "STRICT_DNS"
+    assert res["name"] == "kube_apiservers"
     eps = res["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in eps] == [7443] * 3
     lds = YAML(typ="safe").load(envoy_lds(7443).decode())
-    assert lds["resources"][0]["address"]["socket_address"] == {"address": "0.0.0.0",
+    assert lds["resources"][0]["address"]["socket_address"] == {"address": "0.0.0.0",  # noqa: S104
                                                                 "port_value": 7443}
 
 

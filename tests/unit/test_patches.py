@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from kindfix.audit import parse_file
 from kindfix.patches import (
     CONTROL_PLANE,
     LOAD_BALANCER,
@@ -13,7 +14,6 @@ from kindfix.patches import (
     load_patches,
     parse_patches,
 )
-from kindfix.audit import parse_file
 from kindfix.yamlpath import PARSERS, Document, parse_path
 from tests.unit.helpers_nodes import DUMPS, dump
 

@@ -41,7 +41,8 @@ def test_refuses_a_network_without_a_user_ipv4_subnet() -> None:
     rt = engine(v6_only)
     with pytest.raises(KindfixError, match="no user-configured IPv4 subnet") as e:
         pin(rt, discover(rt, "kind"), lambda _: None)
-    assert e.value.hint and "--subnet" in e.value.hint
+    assert e.value.hint
+    assert "--subnet" in e.value.hint
     assert rt.log == []
 
 
@@ -60,7 +61,8 @@ def test_pinning_twice_changes_nothing_the_second_time() -> None:
     run_pin(rt)
     rt.log.clear()
     said, _ = run_pin(rt)
-    assert rt.log == [] and said == []
+    assert rt.log == []
+    assert said == []
 
 
 def test_warns_when_pinned_ips_lie_inside_the_ip_range() -> None:

@@ -1,4 +1,5 @@
-"""In-node probes and their parsers, on the outputs the fixture dumps recorded (kindfix/probes.py)."""
+"""In-node probes and their parsers, on the outputs the fixture dumps recorded
+(kindfix/probes.py)."""
 
 from __future__ import annotations
 
@@ -51,29 +52,39 @@ def test_parse_etcd_probe_on_every_fixture_output(where: str, text: str) -> None
     p = parse_etcd_probe(text)
     sections = split_sections(text)
     assert sections["end"] == (0, "")
-    assert p.has_leader is not None and p.metrics_revision is not None
+    assert p.has_leader is not None
+    assert p.metrics_revision is not None
     if p.reachable:
         node = where.split("/")[1]
         assert p.error is None
         assert node in {m.name for m in p.members}
         assert all(m.id.isdigit() for m in p.members)  # decimal strings, never numbers
         assert p.member_id in {m.id for m in p.members}
-        assert p.revision == p.metrics_revision and p.leader and p.has_leader
+        assert p.revision == p.metrics_revision
+        assert p.leader
+        assert p.has_leader
         assert p.health == '{"health":"true","reason":""}'
     else:
-        assert p.members == () and p.error
+        assert p.members == ()
+        assert p.error
 
 
 def test_the_no_quorum_probe() -> None:
     text = dict(etcd_outputs())["ha-3cp-permuted/kind-control-plane2"]
     p = parse_etcd_probe(text)
-    assert not p.reachable and p.members == ()
-    assert p.error is not None and p.error.startswith("curl: (28) Operation timed out")
-    assert p.leader is None and p.revision is None and p.member_id is None
+    assert not p.reachable
+    assert p.members == ()
+    assert p.error is not None
+    assert p.error.startswith("curl: (28) Operation timed out")
+    assert p.leader is None
+    assert p.revision is None
+    assert p.member_id is None
     assert p.has_leader is False
     assert p.health == '{"health":"false","reason":"RAFT NO LEADER"}'
-    assert p.metrics_revision is not None and p.metrics_revision > 0
-    assert p.keys_total is not None and p.applied_index is not None
+    assert p.metrics_revision is not None
+    assert p.metrics_revision > 0
+    assert p.keys_total is not None
+    assert p.applied_index is not None
     others = [parse_etcd_probe(t).metrics_revision for w, t in etcd_outputs()
               if w.startswith("ha-3cp-permuted/") and not w.endswith("plane2")]
     assert all(r is not None and r < p.metrics_revision for r in others)  # README: cp2 highest
@@ -87,10 +98,13 @@ def test_an_ipv6_member_answers_the_probe_through_its_loopback() -> None:
 
 def test_parse_etcd_probe_of_garbage_or_nothing() -> None:
     p = parse_etcd_probe("")
-    assert not p.reachable and p.error == "no answer from etcd"
-    assert p.has_leader is None and p.metrics_revision is None
+    assert not p.reachable
+    assert p.error == "no answer from etcd"
+    assert p.has_leader is None
+    assert p.metrics_revision is None
     p = parse_etcd_probe("@@kindfix-section member-list 0\n<html>\n@@kindfix-section end 0\n")
-    assert not p.reachable and p.error == "<html>"
+    assert not p.reachable
+    assert p.error == "<html>"
 
 
 def test_the_probe_script_asks_both_loopbacks() -> None:
@@ -111,7 +125,8 @@ def test_parse_crictl_ps_on_the_fixture_outputs() -> None:
         assert {"etcd", "kube-apiserver"} <= names, path
         node = path.parent.name
         for c in containers:
-            assert len(c.id) == 64 and c.state.startswith("CONTAINER_")
+            assert len(c.id) == 64
+            assert c.state.startswith("CONTAINER_")
             if c.name in ("etcd", "kube-apiserver"):  # static pods: <component>-<node>
                 assert c.pod == f"{c.name}-{node}"
     assert seen >= 14
@@ -122,7 +137,9 @@ def test_parse_crictl_ps_of_the_permuted_cluster_shows_crash_looping_pods() -> N
                     probes.CRICTL_PS)
     assert text is not None
     apiserver = [c for c in parse_crictl_ps(text) if c.name == "kube-apiserver"]
-    assert apiserver and apiserver[0].state == "CONTAINER_EXITED" and apiserver[0].attempt > 0
+    assert apiserver
+    assert apiserver[0].state == "CONTAINER_EXITED"
+    assert apiserver[0].attempt > 0
 
 
 def test_parse_crictl_ps_of_empty_or_broken_output() -> None:

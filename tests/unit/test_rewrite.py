@@ -56,8 +56,8 @@ V6 = ClusterNode("kind-control-plane", "control-plane", "running", None,
 
 
 def test_loopback_host_follows_the_apiserver_certificate() -> None:
-    kind_default = apiserver_cert(KUBE_NAMES + ("localhost",), ("10.96.0.1", "127.0.0.1"))
-    user_address = apiserver_cert(KUBE_NAMES + ("localhost",), ("10.96.0.1", "0.0.0.0"))
+    kind_default = apiserver_cert((*KUBE_NAMES, "localhost"), ("10.96.0.1", "127.0.0.1"))
+    user_address = apiserver_cert((*KUBE_NAMES, "localhost"), ("10.96.0.1", "192.168.1.10"))
     neither = apiserver_cert(KUBE_NAMES, ("10.96.0.1", "172.18.0.3"))
     assert loopback_host(snap_with(kind_default), 4) == "127.0.0.1"
     assert loopback_host(snap_with(user_address), 4) == "localhost"
@@ -70,7 +70,7 @@ def test_loopback_host_follows_the_apiserver_certificate() -> None:
 @pytest.mark.parametrize(("node", "value", "cert", "want"), [
     (V4, "https://172.18.0.3:6443", apiserver_cert(("localhost",), ("127.0.0.1",)),
      "https://127.0.0.1:6443"),
-    (V4, "https://172.18.0.3:6443", apiserver_cert(("localhost",), ("0.0.0.0",)),
+    (V4, "https://172.18.0.3:6443", apiserver_cert(("localhost",), ("192.168.1.10",)),
      "https://localhost:6443"),
     (V4, "https://172.18.0.3:6443", apiserver_cert(KUBE_NAMES, ("172.18.0.3",)),
      "https://172.18.0.2:6443"),
@@ -113,7 +113,8 @@ def test_initial_cluster_is_rebuilt_from_each_members_current_ip() -> None:
 def test_endpoint_values_follow_the_endpoint_except_a_control_planes_kubelet() -> None:
     cluster, _, _ = dump("ha-3cp-healthy")
     lb, cp2 = cluster.load_balancer, cluster.node("kind-control-plane2")
-    assert lb is not None and cp2 is not None
+    assert lb is not None
+    assert cp2 is not None
     snap = NodeSnapshot(cp2.name, cp2.role, {})
     stale = "https://172.18.0.99:6443"
     assert new_value(loc("admin.server"), stale, cp2, cluster, snap) == \
@@ -143,7 +144,9 @@ def _rewritten(name: str) -> tuple[Cluster, dict[str, NodeSnapshot], int]:
         changes = file_changes(snap, node, cluster, patches)
         count += len(changes)
         for c in changes:
-            assert c.node == node.name and c.old == snap.file(c.path) and c.new != c.old
+            assert c.node == node.name
+            assert c.old == snap.file(c.path)
+            assert c.new != c.old
         out[node.name] = replace(snap, files={**snap.files, **{c.path: c.new for c in changes}})
     return cluster, out, count
 

@@ -26,7 +26,9 @@ def healthy_ha() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
     members: list[dict[str, Any]] = [
         {"ID": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
          "clientURLs": list(m.client_urls)} for m in probe.members]
-    assert len(members) == 3 and probe.leader and probe.revision
+    assert len(members) == 3
+    assert probe.leader
+    assert probe.revision
     gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision)
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
     return cluster, nodes, gw
