@@ -110,16 +110,30 @@ def _with_parked_etcd(snapshots: dict[str, NodeSnapshot], nodes: Mapping[str, No
     return out
 
 
-def _resumed_etcd_step(plan: Plan, journal: Journal, cluster: Cluster) -> Plan:
-    """A killed etcd recovery must finish even when the files already look right."""
-    started = any(k.startswith("etcd:") for k in journal.done) and "etcd" not in journal.done
-    if not started or any(s.kind == "etcd" for s in plan.steps):
+UNOBSERVABLE = ("etcd", "restart-pod", "restart-kubelet", "start-lb", "fix-lb")
+
+
+def _remember_pending(journal: Journal, plan: Plan) -> None:
+    known = {p["key"] for p in journal.pending}
+    journal.pending += [{"key": s.key, "kind": s.kind, "node": s.node, "summary": s.summary,
+                         "phase": s.phase}
+                        for s in plan.steps if s.kind in UNOBSERVABLE and s.key not in known]
+
+
+def _with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
+    """Steps a killed run planned but did not finish, whose effect the files do not show."""
+    have = {s.key for s in plan.steps}
+    extra = [Step(p["key"], p["kind"], p["node"], f"{p['summary']} (unfinished in run "
+                  f"{journal.run_id})", phase=p["phase"])
+             for p in journal.pending if p["key"] not in journal.done and p["key"] not in have]
+    if not extra:
         return plan
-    strategy = "force-new-cluster" if any(k.startswith("etcd:park") for k in journal.done) \
-        else "member-update"
-    step = Step("etcd", "etcd", cluster.control_planes[0].name,
-                f"etcd membership: {strategy} (continuing run {journal.run_id})", phase=strategy)
-    return replace(plan, steps=(*plan.steps, step), etcd_strategy=strategy)
+    order = {kind: i for i, kind in enumerate(UNOBSERVABLE)}
+    steps = [s for s in plan.steps if s.kind not in UNOBSERVABLE]
+    rest = sorted([s for s in plan.steps if s.kind in UNOBSERVABLE] + extra,
+                  key=lambda s: order[s.kind])
+    strategy = next((s.phase for s in rest if s.kind == "etcd"), plan.etcd_strategy)
+    return replace(plan, steps=(*steps, *rest), etcd_strategy=strategy)
 
 
 def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto"
@@ -138,7 +152,7 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto"
     report = audit(cluster, snapshots)
     plan = make_plan(cluster, snapshots, report, strategy)
     if journal is not None:
-        plan = _resumed_etcd_step(plan, journal, cluster)
+        plan = _with_unfinished_steps(plan, journal)
     return cluster, nodes, snapshots, report, plan, journal
 
 
@@ -158,6 +172,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
                 raise KindfixError("repair cancelled; nothing was changed")
             journal = journal or Journal(new_run_id(), name)
             recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
+            _remember_pending(journal, plan)
             recorder.save()
             run_id = journal.run_id
             progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")

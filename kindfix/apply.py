@@ -108,8 +108,9 @@ class Applier:
         for path, (old, new) in lb_rewrites(self.cluster, snap).items():
             # replaced by rename: the only change Envoy notices (DOMAIN.md)
             self.recorder.replace_file(node, path, old, new)
-            if path == HAPROXY_CFG:
-                run(node, ["kill", "-s", "HUP", "1"])
+        if snap.file(HAPROXY_CFG) is not None:
+            # always: a run killed after the rewrite but before the reload left it stale
+            run(node, ["sh", "-c", "kill -s HUP 1"])  # a builtin: images lack /bin/kill
 
 
 PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")

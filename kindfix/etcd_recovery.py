@@ -268,6 +268,8 @@ def repair(ap: Applier, strategy: str) -> None:
         ap.progress("      etcd: snapshot-restore needs etcdutl, which etcd 3.5 images do not "
                     "ship; using force-new-cluster instead (keeps WAL-only entries too)")
         strategy = "force-new-cluster"
+    if strategy == "decide" and any(k.startswith("etcd:park") for k in ap.recorder.journal.done):
+        strategy = "force-new-cluster"  # a killed run already stopped etcd to force it
     if strategy == "decide":
         strategy = "member-update" if rec.leader_within(30) else "force-new-cluster"
         ap.progress(f"      etcd: chose {strategy}")

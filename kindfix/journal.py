@@ -93,6 +93,9 @@ class Journal:
     files: list[dict[str, Any]] = field(default_factory=list)  # backups, in order
     done: list[str] = field(default_factory=list)  # completed step keys
     notes: list[str] = field(default_factory=list)
+    # steps whose effect no file shows (etcd membership, restarts, reloads): a resumed run
+    # finishes them even when the files already look right
+    pending: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, indent=2).encode()
