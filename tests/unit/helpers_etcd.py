@@ -37,6 +37,8 @@ class FakeEtcd:
     # (node name, port) for a node's own 127.0.0.1 endpoints, (host, port) for another host:
     # the body answered instead of "ok"
     unhealthy: dict[tuple[str, int], str] = field(default_factory=dict)
+    # ports of a node's own components that listen on [::1] only (kubeadm's IPv6 scheduler)
+    v6_loopback_only: set[int] = field(default_factory=set)
     refuse_add: int = 0  # how many member/add calls are refused ("unhealthy cluster")
     refuse_update: int = 0  # how many member/update calls are refused
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
@@ -59,7 +61,8 @@ class FakeEtcd:
         return {"cluster_id": self.cluster_id, "member_id": str(me.get("ID", "0")),
                 "revision": str(self.revision), "raft_term": "2"}
 
-    def _handle(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    def _handle(self, node: FakeNode, argv: Sequence[str],  # noqa: PLR0911
+                _stdin: bytes | None) -> ExecResult:  # one answer per port and state
         url = urlsplit(argv[-1])
         host = url.hostname or ""
         body = json.loads(argv[argv.index("-d") + 1]) if "-d" in argv else None
@@ -77,6 +80,9 @@ class FakeEtcd:
                 return _curl_error(28, "Operation timed out after 3001 milliseconds with 0 "
                                        "bytes received")
             return self._gateway(node, url.path, body or {})
+        if host == "127.0.0.1" and url.port in self.v6_loopback_only:
+            return _curl_error(7, f"Failed to connect to {host} port {url.port}: "
+                                  "Connection refused")
         local = host in ("127.0.0.1", "::1", "localhost")
         bad = self.unhealthy.get((node.name if local else host, url.port or 0))
         if bad is not None:
