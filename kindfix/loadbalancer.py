@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from kindfix.addresses import find_ips, same_ip
-from kindfix.discovery import Cluster
+from kindfix.discovery import Cluster, ClusterNode
 from kindfix.findings import OK, STALE, UNREACHABLE, Finding
 from kindfix.observe import NodeSnapshot
 
@@ -76,6 +76,12 @@ def envoy_backends(cds: bytes | None) -> list[str]:
     return [a for a in _socket_addresses(data) if not a.startswith("0.0.0.0")]
 
 
+def _envoy_target(cluster: Cluster, addr: str) -> ClusterNode | None:
+    """The control plane an Envoy upstream address (a name or a literal IP) points at."""
+    return next((n for n in cluster.control_planes
+                 if addr == n.name or any(same_ip(addr, ip) for ip in n.ips())), None)
+
+
 def audit_load_balancer(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]
                         ) -> list[Finding]:
     lb = cluster.load_balancer
@@ -111,8 +117,7 @@ def audit_load_balancer(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]
                                     "Envoy load balancer has no backends (reset on restart, "
                                     "kind v0.32)"))
         for addr in addrs:
-            node = next((n for n in cluster.control_planes
-                         if addr == n.name or any(same_ip(addr, ip) for ip in n.ips())), None)
+            node = _envoy_target(cluster, addr)
             findings.append(Finding(lb.name, "load-balancer", f"{ENVOY_CDS}#{addr}", addr,
                                     node.name if node else "no such control plane",
                                     OK if node else STALE,
@@ -174,7 +179,8 @@ def lb_rewrites(cluster: Cluster, snapshot: NodeSnapshot | None) -> dict[str, tu
         if new != cfg:
             out[HAPROXY_CFG] = (cfg, new)
     cds = snapshot.file(ENVOY_CDS)
-    if cds is not None and not envoy_backends(cds):
+    if cds is not None and (not envoy_backends(cds) or any(
+            _envoy_target(cluster, a) is None for a in envoy_backends(cds))):
         out[ENVOY_CDS] = (cds, envoy_cds(cluster))
         lds = snapshot.file(ENVOY_LDS) or b""
         if not lds.strip() or b"socket_address" not in lds:
