@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kindfix.discovery import Cluster, ClusterNode  # noqa: E402
-from kindfix.dump import load_dump  # noqa: E402
-from kindfix.observe import NodeSnapshot, snapshot_cluster  # noqa: E402
-from kindfix.runtime import ExecResult  # noqa: E402
+from kindfix.discovery import Cluster, ClusterNode
+from kindfix.dump import load_dump
+from kindfix.observe import NodeSnapshot, snapshot_cluster
+from kindfix.runtime import ExecResult
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dumps"
 REPEAT = 5

@@ -98,15 +98,12 @@ class RepairOutcome:
 def _with_parked_etcd(snapshots: dict[str, NodeSnapshot], nodes: Mapping[str, Node]
                       ) -> dict[str, NodeSnapshot]:
     """A run killed mid-recovery leaves etcd.yaml parked: read it where audit expects it."""
-    out = {}
+    out = dict(snapshots)
     for name, snap in snapshots.items():
         if snap.role == CONTROL_PLANE and snap.file(etcd_recovery.MANIFEST) is None:
             parked = nodes[name].read_file(etcd_recovery.PARKED)
             if parked is not None:
-                files = dict(snap.files)
-                files[etcd_recovery.MANIFEST] = parked
-                snap = replace(snap, files=files)
-        out[name] = snap
+                out[name] = replace(snap, files={**snap.files, etcd_recovery.MANIFEST: parked})
     return out
 
 

@@ -17,6 +17,7 @@ from kindfix.patches import CONTROL_PLANE, Location, Patches, load_patches
 from kindfix.x509 import parse_pem_certificates
 from kindfix.yamlpath import Document, parse_document
 
+
 @dataclass(frozen=True)
 class NodeFacts:
     name: str

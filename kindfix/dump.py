@@ -106,7 +106,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise KindfixError(f"{path}: unsupported dump format {manifest.get('format')!r}",
                            hint=f"this kindfix reads format {FORMAT}")
-    return manifest
+    return dict(manifest)
 
 
 def _load_snapshot(base: Path, node: ClusterNode) -> NodeSnapshot:

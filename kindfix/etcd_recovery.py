@@ -138,16 +138,18 @@ class Recovery:
                 continue
             want = [peer_url(node)]
             if list(member.peer_urls) != want:
-                self.say(f"member {member.name}: peer URL {','.join(member.peer_urls)} -> {want[0]}")
+                old = ",".join(member.peer_urls)
+                self.say(f"member {member.name}: peer URL {old} -> {want[0]}")
                 etcd.member_update(leader, member.id, want)
         for cp in self.cps:  # pick up regenerated certificates, one member at a time
             if self.stage(f"restart:{cp.name}"):
-                node = self.nodes[cp.name]
-                node.exec(["sh", "-c", "ids=$(%s); [ -n \"$ids\" ] && crictl stop $ids"
-                           % _ETCD_RUNNING])
-                etcd.wait_until(lambda node=node: etcd.healthy(node),
-                                f"etcd on {cp.name} to be healthy", WAIT)
+                self._restart_member(cp)
                 self.done(f"restart:{cp.name}")
+
+    def _restart_member(self, cp: ClusterNode) -> None:
+        member = self.nodes[cp.name]
+        member.exec(["sh", "-c", f'ids=$({_ETCD_RUNNING}); [ -n "$ids" ] && crictl stop $ids'])
+        etcd.wait_until(lambda: etcd.healthy(member), f"etcd on {cp.name} to be healthy", WAIT)
 
     # --- force-new-cluster ----------------------------------------------------------------
     def choose(self) -> ClusterNode:

@@ -164,7 +164,8 @@ def envoy_lds(port: int = 6443) -> bytes:
         f"      address: 0.0.0.0\n      port_value: {port}\n"
         "  filter_chains:\n  - filters:\n    - name: envoy.filters.network.tcp_proxy\n"
         "      typed_config:\n"
-        "        \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
+        "        \"@type\": type.googleapis.com/"
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
         "        stat_prefix: kube_apiservers\n        cluster: kube_apiservers\n").encode()
 
 

@@ -122,7 +122,7 @@ def parse_etcd_probe(text: str) -> EtcdProbe:
     status = _json(sbody) if src == 0 else None
     header = (status or {}).get("header", {})
     hrc, hbody = s.get("health", (1, ""))
-    mrc, mbody = s.get("metrics", (1, ""))
+    _, mbody = s.get("metrics", (1, ""))
     has_leader = _metric(mbody, "etcd_server_has_leader")
     error = None
     if listing is None:

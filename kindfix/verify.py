@@ -8,13 +8,17 @@ plane; the load balancer routes to the apiservers. On a real kind node also `kub
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kindfix import etcd
 from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
 from kindfix.node import Node
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,22 +63,31 @@ def _retry(check: Callable[[], tuple[bool, str]], seconds: float) -> tuple[bool,
     return ok, detail
 
 
+def _each(check: Callable[[T], Check], items: Sequence[T]) -> list[Check]:
+    """Run independent checks at once (each is a few execs and maybe a bounded wait)."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(12, len(items))) as pool:
+        return list(pool.map(check, items))
+
+
 def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int, wait: float
                  ) -> list[Check]:
-    checks = []
-    for cp in cluster.control_planes:
-        node = nodes[cp.name]
-        ok, _ = _retry(lambda node=node: (etcd.healthy(node), ""), wait)
-        checks.append(Check(cp.name, "etcd member has a leader", ok,
-                            "" if ok else "no leader / client port not answering"))
+    def has_leader(name: str) -> Check:
+        node = nodes[name]
+        ok, _ = _retry(lambda: (etcd.healthy(node), ""), wait)
+        return Check(name, "etcd member has a leader", ok,
+                     "" if ok else "no leader / client port not answering")
+
+    checks = _each(has_leader, [cp.name for cp in cluster.control_planes])
     leader = next((nodes[c.node] for c in checks if c.ok), None)
     if leader is None:
         return checks
     members = etcd.members(leader)
     for m in members:
-        node = cluster.node(m.name)
-        want = node.ips() if node else ()
-        urls_ok = bool(node) and all(any(same_ip(lit.text, ip) for ip in want)
+        member_node = cluster.node(m.name)
+        want = member_node.ips() if member_node else ()
+        urls_ok = bool(member_node) and all(any(same_ip(lit.text, ip) for ip in want)
                                      for url in (*m.peer_urls, *m.client_urls)
                                      for lit in node_ips(url))
         checks.append(Check(m.name or "?", "etcd member peer/client URLs current", urls_ok,
@@ -114,7 +127,9 @@ def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node]) -> list[Check]:
     r = node.exec(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes",
                    "--no-headers"], timeout=30)
     lines = r.text().splitlines()
-    not_ready = [ln.split()[0] for ln in lines if len(ln.split()) > 1 and ln.split()[1] != "Ready"]
+    # STATUS may carry more than Ready, e.g. "Ready,SchedulingDisabled" for a cordoned node
+    not_ready = [ln.split()[0] for ln in lines
+                 if len(ln.split()) > 1 and "Ready" not in ln.split()[1].split(",")]
     ok = r.ok and bool(lines) and not not_ready
     return [Check(cluster.control_planes[0].name, "kubectl get nodes: all Ready", ok,
                   ", ".join(not_ready) or r.stderr.decode(errors="replace").strip()[:120])]
@@ -123,11 +138,15 @@ def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node]) -> list[Check]:
 def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
            wait: float = 60) -> Verification:
     checks = _etcd_checks(cluster, nodes, min_revision, wait)
-    for cp in cluster.control_planes:
-        node = nodes[cp.name]
-        for what, url in _HEALTH_URLS:
-            ok, detail = _retry(lambda node=node, url=url: _curl_ok(node, url), wait)
-            checks.append(Check(cp.name, what, ok, detail))
+
+    def component(item: tuple[str, str, str]) -> Check:
+        name, what, url = item
+        node = nodes[name]
+        ok, detail = _retry(lambda: _curl_ok(node, url), wait)
+        return Check(name, what, ok, detail)
+
+    checks += _each(component, [(cp.name, what, url) for cp in cluster.control_planes
+                                for what, url in _HEALTH_URLS])
     checks += _lb_check(cluster, nodes, wait)
     checks += _kubectl_check(cluster, nodes)
     return Verification(tuple(checks))

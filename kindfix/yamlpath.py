@@ -100,35 +100,47 @@ def _key_ref(mapping: Any, key: str) -> Ref:
     return Ref(lambda: str(mapping[key]), setter, _pos(mapping, key), lambda: str(mapping[key]))
 
 
+def _item_ref(items: Any, index: int) -> Ref:
+    def getter() -> str:
+        return str(items[index])
+
+    def setter(v: str) -> None:
+        items[index] = v
+
+    return Ref(getter, setter, _pos(items, index), getter)
+
+
+def _walk_key(node: Any, seg: Segment, rest: tuple[Segment, ...]) -> Iterator[Ref]:
+    if not isinstance(node, dict) or seg.key not in node:
+        return
+    if rest:
+        yield from _walk(node[seg.key], rest)
+    elif node[seg.key] is not None and not isinstance(node[seg.key], (dict, list)):
+        yield _key_ref(node, str(seg.key))
+
+
+def _selected(item: Any, seg: Segment) -> bool:
+    if seg.field == "*":
+        return True
+    return isinstance(item, dict) and str(item.get(seg.field)) == seg.value
+
+
 def _walk(node: Any, segments: tuple[Segment, ...]) -> Iterator[Ref]:
     seg, rest = segments[0], segments[1:]
     if seg.key is not None:
-        if not isinstance(node, dict) or seg.key not in node:
-            return
-        if not rest:
-            if node[seg.key] is not None and not isinstance(node[seg.key], (dict, list)):
-                yield _key_ref(node, seg.key)
-            return
-        yield from _walk(node[seg.key], rest)
+        yield from _walk_key(node, seg, rest)
         return
     if not isinstance(node, list):
         return
     for i, item in enumerate(node):
-        if seg.field == "*":
-            matched = True
-        elif seg.field == "flag":
-            matched = isinstance(item, str) and item.startswith(f"{seg.value}=")
-            if matched and not rest:
+        if seg.field == "flag":
+            if not rest and isinstance(item, str) and item.startswith(f"{seg.value}="):
                 yield _flag_ref(node, i, str(seg.value))
-            continue
-        else:
-            matched = isinstance(item, dict) and str(item.get(seg.field)) == seg.value
-        if matched:
+        elif _selected(item, seg):
             if rest:
                 yield from _walk(item, rest)
             elif not isinstance(item, (dict, list)):
-                yield Ref(lambda i=i: str(node[i]), lambda v, i=i: node.__setitem__(i, v),
-                          _pos(node, i), lambda i=i: str(node[i]))
+                yield _item_ref(node, i)
 
 
 def _yaml() -> YAML:
@@ -299,7 +311,10 @@ class TextDocument:
         def setter(v: str) -> None:
             self._text = self._text.replace(stripped, v, 1)
 
-        return [Ref(lambda: self._text.strip(), setter)]
+        return [Ref(self._stripped, setter)]
+
+    def _stripped(self) -> str:
+        return self._text.strip()
 
     def dump(self) -> bytes:
         return self._text.encode()
