@@ -29,8 +29,8 @@ class LocalRuntime:
 
     name = "local"
 
-    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,  # noqa: ARG002
-             timeout: float | None = None) -> ExecResult:  # noqa: ARG002 (Runtime.exec's signature)
+    def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,
+             timeout: float | None = None) -> ExecResult:
         p = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=30,
                            check=False)
         return ExecResult(p.returncode, p.stdout, p.stderr)
@@ -148,11 +148,28 @@ def dump(name: str) -> tuple[Cluster, dict[str, NodeSnapshot], dict[str, FakeNod
     return cluster, snapshots, fake_nodes(snapshots)
 
 
+class Engine(FakeRuntime):
+    """FakeRuntime plus what the engine does without any binary in the container: signal PID 1
+    (`docker kill -s`) and copy files in and out (`docker cp`, the archive API), on the
+    FakeNode's dict. (Candidates for tests/fakes.py.)"""
+
+    def signal(self, container: str, sig: str) -> None:
+        self.log.append(f"signal {container} {sig}")
+
+    def get_file(self, container: str, path: str) -> bytes | None:
+        self.log.append(f"get {container} {path}")
+        return self.nodes[container].files.get(path)
+
+    def put_file(self, container: str, path: str, content: bytes, mode: int = 0o644) -> None:
+        self.log.append(f"put {container} {path}")
+        self.nodes[container].write_file(path, content, mode)
+
+
 def applier(cluster: Cluster, nodes: dict[str, FakeNode],
             snapshots: dict[str, NodeSnapshot] | None = None,
             journal_node: FakeNode | None = None) -> tuple[Applier, list[str]]:
-    """An Applier over FakeNodes (the FakeRuntime knows them too) and the progress it prints."""
-    runtime = FakeRuntime()
+    """An Applier over FakeNodes (the engine knows them too) and the progress it prints."""
+    runtime = Engine()
     for n in cluster.nodes:
         runtime.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
                               ipv6=n.ipv6), nodes.get(n.name))

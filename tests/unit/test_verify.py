@@ -151,9 +151,6 @@ def test_an_ipv6_clusters_etcd_is_verified_through_loopback_v6() -> None:
     assert all(c.ok for c in etcd_checks), etcd_checks
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify asks https://127.0.0.1:10259/healthz only; "
-                   "kubeadm's IPv6 kube-scheduler listens on --bind-address=::1 (see the "
-                   "ipv6-healthy fixture), so a healthy IPv6 cluster fails verification")
 def test_a_healthy_ipv6_cluster_verifies_healthy() -> None:
     cluster, nodes, gw = _ipv6_single_cp()
     gw.v6_loopback_only = {10259}
@@ -162,9 +159,6 @@ def test_a_healthy_ipv6_cluster_verifies_healthy() -> None:
     assert failures(cluster, nodes) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _kubectl_check compares the STATUS column with "
-                   "'Ready' exactly, so a cordoned node ('Ready,SchedulingDisabled') is reported "
-                   "not Ready")
 def test_a_cordoned_node_is_still_ready() -> None:
     cluster, nodes, _ = healthy_ha()
     node = nodes[CP]
