@@ -38,7 +38,7 @@ ROLE_LABEL = "io.x-k8s.kind.role"
 GENERATIONS = ("none", "v0.8", "v0.15", "v0.30")
 ENTRYPOINTS = "/usr/local/share/kindbed/entrypoints"
 PKI = "/etc/kubernetes/pki/etcd"
-ETCD_WAIT_S = 60.0
+ETCD_WAIT_S = 90.0  # generous: several beds may share 2 cores
 ADD_RETRY_S = 30.0  # TESTBED.md: `member add` is refused for about 5 s after a join
 
 
@@ -351,7 +351,7 @@ def create_bed(
     seed_keys: int = 100,
     client: docker.DockerClient | None = None,
     images: img.Images | None = None,
-    wait_healthy_s: float = 60.0,
+    wait_healthy_s: float = 120.0,
     keep: bool = False,
 ) -> Bed:
     """Build a kind-shaped cluster on its own network; tear down everything on failure.

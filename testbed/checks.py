@@ -266,10 +266,19 @@ def check_bed(bed: Bed) -> Report:
 
 
 def component_logs(bed: Bed, node: str, name: str) -> str:
-    """All logs of every attempt of container `name` on `node`, read through crictl."""
+    """Every attempt's log of static pod container `name` on `node`, oldest first.
+
+    Read from the files the kubelet keeps (/var/log/pods/<ns>_<pod>_<uid>/<name>/<n>.log; one
+    exec, and older attempts survive there after crictl forgets their containers); crictl
+    logs when there are none.
+    """
+    pattern = f"/var/log/pods/kube-system_{name}-{node}_*/{name}/*.log"
+    res = bed.exec(node, ["sh", "-c", f"ls -tr {pattern} 2>/dev/null | xargs -r cat"])
+    if res.stdout.strip():
+        return res.stdout
     ids = bed.exec(node, ["crictl", "ps", "-a", "--name", name, "-q"])
     out = []
     for cid in ids.stdout.split():
-        res = bed.exec(node, ["crictl", "logs", cid])
-        out.append(res.stdout + res.stderr)
+        logs = bed.exec(node, ["crictl", "logs", cid])
+        out.append(logs.stdout + logs.stderr)
     return "\n".join(out)
