@@ -109,8 +109,9 @@ class Applier:
             # replaced by rename: the only change Envoy notices (DOMAIN.md)
             self.recorder.replace_file(node, path, old, new)
         if snap.file(HAPROXY_CFG) is not None:
-            # always: a run killed after the rewrite but before the reload left it stale
-            run(node, ["sh", "-c", "kill -s HUP 1"])  # a builtin: images lack /bin/kill
+            # always: a run killed after the rewrite but before the reload left it stale.
+            # Through the engine (`docker kill -s HUP`): kind's LB images have no kill binary.
+            self.runtime.signal(lb.name, "SIGHUP")
 
 
 PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")

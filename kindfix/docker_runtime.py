@@ -6,12 +6,14 @@ an audit that execs into every node at once; each exec owns its own hijacked soc
 
 from __future__ import annotations
 
+import io
 import os
 import selectors
 import shlex
 import socket
 import ssl
 import struct
+import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -247,6 +249,38 @@ class DockerRuntime:
     def stop(self, container: str, timeout: int = 10) -> None:
         with self._errors("stop", "container", container):
             self._api().stop(container, timeout=timeout)
+
+    def signal(self, container: str, sig: str) -> None:
+        """Signal the container's PID 1 through the engine (`docker kill -s`): needs no
+        `kill` binary in the image (kind's load balancer images have no shell)."""
+        with self._errors(f"signal {sig}", "container", container):
+            self._api().kill(container, signal=sig)
+
+    def get_file(self, container: str, path: str) -> bytes | None:
+        """A file through the engine's archive API (`docker cp`): works without any binary in
+        the container, and on stopped containers too. None when it does not exist."""
+        api = self._api()
+        try:
+            stream, _ = api.get_archive(container, path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as e:
+            raise KindfixError(f"cannot read {container}:{path}: {e.explanation or e}") from None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            extracted = tar.extractfile(member) if member else None
+            return extracted.read() if extracted else None
+
+    def put_file(self, container: str, path: str, content: bytes, mode: int = 0o644) -> None:
+        """Write a file through the engine's archive API (`docker cp`)."""
+        directory, _, name = path.rpartition("/")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+        with self._errors(f"write {path}", "container", container):
+            self._api().put_archive(container, directory or "/", buf.getvalue())
 
     def network_disconnect(self, network: str, container: str) -> None:
         with self._errors(f"network disconnect {network}", "container", container):

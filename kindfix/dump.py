@@ -31,7 +31,8 @@ MANIFEST = "kindfix-dump.json"
 
 _PRIVATE_KEY = re.compile(
     rb"(-----BEGIN [A-Z ]*PRIVATE KEY-----)\s.*?(-----END [A-Z ]*PRIVATE KEY-----)", re.DOTALL)
-_SECRET_FIELD = re.compile(rb"^(\s*(?:client-key-data|token)\s*:\s*)(\S.*)$", re.MULTILINE)
+_SECRET_FIELD = re.compile(rb"^(\s*(?:- )?(?:client-key-data|token)\s*:\s*)(\S.*)$",
+                           re.MULTILINE)
 
 
 def redact(content: bytes) -> bytes:

@@ -176,19 +176,21 @@ class Recovery:
                 run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
                 self.done(f"park:{cp.name}")
         for cp in self.cps:
-            node = self.nodes[cp.name]
-            etcd.wait_until(lambda node=node: not _etcd_running(node),
-                            f"etcd on {cp.name} to stop", WAIT)
-            if self.stage(f"copy:{cp.name}"):
-                self.say(f"copying {cp.name}:{DATA_DIR} to {self.backup_dir(cp)}/data (verified)")
-                run(node, ["sh", "-c", _COPY_DATA, "kindfix-copy", DATA_DIR,
-                           f"{self.backup_dir(cp)}/data"], timeout=300)
+            if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
+                self._copy_stopped(cp)
                 self.done(f"copy:{cp.name}")
         self._start_forced(best)
         for cp in others:
             self._re_add(best, cp)
         for cp in self.cps:
             self.nodes[cp.name].exec(["rm", "-f", PARKED])
+
+    def _copy_stopped(self, cp: ClusterNode) -> None:
+        node = self.nodes[cp.name]
+        etcd.wait_until(lambda: not _etcd_running(node), f"etcd on {cp.name} to stop", WAIT)
+        self.say(f"copying {cp.name}:{DATA_DIR} to {self.backup_dir(cp)}/data (verified)")
+        run(node, ["sh", "-c", _COPY_DATA, "kindfix-copy", DATA_DIR,
+                   f"{self.backup_dir(cp)}/data"], timeout=300)
 
     def _parked(self, cp: ClusterNode) -> bytes:
         node = self.nodes[cp.name]

@@ -196,7 +196,7 @@ def load_journals(node: Node) -> list[Journal]:
 
 def unfinished(node: Node, cluster: str) -> Journal | None:
     return next((j for j in reversed(load_journals(node))
-                 if j.cluster == cluster and j.status != "done"), None)
+                 if j.cluster == cluster and j.status not in ("done", "rolled-back")), None)
 
 
 def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:

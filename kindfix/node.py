@@ -45,6 +45,10 @@ mv -f "$t" "$p"
 """
 
 
+# exit codes of an exec whose program does not exist or cannot run (no shell in the image)
+NO_SHELL = (126, 127)
+
+
 class Node(Protocol):
     """A kind node (or load balancer) that kindfix can exec in."""
 
@@ -124,15 +128,23 @@ class ContainerNode:
         if not paths:
             return {}
         argv = ["sh", "-c", _READ_FILES_SCRIPT, "kindfix-read", *paths]
-        result = run(self, argv)
+        result = self.exec(argv)
+        if result.exit_code in NO_SHELL:  # e.g. a distroless load balancer image
+            return {p: self._runtime.get_file(self._name, p) for p in paths}
+        if not result.ok:
+            raise CommandError(argv, result.exit_code, result.stdout, result.stderr, self._name)
         return parse_read_files_output(paths, result.stdout)
 
     def read_file(self, path: str) -> bytes | None:
         return self.read_files([path])[path]
 
     def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
-        run(self, ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", path, f"{mode:o}"],
-            stdin=content)
+        argv = ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", path, f"{mode:o}"]
+        result = self.exec(argv, stdin=content)
+        if result.exit_code in NO_SHELL:
+            self._runtime.put_file(self._name, path, content, mode)
+        elif not result.ok:
+            raise CommandError(argv, result.exit_code, result.stdout, result.stderr, self._name)
 
 
 def node_map(nodes: Sequence[Node]) -> Mapping[str, Node]:

@@ -91,6 +91,15 @@ class Runtime(Protocol):
 
     def stop(self, container: str, timeout: int = 10) -> None: ...
 
+    def signal(self, container: str, sig: str) -> None:
+        """Signal PID 1 through the engine (no binary needed in the container)."""
+
+    def get_file(self, container: str, path: str) -> bytes | None:
+        """Read through the engine's archive API (images without a shell); None if absent."""
+
+    def put_file(self, container: str, path: str, content: bytes, mode: int = 0o644) -> None:
+        """Write through the engine's archive API (images without a shell)."""
+
     def network_disconnect(self, network: str, container: str) -> None: ...
 
     def network_connect(

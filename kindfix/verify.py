@@ -42,14 +42,18 @@ class Verification:
 
 
 _HEALTH_URLS = (
-    ("kube-apiserver /readyz", "https://127.0.0.1:6443/readyz"),
-    ("kube-controller-manager /healthz", "https://127.0.0.1:10257/healthz"),
-    ("kube-scheduler /healthz", "https://127.0.0.1:10259/healthz"),
+    ("kube-apiserver /readyz", "https://{host}:6443/readyz"),
+    ("kube-controller-manager /healthz", "https://{host}:10257/healthz"),
+    ("kube-scheduler /healthz", "https://{host}:10259/healthz"),
 )
 
 
 def _curl_ok(node: Node, url: str) -> tuple[bool, str]:
-    r = node.exec(["curl", "-sk", "--max-time", "3", url], timeout=15)
+    """GET url ({host}: loopback; IPv6 control planes listen on [::1] only) and expect `ok`."""
+    for host in etcd.LOOPBACKS:
+        r = node.exec(["curl", "-sk", "--max-time", "3", url.format(host=host)], timeout=15)
+        if r.exit_code != etcd.CURL_COULD_NOT_CONNECT:
+            break
     body = r.text().strip()
     return r.ok and body == "ok", body[:120] or r.stderr.decode(errors="replace").strip()[:120]
 

@@ -148,6 +148,16 @@ class FakeRuntime:
         self.log.append(f"stop {container}")
         self.containers[container] = replace(self.containers[container], state="exited")
 
+    def signal(self, container: str, sig: str) -> None:
+        self.log.append(f"signal {container} {sig}")
+
+    def get_file(self, container: str, path: str) -> bytes | None:
+        return self.nodes[container].files.get(path)
+
+    def put_file(self, container: str, path: str, content: bytes, mode: int = 0o644) -> None:
+        self.log.append(f"put {container} {path}")
+        self.nodes[container].write_file(path, content, mode)
+
     def network_disconnect(self, network: str, container: str) -> None:
         self.log.append(f"disconnect {network} {container}")
         info = self.containers[container]
