@@ -385,3 +385,20 @@ def test_a_rolled_back_run_is_not_resumed() -> None:
                           done=["file:kind-control-plane:/kind/kubeadm.conf"])
     node.files.update([_journal_file(rolled_back)])
     assert unfinished(node, "kind") is None
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: cluster_lock opens the lock file without "
+                   "O_NOFOLLOW and truncates it, in a directory it does not check (the fallback "
+                   "is the predictable /tmp/kindfix-<uid>): a symlink planted there makes a root "
+                   "kindfix truncate any file")
+def test_the_lock_never_follows_a_planted_symlink(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    planted = tmp_path / "shared"
+    planted.mkdir(mode=0o777)
+    (planted / "kindfix-kind.lock").symlink_to(victim)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(planted))
+    with pytest.raises(KindfixError), cluster_lock("kind"):
+        pass
+    assert victim.read_bytes() == b"precious\n"
