@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         print("engine up:", client.version().get("Version"))
         return 0
     if a.cmd == "images":
-        from testbed.images import ensure_images  # noqa: PLC0415
+        from testbed.images import ensure_images
 
         r = ensure_images()
         print(
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         )
         return 0
     if a.cmd == "demo":
-        from testbed.demo import main as demo  # noqa: PLC0415
+        from testbed.demo import main as demo
 
         return demo()
-    from testbed import bed as bedmod  # noqa: PLC0415
+    from testbed import bed as bedmod
 
     if a.cmd == "create":
         bed = bedmod.create_bed(
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         print("destroyed", bed.id)
         return 0
     if a.cmd == "permute":
-        from testbed.breaking import permute  # noqa: PLC0415
+        from testbed.breaking import permute
 
         perm = permute(bed)
         print(
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
             )
         )
         return 0
-    from testbed.checks import check_bed  # noqa: PLC0415
+    from testbed.checks import check_bed
 
     report = check_bed(bed)
     print(json.dumps(asdict(report), indent=2, default=str))

@@ -368,7 +368,7 @@ def create_bed(
         raise ValueError(
             f"unsupported bed: control_planes={control_planes} generation={generation} lb={lb}"
         )
-    from testbed.engine import ensure_engine  # noqa: PLC0415 - only when no client is passed in
+    from testbed.engine import ensure_engine  # lazy: only when no client is passed in
 
     client = client or ensure_engine()
     images = images or img.ensure_images().images
@@ -428,7 +428,7 @@ def create_bed(
         if lb_name:
             _start_lb(bed, images.lb, ips, bed_id)
         if wait_healthy_s > 0:
-            from testbed.checks import check_bed  # noqa: PLC0415 - checks imports bed
+            from testbed.checks import check_bed  # lazy: checks imports this module
 
             _wait("a healthy bed", lambda: check_bed(bed), wait_healthy_s, 1.0)
     except BaseException:

@@ -10,6 +10,7 @@ nothing else does.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -252,6 +253,51 @@ def node_tag(base: str) -> str:
     return f"kindbed-node:{_sha(recipe, this, standins_digest().encode(), ETCD_WHEEL.encode())}"
 
 
+PRUNE_AFTER_S = 3600.0
+
+
+def prune_old_node_images(keep: str) -> list[str]:
+    """Remove `kindbed-node` tags other than `keep` built over an hour ago and used by no container.
+
+    Each recipe change leaves a ~40 MB layer behind; the hour spares a concurrent run that
+    resolved an older tag a moment ago, and `docker rmi` refuses images containers still use.
+    """
+    out = subprocess.run(
+        ["docker", "images", "kindbed-node", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    removed = []
+    for line in out.stdout.splitlines():
+        tag, _, image_id = line.partition(" ")
+        if tag == keep:
+            continue
+        created = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Created}}", image_id],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        try:
+            age = time.time() - _parse_docker_time(created)
+        except ValueError:
+            continue
+        if (
+            age > PRUNE_AFTER_S
+            and subprocess.run(["docker", "rmi", tag], capture_output=True, check=False).returncode
+            == 0
+        ):
+            removed.append(tag)
+    return removed
+
+
+def _parse_docker_time(text: str) -> float:
+    """Docker's RFC 3339 with nanoseconds (2026-11-25T18:44:10.123456789Z) -> epoch seconds."""
+    head = text.split(".", maxsplit=1)[0].rstrip("Z")
+    return dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+
+
 def ensure_images() -> BuildReport:
     """Build whatever is missing; return the tags (cheap when everything is cached)."""
     start = time.monotonic()
@@ -270,6 +316,7 @@ def ensure_images() -> BuildReport:
                 (ctx / "Dockerfile").write_text(NODE_DOCKERFILE.format(base=node_base))
                 _docker_build(node, ctx)
             built.append(node)
+            prune_old_node_images(keep=node)
         lb_file = LB_DOCKERFILE.format(base=lb_base, cfg=HAPROXY_CFG)
         lb = f"kindbed-lb:{_sha(lb_file.encode())}"
         if not _image_exists(lb):

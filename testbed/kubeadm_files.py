@@ -138,7 +138,7 @@ def crictl_yaml() -> str:
     return f"runtime-endpoint: {CRI_SOCKET}\n"
 
 
-def _pod(  # noqa: PLR0917 - one argument per pod field kubeadm varies
+def _pod(
     name: str,
     command: list[str],
     image: str,

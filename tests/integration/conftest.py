@@ -26,7 +26,7 @@ def engine() -> docker.DockerClient:
 
 
 @pytest.fixture(scope="session")
-def bed_images(engine: docker.DockerClient) -> img.Images:  # noqa: ARG001 - needs the engine up
+def bed_images(engine: docker.DockerClient) -> img.Images:
     return img.ensure_images().images
 
 
