@@ -335,9 +335,6 @@ def test_force_new_cluster_rebuilds_membership_on_current_ips(
     assert any("kind-control-plane joined" in s for s in said)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: force_new_cluster waits for etcd to be stopped on "
-                   "every control plane even when park/copy are journaled done, so a run killed "
-                   "after the forced member started can never continue (times out)")
 def test_force_new_cluster_continues_after_a_run_killed_once_the_forced_member_runs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, nodes, gw = _permuted(monkeypatch)
