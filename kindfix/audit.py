@@ -3,7 +3,7 @@ findings and a diagnosis out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from kindfix import probes
@@ -15,7 +15,7 @@ from kindfix.loadbalancer import audit_load_balancer
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE, Location, Patches, load_patches
 from kindfix.x509 import parse_pem_certificates
-from kindfix.yamlpath import Document, parse_document
+from kindfix.yamlpath import Document, Ref, parse_document
 
 
 @dataclass(frozen=True)
@@ -117,19 +117,25 @@ def parse_file(snapshot: NodeSnapshot, path: str, fmt: str, cache: dict[str, Doc
     return cache[path]
 
 
+def located_values(snapshot: NodeSnapshot, role: str, patches: Patches,
+                   docs: dict[str, Document]) -> Iterator[tuple[Location, Ref]]:
+    """Every (location, scalar) patches declares for the role that the node's files hold;
+    parsed documents are kept in `docs` so a caller can change and dump them."""
+    for loc in patches.locations_for(role):
+        doc = parse_file(snapshot, loc.file, loc.format, docs)
+        if doc is not None:
+            for ref in doc.find(loc.path):
+                yield loc, ref
+
+
 def location_findings(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                       patches: Patches) -> list[Finding]:
-    docs: dict[str, Document] = {}
     findings = []
-    for loc in patches.locations_for(node.role):
-        doc = parse_file(snapshot, loc.file, loc.format, docs)
-        if doc is None:
-            continue
-        for ref in doc.find(loc.path):
-            value = ref.get()
-            status, actual = judge(loc, value, node, cluster)
-            findings.append(Finding(node.name, loc.component, f"{loc.file}#{loc.id}", value,
-                                    actual, status))
+    for loc, ref in located_values(snapshot, node.role, patches, {}):
+        value = ref.get()
+        status, actual = judge(loc, value, node, cluster)
+        findings.append(Finding(node.name, loc.component, f"{loc.file}#{loc.id}", value,
+                                actual, status))
     return findings
 
 

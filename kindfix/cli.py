@@ -57,6 +57,16 @@ def emit(fmt: str, data: Any, as_table: Callable[[], str]) -> None:
         click.echo(as_table())
 
 
+def emit_verdict(fmt: str, result: Any, key: str, good: bool, as_table: Callable[[], str]
+                 ) -> None:
+    """Render a result with its verdict; exit 4 (EXIT_FINDINGS) when it is not good."""
+    data = render.to_data(result)
+    data[key] = good
+    emit(fmt, data, as_table)
+    if not good:
+        sys.exit(errors.EXIT_FINDINGS)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.version_option(__version__, prog_name="kindfix")
@@ -122,11 +132,7 @@ def audit(obj: Context, name: str, from_dump: Path | None, fmt: str) -> None:
     Exit 0 when everything is consistent, 4 when stale addresses are found, 1 on errors.
     """
     report = api.audit_dump(from_dump) if from_dump else api.audit_live(obj.runtime, name)
-    data = render.to_data(report)
-    data["consistent"] = report.consistent
-    emit(fmt, data, lambda: _audit_table(report))
-    if not report.consistent:
-        sys.exit(errors.EXIT_FINDINGS)
+    emit_verdict(fmt, report, "consistent", report.consistent, lambda: _audit_table(report))
 
 
 @cli.command()
@@ -211,11 +217,7 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
         return
     if table and outcome.plan.empty:
         click.echo(_plan_text(outcome.plan))
-    data = render.to_data(outcome)
-    data["healthy"] = outcome.healthy
-    emit(fmt, data, lambda: _outcome_text(outcome))
-    if not outcome.healthy:
-        sys.exit(errors.EXIT_FINDINGS)
+    emit_verdict(fmt, outcome, "healthy", outcome.healthy, lambda: _outcome_text(outcome))
 
 
 @cli.command()

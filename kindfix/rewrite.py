@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kindfix.addresses import Literal, by_family, loopback, node_ips, replace_ips, same_ip
-from kindfix.audit import judge, parse_file
+from kindfix.audit import judge, located_values
 from kindfix.discovery import Cluster, ClusterNode
 from kindfix.errors import KindfixError
 from kindfix.findings import STALE
@@ -102,18 +102,14 @@ def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                  patches: Patches) -> list[FileChange]:
     docs: dict[str, Document] = {}
     changed: dict[str, list[str]] = {}
-    for loc in patches.locations_for(node.role):
-        doc = parse_file(snapshot, loc.file, loc.format, docs)
-        if doc is None:
+    for loc, ref in located_values(snapshot, node.role, patches, docs):
+        value = ref.get()
+        if judge(loc, value, node, cluster)[0] != STALE:
             continue
-        for ref in doc.find(loc.path):
-            value = ref.get()
-            if judge(loc, value, node, cluster)[0] != STALE:
-                continue
-            replacement = new_value(loc, value, node, cluster, snapshot)
-            if replacement != value:
-                ref.set(replacement)
-                changed.setdefault(loc.file, []).append(loc.id)
+        replacement = new_value(loc, value, node, cluster, snapshot)
+        if replacement != value:
+            ref.set(replacement)
+            changed.setdefault(loc.file, []).append(loc.id)
     out = []
     for path, ids in changed.items():
         old = snapshot.file(path) or b""

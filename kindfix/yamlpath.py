@@ -188,67 +188,66 @@ class Document(Protocol):
     def dump(self) -> bytes: ...
 
 
-class YamlDocument:
-    """One YAML document (a static pod manifest or a kubeconfig)."""
+class _YamlText:
+    """Round-tripped YAML text: edits through `find` refs are spliced into the original."""
 
     def __init__(self, text: bytes, source: str) -> None:
         self._yaml = _yaml()
         try:
             self._source_text = _Spliced(text.decode())
-            self._data = self._yaml.load(text.decode())
+            self._root = self._load(text.decode())
         except (YAMLError, UnicodeDecodeError) as e:
             raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
                                hint="restore it from a backup or `kindfix rollback`") from e
-        if not isinstance(self._data, dict):
-            raise KindfixError(f"{source} is not a YAML mapping",
-                               hint="restore it from a backup or `kindfix rollback`")
 
-    @property
-    def data(self) -> Any:
-        return self._data
+    def _load(self, text: str) -> Any:
+        return self._yaml.load(text)
+
+    def _dump_root(self, out: io.StringIO) -> None:
+        self._yaml.dump(self._root, out)
 
     def find(self, path: str) -> list[Ref]:
-        return [self._source_text.track(r) for r in _walk(self._data, parse_path(path))]
+        return [self._source_text.track(r) for r in _walk(self._root, parse_path(path))]
 
     def _ruamel_dump(self) -> str:
         out = io.StringIO()
-        self._yaml.dump(self._data, out)
+        self._dump_root(out)
         return out.getvalue()
 
     def dump_structure(self) -> bytes:
-        """Serialise after structural edits of `data` (items added or removed)."""
+        """Serialise after structural edits (items added or removed)."""
         return self._ruamel_dump().encode()
 
     def dump(self) -> bytes:
         return self._source_text.splice(self._ruamel_dump).encode()
 
 
-class MultiYamlDocument:
-    """A multi-document YAML file whose documents are selected by `[kind=X]`."""
+class YamlDocument(_YamlText):
+    """One YAML document (a static pod manifest or a kubeconfig)."""
 
     def __init__(self, text: bytes, source: str) -> None:
-        self._yaml = _yaml()
-        try:
-            self._source_text = _Spliced(text.decode())
-            self._docs = list(self._yaml.load_all(text.decode()))
-        except (YAMLError, UnicodeDecodeError) as e:
-            raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
-                               hint="restore it from a backup or `kindfix rollback`") from e
+        super().__init__(text, source)
+        if not isinstance(self._root, dict):
+            raise KindfixError(f"{source} is not a YAML mapping",
+                               hint="restore it from a backup or `kindfix rollback`")
+
+    @property
+    def data(self) -> Any:
+        return self._root
+
+
+class MultiYamlDocument(_YamlText):
+    """A multi-document YAML file whose documents are selected by `[kind=X]`."""
+
+    def _load(self, text: str) -> Any:
+        return list(self._yaml.load_all(text))
+
+    def _dump_root(self, out: io.StringIO) -> None:
+        self._yaml.dump_all(self._root, out)
 
     @property
     def docs(self) -> list[Any]:
-        return self._docs
-
-    def find(self, path: str) -> list[Ref]:
-        return [self._source_text.track(r) for r in _walk(self._docs, parse_path(path))]
-
-    def _ruamel_dump(self) -> str:
-        out = io.StringIO()
-        self._yaml.dump_all(self._docs, out)
-        return out.getvalue()
-
-    def dump(self) -> bytes:
-        return self._source_text.splice(self._ruamel_dump).encode()
+        return list(self._root)
 
 
 _ENV_LINE = re.compile(r'^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<q>"?)(?P<value>.*)(?P=q)$')
