@@ -83,37 +83,49 @@ def not_after(cert: x509.Certificate) -> _dt.datetime:
     return v if v is not None else cert.not_valid_after.replace(tzinfo=_dt.timezone.utc)
 
 
-def make_ca(common_name: str, key: rsa.RSAPrivateKey | None = None) -> CertKey:
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_encipherment=True,
+        key_cert_sign=ca,
+        content_commitment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_ca(
+    common_name: str,
+    key: rsa.RSAPrivateKey | None = None,
+    *,
+    serial: int | None = None,
+    start: _dt.datetime | None = None,
+    dns_names: Sequence[str] | None = None,
+) -> CertKey:
+    """kubeadm's NewCertificateAuthority. `serial` and `start` default to random and now;
+    `dns_names` to [common_name] (kubeadm >= 1.22 writes the CN as a SAN; older ones none)."""
     key = key or new_key()
-    start = _now()
+    start = start or _now()
+    if dns_names is None:
+        dns_names = [common_name] if common_name else []
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(_name(common_name))
         .public_key(key.public_key())
-        .serial_number(_serial())
+        .serial_number(serial or _serial())
         .not_valid_before(start)
         .not_valid_after(start + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                key_cert_sign=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-    if common_name:
+    if dns_names:
         b = b.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False
+            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns_names]), critical=False
         )
     return CertKey(b.sign(key, hashes.SHA256()), key)
 
@@ -139,8 +151,37 @@ def make_leaf(
     key: rsa.RSAPrivateKey | None = None,
     validity: _dt.timedelta = CERT_VALIDITY,
 ) -> CertKey:
-    key = key or new_key()
+    """kubeadm's NewSignedCert, alt names de-duplicated first (RemoveDuplicateAltNames)."""
     dns, ip_list = alt_names(dns_names, ips)
+    return sign_leaf(
+        ca,
+        common_name,
+        organizations,
+        dns=dns,
+        ips=ip_list,
+        usages=usages,
+        key=key,
+        validity=validity,
+    )
+
+
+def sign_leaf(
+    ca: CertKey,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    *,
+    dns: Sequence[str] = (),
+    ips: Sequence[str] = (),
+    usages: Sequence[str] = (SERVER,),
+    key: rsa.RSAPrivateKey | None = None,
+    validity: _dt.timedelta = CERT_VALIDITY,
+    serial: int | None = None,
+    signed_at: _dt.datetime | None = None,
+) -> CertKey:
+    """A leaf with exactly these SANs, in this order. Extensions in the order Go's x509 writes
+    them (KeyUsage, ExtKeyUsage, BasicConstraints, AuthorityKeyId, SAN). `key`, `serial` and
+    `signed_at` default to new, random and now; NotAfter is `signed_at` + `validity`."""
+    key = key or new_key()
     eku = [
         ExtendedKeyUsageOID.SERVER_AUTH if u == SERVER else ExtendedKeyUsageOID.CLIENT_AUTH
         for u in usages
@@ -150,31 +191,18 @@ def make_leaf(
         .subject_name(_name(common_name, organizations))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
-        .serial_number(_serial())
+        .serial_number(serial or _serial())
         .not_valid_before(not_before(ca.cert))
-        .not_valid_after(_now() + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                key_cert_sign=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .not_valid_after((signed_at or _now()) + validity)
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
     )
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_list]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if names:
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return CertKey(b.sign(ca.key, hashes.SHA256()), key)
