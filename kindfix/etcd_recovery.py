@@ -10,6 +10,7 @@ Every sub-stage is journaled, so a killed run continues where it stopped.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from kindfix import etcd
@@ -169,21 +170,23 @@ class Recovery:
             self.rec.save()
         best = next(cp for cp in self.cps if cp.name == best_name)
         others = [cp for cp in self.cps if cp.name != best.name]
-        for cp in self.cps:
-            if self.stage(f"park:{cp.name}"):
-                node = self.nodes[cp.name]
-                self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
-                run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
-                self.done(f"park:{cp.name}")
-        for cp in self.cps:
-            if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
-                self._copy_stopped(cp)
-                self.done(f"copy:{cp.name}")
+        # every member at once: stop it, then copy its data dir (each node independently)
+        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+            list(pool.map(self._park_and_copy, self.cps))
         self._start_forced(best)
         for cp in others:
             self._re_add(best, cp)
         for cp in self.cps:
             self.nodes[cp.name].exec(["rm", "-f", PARKED])
+
+    def _park_and_copy(self, cp: ClusterNode) -> None:
+        if self.stage(f"park:{cp.name}"):
+            self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
+            run(self.nodes[cp.name], ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
+            self.done(f"park:{cp.name}")
+        if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
+            self._copy_stopped(cp)
+            self.done(f"copy:{cp.name}")
 
     def _copy_stopped(self, cp: ClusterNode) -> None:
         node = self.nodes[cp.name]
