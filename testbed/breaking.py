@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from testbed import engine
-from testbed.bed import BED_LABEL, OWNER_LABEL, Bed, BedError, wait_running
+from testbed.bed import BED_LABEL, OWNER_LABEL, Bed, BedError
+from testbed.container import wait_running
 
 STOP_TIMEOUT_S = 10
 

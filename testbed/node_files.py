@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from testbed.container import Files
 from testbed.kubeadm_files import (
     API_PORT,
     PKI,
@@ -30,7 +31,6 @@ from testbed.kubeadm_files import (
 )
 from testbed.standins import pki
 
-Files = dict[str, tuple[bytes, int]]  # path -> (content, mode)
 KUBELET_CLIENT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
 
 
