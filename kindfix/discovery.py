@@ -112,10 +112,25 @@ def cluster_network(containers: list[ContainerInfo], preferred: str) -> str:
     return preferred
 
 
+def _refuse_non_kind_container(runtime: Runtime, name: str) -> None:
+    """A container name given as the cluster: say what it is rather than 'no cluster'."""
+    try:
+        info = runtime.inspect_container(name)
+    except KindfixError:
+        return
+    cluster = info.labels.get(KIND_CLUSTER_LABEL)
+    if cluster:
+        raise KindfixError(f"{name} is a node of kind cluster {cluster!r}, not a cluster name",
+                           hint=f"use --name {cluster}")
+    raise KindfixError(f"container {name} is not a kind node (no {KIND_CLUSTER_LABEL} label)",
+                       hint="kindfix repairs kind clusters; see `kindfix clusters`")
+
+
 def discover(runtime: Runtime, name: str, network: str | None = None) -> Cluster:
     """The cluster called `name`, its nodes ordered as kind orders them."""
     containers = runtime.list_containers({KIND_CLUSTER_LABEL: name})
     if not containers:
+        _refuse_non_kind_container(runtime, name)
         known = list_clusters(runtime)
         hint = (f"known clusters: {', '.join(known)} (see `kindfix clusters`)" if known
                 else "no kind clusters exist on this engine; check DOCKER_HOST / docker context")

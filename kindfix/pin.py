@@ -32,14 +32,14 @@ def _v4_subnet_configured(net: NetworkInfo) -> bool:
 def range_warnings(net: NetworkInfo, ips: list[str]) -> list[str]:
     ranges = [ipaddress.ip_network(r, strict=False) for r in net.ip_ranges] or [
         ipaddress.ip_network(s, strict=False) for s in net.subnets]
-    out = []
-    for ip in ips:
-        addr = ipaddress.ip_address(ip)
-        if any(addr.version == r.version and addr in r for r in ranges):
-            out.append(f"{ip} lies inside the range Docker hands out on {net.name}; another "
-                       "container started first may take it (create the network with an "
-                       "--ip-range that excludes the node addresses to rule that out)")
-    return out
+    inside = [ip for ip in ips
+              if any(ipaddress.ip_address(ip).version == r.version and
+                     ipaddress.ip_address(ip) in r for r in ranges)]
+    if not inside:
+        return []
+    return [f"{', '.join(inside)} lie inside the range Docker hands out on {net.name}: a "
+            "container started before a node may take its address (a network whose "
+            "--ip-range excludes the node addresses rules that out)"]
 
 
 def pin(runtime: Runtime, cluster: Cluster, progress: Callable[[str], None]

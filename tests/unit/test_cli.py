@@ -106,3 +106,19 @@ def test_internal_error_is_exit_3_with_hint(run: Run) -> None:
 def test_bad_usage_is_exit_2(run: Run) -> None:
     r = run(["audit", "--output", "xml"])
     assert r.code == 2
+
+
+def test_a_non_kind_container_is_named_as_such(run: Run) -> None:
+    rt = two_clusters()
+    rt.add(container("my-nginx", "", "172.18.0.9"))
+    rt.containers["my-nginx"] = rt.containers["my-nginx"].__class__(
+        **{**rt.containers["my-nginx"].__dict__, "labels": {}})
+    r = run(["audit", "--name", "my-nginx"], rt)
+    assert r.code == 1
+    assert "container my-nginx is not a kind node" in r.err
+
+
+def test_a_node_name_given_as_cluster_points_at_the_cluster(run: Run) -> None:
+    r = run(["audit", "--name", "dev-control-plane"], two_clusters())
+    assert r.code == 1
+    assert "use --name dev" in r.err
