@@ -63,7 +63,14 @@ def pin(runtime: Runtime, cluster: Cluster, progress: Callable[[str], None]
             continue
         progress(f"pinning {node.name} to {', '.join(node.ips())}")
         runtime.network_disconnect(cluster.network, node.name)
-        runtime.network_connect(cluster.network, node.name, ipv4=node.ipv4, ipv6=node.ipv6)
+        try:
+            runtime.network_connect(cluster.network, node.name, ipv4=node.ipv4, ipv6=node.ipv6)
+        except KindfixError as e:
+            # never leave a node off its network: back on as it was, then report
+            runtime.network_connect(cluster.network, node.name)
+            raise KindfixError(f"could not pin {node.name}: {e.message}",
+                               hint="the node was reconnected without a fixed address; "
+                                    "run `kindfix audit`") from e
         results.append(PinResult(node.name, node.ipv4, node.ipv6, True))
     warnings = range_warnings(net, [ip for n in cluster.nodes for ip in n.ips()])
     return results, warnings
