@@ -68,14 +68,18 @@ def _host_of(endpoint: str) -> str:
     return endpoint
 
 
-def apiserver_alt_names(cfg: KubeadmConfig, warn: Callable[[str], None] = print) -> AltNames:
+def _advertise_ip(cfg: KubeadmConfig) -> str:
     try:
-        adv = str(ipaddress.ip_address(cfg.advertise_address))
+        return str(ipaddress.ip_address(cfg.advertise_address))
     except ValueError:
         raise PhaseError(
             f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
             "is not a valid textual representation of an IP address"
         ) from None
+
+
+def apiserver_alt_names(cfg: KubeadmConfig, warn: Callable[[str], None] = print) -> AltNames:
+    adv = _advertise_ip(cfg)
     dns = [
         cfg.node_name,
         "kubernetes",
@@ -97,13 +101,7 @@ def apiserver_alt_names(cfg: KubeadmConfig, warn: Callable[[str], None] = print)
 def etcd_alt_names(
     cfg: KubeadmConfig, extra: tuple[str, ...], cert: str, warn: Callable[[str], None] = print
 ) -> AltNames:
-    try:
-        adv = str(ipaddress.ip_address(cfg.advertise_address))
-    except ValueError:
-        raise PhaseError(
-            f"error parsing LocalAPIEndpoint AdvertiseAddress {cfg.advertise_address}: "
-            "is not a valid textual representation of an IP address"
-        ) from None
+    adv = _advertise_ip(cfg)
     dns = [cfg.node_name, "localhost"]
     ips = [adv, "127.0.0.1", "::1"]
     _append_sans(dns, ips, extra, cert, warn)
@@ -130,6 +128,27 @@ def _node(cfg: KubeadmConfig) -> str:
 
 
 S, C = pki.SERVER, pki.CLIENT
+
+
+def _client(name: str, ca: str, common_name: str, *organizations: str) -> Spec:
+    """A client-only leaf; its files are named as its phase, except under etcd/."""
+    base = f"etcd/{name[5:]}" if name.startswith("etcd-") else name
+    return Spec(name, base, ca, _const(common_name), organizations, (C,))
+
+
+def _etcd_serving(which: str, extra: Callable[[KubeadmConfig], tuple[str, ...]]) -> Spec:
+    """etcd/server or etcd/peer: node-named, server and client auth, etcd SANs + extra."""
+    base = f"etcd/{which}"
+    return Spec(
+        f"etcd-{which}",
+        base,
+        "etcd-ca",
+        _node,
+        usages=(S, C),
+        alt_names=lambda c: etcd_alt_names(c, extra(c), base),
+    )
+
+
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in [
@@ -142,53 +161,16 @@ SPECS: dict[str, Spec] = {
             usages=(S,),
             alt_names=apiserver_alt_names,
         ),
-        Spec(
-            "apiserver-kubelet-client",
-            "apiserver-kubelet-client",
-            "ca",
-            _const("kube-apiserver-kubelet-client"),
-            (ClusterAdminsGroup,),
-            (C,),
+        _client(
+            "apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client", ClusterAdminsGroup
         ),
         Spec("front-proxy-ca", "front-proxy-ca", None, _const("front-proxy-ca")),
-        Spec(
-            "front-proxy-client",
-            "front-proxy-client",
-            "front-proxy-ca",
-            _const("front-proxy-client"),
-            usages=(C,),
-        ),
+        _client("front-proxy-client", "front-proxy-ca", "front-proxy-client"),
         Spec("etcd-ca", "etcd/ca", None, _const("etcd-ca")),
-        Spec(
-            "etcd-server",
-            "etcd/server",
-            "etcd-ca",
-            _node,
-            usages=(S, C),
-            alt_names=lambda c: etcd_alt_names(c, c.etcd_server_sans, "etcd/server"),
-        ),
-        Spec(
-            "etcd-peer",
-            "etcd/peer",
-            "etcd-ca",
-            _node,
-            usages=(S, C),
-            alt_names=lambda c: etcd_alt_names(c, c.etcd_peer_sans, "etcd/peer"),
-        ),
-        Spec(
-            "etcd-healthcheck-client",
-            "etcd/healthcheck-client",
-            "etcd-ca",
-            _const("kube-etcd-healthcheck-client"),
-            usages=(C,),
-        ),
-        Spec(
-            "apiserver-etcd-client",
-            "apiserver-etcd-client",
-            "etcd-ca",
-            _const("kube-apiserver-etcd-client"),
-            usages=(C,),
-        ),
+        _etcd_serving("server", lambda c: c.etcd_server_sans),
+        _etcd_serving("peer", lambda c: c.etcd_peer_sans),
+        _client("etcd-healthcheck-client", "etcd-ca", "kube-etcd-healthcheck-client"),
+        _client("apiserver-etcd-client", "etcd-ca", "kube-apiserver-etcd-client"),
     ]
 }
 # `kubeadm init phase certs all` order (certlist.go GetDefaultCertList), then the sa key pair.
