@@ -21,27 +21,16 @@ real one loads them once).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
 
 from . import flags as flagparse
-from . import health, klog, tlsclient
+from . import health, klog, release, tlsclient
 from .paths import node_path
 
 CHECK_PERIOD = 1.0
-VERSION = {
-    "major": "1",
-    "minor": "29",
-    "gitVersion": "v1.29.2",
-    "gitCommit": "kindbed",
-    "gitTreeState": "clean",
-    "buildDate": "2024-02-14T10:32:40Z",
-    "goVersion": "go1.21.7",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
+VERSION = release.INFO
 OTHER_CHECKS = [
     "ping",
     "log",
@@ -161,37 +150,26 @@ def main(argv: list[str]) -> int:
         f.get("etcd-certfile", f"{pki}/apiserver-etcd-client.crt"),
         f.get("etcd-keyfile", f"{pki}/apiserver-etcd-client.key"),
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = health.stop_on_signals()
     klog.info(
         "options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}"
     )
     klog.info("server.go:148", f"Version: {VERSION['gitVersion']} (kindbed stand-in)")
     client_ca = f.get("client-ca-file")
-    try:
-        srv = health.serve(
-            bind,
-            port,
-            str(node_path(f.get("tls-cert-file", f"{pki}/apiserver.crt"))),
-            str(node_path(f.get("tls-private-key-file", f"{pki}/apiserver.key"))),
-            checks_for(probe),
-            client_ca=str(node_path(client_ca)) if client_ca else None,
-            fallback=fallback,
-            reload_certs=True,
-        )
-    except OSError as e:
-        klog.log(
-            "E",
-            "run.go:74",
-            f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
-        )
+    srv = health.listen(
+        bind,
+        port,
+        str(node_path(f.get("tls-cert-file", f"{pki}/apiserver.crt"))),
+        str(node_path(f.get("tls-private-key-file", f"{pki}/apiserver.key"))),
+        checks_for(probe),
+        client_ca=str(node_path(client_ca)) if client_ca else None,
+        fallback=fallback,
+        reload_certs=True,
+    )
+    if srv is None:
         return 1
-    klog.info("secure_serving.go:213", f"Serving securely on {bind}:{port}")
     threading.Thread(target=probe.loop, args=(stop,), daemon=True).start()
-    stop.wait()
-    srv.shutdown()
-    srv.server_close()
+    health.run_until(stop, srv)
     return 0
 
 

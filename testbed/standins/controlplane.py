@@ -21,7 +21,6 @@ but never exits on a lost lease); an unreadable kubeconfig exits 1 (crash loop),
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -102,9 +101,7 @@ def main(component: str, argv: list[str]) -> int:
         return 1
     bind = f.get("bind-address", "0.0.0.0")  # noqa: S104 - the real default
     port = int(f.get("secure-port", str(COMPONENTS.get(component, 10257))))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = health.stop_on_signals()
     klog.info("serving.go:380", "Generated self-signed cert in-memory")
     with tempfile.TemporaryDirectory(prefix=f"kindbed-{component}-") as work:
         self_signed = pki.make_self_signed(
@@ -113,24 +110,15 @@ def main(component: str, argv: list[str]) -> int:
         pki.write_pair(work, "serving", self_signed)
         link = ApiServerLink(component, kc, work)
         checks = lambda ep: [("leaderElection", link.error)] if ep == "healthz" else None  # noqa: E731
-        try:
-            srv = health.serve(bind, port, f"{work}/serving.crt", f"{work}/serving.key", checks)
-        except OSError as e:
-            klog.log(
-                "E",
-                "run.go:74",
-                f'"command failed" err="failed to create listener: failed to listen on {bind}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
-            )
+        srv = health.listen(bind, port, f"{work}/serving.crt", f"{work}/serving.key", checks)
+        if srv is None:
             return 1
-        klog.info("secure_serving.go:213", f"Serving securely on {bind}:{port}")
         klog.info(
             "leaderelection.go:250",
             f"attempting to acquire leader lease kube-system/{component}...",
         )
         threading.Thread(target=link.loop, args=(stop,), daemon=True).start()
-        stop.wait()
-        srv.shutdown()
-        srv.server_close()
+        health.run_until(stop, srv)
     return 0
 
 

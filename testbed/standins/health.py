@@ -9,11 +9,13 @@ k8s.io/apiserver/pkg/server/healthz: 200 "ok" when all pass, else 500 with one
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import klog
@@ -100,6 +102,38 @@ def serve(
     if reload_certs:
         threading.Thread(target=_watch_pair, args=(ctx, cert_file, key_file), daemon=True).start()
     return srv
+
+
+def listen(
+    host: str, port: int, cert_file: str, key_file: str, checks: Checks, **options: Any
+) -> _Server | None:
+    """serve(), logged as a component's secure serving logs it; None (the caller exits 1)
+    when the port cannot be bound."""
+    try:
+        srv = serve(host, port, cert_file, key_file, checks, **options)
+    except OSError as e:
+        klog.log(
+            "E",
+            "run.go:74",
+            f'"command failed" err="failed to create listener: failed to listen on {host}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
+        )
+        return None
+    klog.info("secure_serving.go:213", f"Serving securely on {host}:{port}")
+    return srv
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM (kubelet/crictl stop) and SIGINT set; call from the main thread."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def run_until(stop: threading.Event, srv: _Server) -> None:
+    stop.wait()
+    srv.shutdown()
+    srv.server_close()
 
 
 def _stamp(*paths: str) -> tuple[tuple[int, int], ...]:

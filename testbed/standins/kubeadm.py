@@ -18,11 +18,11 @@ import json
 import socket
 import sys
 
-from . import kubeadm_certs
+from . import kubeadm_certs, release
 from .kubeadm_config import ConfigError, KubeadmConfig, default_address, parse
 from .paths import node_path
 
-VERSION = "v1.29.2"
+VERSION = release.GIT_VERSION
 OVERRIDES = {
     "--apiserver-advertise-address": "advertise_address",
     "--control-plane-endpoint": "control_plane_endpoint",
@@ -83,17 +83,7 @@ def load_config(flags: dict[str, str]) -> KubeadmConfig:
 
 def version(flags: dict[str, str]) -> int:
     fmt = flags.get("-o") or flags.get("--output") or ""
-    info = {
-        "major": "1",
-        "minor": "29",
-        "gitVersion": VERSION,
-        "gitCommit": "kindbed",
-        "gitTreeState": "clean",
-        "buildDate": "2024-02-14T10:32:40Z",
-        "goVersion": "go1.21.7",
-        "compiler": "gc",
-        "platform": "linux/amd64",
-    }
+    info = release.INFO
     if fmt == "short":
         print(VERSION)
     elif fmt == "json":
