@@ -7,6 +7,7 @@ Member IDs travel as decimal strings (the gateway's uint64 encoding).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ CURL_COULD_NOT_CONNECT = 7
 
 def _curl(node: Node, url: str, body: dict[str, Any] | None, timeout: float) -> tuple[int, str]:
     """url is a path template with {host}; loopbacks are tried in order."""
-    argv = ["curl", "-sS", "--max-time", str(int(timeout))]
+    argv = ["curl", "-sS", "--max-time", str(max(1, math.ceil(timeout)))]  # 0 = no limit
     if url.startswith("https"):
         argv += ["--cacert", f"{PKI}/ca.crt", "--cert", f"{PKI}/healthcheck-client.crt",
                  "--key", f"{PKI}/healthcheck-client.key"]

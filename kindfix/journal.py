@@ -233,7 +233,15 @@ def cluster_lock(cluster: str) -> Iterator[None]:
     """One repair per cluster at a time. flock is released by the kernel even on SIGKILL."""
     path = lock_path(cluster)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    st = path.parent.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise KindfixError(f"refusing the lock directory {path.parent}: not owned by you or "
+                           "writable by others", hint=f"remove {path.parent} and run again")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise KindfixError(f"cannot open the lock file {path}: {e.strerror}",
+                           hint=f"remove {path} if it is a symlink, then run again") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

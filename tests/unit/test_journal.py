@@ -387,10 +387,6 @@ def test_a_rolled_back_run_is_not_resumed() -> None:
     assert unfinished(node, "kind") is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cluster_lock opens the lock file without "
-                   "O_NOFOLLOW and truncates it, in a directory it does not check (the fallback "
-                   "is the predictable /tmp/kindfix-<uid>): a symlink planted there makes a root "
-                   "kindfix truncate any file")
 def test_the_lock_never_follows_a_planted_symlink(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     victim = tmp_path / "victim"

@@ -127,9 +127,6 @@ class RefusingEngine(FakeRuntime):
         super().network_connect(network, container, ipv4, ipv6, aliases)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pin() disconnects a node and then connects it with "
-                   "--ip; when Docker refuses the connect the node is left off the cluster "
-                   "network (the cluster breaks) instead of being reconnected as it was")
 def test_a_refused_pin_leaves_the_node_on_the_network() -> None:
     rt = RefusingEngine(networks={"kind": PINNABLE})
     rt.add(container("kind-control-plane", "control-plane", "172.18.0.3"))

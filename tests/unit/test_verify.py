@@ -17,20 +17,32 @@ CP, CP2, CP3 = "kind-control-plane", "kind-control-plane2", "kind-control-plane3
 LB = "kind-external-load-balancer"
 
 
-def healthy_ha() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
-    """ha-3cp-healthy with etcd answering what the fixture's probe recorded."""
-    cluster, snaps, nodes = dump("ha-3cp-healthy")
+def etcd_as_recorded(name: str, **etcd: Any) -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
+    """A fixture dump whose control planes' etcd answers what the dump's probe recorded."""
+    cluster, snaps, nodes = dump(name)
     out = snaps[CP].output(probes.ETCD_PROBE)
     assert out is not None
     probe = probes.parse_etcd_probe(out.text())
     members: list[dict[str, Any]] = [
-        {"ID": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
-         "clientURLs": list(m.client_urls)} for m in probe.members]
-    assert len(members) == 3
-    assert probe.leader
-    assert probe.revision
-    gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision)
+        {
+            "ID": m.id,
+            "name": m.name,
+            "peerURLs": list(m.peer_urls),
+            "clientURLs": list(m.client_urls),
+        }
+        for m in probe.members
+    ]
+    gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision or 0, **etcd)
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
+    return cluster, nodes, gw
+
+
+def healthy_ha() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
+    """ha-3cp-healthy with etcd answering what the fixture's probe recorded."""
+    cluster, nodes, gw = etcd_as_recorded("ha-3cp-healthy")
+    assert len(gw.members) == 3
+    assert gw.leader
+    assert gw.revision
     return cluster, nodes, gw
 
 
@@ -87,8 +99,10 @@ def test_an_apiserver_that_is_not_ready_is_named() -> None:
     cluster, nodes, gw = healthy_ha()
     gw.unhealthy[(CP2, 6443)] = "[-]etcd failed: reason withheld\nreadyz check failed"
     lines = failures(cluster, nodes)
-    assert f"{CP2}: kube-apiserver /readyz: [-]etcd failed: reason withheld\nreadyz check " \
-           "failed" in lines
+    assert (
+        f"{CP2}: kube-apiserver /readyz: [-]etcd failed: reason withheld\nreadyz check "
+        "failed" in lines
+    )
     # the load balancer sends some requests to that apiserver as well
     assert all(line.startswith((f"{CP2}:", f"{LB}:")) for line in lines)
 
@@ -108,11 +122,17 @@ def test_etcd_without_a_leader_fails_every_member_and_does_not_raise() -> None:
         assert f"{cp}: etcd member has a leader: no leader / client port not answering" in lines
 
 
-@pytest.mark.parametrize(("listing", "bad"), [
-    ("kind-control-plane    Ready    control-plane   5m   v1.29.2\n"
-     "kind-worker           NotReady <none>          5m   v1.29.2\n", "kind-worker"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("listing", "bad"),
+    [
+        (
+            "kind-control-plane    Ready    control-plane   5m   v1.29.2\n"
+            "kind-worker           NotReady <none>          5m   v1.29.2\n",
+            "kind-worker",
+        ),
+        ("", ""),
+    ],
+)
 def test_kubectl_reports_nodes_that_are_not_ready(listing: str, bad: str) -> None:
     cluster, nodes, _ = healthy_ha()
     node = nodes[CP]
@@ -132,16 +152,7 @@ def test_kubectl_all_ready_is_healthy() -> None:
 
 
 def _ipv6_single_cp() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
-    cluster, snaps, nodes = dump("ipv6-healthy")
-    out = snaps[CP].output(probes.ETCD_PROBE)
-    assert out is not None
-    probe = probes.parse_etcd_probe(out.text())
-    members: list[dict[str, Any]] = [
-        {"ID": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
-         "clientURLs": list(m.client_urls)} for m in probe.members]
-    gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision or 0, loopback="[::1]")
-    gw.attach(nodes[CP])
-    return cluster, nodes, gw
+    return etcd_as_recorded("ipv6-healthy", loopback="[::1]")
 
 
 def test_an_ipv6_clusters_etcd_is_verified_through_loopback_v6() -> None:
@@ -163,6 +174,11 @@ def test_a_cordoned_node_is_still_ready() -> None:
     cluster, nodes, _ = healthy_ha()
     node = nodes[CP]
     node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
-    node.on(("kubectl",), ok("kind-control-plane   Ready   control-plane   5m   v1.29.2\n"
-                             "kind-worker   Ready,SchedulingDisabled   <none>   5m   v1.29.2\n"))
+    node.on(
+        ("kubectl",),
+        ok(
+            "kind-control-plane   Ready   control-plane   5m   v1.29.2\n"
+            "kind-worker   Ready,SchedulingDisabled   <none>   5m   v1.29.2\n"
+        ),
+    )
     assert failures(cluster, nodes) == []
