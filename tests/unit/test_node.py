@@ -6,7 +6,12 @@ import subprocess
 import pytest
 
 from kindfix.errors import CommandError, KindfixError
-from kindfix.node import _READ_FILES_SCRIPT, _WRITE_FILE_SCRIPT, ContainerNode, parse_read_files_output
+from kindfix.node import (
+    _READ_FILES_SCRIPT,
+    _WRITE_FILE_SCRIPT,
+    ContainerNode,
+    parse_read_files_output,
+)
 from kindfix.runtime import ExecResult
 
 
