@@ -138,7 +138,8 @@ def live_rows() -> list[tuple]:
         try:
             names = bed.containers()
             floor = _floor(names, lambda n: rt.exec(n, ["true"]))
-            audit_t = _median(lambda: api.audit_live(rt, bed.cluster))
+            cluster = bed.cluster
+            audit_t = _median(lambda: api.audit_live(rt, cluster))
             audit_rows.append((label, "live", len(names), floor, audit_t))
             breaking.permute(bed)
             t = time.perf_counter()
@@ -162,7 +163,8 @@ def main() -> int:
     if "--fixtures-only" not in sys.argv:
         for row in live_rows():
             (repair_rows if row[0] == "repair" else audit_rows).append(row)
-    print(f"{'audit':26} {'nodes':>5} {'backing':8} {'floor s':>8} {'audit s':>8} {'ratio':>6}  goal <= 1.5x")
+    print(f"{'audit':26} {'nodes':>5} {'backing':8} {'floor s':>8} {'audit s':>8} "
+          f"{'ratio':>6}  goal <= 1.5x")
     for label, backing, n, floor, audit_t in audit_rows:
         print(f"{label:26} {n:5d} {backing:8} {floor:8.3f} {audit_t:8.3f} {audit_t / floor:6.2f}")
     if repair_rows:
