@@ -13,6 +13,7 @@ are labelled "fixture".
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -138,8 +139,7 @@ def live_rows() -> list[tuple]:
         try:
             names = bed.containers()
             floor = _floor(names, lambda n: rt.exec(n, ["true"]))
-            cluster = bed.cluster
-            audit_t = _median(lambda: api.audit_live(rt, cluster))
+            audit_t = _median(functools.partial(api.audit_live, rt, bed.cluster))
             audit_rows.append((label, "live", len(names), floor, audit_t))
             breaking.permute(bed)
             t = time.perf_counter()
