@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NodeRoot, run_main
+from conftest import NodeRoot, Result, run_main
 
 from testbed.standins import ctr
 
@@ -36,53 +36,23 @@ def test_run_uses_image_bin_and_propagates_exit_code(node: NodeRoot) -> None:
     )
 
 
+def run_rm(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    """`ctr -n k8s.io run --rm ARGS`, as kindfix runs etcdctl/etcdutl in an image."""
+    return run_main(capsys, ctr.main, "-n", "k8s.io", "run", "--rm", *args)
+
+
 def test_run_failures_are_clear(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
     node.image(ETCD, {"etcdctl": "exit 0\n"})
-    r = run_main(
-        capsys,
-        ctr.main,
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--net-host",
-        ETCD,
-        "x",
-        "etcdutl",
-        "version",
-    )
+    r = run_rm(capsys, "--net-host", ETCD, "x", "etcdutl", "version")
     assert r.returncode == 1
     assert 'exec: "etcdutl": executable file not found in $PATH' in r.stderr
-    r = run_main(
-        capsys,
-        ctr.main,
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--mount",
-        "type=bind,src=/a,dst=/b",
-        ETCD,
-        "x",
-        "etcdctl",
-    )
+    r = run_rm(capsys, "--mount", "type=bind,src=/a,dst=/b", ETCD, "x", "etcdctl")
     assert r.returncode == 1
     assert "src == dst" in r.stderr
-    r = run_main(
-        capsys,
-        ctr.main,
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "registry.k8s.io/etcd:9.9.9-0",
-        "x",
-        "etcdctl",
-    )
+    r = run_rm(capsys, "registry.k8s.io/etcd:9.9.9-0", "x", "etcdctl")
     assert (r.returncode, r.stderr) == (1, 'ctr: image "registry.k8s.io/etcd:9.9.9-0": not found\n')
-    r = run_main(
-        capsys, ctr.main, "run", "--rm", ETCD, "x", "etcdctl"
-    )  # default namespace: no k8s images
+    # the default namespace has no k8s images
+    r = run_main(capsys, ctr.main, "run", "--rm", ETCD, "x", "etcdctl")
     assert r.returncode == 1
     assert (
         run_main(capsys, ctr.main, "-n", "k8s.io", "run", ETCD, "keep", "etcdctl").returncode == 0

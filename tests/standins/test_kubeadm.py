@@ -3,7 +3,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import NodeRoot, run_main
+from conftest import NodeRoot, Result, run_main
 
 from testbed.standins import kubeadm, kubeadm_certs, pki
 from testbed.standins.kubeadm_config import ConfigError, KubeadmConfig, parse
@@ -30,6 +30,16 @@ KIND_V1BETA3 = textwrap.dedent("""\
     kind: KubeletConfiguration
     cgroupDriver: systemd
     """)
+
+
+JOIN_CERTS = ("join", "phase", "control-plane-prepare", "certs", "--config", "/kind/kubeadm.conf")
+
+
+def certs_phase(capsys: pytest.CaptureFixture[str], phase: str) -> Result:
+    """`kubeadm init phase certs <phase>` on kind's config, as kind's fix_certificate runs it."""
+    return run_main(
+        capsys, kubeadm.main, "init", "phase", "certs", phase, "--config", "/kind/kubeadm.conf"
+    )
 
 
 def cfg(**kw: object) -> KubeadmConfig:
@@ -103,9 +113,7 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(
     node: NodeRoot, capsys: pytest.CaptureFixture[str]
 ) -> None:
     node.write("/kind/kubeadm.conf", KIND_V1BETA3)
-    r = run_main(
-        capsys, kubeadm.main, "init", "phase", "certs", "all", "--config", "/kind/kubeadm.conf"
-    )
+    r = certs_phase(capsys, "all")
     assert r.returncode == 0, r.stderr
     assert '[certs] Generating "etcd/server" certificate and key' in r.stdout
     pki_dir = node.path("/etc/kubernetes/pki")
@@ -116,16 +124,7 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(
     before = (pki_dir / "apiserver.crt").read_bytes()
 
     # upstream runCertPhase: a cert signed by its CA is kept as is, whatever its SANs
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "init",
-        "phase",
-        "certs",
-        "apiserver",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = certs_phase(capsys, "apiserver")
     assert (r.returncode, r.stdout) == (
         0,
         "[certs] Using existing apiserver certificate and key on disk\n",
@@ -133,16 +132,7 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(
     assert (pki_dir / "apiserver.crt").read_bytes() == before
 
     # the join path validates SANs and refuses
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "join",
-        "phase",
-        "control-plane-prepare",
-        "certs",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = run_main(capsys, kubeadm.main, *JOIN_CERTS)
     assert r.returncode == 1
     assert r.stderr.startswith(
         "error execution phase control-plane-prepare/certs: certificate apiserver is "
@@ -151,31 +141,13 @@ def test_init_phase_keeps_existing_cert_even_with_stale_sans(
 
     # a key left alone on disk blocks generation, as upstream
     (pki_dir / "apiserver.crt").unlink()
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "init",
-        "phase",
-        "certs",
-        "apiserver",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = certs_phase(capsys, "apiserver")
     assert r.returncode == 1
     assert "failure loading apiserver certificate: couldn't load the certificate file" in r.stderr
 
     # kind's fix_certificate: delete the pair, then the phase makes a new one
     (pki_dir / "apiserver.key").unlink()
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "init",
-        "phase",
-        "certs",
-        "apiserver",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = certs_phase(capsys, "apiserver")
     assert r.returncode == 0
     assert "and IPs [10.96.0.1 172.18.0.5 127.0.0.1]" in r.stdout
     assert "172.18.0.5" in pki.sans(pki.read_pair(pki_dir, "apiserver").cert)[1]
@@ -185,31 +157,13 @@ def test_cert_from_another_ca_is_refused_and_missing_ca_reported(
     node: NodeRoot, capsys: pytest.CaptureFixture[str]
 ) -> None:
     node.write("/kind/kubeadm.conf", KIND_V1BETA3)
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "init",
-        "phase",
-        "certs",
-        "etcd-peer",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = certs_phase(capsys, "etcd-peer")
     assert r.returncode == 1
     assert "couldn't load CA certificate etcd-ca" in r.stderr
     pki_dir = node.path("/etc/kubernetes/pki")
     pki.write_pair(pki_dir, "etcd/ca", pki.make_ca("etcd-ca"))
     pki.write_pair(pki_dir, "etcd/peer", pki.make_leaf(pki.make_ca("etcd-ca"), "x"))
-    r = run_main(
-        capsys,
-        kubeadm.main,
-        "init",
-        "phase",
-        "certs",
-        "etcd-peer",
-        "--config",
-        "/kind/kubeadm.conf",
-    )
+    r = certs_phase(capsys, "etcd-peer")
     assert r.returncode == 1
     assert "[certs] certificate etcd/peer not signed by CA certificate etcd/ca" in r.stderr
 
