@@ -283,20 +283,20 @@ def test_exec_reads_bytes_buffered_by_the_http_layer() -> None:
     assert rt.exec("kind-control-plane", ["x"]).stdout == b"early late"
 
 
-def test_exec_in_missing_container() -> None:
+@pytest.mark.parametrize(
+    ("name", "message", "hint"),
+    [
+        ("ghost", "no container named ghost", "list them with `docker ps -a`"),
+        ("stopped", "container stopped is not running", "start it: docker start stopped"),
+    ],
+)
+def test_exec_in_missing_or_stopped_container_hints_the_fix(
+    name: str, message: str, hint: str
+) -> None:
     rt, _ = make()
     with pytest.raises(KindfixError) as info:
-        rt.exec("ghost", ["true"])
-    assert info.value.message == "no container named ghost"
-    assert info.value.hint == "list them with `docker ps -a`"
-
-
-def test_exec_in_stopped_container_hints_start() -> None:
-    rt, _ = make()
-    with pytest.raises(KindfixError) as info:
-        rt.exec("stopped", ["true"])
-    assert info.value.message == "container stopped is not running"
-    assert info.value.hint == "start it: docker start stopped"
+        rt.exec(name, ["true"])
+    assert (info.value.message, info.value.hint) == (message, hint)
 
 
 def test_concurrent_execs_do_not_mix_output() -> None:
