@@ -7,6 +7,8 @@ three); a single node moves when a placeholder takes its old address first.
 
 from __future__ import annotations
 
+import ipaddress
+
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +46,9 @@ def permute(bed: Bed, order: Sequence[str] | None = None) -> Permutation:
     t0 = time.monotonic()
     nodes = bed.nodes
     before = {n: ip for n, ip in bed.ips().items() if n in nodes}
-    start = list(order) if order else nodes[1:] + nodes[:1]
+    # rotate the nodes ordered by their *current* address, so a bed permuted before moves again
+    by_ip = sorted(nodes, key=lambda n: ipaddress.ip_address(before[n] or "0.0.0.0"))
+    start = list(order) if order else by_ip[1:] + by_ip[:1]
     if sorted(start) != sorted(nodes):
         raise ValueError(f"order {start} is not a permutation of {nodes}")
     _stop_all(bed, nodes)
