@@ -8,7 +8,6 @@ three); a single node moves when a placeholder takes its old address first.
 from __future__ import annotations
 
 import ipaddress
-
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
