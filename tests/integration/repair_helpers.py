@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ ETCD_DATA = "/var/lib/etcd"
 JOURNAL_DIR = "/kind/kindfix/journal"
 REPAIR_TIMEOUT_S = 300.0  # a 3-CP force-new-cluster repair takes about 60 s on 2 cores
 HEALTHY_WAIT_S = 60.0
+PROGRESS = re.compile(r"^\s*\d+\.\ds ")  # cli.py: f"{elapsed:6.1f}s {line}"
 
 
 # --- running kindfix ------------------------------------------------------------------------
@@ -69,7 +71,11 @@ def kindfix(bed: Bed | None, *args: str, name: str | None = None,
     t0 = time.monotonic()
     res = subprocess.run(argv, env=kindfix_env(bed, **env), capture_output=True, text=True,
                          timeout=timeout_s, check=False)
-    return Run(tuple(argv), res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
+    run = Run(tuple(argv), res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
+    # progress lines carry elapsed seconds: shown with -s (and on failure), for timing reports
+    print(f"$ kindfix {' '.join(args)} -> exit {run.exit_code} in {run.seconds:.1f}s")
+    print("\n".join(ln for ln in run.stdout.splitlines() if PROGRESS.match(ln)))
+    return run
 
 
 class LiveRun:
@@ -92,7 +98,8 @@ class LiveRun:
         self._queue.put(None)
 
     def wait_for(self, marker: str, timeout_s: float = REPAIR_TIMEOUT_S) -> str:
-        """The first new output line containing `marker`; fails the test on exit or timeout."""
+        """The first new progress line (`  12.3s ...`, not the plan printed before) containing
+        `marker`; fails the test when kindfix exits first or on timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -108,7 +115,7 @@ class LiveRun:
                 pytest.fail(f"kindfix exited {self.proc.returncode} before printing {marker!r}:"
                             f"\n{self.output()}")
             self.lines.append(line)
-            if marker in line:
+            if marker in line and PROGRESS.match(line):
                 return line
 
     def kill(self) -> None:
@@ -117,6 +124,8 @@ class LiveRun:
             self.proc.kill()
         self.proc.wait(timeout=30)
         self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         while True:
             try:
                 line = self._queue.get_nowait()
@@ -224,13 +233,21 @@ def sha256_in(bed: Bed, node: str, path: str) -> str | None:
 
 
 def journals(bed: Bed) -> dict[str, dict[str, object]]:
-    """run-id -> journal, from the first control plane."""
+    """run-id -> journal, from the first control plane. A journal that is not JSON (say, cut
+    short by a killed run) comes back as {"status": "UNREADABLE", "raw": <what is there>}."""
     cp = bed.control_planes[0]
     names = bed.exec(cp, ["ls", "-1", JOURNAL_DIR]).stdout.split()
-    out = {}
+    out: dict[str, dict[str, object]] = {}
     for n in names:
         if n.endswith(".json"):
-            out[n[: -len(".json")]] = json.loads(bed.exec(cp, ["cat", f"{JOURNAL_DIR}/{n}"]).stdout)
+            res = bed.exec(cp, ["cat", f"{JOURNAL_DIR}/{n}"])
+            try:
+                out[n[: -len(".json")]] = json.loads(res.stdout)
+            except ValueError:
+                size = bed.exec(cp, ["stat", "-c", "%s", f"{JOURNAL_DIR}/{n}"]).stdout.strip()
+                out[n[: -len(".json")]] = {"status": "UNREADABLE", "raw": res.stdout[:300],
+                                           "bytes": size, "cat_exit": res.exit_code,
+                                           "stderr": res.stderr[:300]}
     return out
 
 

@@ -108,6 +108,7 @@ class HaRepair:
     broken_report: Report
     dry_run: Run
     after_dry_run: Fingerprint
+    runs_after_dry_run: dict[str, dict[str, object]]
     repair: Run
 
 
@@ -127,9 +128,11 @@ def ha(ha_bed: Bed) -> HaRepair:
     dry = kindfix(bed, "repair", "--dry-run")
     timed("3-CP repair --dry-run", dry.seconds)
     after_dry = fingerprint(bed)
+    runs_after_dry = journals(bed)
     repair = kindfix(bed, "repair", "--yes")
     timed("3-CP repair --yes (permuted, quorum lost)", repair.seconds)
-    return HaRepair(bed, before, perm, broken, broken_report, dry, after_dry, repair)
+    return HaRepair(bed, before, perm, broken, broken_report, dry, after_dry, runs_after_dry,
+                    repair)
 
 
 # --- 1. 3 CP + LB, v0.15, permuted ---------------------------------------------------------------
@@ -149,7 +152,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(ha: HaRepair) -> None:
     assert "(dry run: nothing changed)" in ha.dry_run.stdout, ha.dry_run
     assert ha.broken.changed_files(ha.after_dry_run) == []
     assert ha.broken.etcd_listing == ha.after_dry_run.etcd_listing
-    assert not journals(ha.bed) or ha.repair.exit_code == 0  # dry run left no journal of its own
+    assert ha.runs_after_dry_run == {}, "a dry run recorded a repair run"
 
 
 def test_repair_heals_permuted_ha_bed_without_losing_a_key(ha: HaRepair) -> None:
@@ -288,6 +291,9 @@ def test_repair_killed_at_each_step_in_turn_then_run_again_ends_healthy(ha_bed: 
     _assert_current(bed, report)
     assert_no_key_lost(bed, keys)
     new = {k: v for k, v in journals(bed).items() if k not in runs_before}
+    unreadable = {k: v for k, v in new.items() if v["status"] == "UNREADABLE"}
+    assert not unreadable, f"a killed run left a journal that is not JSON: {unreadable}"
+    # every killed run was continued, not restarted: one run, done
     assert [v["status"] for v in new.values()] == ["done"], new
 
 
