@@ -133,11 +133,11 @@ def live_rows() -> list[tuple]:
     rt = DockerRuntime()
     for label, cps, workers in (("1 CP + 2 workers", 1, 2), ("3 CP + LB", 3, 0)):
         t = time.perf_counter()
-        bed = bedmod.create_bed(cps, workers, "v0.15", "by-name", False, 50)
+        bed = bedmod.create_bed(cps, workers, generation="v0.15", lb="by-name", seed_keys=50)
         created = time.perf_counter() - t
         os.environ["KIND_EXPERIMENTAL_DOCKER_NETWORK"] = bed.network
         try:
-            names = bed.containers()
+            names = bed.containers
             floor = _floor(names, lambda n: rt.exec(n, ["true"]))
             audit_t = _median(functools.partial(api.audit_live, rt, bed.cluster))
             audit_rows.append((label, "live", len(names), floor, audit_t))
