@@ -107,22 +107,23 @@ def judge(loc: Location, value: str, node: ClusterNode, cluster: Cluster) -> tup
     return _judge_node_ip(value, node)
 
 
-def parse_file(snapshot: NodeSnapshot, path: str, fmt: str, cache: dict[str, Document]
-               ) -> Document | None:
+def parse_file(snapshot: NodeSnapshot, path: str, fmt: str, cache: dict[str, Document],
+               editable: bool = False) -> Document | None:
     if path not in cache:
         raw = snapshot.file(path)
         if raw is None:
             return None
-        cache[path] = parse_document(fmt, raw, f"{snapshot.name}:{path}")
+        cache[path] = parse_document(fmt, raw, f"{snapshot.name}:{path}", editable)
     return cache[path]
 
 
 def located_values(snapshot: NodeSnapshot, role: str, patches: Patches,
-                   docs: dict[str, Document]) -> Iterator[tuple[Location, Ref]]:
+                   docs: dict[str, Document], editable: bool = False
+                   ) -> Iterator[tuple[Location, Ref]]:
     """Every (location, scalar) patches declares for the role that the node's files hold;
-    parsed documents are kept in `docs` so a caller can change and dump them."""
+    parsed documents are kept in `docs` so a caller can change (editable) and dump them."""
     for loc in patches.locations_for(role):
-        doc = parse_file(snapshot, loc.file, loc.format, docs)
+        doc = parse_file(snapshot, loc.file, loc.format, docs, editable)
         if doc is not None:
             for ref in doc.find(loc.path):
                 yield loc, ref

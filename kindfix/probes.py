@@ -32,11 +32,17 @@ m() { for h in 127.0.0.1 '[::1]'; do
   rc=$?; [ "$rc" = 7 ] || return "$rc"
 done; return 7; }
 section() { printf '\n@@kindfix-section %s %s\n' "$1" "$2"; }
-out=$(q /v3/cluster/member/list 2>&1); rc=$?; section member-list $rc; printf '%s' "$out"
-out=$(q /v3/maintenance/status 2>&1); rc=$?; section status $rc; printf '%s' "$out"
-out=$(m /health 2>&1); rc=$?; section health $rc; printf '%s' "$out"
-out=$(m /metrics 2>&1 | grep -E '^etcd_(server_has_leader|server_is_leader|debugging_mvcc_current_revision|debugging_mvcc_keys_total|server_proposals_applied_total|mvcc_db_total_size_in_bytes) '); rc=$?
-section metrics $rc; printf '%s' "$out"
+d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+# the four questions at once (each bounded by curl --max-time), answers printed in order
+(q /v3/cluster/member/list > "$d/1" 2>&1; echo $? > "$d/1.rc") &
+(q /v3/maintenance/status > "$d/2" 2>&1; echo $? > "$d/2.rc") &
+(m /health > "$d/3" 2>&1; echo $? > "$d/3.rc") &
+(m /metrics 2>&1 | grep -E '^etcd_(server_has_leader|server_is_leader|debugging_mvcc_current_revision|debugging_mvcc_keys_total|server_proposals_applied_total|mvcc_db_total_size_in_bytes) ' > "$d/4"; echo $? > "$d/4.rc") &
+wait
+i=1
+for name in member-list status health metrics; do
+  section "$name" "$(cat "$d/$i.rc")"; cat "$d/$i"; i=$((i+1))
+done
 section end 0
 """
 ETCD_PROBE: tuple[str, ...] = ("sh", "-c", _ETCD_SCRIPT, "kindfix-etcd-probe")

@@ -102,7 +102,7 @@ def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                  patches: Patches) -> list[FileChange]:
     docs: dict[str, Document] = {}
     changed: dict[str, list[str]] = {}
-    for loc, ref in located_values(snapshot, node.role, patches, docs):
+    for loc, ref in located_values(snapshot, node.role, patches, docs, editable=True):
         value = ref.get()
         if judge(loc, value, node, cluster)[0] != STALE:
             continue

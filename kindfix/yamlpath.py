@@ -188,11 +188,17 @@ class Document(Protocol):
     def dump(self) -> bytes: ...
 
 
+def _read_only(_value: str) -> None:
+    raise TypeError("document was parsed read-only (editable=False)")
+
+
 class _YamlText:
     """Round-tripped YAML text: edits through `find` refs are spliced into the original."""
 
-    def __init__(self, text: bytes, source: str) -> None:
-        self._yaml = _yaml()
+    def __init__(self, text: bytes, source: str, editable: bool = True) -> None:
+        # reading only: the safe loader is about twice as fast (audit parses every file)
+        self._yaml = _yaml() if editable else YAML(typ="safe")
+        self._editable = editable
         try:
             self._source_text = _Spliced(text.decode())
             self._root = self._load(text.decode())
@@ -207,7 +213,10 @@ class _YamlText:
         self._yaml.dump(self._root, out)
 
     def find(self, path: str) -> list[Ref]:
-        return [self._source_text.track(r) for r in _walk(self._root, parse_path(path))]
+        refs = list(_walk(self._root, parse_path(path)))
+        if not self._editable:
+            return [Ref(r.get, _read_only, r.pos, r.raw) for r in refs]
+        return [self._source_text.track(r) for r in refs]
 
     def _ruamel_dump(self) -> str:
         out = io.StringIO()
@@ -225,8 +234,8 @@ class _YamlText:
 class YamlDocument(_YamlText):
     """One YAML document (a static pod manifest or a kubeconfig)."""
 
-    def __init__(self, text: bytes, source: str) -> None:
-        super().__init__(text, source)
+    def __init__(self, text: bytes, source: str, editable: bool = True) -> None:
+        super().__init__(text, source, editable)
         if not isinstance(self._root, dict):
             raise KindfixError(f"{source} is not a YAML mapping",
                                hint="restore it from a backup or `kindfix rollback`")
@@ -327,8 +336,11 @@ PARSERS: dict[str, Callable[[bytes, str], Document]] = {
 }
 
 
-def parse_document(fmt: str, text: bytes, source: str) -> Document:
+def parse_document(fmt: str, text: bytes, source: str, editable: bool = True) -> Document:
     try:
-        return PARSERS[fmt](text, source)
+        parser = PARSERS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}") from None
+    if not editable and fmt in ("yaml", "yaml-multi"):
+        return parser(text, source, False)  # type: ignore[call-arg]
+    return parser(text, source)
