@@ -44,15 +44,15 @@ class Applier:
         numbered = list(enumerate(plan.steps, 1))
         done: list[str] = []
         for wave in _waves(numbered):
-            by_node: dict[str, list[tuple[int, Step]]] = {}
+            lanes: dict[str, list[tuple[int, Step]]] = {}
             for item in wave:
-                by_node.setdefault(item[1].node, []).append(item)
-            if len(by_node) == 1:
+                lanes.setdefault(_lane(item[1]), []).append(item)
+            if len(lanes) == 1:
                 done += self._run_steps(wave, len(plan.steps))
                 continue
-            with ThreadPoolExecutor(max_workers=min(8, len(by_node))) as pool:
+            with ThreadPoolExecutor(max_workers=min(8, len(lanes))) as pool:
                 futures = [pool.submit(self._run_steps, items, len(plan.steps))
-                           for items in by_node.values()]
+                           for items in lanes.values()]
                 for f in futures:
                     done += f.result()
         return done
@@ -118,11 +118,18 @@ PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")
 
 
 def _waves(numbered: list[tuple[int, Step]]) -> list[list[tuple[int, Step]]]:
-    """Consecutive per-node steps form one wave; every other step is a wave of its own."""
+    """Consecutive per-node steps of one kind form a wave (files before certificates: kubeadm
+    reads the rewritten /kind/kubeadm.conf); every other step is a wave of its own."""
     waves: list[list[tuple[int, Step]]] = []
     for item in numbered:
-        if waves and item[1].kind in PER_NODE and waves[-1][-1][1].kind in PER_NODE:
+        if waves and item[1].kind in PER_NODE and waves[-1][-1][1].kind == item[1].kind:
             waves[-1].append(item)
         else:
             waves.append([item])
     return waves
+
+
+def _lane(step: Step) -> str:
+    """Steps in one lane run in order, lanes at once: a node's files or restarts in order,
+    every certificate on its own (each is an independent kubeadm phase)."""
+    return step.key if step.kind == "regen-cert" else step.node
