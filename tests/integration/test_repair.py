@@ -261,12 +261,13 @@ def _data_when_healthy_or_seeded(bed: Bed) -> list[EtcdData]:
 
 # Progress lines of a force-new-cluster repair, in the order they appear; each kill point is a
 # line after which kindfix is SIGKILLed (the action it announces is then half done or not yet).
+# (The etcd step's own summary says "... with --force-new-cluster ...": match the sub-stage lines.)
 KILL_POINTS = (
     "[2/",  # after the first file rewrite
     "] etcd membership",  # the etcd step starts (file and certificate steps done)
-    "stopping etcd on",
-    "with --force-new-cluster",
-    "as a new member",
+    "etcd: stopping etcd on",  # the first member's manifest is being parked
+    "etcd: starting",  # "starting <best> with --force-new-cluster"
+    "etcd: adding",  # "adding <member> as a new member"
 )
 
 
