@@ -182,8 +182,14 @@ class Recovery:
 
     def _park_and_copy(self, cp: ClusterNode) -> None:
         if self.stage(f"park:{cp.name}"):
+            node = self.nodes[cp.name]
             self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
-            run(self.nodes[cp.name], ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
+            # recovery rewrites etcd.yaml: keep the original for rollback (a no-op when the
+            # files phase already kept it)
+            current = node.read_file(MANIFEST)
+            if current is not None:
+                self.rec.backup_file(node, MANIFEST, current, mode=0o600)
+            run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
             self.done(f"park:{cp.name}")
         if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
             self._copy_stopped(cp)

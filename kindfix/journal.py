@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kindfix.errors import KindfixError
-from kindfix.node import Node, run
+from kindfix.node import COMPLETE_OR_ABORT, Node, run
 
 ROOT = "/kind/kindfix"
 JOURNAL_DIR = f"{ROOT}/journal"
@@ -51,12 +51,13 @@ keep() {
 """
 
 # One exec per changed file: keep the original, then write stdin atomically with its mode.
-_REPLACE_SCRIPT = _KEEP_ORIGINAL + r"""
+_REPLACE_SCRIPT = _KEEP_ORIGINAL + COMPLETE_OR_ABORT + r"""
 set -e
 keep "$1" "$2"
 mode=$(cat "$2.mode" 2>/dev/null || echo 644)
 d=$(dirname "$1"); mkdir -p "$d"
-t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; chmod "$mode" "$t"; mv -f "$t" "$1"
+t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; complete "$t" "$3"
+chmod "$mode" "$t"; mv -f "$t" "$1"
 """
 
 # One exec per certificate: keep and remove the old pair, then run the command (kubeadm).
@@ -154,7 +155,8 @@ class RunRecorder:
                      ) -> None:
         """Keep the original, then write `content` atomically: one exec."""
         [backup] = self._declare(node, [(path, original)])
-        run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup], stdin=content)
+        run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup,
+                   hashlib.sha256(content).hexdigest()], stdin=content)
 
     def regenerate(self, node: Node, cert: tuple[str, bytes | None],
                    key: tuple[str, bytes | None], argv: list[str]) -> None:

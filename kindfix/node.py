@@ -9,6 +9,7 @@ reachable from the host (Docker Desktop on macOS).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -33,13 +34,23 @@ done
 """
 
 # Writes stdin to a temp file next to the target, sets the mode, then renames over it.
-_WRITE_FILE_SCRIPT = r"""
+# Renames only a complete copy: a client killed mid-stream ends stdin early, and a partial file
+# must never replace the original. "$1" is the temp file, "$2" the sha256 it must have.
+COMPLETE_OR_ABORT = r"""
+complete() {
+  [ "$(sha256sum < "$1" | cut -d' ' -f1)" = "$2" ] && return 0
+  rm -f "$1"; echo "kindfix: incomplete write refused" >&2; exit 5
+}
+"""
+
+_WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + r"""
 set -e
 p="$1"; mode="$2"
 d=$(dirname "$p")
 mkdir -p "$d"
 t=$(mktemp "$d/.kindfix.XXXXXX")
 cat > "$t"
+complete "$t" "$3"
 chmod "$mode" "$t"
 mv -f "$t" "$p"
 """
@@ -139,7 +150,8 @@ class ContainerNode:
         return self.read_files([path])[path]
 
     def write_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
-        argv = ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", path, f"{mode:o}"]
+        argv = ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", path, f"{mode:o}",
+                hashlib.sha256(content).hexdigest()]
         result = self.exec(argv, stdin=content)
         if result.exit_code in NO_SHELL:
             self._runtime.put_file(self._name, path, content, mode)

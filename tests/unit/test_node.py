@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 
 import pytest
@@ -69,3 +70,15 @@ def test_failed_exec_raises_command_error_with_pasteable_command() -> None:
     assert e.value.exit_code == 2
     assert "boom" in e.value.message
     assert _READ_FILES_SCRIPT and _WRITE_FILE_SCRIPT
+
+
+def test_a_truncated_write_never_replaces_the_original(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A client killed mid-stream ends stdin early: the partial file must not be renamed."""
+    target = tmp_path / "journal.json"
+    target.write_bytes(b'{"complete": true}')
+    argv = ["sh", "-c", _WRITE_FILE_SCRIPT, "kindfix-write", str(target), "600",
+            hashlib.sha256(b'{"complete": true, "more": 1}').hexdigest()]
+    result = LocalRuntime().exec("n", argv, stdin=b'{"complete": tr')  # cut short
+    assert result.exit_code == 5
+    assert target.read_bytes() == b'{"complete": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.json"]
