@@ -218,9 +218,6 @@ def test_rollback_restores_every_journaled_file_byte_for_byte(ha: HaRepair,
         assert now == (e["sha256"] if e["existed"] else None), e
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: etcd recovery rewrites etcd.yaml on members without "
-                   "a file step (the force-new-cluster member, re-added members) with no backup "
-                   "and no journal entry, so rollback cannot restore it")
 def test_rollback_restores_every_file_the_repair_changed(ha: HaRepair,
                                                          rolled_back: RolledBack) -> None:
     """Independently of the journal: every file kindfix may touch is as before the repair."""
@@ -311,10 +308,6 @@ def test_repair_killed_at_each_step_in_turn_then_run_again_ends_healthy(
 
 # Not strict: whether a SIGKILL lands while a journal is being written is timing (it did in
 # every run here, 3 of 3), so a passing run does not prove the fix.
-@pytest.mark.xfail(strict=False, reason="BUG: a SIGKILLed repair can leave a 0-byte journal "
-                   "(node.write_file streams stdin into `cat > tmp; mv tmp path`: when the client "
-                   "dies the exec sees EOF and renames the empty temp file), so the next repair "
-                   "cannot continue that run and starts a new one")
 def test_killed_repairs_are_continued_as_one_run_with_a_readable_journal(
         ha_bed: Bed, kill_chain: KillChain) -> None:
     new = {k: v for k, v in journals(ha_bed).items() if k not in kill_chain.runs_before}
