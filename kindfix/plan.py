@@ -41,6 +41,10 @@ class Step:
     phase: str = ""  # kubeadm certs phase, or the etcd strategy
     key_path: str = ""
 
+    # the new file content may hold keys (kubeconfig client-key-data): reports show the
+    # redacted diff instead
+    __render_exclude__ = ("content",)
+
 
 @dataclass(frozen=True)
 class Plan:

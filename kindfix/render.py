@@ -14,7 +14,9 @@ from ruamel.yaml import YAML
 def to_data(obj: Any) -> Any:
     """Dataclasses, mappings and tuples to plain JSON-able data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        hidden = getattr(obj, "__render_exclude__", ())
+        out = {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+               if f.name not in hidden}
         for name in getattr(obj, "__render_properties__", ()):
             out[name] = to_data(getattr(obj, name))
         return out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from kindfix.cli import Context, main
+from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, FakeRuntime, container
 
 
@@ -122,3 +124,37 @@ def test_a_node_name_given_as_cluster_points_at_the_cluster(run: Run) -> None:
     r = run(["audit", "--name", "dev-control-plane"], two_clusters())
     assert r.code == 1
     assert "use --name dev" in r.err
+
+
+def runtime_from_dump(name: str) -> FakeRuntime:
+    """The engine and nodes of a fixture dump: files from the dump, probes answered with the
+    output the dump recorded for the same argv."""
+    from tests.unit.helpers_nodes import dump
+
+    cluster, snapshots, nodes = dump(name)
+    rt = FakeRuntime()
+    for n in cluster.nodes:
+        node = nodes.get(n.name)
+        if node is not None:
+            for argv, result in snapshots[n.name].commands.items():
+                node.on(argv, result)
+            node.on(("ls", "-1", "/kind/kindfix/journal"), ExecResult(2, b"", b"No such file"))
+        rt.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
+                         ipv6=n.ipv6), node)
+    return rt
+
+
+def test_repair_dry_run_json_reports_the_plan_and_changes_nothing(run: Run) -> None:
+    rt = runtime_from_dump("single-cp-restart-v0.14")
+    before = {name: dict(node.files) for name, node in rt.nodes.items()}
+    r = run(["repair", "--dry-run", "-o", "json"], rt)
+    assert r.code == 0
+    data = json.loads(r.out)
+    assert data["dry_run"] is True
+    kinds = [s["kind"] for s in data["plan"]["steps"]]
+    assert {"write-file", "regen-cert", "etcd", "restart-pod"} <= set(kinds)
+    assert data["plan"]["etcd_strategy"] == "member-update"
+    assert {name: dict(node.files) for name, node in rt.nodes.items()} == before
+    assert all(not call[0].startswith("kubeadm") for n in rt.nodes.values() for call in n.calls)
+    assert "content" not in data["plan"]["steps"][0]  # may hold client-key-data
+    assert "client-key-data: LS0" not in r.out
