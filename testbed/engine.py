@@ -55,12 +55,16 @@ def _dockerd_running() -> bool:
     )
 
 
+# dockerd outlives this process on purpose; keeping the handle avoids Popen's ResourceWarning
+_DAEMONS: list[subprocess.Popen[bytes]] = []
+
+
 def start_dockerd() -> None:
     """Start dockerd detached, logging to DOCKERD_LOG (it outlives this process on purpose)."""
     with DOCKERD_LOG.open("ab") as log:
-        subprocess.Popen(
+        _DAEMONS.append(subprocess.Popen(
             ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        ))
 
 
 def wait_for_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
