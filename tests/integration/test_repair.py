@@ -432,3 +432,29 @@ def test_repair_points_literal_haproxy_at_every_control_plane(make_bed: Callable
         assert servers[cp].addr == ips[cp], servers[cp]
         assert servers[cp].op_state == 2, servers[cp]
     assert_no_key_lost(bed, before)
+
+
+# --- after an engine restart (opt-in: it restarts dockerd for the whole machine) -----------------
+
+
+@pytest.mark.engine_restart
+@pytest.mark.skipif(os.environ.get("KINDFIX_ENGINE_RESTART") != "1",
+                    reason="restarts the Docker engine for the whole machine; "
+                           "set KINDFIX_ENGINE_RESTART=1")
+def test_repair_after_an_engine_restart_starts_the_lb_and_ends_healthy(
+        make_bed: Callable[..., Bed]) -> None:
+    from testbed.breaking import restart_engine
+
+    bed = make_bed(control_planes=3, workers=0, generation="v0.15", lb="by-name")
+    keys = [etcd_data(bed, bed.control_planes[0])]
+    restart_engine(bed)  # nodes come back (exit 137 -> on-failure:1), the LB (exit 0) does not
+    wait_booted(bed)
+    audit = kindfix(bed, "audit")
+    assert audit.exit_code == 4, audit
+    assert "load balancer container is Exited" in audit.stdout
+    run = kindfix(bed, "repair", "--yes")
+    assert run.exit_code == 0, run
+    assert "start the load balancer container" in run.stdout
+    report = wait_healthy(bed)
+    assert report.healthy, report.reasons
+    assert_no_key_lost(bed, keys)
