@@ -410,19 +410,23 @@ def test_stopped_node_is_one_clear_error_and_changes_nothing(small_bed: Bed) -> 
         bed.client.containers.get(worker).start()
 
 
-# --- 7. literal-IP haproxy (kind v0.8 CLI) -------------------------------------------------------
+# --- 7. HA beds of other generations: kind v0.8 (literal-IP haproxy) and pre-v0.8 (no fixup) ----
 
 
-def test_repair_points_literal_haproxy_at_every_control_plane(make_bed: Callable[..., Bed]) -> None:
+@pytest.mark.parametrize(("generation", "lb"), [("v0.8", "literal"), ("none", "by-name")])
+def test_repair_points_every_lb_backend_at_its_control_plane(
+        make_bed: Callable[..., Bed], generation: str, lb: str) -> None:
     t0 = time.monotonic()
-    bed = make_bed(control_planes=3, workers=0, generation="v0.15", lb="literal", seed_keys=50)
-    timed("create 3CP literal LB", time.monotonic() - t0)
+    bed = make_bed(control_planes=3, workers=0, generation=generation, lb=lb, seed_keys=50)
+    timed(f"create 3CP {generation} {lb} LB", time.monotonic() - t0)
     before = _data(bed)
     _permute(bed)
     broken = check_bed(bed)
-    assert any("load balancer backend" in r for r in broken.reasons), broken.reasons
+    assert not broken.healthy
+    if lb == "literal":
+        assert any("load balancer backend" in r for r in broken.reasons), broken.reasons
     res = kindfix(bed, "repair", "--yes")
-    timed("3-CP literal LB repair", res.seconds)
+    timed(f"3-CP {generation} {lb} LB repair", res.seconds)
     assert res.exit_code == 0, res
     report = wait_healthy(bed)
     ips = bed.ips()
