@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import NodeRoot, Result, pod_manifest, run_main, wait_for
@@ -87,6 +88,11 @@ def test_ps_table_quiet_state_filters(node: NodeRoot, capsys: pytest.CaptureFixt
     assert crictl_in_process(capsys, "ps", "-q").stdout == cs["kube-scheduler"].id + "\n"
     assert cs["etcd"].id in crictl_in_process(capsys, "ps", "-a", "-q").stdout
     assert crictl_in_process(capsys, "ps", "-q", "--state", "exited").stdout == cs["etcd"].id + "\n"
+    # the shim records the real exit code when the process is gone: wait for it (bounded)
+    deadline = time.monotonic() + 10
+    while (state.load_container(cs["etcd"].id).status.get("exitCode") != 137  # type: ignore[union-attr]
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
     assert state.load_container(cs["etcd"].id).status["exitCode"] == 137  # type: ignore[union-attr]
 
 
