@@ -123,14 +123,7 @@ def _load_snapshot(base: Path, node: ClusterNode) -> NodeSnapshot:
         for c in json.loads(cmd_file.read_text()):
             commands[tuple(c["argv"])] = ExecResult(int(c["exit_code"]), c["stdout"].encode(),
                                                     c.get("stderr", "").encode())
-    return NodeSnapshot(node.name, node.role, _FileView(files), commands)
-
-
-class _FileView(dict[str, "bytes | None"]):
-    """A dump holds only the files that existed: absent means missing."""
-
-    def __missing__(self, key: str) -> None:
-        return None
+    return NodeSnapshot(node.name, node.role, files, commands)  # absent = missing
 
 
 def load_dump(directory: Path) -> tuple[Cluster, dict[str, NodeSnapshot]]:

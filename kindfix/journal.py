@@ -135,19 +135,21 @@ class RunRecorder:
                 self.journal.done.append(key)
                 self.save()
 
+    def _entry(self, node: Node, path: str, original: bytes | None, mode: int
+               ) -> dict[str, Any]:
+        """What the journal keeps of one original: where its backup is and its checksum."""
+        return {"node": node.name, "path": path, "backup": f"{self.backup_dir()}/files{path}",
+                "existed": original is not None,
+                "sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
+                "mode": f"{mode:o}"}
+
     def _declare(self, node: Node, items: list[tuple[str, bytes | None]]) -> list[str]:
         """Journal the originals (before anything changes) and return their backup paths."""
         with self._lock:
             known = {(e["node"], e["path"]) for e in self.journal.files}
             for path, original in items:
                 if (node.name, path) not in known:
-                    self.journal.files.append({
-                        "node": node.name, "path": path,
-                        "backup": f"{self.backup_dir()}/files{path}",
-                        "existed": original is not None,
-                        "sha256": hashlib.sha256(original).hexdigest() if original is not None
-                        else None,
-                        "mode": "644"})
+                    self.journal.files.append(self._entry(node, path, original, 0o644))
             self.save()
         return [f"{self.backup_dir()}/files{path}" for path, _ in items]
 
@@ -172,10 +174,8 @@ class RunRecorder:
             if move:
                 run(node, ["rm", "-f", path])
             return
-        dst = f"{self.backup_dir()}/files{path}"
-        entry = {"node": node.name, "path": path, "backup": dst, "existed": original is not None,
-                 "sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
-                 "mode": f"{mode:o}"}
+        entry = self._entry(node, path, original, mode)
+        dst = entry["backup"]
         if original is not None:
             run(node, ["sh", "-c", _BACKUP_SCRIPT, "kindfix-backup", path, dst])
         self.journal.files.append(entry)

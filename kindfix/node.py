@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from kindfix.errors import CommandError, KindfixError
@@ -157,7 +157,3 @@ class ContainerNode:
             self._runtime.put_file(self._name, path, content, mode)
         elif not result.ok:
             raise CommandError(argv, result.exit_code, result.stdout, result.stderr, self._name)
-
-
-def node_map(nodes: Sequence[Node]) -> Mapping[str, Node]:
-    return {n.name: n for n in nodes}
