@@ -148,3 +148,49 @@ def test_parse_crictl_ps_of_empty_or_broken_output() -> None:
     assert parse_crictl_ps("crictl: command not found") == ()
     [c] = parse_crictl_ps('{"containers": [{"id": "x", "metadata": {"name": "etcd"}}]}')
     assert (c.name, c.attempt, c.state, c.pod) == ("etcd", 0, "", "")
+
+
+FAKE_CURL = r"""#!/bin/sh
+# stands in for curl on the host: logs the URL, answers metrics/health from $FAKE_DIR
+for a; do url=$a; done
+echo "$url" >> "$FAKE_DIR/calls"
+case "$url" in
+  *:2381/metrics) cat "$FAKE_DIR/metrics" ;;
+  *:2381/health) echo '{"health":"false"}' ;;
+  *:2379/*) echo '{"members":[]}' ;;
+esac
+"""
+
+
+def run_probe_script(tmp_path: Path, metrics: str) -> tuple[str, list[str]]:
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(FAKE_CURL)
+    (bin_dir / "curl").chmod(0o755)
+    (tmp_path / "metrics").write_text(metrics)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
+    out = subprocess.run(probes.ETCD_PROBE, capture_output=True, text=True, env=env,
+                         timeout=30, check=True).stdout
+    return out, (tmp_path / "calls").read_text().split()
+
+
+def test_the_probe_script_skips_the_client_port_of_a_member_without_leader(
+        tmp_path: Path) -> None:
+    out, calls = run_probe_script(tmp_path, "etcd_server_has_leader 0\n")
+    assert not any(":2379/" in c for c in calls)  # it would hang until --max-time
+    p = parse_etcd_probe(out)
+    assert p.has_leader is False
+    assert not p.reachable
+    assert p.error == "skipped: etcd reports no leader"
+
+
+def test_the_probe_script_asks_the_client_port_when_the_member_has_a_leader(
+        tmp_path: Path) -> None:
+    out, calls = run_probe_script(tmp_path, "etcd_server_has_leader 1\n")
+    assert sorted(c for c in calls if ":2379/" in c) == [
+        "https://127.0.0.1:2379/v3/cluster/member/list",
+        "https://127.0.0.1:2379/v3/maintenance/status"]
+    assert parse_etcd_probe(out).reachable
