@@ -20,6 +20,8 @@ from kindfix.runtime import Runtime
 Progress = Callable[[str], None]
 
 KUBEADM_CONFIG = "/kind/kubeadm.conf"
+# one kubeadm run per phase (kubeadm takes one), all of a node's phases in one exec
+KUBEADM_CERTS = 'set -e; c=$1; shift; for p; do kubeadm init phase certs "$p" --config "$c"; done'
 _RESTART_POD = r"""
 ids=$(crictl ps -q --name "^$1\$" 2>/dev/null)
 [ -z "$ids" ] && exit 0
@@ -46,7 +48,7 @@ class Applier:
         for wave in _waves(numbered):
             lanes: dict[str, list[tuple[int, Step]]] = {}
             for item in wave:
-                lanes.setdefault(_lane(item[1]), []).append(item)
+                lanes.setdefault(item[1].node, []).append(item)  # one lane per node
             if len(lanes) == 1:
                 done += self._run_steps(wave, len(plan.steps))
                 continue
@@ -58,11 +60,21 @@ class Applier:
         return done
 
     def _run_steps(self, items: list[tuple[int, Step]], total: int) -> list[str]:
-        done = []
+        todo = []
         for i, step in items:
             if self.recorder.is_done(step.key):
                 self.progress(f"[{i}/{total}] already done: {step.summary}")
-                continue
+            else:
+                todo.append((i, step))
+        if todo and all(step.kind == "regen-cert" for _, step in todo):
+            # a node's certificates together: one journal save, one exec
+            for i, step in todo:
+                self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
+            self._regen_certs([step for _, step in todo])
+            self.recorder.mark_done(*(step.key for _, step in todo))
+            return [step.key for _, step in todo]
+        done = []
+        for i, step in todo:
             self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
             getattr(self, "_" + step.kind.replace("-", "_"))(step)
             self.recorder.mark_done(step.key)
@@ -81,12 +93,13 @@ class Applier:
         original = snap.file(step.path) if snap else node.read_file(step.path)
         self.recorder.replace_file(node, step.path, original, step.content)
 
-    def _regen_cert(self, step: Step) -> None:
-        node = self._node(step.node)
-        pair = node.read_files([step.path, step.key_path])
+    def _regen_certs(self, steps: list[Step]) -> None:
+        node = self._node(steps[0].node)
+        current = node.read_files([p for s in steps for p in (s.path, s.key_path)])
         self.recorder.regenerate(
-            node, (step.path, pair[step.path]), (step.key_path, pair[step.key_path]),
-            ["kubeadm", "init", "phase", "certs", step.phase, "--config", KUBEADM_CONFIG])
+            node, [((s.path, current[s.path]), (s.key_path, current[s.key_path])) for s in steps],
+            ["sh", "-c", KUBEADM_CERTS, "kindfix-certs", KUBEADM_CONFIG,
+             *(s.phase for s in steps)])
 
     def _etcd(self, step: Step) -> None:
         etcd_recovery.repair(self, step.phase)
@@ -128,8 +141,3 @@ def _waves(numbered: list[tuple[int, Step]]) -> list[list[tuple[int, Step]]]:
             waves.append([item])
     return waves
 
-
-def _lane(step: Step) -> str:
-    """Steps in one lane run in order, lanes at once: a node's files or restarts in order,
-    every certificate on its own (each is an independent kubeadm phase)."""
-    return step.key if step.kind == "regen-cert" else step.node

@@ -60,12 +60,16 @@ t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; complete "$t" "$3"
 chmod "$mode" "$t"; mv -f "$t" "$1"
 """
 
-# One exec per certificate: keep and remove the old pair, then run the command (kubeadm).
+# One exec per node for its certificates: keep and remove each old pair ("$1" pairs follow as
+# cert, cert backup, key, key backup), then run the command (kubeadm) once.
 _REGENERATE_SCRIPT = _KEEP_ORIGINAL + r"""
 set -e
-keep "$1" "$2"; keep "$3" "$4"
-rm -f "$1" "$3"
-shift 4
+n=$1; shift
+while [ "$n" -gt 0 ]; do
+  keep "$1" "$2"; keep "$3" "$4"
+  rm -f "$1" "$3"
+  shift 4; n=$((n-1))
+done
 exec "$@"
 """
 
@@ -129,10 +133,11 @@ class RunRecorder:
     def is_done(self, key: str) -> bool:
         return key in self.journal.done
 
-    def mark_done(self, key: str) -> None:
+    def mark_done(self, *keys: str) -> None:
         with self._lock:
-            if key not in self.journal.done:
-                self.journal.done.append(key)
+            new = [k for k in keys if k not in self.journal.done]
+            if new:
+                self.journal.done.extend(new)
                 self.save()
 
     def _entry(self, node: Node, path: str, original: bytes | None, mode: int
@@ -160,12 +165,17 @@ class RunRecorder:
         run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup,
                    hashlib.sha256(content).hexdigest()], stdin=content)
 
-    def regenerate(self, node: Node, cert: tuple[str, bytes | None],
-                   key: tuple[str, bytes | None], argv: list[str]) -> None:
-        """Keep and remove a certificate pair, then run `argv` (kubeadm) to make a new one."""
-        b_cert, b_key = self._declare(node, [cert, key])
-        run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", cert[0], b_cert,
-                   key[0], b_key, *argv], timeout=120)
+    def regenerate(self, node: Node, pairs: list[tuple[tuple[str, bytes | None],
+                                                    tuple[str, bytes | None]]],
+                   argv: list[str]) -> None:
+        """Keep and remove certificate pairs (cert, key), then run `argv` (kubeadm) to make new
+        ones: one journal save and one exec for all of a node's pairs."""
+        backups = self._declare(node, [item for pair in pairs for item in pair])
+        args: list[str] = [str(len(pairs))]
+        for i, (cert, key) in enumerate(pairs):
+            args += [cert[0], backups[2 * i], key[0], backups[2 * i + 1]]
+        run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", *args, *argv],
+            timeout=120 + 30 * len(pairs))
 
     def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
                     move: bool = False) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kindfix import journal
-from kindfix.apply import Applier
+from kindfix.apply import KUBEADM_CERTS, Applier
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
 from kindfix.journal import Journal, RunRecorder
@@ -29,8 +29,12 @@ class LocalRuntime:
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
     def exec(self, container: str, argv: Sequence[str], stdin: bytes | None = None,
              timeout: float | None = None) -> ExecResult:
+        self.calls.append(tuple(argv))
         p = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=30,
                            check=False)
         return ExecResult(p.returncode, p.stdout, p.stderr)
@@ -106,12 +110,25 @@ def _replace(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecRe
 
 
 def _regenerate(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-    crt, b_crt, key, b_key = argv[4:8]
-    _keep(node, crt, b_crt)
-    _keep(node, key, b_key)
-    node.files.pop(crt, None)
-    node.files.pop(key, None)
-    return node.exec(argv[8:])
+    n, rest = int(argv[4]), list(argv[5:])
+    for _ in range(n):
+        crt, b_crt, key, b_key = rest[:4]
+        _keep(node, crt, b_crt)
+        _keep(node, key, b_key)
+        node.files.pop(crt, None)
+        node.files.pop(key, None)
+        rest = rest[4:]
+    return node.exec(rest)
+
+
+def _kubeadm_certs(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    """apply.KUBEADM_CERTS: one `kubeadm init phase certs` per phase, stop at the first error."""
+    config, phases = argv[4], argv[5:]
+    for phase in phases:
+        result = node.exec(["kubeadm", "init", "phase", "certs", phase, "--config", config])
+        if result.exit_code != 0:
+            return result
+    return ok()
 
 
 def _restore_with_mode(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
@@ -129,6 +146,7 @@ def with_file_commands(node: FakeNode) -> FakeNode:
     node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore_with_mode)
     node.on(("sh", "-c", journal._REPLACE_SCRIPT), _replace)
     node.on(("sh", "-c", journal._REGENERATE_SCRIPT), _regenerate)
+    node.on(("sh", "-c", KUBEADM_CERTS), _kubeadm_certs)
     return node
 
 

@@ -139,6 +139,35 @@ def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
     assert node.files[crt] == b"new cert"
 
 
+def test_a_nodes_certificates_are_regenerated_in_one_exec_and_one_journal_save() -> None:
+    ap, nodes, _, _ = plan_v014()
+    node = nodes[CP]
+    phases = {"etcd-server": "/etc/kubernetes/pki/etcd/server", "etcd-peer":
+              "/etc/kubernetes/pki/etcd/peer"}
+    ran: list[str] = []
+    old_left: list[bool] = []
+
+    def kubeadm(n: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        old_left.append(any(p + ext in n.files for p in phases.values() for ext in (".crt",
+                                                                                    ".key")))
+        ran.append(argv[4])
+        n.files[phases[argv[4]] + ".crt"] = b"new cert"
+        return ok()
+
+    node.on(("kubeadm", "init", "phase", "certs"), kubeadm)
+    steps = tuple(Step(f"cert:{CP}:{phase}", "regen-cert", CP, f"regenerate {phase}",
+                       path=base + ".crt", phase=phase, key_path=base + ".key")
+                  for phase, base in phases.items())
+    journal_writes = len(nodes[CP].calls)
+    ap.apply(Plan("kind", steps, "none"))
+    calls = nodes[CP].calls[journal_writes:]
+    assert len([c for c in calls if c[2:3] == (journal._REGENERATE_SCRIPT,)]) == 1
+    assert ran == ["etcd-server", "etcd-peer"]
+    assert old_left[0] is False  # both old pairs were moved before kubeadm first ran
+    assert {s.key for s in steps} <= set(ap.recorder.journal.done)
+    assert len(ap.recorder.journal.files) == 4  # both pairs kept
+
+
 def test_restarts_follow_the_files_on_each_node() -> None:
     ap, nodes, plan, _ = plan_v014()
     ap.apply(plan)

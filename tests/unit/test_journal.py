@@ -21,8 +21,9 @@ from kindfix.journal import (
     rollback,
     unfinished,
 )
+from kindfix.node import ContainerNode
 from tests.fakes import FakeNode, fail
-from tests.unit.helpers_nodes import local_node, sh, with_file_commands
+from tests.unit.helpers_nodes import LocalRuntime, local_node, sh, with_file_commands
 
 REPO = Path(__file__).parents[2]
 MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
@@ -329,7 +330,7 @@ def test_regenerate_keeps_and_removes_the_pair_then_runs_the_command(local_root:
     key.write_bytes(b"old key")
     key.chmod(0o600)
     rec = RunRecorder(Journal("20261125T180000Z-0010", "kind"), node)
-    rec.regenerate(node, (str(crt), b"old cert"), (str(key), b"old key"),
+    rec.regenerate(node, [((str(crt), b"old cert"), (str(key), b"old key"))],
                    ["sh", "-c", _KUBEADM_STANDIN, str(crt), str(key)])
     assert (crt.read_bytes(), key.read_bytes()) == (b"new cert", b"new key")
     backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
@@ -337,6 +338,29 @@ def test_regenerate_keeps_and_removes_the_pair_then_runs_the_command(local_root:
     rollback({node.name: node}, rec.journal)
     assert (crt.read_bytes(), key.read_bytes()) == (b"old cert", b"old key")
     assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_regenerate_keeps_every_pair_of_a_node_in_one_exec(local_root: Path) -> None:
+    runtime = LocalRuntime()
+    node = ContainerNode(runtime, "kind-control-plane", "control-plane")  # type: ignore[arg-type]
+    pairs = []
+    for name in ("server", "peer"):
+        crt, key = local_root / f"{name}.crt", local_root / f"{name}.key"
+        crt.write_bytes(f"old {name} cert".encode())
+        key.write_bytes(f"old {name} key".encode())
+        pairs.append(((str(crt), crt.read_bytes()), (str(key), key.read_bytes())))
+    rec = RunRecorder(Journal("20261125T180000Z-0013", "kind"), node)
+    # the command sees neither old pair, then makes both new ones
+    rec.regenerate(node, pairs, ["sh", "-c", 'for f; do [ ! -e "$f" ] || exit 9; '
+                                 'printf new > "$f"; done', "x",
+                                 *(p for pair in pairs for p, _ in pair)])
+    assert len([c for c in runtime.calls if "kindfix-regenerate" in c]) == 1
+    assert all(Path(p).read_bytes() == b"new" for pair in pairs for p, _ in pair)
+    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    assert backups == {"server.crt": b"old server cert", "server.key": b"old server key",
+                       "peer.crt": b"old peer cert", "peer.key": b"old peer key"}
+    rollback({node.name: node}, rec.journal)
+    assert (local_root / "peer.key").read_bytes() == b"old peer key"
 
 
 def test_regenerate_runs_the_command_without_the_old_pair(local_root: Path) -> None:
@@ -347,7 +371,7 @@ def test_regenerate_runs_the_command_without_the_old_pair(local_root: Path) -> N
     rec = RunRecorder(Journal("20261125T180000Z-0011", "kind"), node)
     # kubeadm refuses to overwrite a pair that lacks a SAN: the pair must be gone when it runs
     with pytest.raises(CommandError) as e:
-        rec.regenerate(node, (str(crt), b"old cert"), (str(key), b"old key"),
+        rec.regenerate(node, [((str(crt), b"old cert"), (str(key), b"old key"))],
                        ["sh", "-c", '[ ! -e "$0" ] && [ ! -e "$1" ] && exit 9', str(crt),
                         str(key)])
     assert e.value.exit_code == 9
