@@ -62,7 +62,7 @@ def _retry(check: Callable[[], tuple[bool, str]], seconds: float) -> tuple[bool,
     deadline = time.monotonic() + seconds
     ok, detail = check()
     while not ok and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.5)
         ok, detail = check()
     return ok, detail
 
@@ -106,6 +106,13 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
     return checks
 
 
+# N requests through the load balancer in one exec: one "ok" line per request answered
+_THROUGH_LB = r"""
+i=0
+while [ "$i" -lt "$1" ]; do curl -sk --max-time 3 "$2"; echo; i=$((i+1)); done
+"""
+
+
 def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
     lb = cluster.load_balancer
     if lb is None or not cluster.control_planes:
@@ -115,9 +122,10 @@ def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[
     rounds = 2 * len(cluster.control_planes)
 
     def all_routes() -> tuple[bool, str]:
-        results = [_curl_ok(node, url) for _ in range(rounds)]
-        bad = [d for ok, d in results if not ok]
-        return not bad, f"{rounds - len(bad)}/{rounds} requests through {lb.name} answered ok"
+        r = node.exec(["sh", "-c", _THROUGH_LB, "kindfix-through-lb", str(rounds), url],
+                      timeout=15 + 4 * rounds)
+        good = r.text().splitlines().count("ok")
+        return good == rounds, f"{good}/{rounds} requests through {lb.name} answered ok"
 
     ok, detail = _retry(all_routes, wait)
     return [Check(lb.name, "load balancer routes to the apiservers", ok, detail)]
@@ -149,8 +157,11 @@ def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
         ok, detail = _retry(lambda: _curl_ok(node, url), wait)
         return Check(name, what, ok, detail)
 
-    checks += _each(component, [(cp.name, what, url) for cp in cluster.control_planes
-                                for what, url in _HEALTH_URLS])
-    checks += _lb_check(cluster, nodes, wait)
-    checks += _kubectl_check(cluster, nodes)
+    # the load balancer and kubectl beside the components: each is its own bounded wait
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        lb = pool.submit(_lb_check, cluster, nodes, wait)
+        kubectl = pool.submit(_kubectl_check, cluster, nodes)
+        checks += _each(component, [(cp.name, what, url) for cp in cluster.control_planes
+                                    for what, url in _HEALTH_URLS])
+        checks += lb.result() + kubectl.result()
     return Verification(tuple(checks))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from kindfix import verify
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode
 
@@ -52,6 +53,16 @@ class FakeEtcd:
     def attach(self, *nodes: FakeNode) -> None:
         for node in nodes:
             node.on(("curl",), self._handle)
+            node.on(("sh", "-c", verify._THROUGH_LB), self._through_lb)
+
+    def _through_lb(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
+                    ) -> ExecResult:
+        """verify._THROUGH_LB: argv[4] requests to argv[5], each body then a newline."""
+        out = b""
+        for _ in range(int(argv[4])):
+            out += self._handle(node, ["curl", "-sk", "--max-time", "3", argv[5]], None).stdout
+            out += b"\n"
+        return ExecResult(0, out, b"")
 
     def member_id(self, name: str) -> str:
         return next(str(m["ID"]) for m in self.members if m.get("name") == name)
