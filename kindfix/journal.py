@@ -117,6 +117,8 @@ class RunRecorder:
         self.journal = journal
         self._journal_node = journal_node
         self._lock = threading.RLock()  # steps on different nodes run concurrently
+        self._write_lock = threading.Lock()
+        self._written = b""
 
     @property
     def run_id(self) -> str:
@@ -126,19 +128,23 @@ class RunRecorder:
         return f"{ROOT}/backups/{self.run_id}"
 
     def save(self) -> None:
-        with self._lock:
-            self._journal_node.write_file(f"{JOURNAL_DIR}/{self.run_id}.json",
-                                          self.journal.to_json(), mode=0o600)
+        """Write the journal as it is now. Concurrent callers share a write (group commit):
+        one that finds its state already written returns at once."""
+        with self._write_lock:
+            with self._lock:
+                data = self.journal.to_json()
+            if data == self._written:
+                return
+            self._journal_node.write_file(f"{JOURNAL_DIR}/{self.run_id}.json", data, mode=0o600)
+            self._written = data
 
     def is_done(self, key: str) -> bool:
         return key in self.journal.done
 
     def mark_done(self, *keys: str) -> None:
         with self._lock:
-            new = [k for k in keys if k not in self.journal.done]
-            if new:
-                self.journal.done.extend(new)
-                self.save()
+            self.journal.done.extend(k for k in keys if k not in self.journal.done)
+        self.save()
 
     def _entry(self, node: Node, path: str, original: bytes | None, mode: int
                ) -> dict[str, Any]:
@@ -155,7 +161,7 @@ class RunRecorder:
             for path, original in items:
                 if (node.name, path) not in known:
                     self.journal.files.append(self._entry(node, path, original, 0o644))
-            self.save()
+        self.save()  # outside the lock: save takes the write lock first, then this one
         return [f"{self.backup_dir()}/files{path}" for path, _ in items]
 
     def replace_file(self, node: Node, path: str, original: bytes | None, content: bytes

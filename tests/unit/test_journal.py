@@ -422,3 +422,31 @@ def test_the_lock_never_follows_a_planted_symlink(tmp_path: Path,
     with pytest.raises(KindfixError), cluster_lock("kind"):
         pass
     assert victim.read_bytes() == b"precious\n"
+
+
+def test_concurrent_saves_share_writes_and_the_last_write_holds_every_change() -> None:
+    import threading
+    import time as _time
+
+    journal_node = cp_node()
+    path = f"{journal.JOURNAL_DIR}/20261125T180000Z-0014.json"
+    writes: list[bytes] = []
+    real_write = journal_node.write_file
+
+    def slow_write(p: str, content: bytes, mode: int = 0o644) -> None:
+        _time.sleep(0.05)  # a docker exec
+        writes.append(content)
+        real_write(p, content, mode)
+
+    journal_node.write_file = slow_write  # type: ignore[method-assign]
+    rec = RunRecorder(Journal("20261125T180000Z-0014", "kind"), journal_node)
+    threads = [threading.Thread(target=rec.mark_done, args=(f"step-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    saved = Journal.from_json(journal_node.files[path])
+    assert sorted(saved.done) == sorted(f"step-{i}" for i in range(8))
+    assert 1 <= len(writes) < 8  # grouped: a caller whose change was written returns at once
+    rec.mark_done("step-0")  # nothing new: no write
+    assert len(writes) < 8
