@@ -4,7 +4,7 @@ killed at any point is continued by the next `kindfix repair`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from kindfix import etcd_recovery
 from kindfix.discovery import Cluster
@@ -42,21 +42,38 @@ class Applier:
 
     def apply(self, plan: Plan) -> list[str]:
         """Steps in plan order; a run of per-node steps (files, certificates, restarts) goes
-        node by node in plan order, all nodes at once."""
+        node by node in plan order, all nodes at once. A snapshot restore of etcd prepares
+        (stop, copy, restore) while the certificates are made: it needs the rewritten
+        manifests, not the new certificates."""
         numbered = list(enumerate(plan.steps, 1))
         done: list[str] = []
-        for wave in _waves(numbered):
-            lanes: dict[str, list[tuple[int, Step]]] = {}
-            for item in wave:
-                lanes.setdefault(item[1].node, []).append(item)  # one lane per node
-            if len(lanes) == 1:
-                done += self._run_steps(wave, len(plan.steps))
-                continue
-            with ThreadPoolExecutor(max_workers=min(8, len(lanes))) as pool:
-                futures = [pool.submit(self._run_steps, items, len(plan.steps))
-                           for items in lanes.values()]
-                for f in futures:
-                    done += f.result()
+        etcd_step = next((s for s in plan.steps if s.kind == "etcd"), None)
+        prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
+            etcd_step.phase == "snapshot-restore"
+        with ThreadPoolExecutor(max_workers=1) as background:
+            preparing: Future[None] | None = None
+            for wave in _waves(numbered):
+                kind = wave[0][1].kind
+                if prepare and preparing is None and kind != "write-file":
+                    preparing = background.submit(etcd_recovery.prepare, self)
+                if kind == "etcd" and preparing is not None:
+                    preparing.result()
+                done += self._run_wave(wave, len(plan.steps))
+            if preparing is not None:
+                preparing.result()
+        return done
+
+    def _run_wave(self, wave: list[tuple[int, Step]], total: int) -> list[str]:
+        lanes: dict[str, list[tuple[int, Step]]] = {}
+        for item in wave:
+            lanes.setdefault(item[1].node, []).append(item)  # one lane per node
+        if len(lanes) == 1:
+            return self._run_steps(wave, total)
+        done: list[str] = []
+        with ThreadPoolExecutor(max_workers=min(8, len(lanes))) as pool:
+            futures = [pool.submit(self._run_steps, items, total) for items in lanes.values()]
+            for f in futures:
+                done += f.result()
         return done
 
     def _run_steps(self, items: list[tuple[int, Step]], total: int) -> list[str]:

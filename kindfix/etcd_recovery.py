@@ -4,6 +4,11 @@ member-update: quorum intact; update each stale member's peer URL through the cl
 force-new-cluster: quorum lost; stop etcd everywhere, copy every data dir, start the most
 up-to-date member with --force-new-cluster, fix its peer URL, then re-add the others one by one
 (etcd op-guide/recovery; kubespray's recover_lost_quorum role does the same dance).
+snapshot-restore: quorum lost; stop etcd everywhere, copy every data dir, restore the most
+up-to-date member's backend (`member/snap/db`, offline, `--skip-hash-check`) onto every member
+with the current peer URLs, start them all at once (etcd op-guide/recovery "Restoring a
+cluster"). The restore tool runs from the etcd image through `ctr run` (DOMAIN.md): etcdutl when
+the image has it (etcd >= 3.6 images), else etcdctl's deprecated `snapshot restore` (3.4/3.5).
 Every sub-stage is journaled, so a killed run continues where it stopped.
 """
 
@@ -13,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from kindfix import etcd
+from kindfix import etcd, probes
 from kindfix.addresses import url_host
 from kindfix.discovery import ClusterNode
 from kindfix.errors import KindfixError
@@ -39,21 +44,66 @@ fi
 """
 _ETCD_RUNNING = "crictl ps -q --name '^etcd$' --state running 2>/dev/null"
 # Copies the data dir and checks every file's checksum against the original (etcd is stopped).
+# wal/*.tmp is etcd's preallocated, still empty next WAL segment (64 MB): etcd makes a new one,
+# so it is neither copied nor hashed.
 _COPY_DATA = r"""
 set -e
 src="$1"; dst="$2"
 [ -d "$dst" ] && exit 0
 [ -d "$src" ] || { echo "no data dir $src" >&2; exit 3; }
-mkdir -p "$(dirname "$dst")"
 rm -rf "$dst.tmp"
-cp -a "$src" "$dst.tmp"
-# wal/*.tmp is etcd's preallocated, still empty next WAL file: copied, not worth hashing
-a=$(cd "$src" && find . -type f ! -name '*.tmp' -exec sha256sum {} + | sort)
-b=$(cd "$dst.tmp" && find . -type f ! -name '*.tmp' -exec sha256sum {} + | sort)
+mkdir -p "$dst.tmp"
+cd "$src"
+find . -type d -exec mkdir -p "$dst.tmp/{}" \;
+find . -type f ! -name '*.tmp' -exec cp -p --parents -t "$dst.tmp" {} +
+a=$(find . -type f ! -name '*.tmp' -exec sha256sum {} + | sort)
+b=$(cd "$dst.tmp" && find . -type f -exec sha256sum {} + | sort)
 [ "$a" = "$b" ] || { echo "copy of $src differs from the original" >&2; exit 4; }
 chmod 700 "$dst.tmp"
 mv "$dst.tmp" "$dst"
 """
+# The etcd image's own tool, run offline from the node through containerd (`ctr run`, on every
+# kind node); the data dir is bind-mounted at the same path. Tries etcdutl, then etcdctl.
+_CTR_TOOL = r"""
+tool_run() {  # tool_run <tool> <args...>: stdout kept, stderr in $err
+  t=$1; shift
+  ctr -n k8s.io run --rm --net-host \
+    --mount "type=bind,src=$data,dst=$data,options=rbind:rw" \
+    "$img" "kindfix-etcd-$$-$t" "$t" "$@" 2>"$err"
+}
+err=$(mktemp); trap 'rm -f "$err"' EXIT
+"""
+# Prints the tool that worked, then `snapshot status -w json` of the member's backend.
+_SNAPSHOT_STATUS = _CTR_TOOL + r"""
+data=$1; img=$2
+for tool in etcdutl etcdctl; do
+  if out=$(tool_run "$tool" snapshot status "$data/member/snap/db" -w json); then
+    printf '%s\n%s\n' "$tool" "$out"; exit 0
+  fi
+  printf '%s: %s\n' "$tool" "$(tail -n 3 "$err")" >&2
+done
+exit 3
+"""
+# Restores "$data/.kindfix-snapshot.db" as this member, then swaps the member dir: the old one
+# goes to "$3" (never deleted). A killed run repeats it from the snapshot (removed only later).
+_RESTORE = _CTR_TOOL + r"""
+set -e
+data=$1; img=$2; stale=$3; tool=$4; shift 4
+out="$data/.kindfix-restore"
+if [ ! -d "$out/member" ]; then
+  rm -rf "$out" "$out.tmp"
+  tool_run "$tool" snapshot restore "$data/.kindfix-snapshot.db" --skip-hash-check \
+    --data-dir "$out.tmp" "$@" >/dev/null || { cat "$err" >&2; exit 3; }
+  mv "$out.tmp" "$out"
+fi
+if [ -d "$data/member" ]; then
+  mkdir -p "$stale"; mv "$data/member" "$stale/member-$(date +%s)"
+fi
+mv "$out/member" "$data/member"
+rmdir "$out"
+"""
+_KEEP_SNAPSHOT = 'cp "$1/member/snap/db" "$1/.kindfix-snapshot.db.tmp" && ' \
+    'mv "$1/.kindfix-snapshot.db.tmp" "$1/.kindfix-snapshot.db"'
 _SET_ASIDE = r"""
 set -e
 [ -d "$1/member" ] || exit 0
@@ -163,12 +213,10 @@ class Recovery:
         return best
 
     def force_new_cluster(self) -> None:
-        best_name = next((n.split("=", 1)[1] for n in self.rec.journal.notes
-                          if n.startswith("etcd-best=")), None)
+        best_name = self.note("etcd-best")
         if best_name is None:
             best_name = self.choose().name
-            self.rec.journal.notes.append(f"etcd-best={best_name}")
-            self.rec.save()
+            self.add_note("etcd-best", best_name)
         best = next(cp for cp in self.cps if cp.name == best_name)
         others = [cp for cp in self.cps if cp.name != best.name]
         # every member at once: stop it, then copy its data dir (each node independently)
@@ -197,7 +245,8 @@ class Recovery:
 
     def _copy_stopped(self, cp: ClusterNode) -> None:
         node = self.nodes[cp.name]
-        etcd.wait_until(lambda: not _etcd_running(node), f"etcd on {cp.name} to stop", WAIT)
+        etcd.wait_until(lambda: not _etcd_running(node), f"etcd on {cp.name} to stop", WAIT,
+                        0.25)
         self.say(f"copying {cp.name}:{DATA_DIR} to {self.backup_dir(cp)}/data (verified)")
         run(node, ["sh", "-c", _COPY_DATA, "kindfix-copy", DATA_DIR,
                    f"{self.backup_dir(cp)}/data"], timeout=300)
@@ -257,6 +306,130 @@ class Recovery:
         self.say(f"{cp.name} joined")
         self.done(f"added:{cp.name}")
 
+    # --- snapshot-restore -----------------------------------------------------------------
+    def note(self, key: str) -> str | None:
+        """The latest value noted under key in the journal."""
+        return next((n.split("=", 1)[1] for n in reversed(self.rec.journal.notes)
+                     if n.startswith(key + "=")), None)
+
+    def add_note(self, key: str, value: str) -> None:
+        self.rec.journal.notes.append(f"{key}={value}")
+        self.rec.save()
+
+    def snapshot_restore(self) -> None:
+        self.prepare_restore()
+        if self.stage("unparked"):
+            self.say("starting every member on its restored data")
+            with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+                list(pool.map(self._unpark, self.cps))
+            self.done("unparked")
+        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+            list(pool.map(self._wait_leader, self.cps))
+        for cp in self.cps:
+            self.nodes[cp.name].exec(["rm", "-f", f"{DATA_DIR}/.kindfix-snapshot.db"])
+
+    def prepare_restore(self) -> None:
+        """Everything before the members start again: stop, copy, choose, restore."""
+        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+            list(pool.map(self._park_and_copy, self.cps))
+        best, tool, image = self._restore_source()
+        self._stage_snapshot(best)
+        members = ",".join(f"{cp.name}={peer_url(cp)}" for cp in self.cps)
+        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+            list(pool.map(lambda cp: self._restore_member(cp, tool, image, members), self.cps))
+
+    def fall_back(self, why: NoRestoreTool) -> None:
+        self.say(f"{why.message}; using force-new-cluster instead (every data dir is copied)")
+        self.add_note("etcd-strategy", "force-new-cluster")
+
+    def _restore_source(self) -> tuple[ClusterNode, str, str]:
+        """The member with the highest revision, the tool that read it, the etcd image."""
+        image = _etcd_image(self._parked(self.cps[0]))
+        best_name, tool = self.note("etcd-best"), self.note("etcd-tool")
+        if best_name is None or tool is None:
+            with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+                found = dict(zip([cp.name for cp in self.cps],
+                                 pool.map(lambda cp: self._status(cp, image), self.cps)))
+            ranked = [(st["revision"], -i, cp, st) for i, cp in enumerate(self.cps)
+                      if (st := found[cp.name]) is not None]
+            if not ranked:
+                raise NoRestoreTool(f"neither etcdutl nor etcdctl could read a member's data "
+                                    f"through `ctr run {image}`")
+            _, _, best, st = max(ranked, key=lambda r: r[:2])
+            best_name, tool = best.name, str(st["tool"])
+            self.say(f"most up-to-date member: {best_name} (revision {st['revision']}, "
+                     f"{st.get('totalKey', '?')} keys; {tool} from {image})")
+            self.add_note("etcd-tool", tool)
+            self.add_note("etcd-best", best_name)
+        return next(cp for cp in self.cps if cp.name == best_name), tool, image
+
+    def _status(self, cp: ClusterNode, image: str) -> dict[str, object] | None:
+        result = self.nodes[cp.name].exec(["sh", "-c", _SNAPSHOT_STATUS, "kindfix-status",
+                                           DATA_DIR, image], timeout=120)
+        lines = result.text().strip().splitlines()
+        data = probes.json_object(lines[-1]) if result.exit_code == 0 and lines else None
+        if data is None or "revision" not in data:
+            err = result.stderr.decode(errors="replace").strip().replace("\n", "; ")
+            self.say(f"cannot read {cp.name}'s data with the etcd image's tools: {err[:300]}")
+            return None
+        return {**data, "tool": lines[0]}
+
+    def _stage_snapshot(self, best: ClusterNode) -> None:
+        """The best member's backend, as .kindfix-snapshot.db in every member's data dir."""
+        snapshot = f"{DATA_DIR}/.kindfix-snapshot.db"
+        if self.stage(f"snapshot:{best.name}"):
+            run(self.nodes[best.name], ["sh", "-c", _KEEP_SNAPSHOT, "kindfix-snapshot", DATA_DIR])
+            self.done(f"snapshot:{best.name}")
+        todo = [cp for cp in self.cps if cp.name != best.name and self.stage(f"snapshot:{cp.name}")]
+        if not todo:
+            return
+        content = self.nodes[best.name].read_file(snapshot)
+        if content is None:
+            raise KindfixError(f"{best.name}:{snapshot} vanished before it was copied",
+                               hint="rerun `kindfix repair`: it continues where it stopped")
+        self.say(f"copying {best.name}'s backend ({len(content)} bytes) to "
+                 f"{', '.join(cp.name for cp in todo)}")
+
+        def put(cp: ClusterNode) -> None:
+            self.nodes[cp.name].write_file(snapshot, content, mode=0o600)  # sha256-checked
+            self.done(f"snapshot:{cp.name}")
+
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            list(pool.map(put, todo))
+
+    def _restore_member(self, cp: ClusterNode, tool: str, image: str, members: str) -> None:
+        if not self.stage(f"restored:{cp.name}"):
+            return
+        self.say(f"restoring {cp.name} as {peer_url(cp)} ({tool} snapshot restore)")
+        run(self.nodes[cp.name], [
+            "sh", "-c", _RESTORE, "kindfix-restore", DATA_DIR, image,
+            f"{self.backup_dir(cp)}/stale", tool, "--name", cp.name,
+            "--initial-cluster", members, "--initial-advertise-peer-urls", peer_url(cp),
+            "--initial-cluster-token", f"kindfix-{self.rec.run_id}"], timeout=300)
+        self.done(f"restored:{cp.name}")
+
+    def _unpark(self, cp: ClusterNode) -> None:
+        node = self.nodes[cp.name]
+        node.write_file(MANIFEST, self._parked(cp), mode=0o600)
+        node.exec(["rm", "-f", PARKED])
+
+    def _wait_leader(self, cp: ClusterNode) -> None:
+        node = self.nodes[cp.name]
+        # metrics answer at once; the client port of a member without leader hangs
+        etcd.wait_until(lambda: etcd.metrics(node).get("etcd_server_has_leader") == 1
+                        and etcd.healthy(node), f"etcd on {cp.name} to have a leader", WAIT,
+                        0.5)
+        self.say(f"{cp.name} is a member of the restored cluster")
+
+
+class NoRestoreTool(KindfixError):
+    """The etcd image offers no tool that reads a member's data offline."""
+
+
+def _etcd_image(manifest: bytes) -> str:
+    containers = YamlDocument(manifest, "etcd.yaml", editable=False).data["spec"]["containers"]
+    return str(next(c for c in containers if c.get("name") == "etcd")["image"])
+
 
 def _try_add(leader: Node, url: str) -> bool:
     if any(url in m.peer_urls for m in etcd.members(leader)):
@@ -276,18 +449,38 @@ def _forced_running(node: Node) -> bool:
     return out.strip() not in ("", "0")
 
 
+def prepare(ap: Applier) -> None:
+    """The part of a snapshot restore that may run beside the certificates (Applier.apply).
+    Without a restore tool it only stops and copies; the etcd step then falls back."""
+    rec = Recovery(ap)
+    if rec.note("etcd-strategy") is None:
+        rec.say("preparing the snapshot restore while the certificates are made")
+        rec.add_note("etcd-strategy", "snapshot-restore")
+    if rec.note("etcd-strategy") != "snapshot-restore":
+        return
+    try:
+        rec.prepare_restore()
+    except NoRestoreTool as e:
+        rec.fall_back(e)
+
+
 def repair(ap: Applier, strategy: str) -> None:
     rec = Recovery(ap)
-    if strategy == "snapshot-restore":
-        ap.progress("      etcd: snapshot-restore needs etcdutl, which etcd 3.5 images do not "
-                    "ship; using force-new-cluster instead (keeps WAL-only entries too)")
-        strategy = "force-new-cluster"
-    if strategy == "decide" and any(k.startswith("etcd:park") for k in ap.recorder.journal.done):
-        strategy = "force-new-cluster"  # a killed run already stopped etcd to force it
+    started = rec.note("etcd-strategy")
+    if started is not None:  # a killed run (or the preparation) already stopped etcd
+        strategy = started
     if strategy == "decide":
-        strategy = "member-update" if rec.leader_within(30) else "force-new-cluster"
+        strategy = "member-update" if rec.leader_within(30) else "snapshot-restore"
         ap.progress(f"      etcd: chose {strategy}")
     if strategy == "member-update":
         rec.member_update()
-    else:
-        rec.force_new_cluster()
+        return
+    if started is None:
+        rec.add_note("etcd-strategy", strategy)
+    if strategy == "snapshot-restore":
+        try:
+            rec.snapshot_restore()
+            return
+        except NoRestoreTool as e:
+            rec.fall_back(e)
+    rec.force_new_cluster()

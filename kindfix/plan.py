@@ -102,12 +102,14 @@ def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -
         return "member-update", ("quorum intact: update each stale member's peer URL through "
                                  "the cluster, one member at a time")
     if state.quorum is False:
-        return "force-new-cluster", (
-            "quorum lost: start the most up-to-date member (highest revision) with "
-            "--force-new-cluster, update its peer URL, then re-add the others one by one "
-            "(every data dir copied first; keeps WAL-only entries)")
+        return "snapshot-restore", (
+            "quorum lost: stop every member, copy every data dir, restore the most up-to-date "
+            "member's data (highest revision) onto all of them with their current peer URLs and "
+            "start them together; etcd gets a new cluster ID. Writes that only reached a "
+            "member's WAL (an unclean stop in the last ~100 ms) are not in that data: "
+            "--etcd-strategy force-new-cluster keeps them, member by member and slower")
     return "decide", ("etcd is not answering yet: after the manifests are fixed, use "
-                      "member-update if a leader appears, else force-new-cluster")
+                      "member-update if a leader appears, else snapshot-restore")
 
 
 def _restart_steps(changed_files: set[tuple[str, str]], certs: list[Step]) -> list[Step]:

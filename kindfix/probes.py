@@ -118,7 +118,7 @@ def _metric(body: str, name: str) -> int | None:
     return int(float(m.group(1))) if m else None
 
 
-def _json(body: str) -> dict[str, Any] | None:
+def json_object(body: str) -> dict[str, Any] | None:
     try:
         value = json.loads(body)
     except ValueError:
@@ -129,10 +129,10 @@ def _json(body: str) -> dict[str, Any] | None:
 def parse_etcd_probe(text: str) -> EtcdProbe:
     s = split_sections(text)
     rc, body = s.get("member-list", (1, ""))
-    listing = _json(body) if rc == 0 else None
+    listing = json_object(body) if rc == 0 else None
     members = tuple(_member(m) for m in (listing or {}).get("members", []))
     src, sbody = s.get("status", (1, ""))
-    status = _json(sbody) if src == 0 else None
+    status = json_object(sbody) if src == 0 else None
     header = (status or {}).get("header", {})
     hrc, hbody = s.get("health", (1, ""))
     _, mbody = s.get("metrics", (1, ""))
@@ -167,7 +167,7 @@ class CriContainer:
 
 def parse_crictl_ps(text: str) -> tuple[CriContainer, ...]:
     """Parse `crictl ps -a -o json` (real crictl's shape: {"containers": [...]})."""
-    data = _json(text) or {}
+    data = json_object(text) or {}
     out = []
     for c in data.get("containers", []):
         labels = c.get("labels", {}) or {}

@@ -183,19 +183,23 @@ def _corrupting_cp(tmp_path: Path) -> dict[str, str]:
     bin_dir.mkdir()
     shim = bin_dir / "cp"
     shim.write_text('#!/bin/sh\n/bin/cp "$@" || exit $?\n'
-                    'for a in "$@"; do last="$a"; done\n'
-                    'printf x >> "$last/member/snap/db"\n')
+                    'prev=""; t=""; for a in "$@"; do [ "$prev" = -t ] && t="$a"; '
+                    'prev="$a"; last="$a"; done\n'
+                    '[ -n "$t" ] || t="$last"\n'
+                    '[ ! -f "$t/member/snap/db" ] || printf x >> "$t/member/snap/db"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def test_copy_data_copies_and_verifies(tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
+    (src / "member" / "wal" / "0.tmp").write_bytes(bytes(4096))  # the preallocated next WAL
     dst = tmp_path / "backup" / "data"
     assert sh(etcd_recovery._COPY_DATA, str(src), str(dst)).returncode == 0
     for f in src.rglob("*"):
-        if f.is_file():
+        if f.is_file() and f.name != "0.tmp":
             assert (dst / f.relative_to(src)).read_bytes() == f.read_bytes()
+    assert not (dst / "member" / "wal" / "0.tmp").exists()
     assert oct(dst.stat().st_mode & 0o777) == "0o700"
     (src / "member" / "snap" / "db").write_bytes(b"newer")
     assert sh(etcd_recovery._COPY_DATA, str(src), str(dst)).returncode == 0  # kept, not redone

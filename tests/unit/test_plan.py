@@ -31,7 +31,7 @@ def test_healthy_cluster_yields_an_empty_plan(name: str) -> None:
 def test_permuted_ha_plan_rebuilds_initial_cluster_from_current_ips() -> None:
     cluster, snaps = load_dump(DUMPS / "ha-3cp-permuted")
     plan = make_plan(cluster, snaps, audit(cluster, snaps))
-    assert plan.etcd_strategy == "force-new-cluster"
+    assert plan.etcd_strategy == "snapshot-restore"
     ips = {n.name: n.ipv4 for n in cluster.control_planes}
     for step in plan.steps:
         if step.path.endswith("etcd.yaml"):
