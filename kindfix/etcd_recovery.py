@@ -164,12 +164,25 @@ class Recovery:
         return f"{self.rec.backup_dir()}/etcd-{cp.name}"
 
     # --- strategy selection at apply time -------------------------------------------------
-    def leader_within(self, seconds: float) -> Node | None:
+    def leader_within(self, seconds: float, give_up_without_leader: float | None = None
+                      ) -> Node | None:
+        """A member that has a leader, polled for `seconds`. With give_up_without_leader: stop
+        early once every member runs (metrics answer) and reports no leader for that long."""
         deadline = time.monotonic() + seconds
+        leaderless_since: float | None = None
         while time.monotonic() < deadline:
-            for cp in self.cps:
-                if etcd.healthy(self.nodes[cp.name]):
+            # metrics first: the client port of a member without leader hangs until curl gives up
+            said = [etcd.metrics(self.nodes[cp.name]).get("etcd_server_has_leader")
+                    for cp in self.cps]
+            for cp, has_leader in zip(self.cps, said):
+                if has_leader != 0 and etcd.healthy(self.nodes[cp.name]):
                     return self.nodes[cp.name]
+            if give_up_without_leader is not None and all(h == 0 for h in said):
+                leaderless_since = leaderless_since or time.monotonic()
+                if time.monotonic() - leaderless_since >= give_up_without_leader:
+                    return None
+            else:
+                leaderless_since = None
             time.sleep(1)
         return None
 
@@ -472,7 +485,9 @@ def repair(ap: Applier, strategy: str) -> None:
     if started is not None:  # a killed run (or the preparation) already stopped etcd
         strategy = started
     if strategy == "decide":
-        strategy = "member-update" if rec.leader_within(30) else "snapshot-restore"
+        # every member runs without a leader for 5 s (a few election timeouts): quorum is lost
+        leader = rec.leader_within(30, give_up_without_leader=5)
+        strategy = "member-update" if leader else "snapshot-restore"
         ap.progress(f"      etcd: chose {strategy}")
     if strategy == "member-update":
         rec.member_update()

@@ -158,10 +158,11 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
         report.etcd.quorum is None and any(n.role == CONTROL_PLANE for n in cluster.nodes)
         and not report.etcd.members)
     strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work)
-    steps = _file_steps(changes) + certs
+    # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
+    changed = {(c.node, c.path) for c in changes}
+    steps = _file_steps(changes) + certs + _restart_steps(changed, certs)
     if strategy != "none":
         steps.append(Step("etcd", "etcd", cluster.control_planes[0].name,
                           f"etcd membership: {strategy} ({why})", phase=strategy))
-    changed = {(c.node, c.path) for c in changes}
-    steps += _restart_steps(changed, certs) + _lb_steps(cluster, snapshots)
+    steps += _lb_steps(cluster, snapshots)
     return Plan(cluster.name, tuple(steps), strategy, (why,))

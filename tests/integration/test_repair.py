@@ -256,21 +256,28 @@ def _data_when_healthy_or_seeded(bed: Bed) -> list[EtcdData]:
 
 # --- 3. killed repair, run again -----------------------------------------------------------------
 
-# Progress lines of a force-new-cluster repair, in the order they appear; each kill point is a
-# line after which kindfix is SIGKILLed (the action it announces is then half done or not yet).
-# (The etcd step's own summary says "... with --force-new-cluster ...": match the sub-stage lines.)
+# Progress lines of a repair that restores etcd from a snapshot (quorum lost: the automatic
+# choice), in the order they appear; each kill point is a line after which kindfix is SIGKILLed
+# (the action it announces is then half done or not yet). Each must still appear in the run
+# that continues the killed one.
 KILL_POINTS = (
     "[2/",  # after the first file rewrite
+    "etcd: stopping etcd on",  # the first member's manifest is being parked (beside the certs)
+    "etcd: restoring",  # the first member's data is being restored from the snapshot
+    "etcd: starting every member",  # the manifests go back: every member starts restored
+)
+# The same for --etcd-strategy force-new-cluster (KINDFIX_SLOW=1)
+FNC_KILL_POINTS = (
     "] etcd membership",  # the etcd step starts (file and certificate steps done)
-    "etcd: stopping etcd on",  # the first member's manifest is being parked
+    "etcd: stopping etcd on",
     "etcd: starting",  # "starting <best> with --force-new-cluster"
     "etcd: adding",  # "adding <member> as a new member"
 )
 
 
-def _kill_at(bed: Bed, marker: str) -> list[str]:
+def _kill_at(bed: Bed, marker: str, *args: str) -> list[str]:
     """Start `repair --yes`, SIGKILL it right after the first progress line with `marker`."""
-    with live_repair(bed, "--yes") as run:
+    with live_repair(bed, "--yes", *args) as run:
         run.wait_for(marker)
         run.kill()
         return run.lines
@@ -318,16 +325,33 @@ def test_killed_repairs_are_continued_as_one_run_with_a_readable_journal(
 
 @pytest.mark.slow
 @_skip_unless_slow
-@pytest.mark.parametrize("marker", KILL_POINTS)
-def test_repair_killed_once_then_run_again_ends_healthy(ha_bed: Bed, marker: str) -> None:
+@pytest.mark.parametrize(("marker", "strategy"), [(m, "auto") for m in KILL_POINTS]
+                         + [(m, "force-new-cluster") for m in FNC_KILL_POINTS])
+def test_repair_killed_once_then_run_again_ends_healthy(ha_bed: Bed, marker: str,
+                                                        strategy: str) -> None:
     bed = ha_bed
     keys = _data_when_healthy_or_seeded(bed)
     _permute(bed)
-    _kill_at(bed, marker)
+    _kill_at(bed, marker, "--etcd-strategy", strategy)
     final = kindfix(bed, "repair", "--yes")
-    timed(f"3-CP repair after a kill at {marker!r}", final.seconds)
+    timed(f"3-CP repair after a kill at {marker!r} ({strategy})", final.seconds)
     assert final.exit_code == 0, final
     wait_healthy(bed)
+    assert_no_key_lost(bed, keys)
+
+
+def test_force_new_cluster_on_request_heals_without_losing_a_key(ha_bed: Bed) -> None:
+    """The slower strategy that keeps WAL-only entries, chosen with --etcd-strategy."""
+    bed = ha_bed
+    keys = _data_when_healthy_or_seeded(bed)
+    _permute(bed)
+    run = kindfix(bed, "repair", "--yes", "--etcd-strategy", "force-new-cluster")
+    timed("3-CP repair --etcd-strategy force-new-cluster", run.seconds)
+    assert run.exit_code == 0, run
+    assert "with --force-new-cluster" in run.stdout, run
+    assert "as a new member" in run.stdout, run
+    report = wait_healthy(bed)
+    _assert_current(bed, report)
     assert_no_key_lost(bed, keys)
 
 
@@ -413,11 +437,15 @@ def test_stopped_node_is_one_clear_error_and_changes_nothing(small_bed: Bed) -> 
 # --- 7. HA beds of other generations: kind v0.8 (literal-IP haproxy) and pre-v0.8 (no fixup) ----
 
 
-@pytest.mark.parametrize(("generation", "lb"), [("v0.8", "literal"), ("none", "by-name")])
+# The pre-v0.8 bed's etcd image also ships etcdutl (as etcd >= 3.6 images do): the snapshot is
+# read and restored with etcdutl there, with etcdctl (etcd 3.5 images) on the other.
+@pytest.mark.parametrize(("generation", "lb", "tool"), [("v0.8", "literal", "etcdctl"),
+                                                        ("none", "by-name", "etcdutl")])
 def test_repair_points_every_lb_backend_at_its_control_plane(
-        make_bed: Callable[..., Bed], generation: str, lb: str) -> None:
+        make_bed: Callable[..., Bed], generation: str, lb: str, tool: str) -> None:
     t0 = time.monotonic()
-    bed = make_bed(control_planes=3, workers=0, generation=generation, lb=lb, seed_keys=50)
+    bed = make_bed(control_planes=3, workers=0, generation=generation, lb=lb, seed_keys=50,
+                   etcdutl=tool == "etcdutl")
     timed(f"create 3CP {generation} {lb} LB", time.monotonic() - t0)
     before = _data(bed)
     _permute(bed)
@@ -428,6 +456,7 @@ def test_repair_points_every_lb_backend_at_its_control_plane(
     res = kindfix(bed, "repair", "--yes")
     timed(f"3-CP {generation} {lb} LB repair", res.seconds)
     assert res.exit_code == 0, res
+    assert f"; {tool} from registry.k8s.io/etcd:" in res.stdout, res
     report = wait_healthy(bed)
     ips = bed.ips()
     servers = {s.name: s for s in report.lb}

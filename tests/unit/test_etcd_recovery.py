@@ -374,3 +374,45 @@ def _assert_rebuilt(ap: Any, nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
     done = set(ap.recorder.journal.done)
     assert {"etcd:forced", "etcd:self-update", "etcd:unforced", "etcd:added:kind-control-plane",
             "etcd:added:kind-control-plane3"} <= done
+
+
+class FakeClock:
+    """time.monotonic/time.sleep for etcd_recovery: sleeping advances the clock at once."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_deciding_gives_up_early_when_every_member_runs_without_a_leader(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(etcd_recovery, "time", clock)
+    cluster, _, nodes = dump("ha-3cp-permuted")
+    gw = FakeEtcd([member(str(1000 + i), name, ip) for i, (name, ip) in enumerate(OLD.items())],
+                  leader=None)
+    gw.attach(*(nodes[c.name] for c in cluster.control_planes))
+    ap, _ = applier(cluster, nodes)
+    rec = Recovery(ap)
+    assert rec.leader_within(30, give_up_without_leader=5) is None
+    assert 1005 <= clock.now < 1010  # not the whole 30 s
+    # the client port (which hangs without a leader) was never asked
+    assert not any(path.startswith("/v3/") for _, path, _ in gw.requests)
+    clock.now = 1000.0
+    assert rec.leader_within(30) is None  # without the early exit: the full wait
+    assert clock.now >= 1030
+
+
+def test_deciding_finds_a_member_with_a_leader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_recovery, "time", FakeClock())
+    cluster, _, nodes = dump("ha-3cp-permuted")
+    gw = FakeEtcd([member(str(1000 + i), name, ip) for i, (name, ip) in enumerate(OLD.items())],
+                  leader="1000")
+    gw.attach(*(nodes[c.name] for c in cluster.control_planes))
+    ap, _ = applier(cluster, nodes)
+    assert Recovery(ap).leader_within(30, give_up_without_leader=5) is nodes["kind-control-plane"]
