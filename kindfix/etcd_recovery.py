@@ -34,6 +34,8 @@ PARKED = f"{PARKED_DIR}/etcd.yaml"
 DATA_DIR = "/var/lib/etcd"
 WAIT = 120.0
 
+# Parks the manifest (the kubelet then stops the pod), and stops the container at once the way
+# the kubelet would (SIGTERM, SIGKILL after 10 s): a graceful stop flushes etcd's backend.
 _PARK = r"""
 set -e
 mkdir -p "$2"
@@ -41,6 +43,8 @@ if [ -f "$1" ]; then
   [ -f "$2/etcd.yaml" ] || cp -p "$1" "$2/etcd.yaml"
   rm -f "$1"
 fi
+ids=$(crictl ps -q --name '^etcd$' 2>/dev/null) || true
+[ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
 """
 _ETCD_RUNNING = "crictl ps -q --name '^etcd$' --state running 2>/dev/null"
 # Copies the data dir and checks every file's checksum and size against the original (etcd is
@@ -216,7 +220,8 @@ class Recovery:
     def _restart_member(self, cp: ClusterNode) -> None:
         member = self.nodes[cp.name]
         member.exec(["sh", "-c", f'ids=$({_ETCD_RUNNING}); [ -n "$ids" ] && crictl stop $ids'])
-        etcd.wait_until(lambda: etcd.healthy(member), f"etcd on {cp.name} to be healthy", WAIT)
+        etcd.wait_until(lambda: _has_leader(member), f"etcd on {cp.name} to be healthy", WAIT,
+                        0.5)
 
     # --- force-new-cluster ----------------------------------------------------------------
     def choose(self) -> ClusterNode:
@@ -282,7 +287,7 @@ class Recovery:
             self.say(f"starting {best.name} with --force-new-cluster")
             node.write_file(MANIFEST, set_flags(self._parked(best), {
                 **base, "--force-new-cluster": ""}, f"{best.name}:{PARKED}"), mode=0o600)
-            etcd.wait_until(lambda: etcd.healthy(node), f"etcd on {best.name} to lead", WAIT)
+            etcd.wait_until(lambda: _has_leader(node), f"etcd on {best.name} to lead", WAIT, 0.5)
             self.done("forced")
         if self.stage("self-update"):
             for member in etcd.members(node):
@@ -295,7 +300,7 @@ class Recovery:
             node.write_file(MANIFEST, set_flags(self._parked(best), {
                 **base, "--force-new-cluster": None}, f"{best.name}:{PARKED}"), mode=0o600)
             time.sleep(2)  # let the kubelet replace the forced instance before asking
-            etcd.wait_until(lambda: etcd.healthy(node) and not _forced_running(node),
+            etcd.wait_until(lambda: _has_leader(node) and not _forced_running(node),
                             f"etcd on {best.name} to come back", WAIT)
             self.done("unforced")
 
@@ -316,7 +321,7 @@ class Recovery:
         node.write_file(MANIFEST, set_flags(self._parked(cp), {
             "--initial-cluster": initial, "--initial-cluster-state": "existing",
             "--force-new-cluster": None}, f"{cp.name}:{PARKED}"), mode=0o600)
-        etcd.wait_until(lambda: _started(leader, url) and etcd.healthy(node),
+        etcd.wait_until(lambda: _started(leader, url) and _has_leader(node),
                         f"etcd on {cp.name} to join", WAIT)
         self.say(f"{cp.name} joined")
         self.done(f"added:{cp.name}")
@@ -430,9 +435,7 @@ class Recovery:
 
     def _wait_leader(self, cp: ClusterNode) -> None:
         node = self.nodes[cp.name]
-        # metrics answer at once; the client port of a member without leader hangs
-        etcd.wait_until(lambda: etcd.metrics(node).get("etcd_server_has_leader") == 1
-                        and etcd.healthy(node), f"etcd on {cp.name} to have a leader", WAIT,
+        etcd.wait_until(lambda: _has_leader(node), f"etcd on {cp.name} to have a leader", WAIT,
                         0.5)
         self.say(f"{cp.name} is a member of the restored cluster")
 
@@ -444,6 +447,13 @@ class NoRestoreTool(KindfixError):
 def _etcd_image(manifest: bytes) -> str:
     containers = YamlDocument(manifest, "etcd.yaml", editable=False).data["spec"]["containers"]
     return str(next(c for c in containers if c.get("name") == "etcd")["image"])
+
+
+def _has_leader(node: Node) -> bool:
+    """Metrics first (they answer at once; the client port of a member without leader hangs
+    until curl gives up), then a linearizable status through the leader. Without a metrics
+    endpoint, the status alone."""
+    return etcd.metrics(node).get("etcd_server_has_leader") != 0 and etcd.healthy(node)
 
 
 def _try_add(leader: Node, url: str) -> bool:
