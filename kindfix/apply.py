@@ -22,11 +22,16 @@ Progress = Callable[[str], None]
 KUBEADM_CONFIG = "/kind/kubeadm.conf"
 # one kubeadm run per phase (kubeadm takes one), all of a node's phases in one exec
 KUBEADM_CERTS = 'set -e; c=$1; shift; for p; do kubeadm init phase certs "$p" --config "$c"; done'
-_RESTART_POD = r"""
-ids=$(crictl ps -q --name "^$1\$" 2>/dev/null)
-[ -z "$ids" ] && exit 0
-crictl stop $ids >/dev/null
+# Stops each named static pod's container (the kubelet starts it again); absent ones are skipped
+_RESTART_PODS = r"""
+for pod; do
+  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
+  [ -z "$ids" ] || crictl stop $ids >/dev/null || exit
+done
 """
+# Per-node steps of one kind that go as one batch (the method takes the node's list)
+BATCHED = {"write-file": "_write_files", "regen-cert": "_regen_certs",
+           "restart-pod": "_restart_pods"}
 
 
 class Applier:
@@ -83,13 +88,15 @@ class Applier:
                 self.progress(f"[{i}/{total}] already done: {step.summary}")
             else:
                 todo.append((i, step))
-        if todo and all(step.kind == "regen-cert" for _, step in todo):
-            # a node's certificates together: one journal save, one exec
+        kinds = {step.kind for _, step in todo}
+        if len(kinds) == 1 and kinds <= set(BATCHED):
+            # a node's steps of one kind together: one journal save before, one after
             for i, step in todo:
                 self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
-            self._regen_certs([step for _, step in todo])
-            self.recorder.mark_done(*(step.key for _, step in todo))
-            return [step.key for _, step in todo]
+            steps = [step for _, step in todo]
+            getattr(self, BATCHED[steps[0].kind])(steps)
+            self.recorder.mark_done(*(step.key for step in steps))
+            return [step.key for step in steps]
         done = []
         for i, step in todo:
             self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
@@ -104,11 +111,20 @@ class Applier:
         except KeyError:
             raise KindfixError(f"node {name} is not part of cluster {self.cluster.name}") from None
 
-    def _write_file(self, step: Step) -> None:
-        node = self._node(step.node)
+    def _original(self, step: Step) -> bytes | None:
         snap = self.snapshots.get(step.node)
-        original = snap.file(step.path) if snap else node.read_file(step.path)
-        self.recorder.replace_file(node, step.path, original, step.content)
+        return snap.file(step.path) if snap else self._node(step.node).read_file(step.path)
+
+    def _write_file(self, step: Step) -> None:
+        self._write_files([step])
+
+    def _write_files(self, steps: list[Step]) -> None:
+        """Journal every original of the node at once, then one atomic write per file."""
+        node = self._node(steps[0].node)
+        originals = [(s.path, self._original(s)) for s in steps]
+        self.recorder.declare(node, originals)
+        for step, (_, original) in zip(steps, originals):
+            self.recorder.replace_file(node, step.path, original, step.content)
 
     def _regen_certs(self, steps: list[Step]) -> None:
         node = self._node(steps[0].node)
@@ -122,7 +138,11 @@ class Applier:
         etcd_recovery.repair(self, step.phase)
 
     def _restart_pod(self, step: Step) -> None:
-        run(self._node(step.node), ["sh", "-c", _RESTART_POD, "kindfix-restart", step.phase])
+        self._restart_pods([step])
+
+    def _restart_pods(self, steps: list[Step]) -> None:
+        run(self._node(steps[0].node), ["sh", "-c", _RESTART_PODS, "kindfix-restart",
+                                        *(s.phase for s in steps)])
 
     def _restart_kubelet(self, step: Step) -> None:
         run(self._node(step.node), ["systemctl", "restart", "kubelet"], timeout=60)

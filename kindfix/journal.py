@@ -154,7 +154,7 @@ class RunRecorder:
                 "sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
                 "mode": f"{mode:o}"}
 
-    def _declare(self, node: Node, items: list[tuple[str, bytes | None]]) -> list[str]:
+    def declare(self, node: Node, items: list[tuple[str, bytes | None]]) -> list[str]:
         """Journal the originals (before anything changes) and return their backup paths."""
         with self._lock:
             known = {(e["node"], e["path"]) for e in self.journal.files}
@@ -167,7 +167,7 @@ class RunRecorder:
     def replace_file(self, node: Node, path: str, original: bytes | None, content: bytes
                      ) -> None:
         """Keep the original, then write `content` atomically: one exec."""
-        [backup] = self._declare(node, [(path, original)])
+        [backup] = self.declare(node, [(path, original)])
         run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup,
                    hashlib.sha256(content).hexdigest()], stdin=content)
 
@@ -176,7 +176,7 @@ class RunRecorder:
                    argv: list[str]) -> None:
         """Keep and remove certificate pairs (cert, key), then run `argv` (kubeadm) to make new
         ones: one journal save and one exec for all of a node's pairs."""
-        backups = self._declare(node, [item for pair in pairs for item in pair])
+        backups = self.declare(node, [item for pair in pairs for item in pair])
         args: list[str] = [str(len(pairs))]
         for i, (cert, key) in enumerate(pairs):
             args += [cert[0], backups[2 * i], key[0], backups[2 * i + 1]]

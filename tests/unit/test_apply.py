@@ -9,7 +9,7 @@ import pytest
 
 from kindfix import journal
 from kindfix import node as node_mod
-from kindfix.apply import _RESTART_POD, KUBEADM_CONFIG, Applier
+from kindfix.apply import _RESTART_PODS, KUBEADM_CONFIG, Applier
 from kindfix.audit import audit
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
@@ -71,7 +71,7 @@ def plan_v014() -> tuple[Applier, dict[str, FakeNode], Plan, list[str]]:
     ap, said = applier(cluster, nodes, snaps)
     for n in nodes.values():
         n.on(("kubeadm", "init", "phase", "certs"), ok())
-        n.on(("sh", "-c", _RESTART_POD), ok())
+        n.on(("sh", "-c", _RESTART_PODS), ok())
         n.on(("systemctl", "restart", "kubelet"), ok())
     ap.recorder.journal.done.append("etcd")  # etcd recovery has its own tests
     return ap, nodes, plan, said
@@ -172,7 +172,8 @@ def test_restarts_follow_the_files_on_each_node() -> None:
     ap, nodes, plan, _ = plan_v014()
     ap.apply(plan)
     calls = nodes[CP].calls
-    pods = [c[-1] for c in calls if c[:2] == ("sh", "-c") and c[3:4] == ("kindfix-restart",)]
+    pods = [p for c in calls if c[:2] == ("sh", "-c") and c[3:4] == ("kindfix-restart",)
+            for p in c[4:]]
     assert {"kube-controller-manager", "kube-scheduler"} <= set(pods)
     last_write = max(i for i, c in enumerate(calls) if c[2:3] == (journal._REPLACE_SCRIPT,))
     first_restart = min(i for i, c in enumerate(calls) if c[3:4] == ("kindfix-restart",))
