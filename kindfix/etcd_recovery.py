@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from kindfix import etcd, probes
-from kindfix.addresses import url_host
+from kindfix.addresses import node_ips, url_host
 from kindfix.discovery import ClusterNode
 from kindfix.errors import KindfixError
 from kindfix.node import Node, run
@@ -103,7 +103,8 @@ if [ ! -d "$out/member" ]; then
   mv "$out.tmp" "$out"
 fi
 if [ -d "$data/member" ]; then
-  mkdir -p "$stale"; mv "$data/member" "$stale/member-$(date +%s)"
+  mkdir -p "$stale"; aside=$(mktemp -d "$stale/member-$(date +%s)-XXXXXX")
+  rmdir "$aside"; mv "$data/member" "$aside"
 fi
 mv "$out/member" "$data/member"
 rmdir "$out"
@@ -114,12 +115,31 @@ _SET_ASIDE = r"""
 set -e
 [ -d "$1/member" ] || exit 0
 mkdir -p "$2"
-mv "$1/member" "$2/member-$(date +%s)"
+aside=$(mktemp -d "$2/member-$(date +%s)-XXXXXX")  # unique: two set-asides in one second
+rmdir "$aside"; mv "$1/member" "$aside"
 """
 
 
-def peer_url(node: ClusterNode) -> str:
-    return f"https://{url_host(node.ipv4 or node.ipv6 or '')}:2380"
+def peer_url(node: ClusterNode, family: int | None = None) -> str:
+    """The member's peer URL at the node's current address of `family` (4 or 6; default: the
+    IPv4 address when the node has one)."""
+    ip = (node.ipv6 if family == 6 else node.ipv4) or node.ipv4 or node.ipv6 or ""
+    return f"https://{url_host(ip)}:2380"
+
+
+def advertised_family(manifest: bytes | None) -> int | None:
+    """The address family etcd.yaml advertises its peer URL in (dual-stack nodes have both)."""
+    if manifest is None:
+        return None
+    try:
+        containers = YamlDocument(manifest, MANIFEST, editable=False).data["spec"]["containers"]
+        command = next(c for c in containers if c.get("name") == "etcd")["command"]
+    except (KindfixError, KeyError, TypeError, StopIteration):
+        return None
+    urls = [str(a).split("=", 1)[1] for a in command
+            if str(a).startswith("--initial-advertise-peer-urls=")]
+    lits = [lit for url in urls for lit in node_ips(url)]
+    return lits[0].family if lits else None
 
 
 def set_flags(manifest: bytes, flags: dict[str, str | None], source: str) -> bytes:
@@ -153,6 +173,11 @@ class Recovery:
         self.rec = ap.recorder
         self.cps = list(ap.cluster.control_planes)
         self.nodes = {n.name: ap.nodes[n.name] for n in self.cps}
+
+    def peer_url(self, cp: ClusterNode) -> str:
+        """In the family the member advertised before (the observed, unchanged etcd.yaml)."""
+        snap = self.ap.snapshots.get(cp.name)
+        return peer_url(cp, advertised_family(snap.file(MANIFEST) if snap else None))
 
     def stage(self, key: str) -> bool:
         """True when the sub-stage still has to run."""
@@ -207,7 +232,7 @@ class Recovery:
             node = self.ap.cluster.node(member.name)
             if node is None:
                 continue
-            want = [peer_url(node)]
+            want = [self.peer_url(node)]
             if list(member.peer_urls) != want:
                 old = ",".join(member.peer_urls)
                 self.say(f"member {member.name}: peer URL {old} -> {want[0]}")
@@ -226,11 +251,22 @@ class Recovery:
     # --- force-new-cluster ----------------------------------------------------------------
     def choose(self) -> ClusterNode:
         ranks = {cp.name: _metrics_rank(self.nodes[cp.name], i) for i, cp in enumerate(self.cps)}
+        if all(r[0] < 0 for r in ranks.values()):  # every member stopped: what observe saw
+            ranks = {cp.name: (self._observed_revision(cp), -1, -i)
+                     for i, cp in enumerate(self.cps)}
         best = max(self.cps, key=lambda cp: ranks[cp.name])
         rev = ranks[best.name][0]
         self.say(f"most up-to-date member: {best.name} (revision "
                  f"{rev if rev >= 0 else 'unknown: metrics unavailable, first control plane'})")
         return best
+
+    def _observed_revision(self, cp: ClusterNode) -> int:
+        snap = self.ap.snapshots.get(cp.name)
+        out = snap.output(probes.ETCD_PROBE) if snap else None
+        if out is None:
+            return -1
+        probe = probes.parse_etcd_probe(out.text())
+        return max(probe.metrics_revision or -1, probe.revision or -1)
 
     def force_new_cluster(self) -> None:
         best_name = self.note("etcd-best")
@@ -281,7 +317,7 @@ class Recovery:
 
     def _start_forced(self, best: ClusterNode) -> None:
         node = self.nodes[best.name]
-        url = peer_url(best)
+        url = self.peer_url(best)
         base = {"--initial-cluster": f"{best.name}={url}", "--initial-cluster-state": None}
         if self.stage("forced"):
             self.say(f"starting {best.name} with --force-new-cluster")
@@ -308,7 +344,7 @@ class Recovery:
         if not self.stage(f"added:{cp.name}"):
             return
         leader = self.nodes[best.name]
-        url = peer_url(cp)
+        url = self.peer_url(cp)
         members = etcd.members(leader)
         if not any(url in m.peer_urls for m in members):
             self.say(f"adding {cp.name} as a new member ({url})")
@@ -354,7 +390,7 @@ class Recovery:
             list(pool.map(self._park_and_copy, self.cps))
         best, tool, image = self._restore_source()
         self._stage_snapshot(best)
-        members = ",".join(f"{cp.name}={peer_url(cp)}" for cp in self.cps)
+        members = ",".join(f"{cp.name}={self.peer_url(cp)}" for cp in self.cps)
         with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
             list(pool.map(lambda cp: self._restore_member(cp, tool, image, members), self.cps))
 
@@ -420,11 +456,11 @@ class Recovery:
     def _restore_member(self, cp: ClusterNode, tool: str, image: str, members: str) -> None:
         if not self.stage(f"restored:{cp.name}"):
             return
-        self.say(f"restoring {cp.name} as {peer_url(cp)} ({tool} snapshot restore)")
+        self.say(f"restoring {cp.name} as {self.peer_url(cp)} ({tool} snapshot restore)")
         run(self.nodes[cp.name], [
             "sh", "-c", _RESTORE, "kindfix-restore", DATA_DIR, image,
             f"{self.backup_dir(cp)}/stale", tool, "--name", cp.name,
-            "--initial-cluster", members, "--initial-advertise-peer-urls", peer_url(cp),
+            "--initial-cluster", members, "--initial-advertise-peer-urls", self.peer_url(cp),
             "--initial-cluster-token", f"kindfix-{self.rec.run_id}"], timeout=300)
         self.done(f"restored:{cp.name}")
 
