@@ -12,6 +12,7 @@ with `permute` between them; each generation gets one small bed; extra kill poin
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -182,6 +183,13 @@ def test_second_repair_plans_nothing_and_changes_nothing(ha: HaRepair) -> None:
     dry = kindfix(bed, "repair", "--dry-run")
     assert dry.exit_code == 0, dry
     assert "nothing to do" in dry.stdout, dry
+    scripted = kindfix(bed, "repair", "--yes", "-o", "json")  # for scripts: one JSON document
+    assert scripted.exit_code == 0, scripted
+    outcome = json.loads(scripted.stdout)
+    assert outcome["cluster"] == bed.cluster
+    assert outcome["plan"]["steps"] == []
+    assert outcome["verification"]["checks"], outcome
+    assert all(c["ok"] for c in outcome["verification"]["checks"]), outcome
 
 
 # --- 4. rollback ------------------------------------------------------------------------------
@@ -434,13 +442,14 @@ def test_stopped_node_is_one_clear_error_and_changes_nothing(small_bed: Bed) -> 
         bed.client.containers.get(worker).start()
 
 
-# --- 7. HA beds of other generations: kind v0.8 (literal-IP haproxy) and pre-v0.8 (no fixup) ----
+# --- 7. HA beds of the other generations: v0.8 (literal-IP haproxy), pre-v0.8 (no fixup), v0.30 --
 
 
 # The pre-v0.8 bed's etcd image also ships etcdutl (as etcd >= 3.6 images do): the snapshot is
 # read and restored with etcdutl there, with etcdctl (etcd 3.5 images) on the other.
 @pytest.mark.parametrize(("generation", "lb", "tool"), [("v0.8", "literal", "etcdctl"),
-                                                        ("none", "by-name", "etcdutl")])
+                                                        ("none", "by-name", "etcdutl"),
+                                                        ("v0.30", "by-name", "etcdctl")])
 def test_repair_points_every_lb_backend_at_its_control_plane(
         make_bed: Callable[..., Bed], generation: str, lb: str, tool: str) -> None:
     t0 = time.monotonic()
