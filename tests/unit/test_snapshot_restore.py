@@ -1,0 +1,907 @@
+"""etcd snapshot restore (kindfix/etcd_recovery.py): the node-side scripts run for real with the
+host's sh against a fake `ctr` (containerd running the etcd image's etcdutl/etcdctl), and the
+Recovery flow over FakeNodes on the ha-3cp-permuted fixture with quorum lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kindfix import etcd_recovery
+from kindfix.apply import Applier
+from kindfix.discovery import Cluster
+from kindfix.etcd_recovery import DATA_DIR, MANIFEST, PARKED, Recovery
+from kindfix.journal import JOURNAL_DIR, Journal, RunRecorder
+from kindfix.observe import NodeSnapshot
+from kindfix.plan import Plan, Step
+from kindfix.runtime import ExecResult
+from tests.fakes import FakeNode, fail, ok
+from tests.unit.helpers_etcd import FakeEtcd, member
+from tests.unit.helpers_nodes import applier, dump
+
+IMAGE = "registry.k8s.io/etcd:3.5.10-0"  # the fixtures' etcd image
+DB = f"{DATA_DIR}/member/snap/db"
+SNAPSHOT = f"{DATA_DIR}/.kindfix-snapshot.db"
+RUN_ID = "20261125T180000Z-0001"  # helpers_nodes.applier's run
+NOT_FOUND = ('ctr: failed to create shim task: OCI runtime create failed: runc create failed: '
+             'unable to start container process: exec: "{}": executable file not found in '
+             '$PATH: unknown')
+
+# --- a fake ctr and etcd tool, for the scripts run for real ----------------------------------
+
+_FAKE_CTR = r'''
+import json
+import os
+import re
+import shutil
+import sys
+
+NOT_FOUND = @NOT_FOUND@
+BOOLEAN = {"--skip-hash-check", "--mark-compacted"}
+VALUED = {"-w", "--write-out", "--data-dir", "--wal-dir", "--name", "--initial-cluster",
+          "--initial-cluster-token", "--initial-advertise-peer-urls", "--bump-revision"}
+
+
+def die(message):
+    sys.stderr.write(message + "\n")
+    sys.exit(1)
+
+
+def parse(items):
+    flags, items = {}, list(items)
+    while items:
+        item = items.pop(0)
+        name, eq, value = item.partition("=")
+        if name in BOOLEAN:
+            flags[name] = "true"
+        elif name in VALUED:
+            flags[name] = value if eq else items.pop(0)
+        else:
+            die("Error: unknown flag: " + name)
+    return flags
+
+
+def seen(path, mounts):
+    return any(path == m or path.startswith(m + "/") for m in mounts)
+
+
+def ctr(args):
+    with open(os.environ["FAKE_CTR_LOG"], "a") as log:
+        log.write(json.dumps(args) + "\n")
+    if args[:4] != ["-n", "k8s.io", "run", "--rm"]:
+        die("fake ctr: expected `ctr -n k8s.io run --rm ...`, got: " + " ".join(args))
+    rest, mounts = args[4:], []
+    while rest and rest[0].startswith("--"):
+        opt = rest.pop(0)
+        if opt == "--mount":
+            spec = dict(kv.split("=", 1) for kv in rest.pop(0).split(","))
+            if spec.get("type") != "bind" or spec.get("src") != spec.get("dst") or \
+                    "rw" not in spec.get("options", "").split(":"):
+                die("ctr: mount not supported by the fake: %r" % (spec,))
+            mounts.append(spec["dst"].rstrip("/"))
+        elif opt != "--net-host":
+            die("ctr: flag provided but not defined: " + opt)
+    image, _cid, tool, *argv = rest
+    if image != os.environ["FAKE_CTR_IMAGE"]:
+        die('ctr: image "%s": not found' % image)
+    if tool not in ("etcdutl", "etcdctl") or \
+            tool in os.environ.get("FAKE_CTR_MISSING", "").split(","):
+        die(NOT_FOUND.format(tool))
+    etcd_tool(tool, argv, mounts)
+
+
+def etcd_tool(tool, argv, mounts):
+    if argv[:1] != ["snapshot"] or len(argv) < 3 or argv[1] not in ("status", "restore"):
+        die("Error: unknown command %r for %r" % (" ".join(argv[:2]), tool))
+    if tool == "etcdctl":
+        sys.stderr.write("Deprecated: Use `etcdutl snapshot %s` instead.\n\n" % argv[1])
+    db, flags = argv[2], parse(argv[3:])
+    if not seen(db, mounts) or not os.path.isfile(db):
+        die("Error: stat %s: no such file or directory" % db)
+    with open(db, "rb") as f:
+        head = re.match(rb"bolt rev=(\d+) keys=(\d+)\n", f.read())
+    if head is None:
+        die("Error: invalid database")
+    if argv[1] == "status":
+        if flags.get("-w", flags.get("--write-out")) != "json":
+            die("fake etcd tool: only -w json")
+        print(json.dumps({"hash": 1, "revision": int(head[1]), "totalKey": int(head[2]),
+                          "totalSize": os.path.getsize(db)}, separators=(",", ":")))
+        return
+    if "--skip-hash-check" not in flags:  # a member's db has no hash appended
+        die("Error: snapshot missing hash but --skip-hash-check=false")
+    name = flags.get("--name", "default")
+    peers = flags.get("--initial-advertise-peer-urls", "http://localhost:2380")
+    cluster = {}
+    for item in flags.get("--initial-cluster", "default=http://localhost:2380").split(","):
+        n, _, url = item.partition("=")
+        cluster.setdefault(n, []).append(url)
+    if name not in cluster:
+        die('Error: couldn\'t find local name "%s" in the initial cluster configuration' % name)
+    if sorted(cluster[name]) != sorted(peers.split(",")):
+        die("Error: --initial-cluster has %s=%s but missing from "
+            "--initial-advertise-peer-urls=%s" % (name, ",".join(cluster[name]), peers))
+    out = flags.get("--data-dir", name + ".etcd")
+    if os.path.isdir(out) and os.listdir(out):
+        die('Error: data-dir "%s" not empty or could not be read' % out)
+    if not seen(out, mounts):
+        return  # written into the container's own filesystem: gone with --rm
+    os.makedirs(out + "/member/snap", mode=0o700)
+    os.makedirs(out + "/member/wal", mode=0o700)
+    shutil.copyfile(db, out + "/member/snap/db")
+    with open(out + "/member/wal/0000000000000000-0000000000000000.wal", "w") as f:
+        json.dump({"name": name, "initial-cluster": flags.get("--initial-cluster"),
+                   "peer-urls": peers, "token": flags.get("--initial-cluster-token")}, f)
+
+
+ctr(sys.argv[1:])
+'''.replace("@NOT_FOUND@", repr(NOT_FOUND))
+
+
+def bolt(revision: int, keys: int = 17, filler: bytes = b"") -> bytes:
+    """A fake member backend the fake tool reads: its revision and key count, then data."""
+    return f"bolt rev={revision} keys={keys}\n".encode() + (filler or os.urandom(2048))
+
+
+@dataclass
+class Ctr:
+    """Runs kindfix's node scripts with the host's sh and a fake `ctr` first on PATH.
+
+    The fake stands in for containerd's `ctr -n k8s.io run --rm --net-host --mount
+    type=bind,src=S,dst=D,options=rbind:rw IMAGE ID TOOL ARGS...` on a kind node
+    (testbed/standins/CONTRACT.md, "ctr") and for the etcd image's tools behind it. It copies:
+    an unknown image fails with `ctr: image "REF": not found`; a tool the image lacks (3.4 images
+    have no etcdutl; 3.6 moved snapshot status/restore to etcdutl) fails with runc's "executable
+    file not found in $PATH"; inside the container only the bind mounts show the node's files,
+    and a --data-dir outside them is written into the container and gone with --rm. etcdctl
+    3.5 still runs `snapshot status|restore` but says on stderr it is deprecated. `snapshot status
+    DB -w json` prints one line {"hash","revision","totalKey","totalSize"}. `snapshot restore DB
+    --skip-hash-check --data-dir OUT --name N --initial-cluster C --initial-advertise-peer-urls
+    U --initial-cluster-token T` refuses a non-empty OUT (`data-dir "OUT" not empty or could not
+    be read`), needs --skip-hash-check for a member's db (no hash appended), checks that N is in
+    C with U as its peer URLs, and writes OUT/member/snap/db (the db) and OUT/member/wal/*.wal
+    (here: the flags as JSON). A db is `bolt(...)`; anything else is "invalid database".
+    Every call's argv goes to a log; mktemp's files go to their own TMPDIR, checked empty.
+    """
+
+    bin_dir: Path
+    tmp: Path
+    log: Path
+    missing: str = ""  # comma-separated tools the image lacks
+
+    def run(self, script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "PATH": f"{self.bin_dir}:{os.environ['PATH']}",
+               "FAKE_CTR_LOG": str(self.log), "FAKE_CTR_IMAGE": IMAGE,
+               "FAKE_CTR_MISSING": self.missing, "TMPDIR": str(self.tmp)}
+        p = subprocess.run(["sh", "-c", script, "kindfix-test", *args], capture_output=True,
+                           timeout=30, env=env, check=False)
+        assert list(self.tmp.iterdir()) == [], "the script left its stderr file behind"
+        return p
+
+    @property
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def clock(self, step: int) -> None:
+        """A `date +%s` that moves `step` seconds per call (0: every call in the same second)."""
+        state = self.tmp.parent / "clock"
+        state.write_text("1764093600\n")
+        self._tool("date", f'#!/bin/sh\nn=$(cat "{state}")\necho "$n"\n'
+                           f'echo $((n + {step})) > "{state}"\n')
+
+    def _tool(self, name: str, text: str) -> None:
+        path = self.bin_dir / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def ctr(tmp_path: Path) -> Ctr:
+    root = tmp_path / "ctr"
+    (root / "bin").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    fake = Ctr(root / "bin", root / "tmp", root / "calls.jsonl")
+    fake._tool("ctr", f"#!{sys.executable} -IS\n{_FAKE_CTR}")  # -IS: starts in 0.1 s
+    return fake
+
+
+def data_dir(root: Path, db: bytes) -> Path:
+    """A stopped member's data dir: backend and one WAL segment."""
+    data = root / "etcd"
+    (data / "member" / "snap").mkdir(parents=True)
+    (data / "member" / "wal").mkdir()
+    (data / "member" / "snap" / "db").write_bytes(db)
+    (data / "member" / "wal" / "0000000000000000-0000000000000000.wal").write_bytes(b"w" * 999)
+    return data
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def wal(member_dir: Path) -> dict[str, str]:
+    """What the fake tool wrote into the restored member's WAL: the flags it got."""
+    data: dict[str, str] = json.loads(
+        (member_dir / "wal" / "0000000000000000-0000000000000000.wal").read_text())
+    return data
+
+
+# --- _SNAPSHOT_STATUS -------------------------------------------------------------------------
+
+def test_snapshot_status_runs_etcdutl_from_the_image_on_the_bind_mounted_data_dir(
+        tmp_path: Path, ctr: Ctr) -> None:
+    db = bolt(48999, keys=1234)
+    data = data_dir(tmp_path, db)
+    before = tree(data)
+    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    assert p.returncode == 0, p.stderr
+    tool, status = p.stdout.decode().splitlines()
+    assert tool == "etcdutl"
+    assert json.loads(status) == {"hash": 1, "revision": 48999, "totalKey": 1234,
+                                  "totalSize": len(db)}
+    [call] = ctr.calls
+    assert call[:8] == ["-n", "k8s.io", "run", "--rm", "--net-host", "--mount",
+                        f"type=bind,src={data},dst={data},options=rbind:rw", IMAGE]
+    assert re.fullmatch(r"kindfix-etcd-\d+-etcdutl", call[8])
+    assert call[9:] == ["etcdutl", "snapshot", "status", f"{data}/member/snap/db", "-w", "json"]
+    assert tree(data) == before  # read only
+
+
+def test_snapshot_status_falls_back_to_etcdctl_when_the_image_has_no_etcdutl(
+        tmp_path: Path, ctr: Ctr) -> None:
+    data = data_dir(tmp_path, bolt(7, keys=3))
+    ctr.missing = "etcdutl"
+    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    assert lines[0] == "etcdctl"
+    assert len(lines) == 2  # etcdctl's deprecation notice is not in the answer
+    assert json.loads(lines[1])["revision"] == 7
+    assert [c[9] for c in ctr.calls] == ["etcdutl", "etcdctl"]
+    assert len({c[8] for c in ctr.calls}) == 2  # one container ID per tool
+
+
+@pytest.mark.parametrize(("missing", "db", "error"), [
+    ("etcdutl,etcdctl", bolt(7), "executable file not found in $PATH"),
+    ("", b"not a bolt file", "Error: invalid database"),
+])
+def test_snapshot_status_without_a_working_tool_fails_with_both_tools_errors(
+        tmp_path: Path, ctr: Ctr, missing: str, db: bytes, error: str) -> None:
+    data = data_dir(tmp_path, db)
+    ctr.missing = missing
+    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    assert p.returncode == 3
+    assert p.stdout == b""
+    lines = p.stderr.decode().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines if line.startswith("etcd")] == \
+        ["etcdutl", "etcdctl"]
+    assert sum(error in line for line in lines) == 2, lines
+
+
+@pytest.mark.parametrize("missing", ["", "etcdutl"])
+def test_recovery_reads_what_the_status_script_prints(
+        tmp_path: Path, ctr: Ctr, missing: str) -> None:
+    """The parser (Recovery._status) on the real script's output, tool line included."""
+    db = bolt(48999, keys=1234)
+    data = data_dir(tmp_path, db)
+    ctr.missing = missing
+    cluster, _, nodes = dump("ha-3cp-permuted")
+    node = nodes["kind-control-plane"]
+
+    def on_host(_n: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        assert argv[4] == DATA_DIR
+        p = ctr.run(argv[2], str(data), *argv[5:])
+        return ExecResult(p.returncode, p.stdout, p.stderr)
+
+    node.on(("sh", "-c", etcd_recovery._SNAPSHOT_STATUS), on_host)
+    ap, said = applier(cluster, nodes)
+    rec = Recovery(ap)
+    st = rec._status(cluster.control_planes[0], IMAGE)
+    assert st == {"hash": 1, "revision": 48999, "totalKey": 1234, "totalSize": len(db),
+                  "tool": "etcdctl" if missing else "etcdutl"}
+    ctr.missing = "etcdutl,etcdctl"
+    assert rec._status(cluster.control_planes[0], IMAGE) is None
+    [line] = [s for s in said if "cannot read" in s]
+    assert line.startswith("      etcd: cannot read kind-control-plane's data with the etcd "
+                           "image's tools: etcdutl: ")
+    assert "executable file not found" in line
+    assert "; etcdctl: ctr: failed to create shim task" in line  # cut at 300 characters
+
+
+# --- _RESTORE ---------------------------------------------------------------------------------
+
+RESTORE_FLAGS = ("--name", "kind-control-plane2",
+                 "--initial-cluster", "kind-control-plane=https://172.18.0.5:2380,"
+                 "kind-control-plane2=https://172.18.0.3:2380,"
+                 "kind-control-plane3=https://172.18.0.4:2380",
+                 "--initial-advertise-peer-urls", "https://172.18.0.3:2380",
+                 "--initial-cluster-token", f"kindfix-{RUN_ID}")
+
+
+def _restorable(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes], bytes]:
+    """A member's data dir with the snapshot staged beside it, and where stale members go."""
+    data = data_dir(tmp_path, bolt(100, filler=b"old member"))
+    snapshot = bolt(48999, filler=b"the best member's backend")
+    (data / ".kindfix-snapshot.db").write_bytes(snapshot)
+    return data, tmp_path / "backup" / "stale", tree(data / "member"), snapshot
+
+
+def restore(ctr: Ctr, data: Path, stale: Path, tool: str = "etcdutl"
+            ) -> subprocess.CompletedProcess[bytes]:
+    return ctr.run(etcd_recovery._RESTORE, str(data), IMAGE, str(stale), tool, *RESTORE_FLAGS)
+
+
+def _assert_restored(data: Path, snapshot: bytes) -> None:
+    assert (data / "member" / "snap" / "db").read_bytes() == snapshot
+    assert wal(data / "member") == {
+        "name": "kind-control-plane2", "initial-cluster": RESTORE_FLAGS[3],
+        "peer-urls": "https://172.18.0.3:2380", "token": f"kindfix-{RUN_ID}"}
+    assert sorted(p.name for p in data.iterdir()) == [".kindfix-snapshot.db", "member"]
+
+
+def test_restore_swaps_in_the_restored_member_and_keeps_the_old_one(
+        tmp_path: Path, ctr: Ctr) -> None:
+    data, stale, old, snapshot = _restorable(tmp_path)
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)  # no .kindfix-restore(.tmp) left
+    [kept] = list(stale.iterdir())
+    assert re.fullmatch(r"member-\d+-\w{6}", kept.name)
+    assert tree(kept) == old
+    [call] = ctr.calls
+    assert call[6] == f"type=bind,src={data},dst={data},options=rbind:rw"
+    assert call[9:] == ["etcdutl", "snapshot", "restore", f"{data}/.kindfix-snapshot.db",
+                        "--skip-hash-check", "--data-dir", f"{data}/.kindfix-restore.tmp",
+                        *RESTORE_FLAGS]
+
+
+def test_restore_with_etcdctl_from_an_image_without_etcdutl(tmp_path: Path, ctr: Ctr) -> None:
+    data, stale, _, snapshot = _restorable(tmp_path)
+    ctr.missing = "etcdutl"
+    p = restore(ctr, data, stale, tool="etcdctl")
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)
+    assert [c[9] for c in ctr.calls] == ["etcdctl"]
+
+
+def test_restore_run_again_after_it_finished_restores_again_and_sets_aside_again(
+        tmp_path: Path, ctr: Ctr) -> None:
+    data, stale, old, snapshot = _restorable(tmp_path)
+    ctr.clock(step=7)  # a rerun comes seconds later
+    assert restore(ctr, data, stale).returncode == 0
+    first = tree(data / "member")
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)
+    kept = sorted(stale.iterdir())
+    assert [tree(k) for k in kept] == [old, first]
+
+
+def test_restore_run_three_times_in_one_second_keeps_every_set_aside_member_apart(
+        tmp_path: Path, ctr: Ctr) -> None:
+    """With member-$(date +%s) alone, the second set-aside moved the member into the first
+    one and the third failed ('Directory not empty')."""
+    data, stale, old, _ = _restorable(tmp_path)
+    ctr.clock(step=0)
+    assert restore(ctr, data, stale).returncode == 0
+    first = tree(data / "member")
+    assert restore(ctr, data, stale).returncode == 0
+    second = tree(data / "member")
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    kept = [tree(k) for k in sorted(stale.iterdir())]
+    assert len(kept) == 3
+    assert old in kept and first in kept and second in kept
+
+
+@pytest.mark.parametrize("leftover", [
+    ".kindfix-restore.tmp/member/snap/db",  # killed while the tool wrote
+    ".kindfix-restore/",  # an empty one: killed before its rmdir
+])
+def test_restore_redoes_a_partial_earlier_attempt_cleanly(
+        tmp_path: Path, ctr: Ctr, leftover: str) -> None:
+    data, stale, old, snapshot = _restorable(tmp_path)
+    if leftover.endswith("/"):
+        (data / leftover).mkdir()
+    else:
+        (data / leftover).parent.mkdir(parents=True)
+        (data / leftover).write_bytes(b"half written")
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)
+    [kept] = list(stale.iterdir())
+    assert tree(kept) == old
+
+
+def test_restore_killed_between_set_aside_and_move_in_finishes_without_the_tool(
+        tmp_path: Path, ctr: Ctr) -> None:
+    data, stale, old, snapshot = _restorable(tmp_path)
+    assert restore(ctr, data, stale).returncode == 0
+    restored = tree(data / "member")
+    # the state after `mv "$data/member" "$stale/..."`, before the restored member moved in
+    (data / ".kindfix-restore").mkdir()
+    (data / "member").rename(data / ".kindfix-restore" / "member")
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    assert tree(data / "member") == restored
+    _assert_restored(data, snapshot)
+    assert len(ctr.calls) == 1  # only the first run ran the tool
+    [kept] = list(stale.iterdir())
+    assert tree(kept) == old
+
+
+@pytest.mark.parametrize(("missing", "snapshot", "error"), [
+    ("etcdutl", None, "executable file not found in $PATH"),
+    ("", b"truncated copy", "Error: invalid database"),
+])
+def test_restore_with_a_failing_tool_leaves_the_member_untouched(
+        tmp_path: Path, ctr: Ctr, missing: str, snapshot: bytes | None, error: str) -> None:
+    data, stale, old, good = _restorable(tmp_path)
+    if snapshot is not None:
+        (data / ".kindfix-snapshot.db").write_bytes(snapshot)
+    ctr.missing = missing
+    p = restore(ctr, data, stale)
+    assert p.returncode == 3
+    assert error in p.stderr.decode()
+    assert tree(data / "member") == old
+    assert not stale.exists()
+    assert not (data / ".kindfix-restore").exists()
+    # fixed (the other tool, a good snapshot): the next run restores
+    (data / ".kindfix-snapshot.db").write_bytes(good)
+    p = restore(ctr, data, stale, tool="etcdctl" if missing else "etcdutl")
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, good)
+
+
+# --- _KEEP_SNAPSHOT ---------------------------------------------------------------------------
+
+def test_keep_snapshot_copies_the_backend_beside_the_member(tmp_path: Path) -> None:
+    db = bolt(48999)
+    data = data_dir(tmp_path, db)
+
+    def keep() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["sh", "-c", etcd_recovery._KEEP_SNAPSHOT, "kindfix-snapshot",
+                               str(data)], capture_output=True, timeout=30, check=False)
+
+    assert keep().returncode == 0
+    assert (data / ".kindfix-snapshot.db").read_bytes() == db
+    assert (data / "member" / "snap" / "db").read_bytes() == db
+    assert sorted(p.name for p in data.iterdir()) == [".kindfix-snapshot.db", "member"]
+    (data / "member" / "snap" / "db").unlink()
+    p = keep()
+    assert p.returncode != 0
+    assert (data / ".kindfix-snapshot.db").read_bytes() == db  # a failed copy replaces nothing
+    assert not (data / ".kindfix-snapshot.db.tmp").exists()
+
+
+# --- the flow over FakeNodes ------------------------------------------------------------------
+
+CP, CP2, CP3 = "kind-control-plane", "kind-control-plane2", "kind-control-plane3"
+CPS = (CP, CP2, CP3)
+OLD = {CP: "172.18.0.3", CP2: "172.18.0.4", CP3: "172.18.0.5"}  # ha-3cp-permuted, at creation
+CURRENT = {CP: "172.18.0.5", CP2: "172.18.0.3", CP3: "172.18.0.4"}  # and now
+INITIAL = ",".join(f"{n}=https://{ip}:2380" for n, ip in CURRENT.items())
+JOURNALED = ("park", "copy", "status", "keep", "put-snapshot", "restore")
+
+
+class Killed(Exception):
+    """A run stopped in the middle (Ctrl-C, a lost `docker exec`)."""
+
+
+@dataclass
+class Side:
+    """What the nodes, the kubelet and etcd do with the commands of a snapshot restore.
+
+    `revisions`: what `snapshot status` reads in each member's backend (None: no tool works).
+    `kill_at`: (event, n) makes the n-th such event raise Killed instead of happening.
+    """
+
+    nodes: dict[str, FakeNode]
+    revisions: dict[str, int | None]
+    gw: FakeEtcd
+    kill_at: tuple[str, int] | None = None
+    tool: str = "etcdutl"  # the one the image has
+    snapshots: dict[str, NodeSnapshot] = field(default_factory=dict)  # what observe saw
+    events: list[tuple[str, str]] = field(default_factory=list)  # only what happened
+    attempts: Counter[str] = field(default_factory=Counter)
+    restores: dict[str, list[str]] = field(default_factory=dict)  # node: its restore argv
+    running_at_restore: list[str] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def event(self, what: str, node: str) -> None:
+        with self._lock:
+            self.attempts[what] += 1
+            if self.kill_at == (what, self.attempts[what]):
+                raise Killed(f"killed at {what} #{self.attempts[what]} on {node}")
+            self.events.append((what, node))
+
+    def counts(self, *what: str) -> Counter[tuple[str, str]]:
+        return Counter(e for e in self.events if not what or e[0] in what)
+
+    def first(self, what: str) -> int:
+        return next(i for i, e in enumerate(self.events) if e[0] == what)
+
+    def last(self, what: str) -> int:
+        return max(i for i, e in enumerate(self.events) if e[0] == what)
+
+    # --- handlers ---
+    def running(self, node: FakeNode, *_: Any) -> ExecResult:
+        return ok("3f9a\n" if MANIFEST in node.files else "")
+
+    def park(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        self.event("park", node.name)
+        if argv[4] in node.files:
+            node.files.setdefault(f"{argv[5]}/etcd.yaml", node.files.pop(argv[4]))
+        return ok()
+
+    def copy(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        self.event("copy", node.name)
+        node.files[f"{argv[5]}/member/snap/db"] = node.files[DB]
+        return ok()
+
+    def status(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        self.event("status", node.name)
+        assert argv[4:] == (DATA_DIR, IMAGE)
+        rev = self.revisions[node.name]
+        if rev is None:
+            return fail(3, f"etcdutl: {NOT_FOUND.format('etcdutl')}\n"
+                           f"etcdctl: {NOT_FOUND.format('etcdctl')}\n")
+        return ok(f"{self.tool}\n" + json.dumps({"hash": 1, "revision": rev, "totalKey": rev // 10,
+                                             "totalSize": len(node.files[DB])}) + "\n")
+
+    def keep(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        self.event("keep", node.name)
+        assert argv[4] == DATA_DIR
+        node.files[SNAPSHOT] = node.files[DB]
+        return ok()
+
+    def restore(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        self.event("restore", node.name)
+        if MANIFEST in node.files:
+            self.running_at_restore.append(node.name)
+        stale = argv[6]
+        n = 1 + sum(p.startswith(f"{stale}/member-") for p in node.files)
+        node.files[f"{stale}/member-{n}/snap/db"] = node.files[DB]
+        node.files[DB] = node.files[SNAPSHOT]
+        self.restores[node.name] = list(argv)
+        return ok()
+
+    def unpark(self, node: FakeNode, *_: Any) -> ExecResult:
+        self.event("unpark", node.name)
+        node.files.pop(PARKED, None)
+        return ok()
+
+    def react(self, gw: FakeEtcd) -> None:
+        """The members elect a leader once each runs again on restored data."""
+        with self._lock:
+            self._elect(gw)
+
+    def _elect(self, gw: FakeEtcd) -> None:
+        if gw.leader is None and all(MANIFEST in self.nodes[n].files and n in self.restores
+                                     for n in self.revisions):
+            self.event("leader", "*")
+            flags = self.restores[next(iter(self.restores))]
+            urls = dict(e.split("=", 1) for e in flags[flags.index("--initial-cluster") + 1]
+                        .split(","))
+            gw.members = [member(str(9000 + i), name, url.split("//")[1].rsplit(":", 1)[0])
+                          for i, (name, url) in enumerate(urls.items())]
+            gw.leader = gw.members[0]["ID"]
+
+
+def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int | None],
+                     fixture: str = "ha-3cp-permuted", kill_at: tuple[str, int] | None = None
+                     ) -> tuple[Cluster, dict[str, FakeNode], Side]:
+    # bounded waits; sleeps skipped: the fakes answer at once
+    monkeypatch.setattr(etcd_recovery, "WAIT", 1.0)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    cluster, snapshots, nodes = dump(fixture)
+    gw = FakeEtcd([member(str(1000 + i), n, OLD.get(n, "172.18.0.9"))
+                   for i, n in enumerate(revisions)], leader=None)
+    side = Side(nodes, revisions, gw, kill_at, snapshots=snapshots)
+    gw.serving = lambda n: MANIFEST in n.files
+    gw.before = side.react
+    for name in revisions:
+        node = nodes[name]
+        node.files[DB] = _db(name, revisions)
+        gw.attach(node)
+        node.on(("sh", "-c", etcd_recovery._ETCD_RUNNING), side.running)
+        node.on(("sh", "-c", etcd_recovery._PARK), side.park)
+        node.on(("sh", "-c", etcd_recovery._COPY_DATA), side.copy)
+        node.on(("sh", "-c", etcd_recovery._SNAPSHOT_STATUS), side.status)
+        node.on(("sh", "-c", etcd_recovery._KEEP_SNAPSHOT), side.keep)
+        node.on(("sh", "-c", etcd_recovery._RESTORE), side.restore)
+        node.on(("rm", "-f", PARKED), side.unpark)
+        _watch_snapshot_writes(node, side)
+    return cluster, nodes, side
+
+
+def _watch_snapshot_writes(node: FakeNode, side: Side) -> None:
+    real = node.write_file
+
+    def write_file(path: str, content: bytes, mode: int = 0o644) -> None:
+        if path == SNAPSHOT:
+            side.event("put-snapshot", node.name)
+        real(path, content, mode)
+
+    node.write_file = write_file  # type: ignore[method-assign]
+
+
+def resumed(cluster: Cluster, nodes: dict[str, FakeNode], side: Side
+            ) -> tuple[Applier, list[str]]:
+    """The next `kindfix repair`: a new Applier continuing the journal saved on the node."""
+    ap, said = applier(cluster, nodes, side.snapshots)
+    raw = nodes[CP].files[f"{JOURNAL_DIR}/{RUN_ID}.json"]
+    ap.recorder = RunRecorder(Journal.from_json(raw), nodes[CP])
+    return ap, said
+
+
+def outcome(nodes: dict[str, FakeNode], side: Side, ap: Applier) -> dict[str, Any]:
+    journal = ap.recorder.journal
+    return {"files": {n: {p: c for p, c in nodes[n].files.items() if not p.startswith(JOURNAL_DIR)}
+                      for n in CPS},
+            "restores": side.restores, "done": sorted(journal.done), "notes": journal.notes,
+            "members": sorted((m["name"], m["peerURLs"][0]) for m in side.gw.members)}
+
+
+def _db(name: str, revisions: dict[str, int | None]) -> bytes:
+    return bolt(revisions[name] or 1, filler=f"{name}'s backend".encode())
+
+
+@pytest.mark.parametrize(("revisions", "best", "tool"), [
+    ({CP: 48000, CP2: 48999, CP3: 48500}, CP2, "etcdutl"),
+    ({CP: 48999, CP2: 48999, CP3: 48999}, CP, "etcdutl"),  # a tie: the first control plane
+    ({CP: 700, CP2: None, CP3: 900}, CP3, "etcdctl"),  # a member no tool can read: not chosen
+], ids=["highest", "tie", "unreadable"])
+def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend(
+        monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int | None], best: str,
+        tool: str) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
+    side.tool = tool
+    manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
+    ap, said = applier(cluster, nodes, side.snapshots)
+    etcd_recovery.repair(ap, "snapshot-restore")
+
+    rev = revisions[best]
+    assert rev is not None
+    assert f"      etcd: most up-to-date member: {best} (revision {rev}, {rev // 10} keys; " \
+           f"{tool} from {IMAGE})" in said
+    assert ap.recorder.journal.notes == ["etcd-strategy=snapshot-restore", f"etcd-tool={tool}",
+                                         f"etcd-best={best}"]
+    backups = ap.recorder.backup_dir()
+    for name in CPS:
+        node = nodes[name]
+        assert node.unhandled == []
+        # the best member's backend, byte for byte, restored as this member at its current IP
+        assert node.files[DB] == _db(best, revisions)
+        argv = side.restores[name]
+        assert argv[4:8] == [DATA_DIR, IMAGE, f"{backups}/etcd-{name}/stale", tool]
+        assert dict(zip(argv[8::2], argv[9::2])) == {
+            "--name": name, "--initial-cluster": INITIAL,
+            "--initial-advertise-peer-urls": f"https://{CURRENT[name]}:2380",
+            "--initial-cluster-token": f"kindfix-{RUN_ID}"}
+        # its own data: copied first, then set aside, never deleted
+        assert node.files[f"{backups}/etcd-{name}/data/member/snap/db"] == _db(name, revisions)
+        assert node.files[f"{backups}/etcd-{name}/stale/member-1/snap/db"] == \
+            _db(name, revisions)
+        # started again on the manifest it had; the staged snapshot is gone
+        assert node.files[MANIFEST] == manifests[name]
+        assert node.modes[MANIFEST] == 0o600
+        assert PARKED not in node.files
+        assert SNAPSHOT not in node.files
+        assert f"      etcd: {name} is a member of the restored cluster" in said
+        if name != best:
+            assert node.modes[SNAPSHOT] == 0o600
+    if revisions[CP2] is None:
+        assert any(s.startswith(f"      etcd: cannot read {CP2}'s data with the etcd image's "
+                                "tools: etcdutl: ") for s in said)
+    assert side.counts("keep") == Counter({("keep", best): 1})
+    assert side.counts("put-snapshot") == Counter(("put-snapshot", n) for n in CPS if n != best)
+    assert side.counts("park", "copy", "status", "restore", "unpark") == Counter(
+        (w, n) for w in ("park", "copy", "status", "restore", "unpark") for n in CPS)
+    done = set(ap.recorder.journal.done)
+    assert {f"etcd:{s}:{n}" for s in ("park", "copy", "snapshot", "restored") for n in CPS} | \
+        {"etcd:unparked"} <= done
+
+
+def test_snapshot_restore_copies_all_data_before_restoring_anything_and_restores_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    for name in CPS:  # each member stopped, then copied
+        assert side.events.index(("park", name)) < side.events.index(("copy", name))
+    assert side.last("copy") < side.first("status")  # the backends are read stopped
+    assert side.last("status") < side.first("keep") < side.first("put-snapshot")
+    assert side.last("put-snapshot") < side.first("restore")
+    assert side.last("restore") < side.first("unpark")  # all restored, then all started
+    assert side.running_at_restore == []
+    assert side.last("unpark") < side.first("leader")
+
+
+def test_the_flags_the_flow_passes_satisfy_the_restore_tool(
+        tmp_path: Path, ctr: Ctr, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each member's recorded _RESTORE argv, run for real against the fake etcdutl."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    for name in CPS:
+        argv = side.restores[name]
+        data = data_dir(tmp_path / name, bolt(5))
+        (data / ".kindfix-snapshot.db").write_bytes(bolt(48999))
+        p = ctr.run(argv[2], str(data), argv[5], str(tmp_path / name / "stale"), *argv[7:])
+        assert p.returncode == 0, p.stderr
+        assert wal(data / "member")["name"] == name
+
+
+@pytest.mark.parametrize("kill_at", [
+    ("copy", 2), ("keep", 1), ("put-snapshot", 1), ("restore", 2), ("unpark", 1),
+    ("leader", 1)], ids=lambda k: f"{k[0]}-{k[1]}")
+def test_a_killed_snapshot_restore_continues_where_it_stopped(
+        monkeypatch: pytest.MonkeyPatch, kill_at: tuple[str, int]) -> None:
+    revisions: dict[str, int | None] = {CP: 48000, CP2: 48999, CP3: 48500}
+    cluster, nodes, clean = _restore_cluster(monkeypatch, revisions)
+    ap, _ = applier(cluster, nodes, clean.snapshots)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    want = outcome(nodes, clean, ap)
+
+    cluster, nodes, side = _restore_cluster(monkeypatch, revisions, kill_at=kill_at)
+    ap, said = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(Killed):
+        etcd_recovery.repair(ap, "snapshot-restore")
+    done_before = set(ap.recorder.journal.done)
+    assert "etcd:park:kind-control-plane" in done_before  # it got somewhere
+    if kill_at[0] == "restore":  # the first restore finished, maybe the third
+        assert len([k for k in done_before if k.startswith("etcd:restored:")]) in (1, 2)
+
+    ap, said_again = resumed(cluster, nodes, side)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    assert outcome(nodes, side, ap) == want
+    # no journaled stage ran twice: the same work as the uninterrupted run
+    assert side.counts(*JOURNALED) == clean.counts(*JOURNALED)
+    assert sum("most up-to-date member" in s for s in said + said_again) == 1
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_without_a_restore_tool_it_falls_back_to_force_new_cluster(
+        monkeypatch: pytest.MonkeyPatch, prepared: bool) -> None:
+    """force-new-cluster itself is tested in test_etcd_recovery.py: here it only records that
+    it started, and with which notes."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, dict.fromkeys(CPS, None))
+    started: list[list[str]] = []
+    monkeypatch.setattr(Recovery, "force_new_cluster",
+                        lambda self: started.append(list(self.rec.journal.notes)))
+    ap, said = applier(cluster, nodes, side.snapshots)
+    if prepared:
+        etcd_recovery.prepare(ap)
+        assert started == []
+    etcd_recovery.repair(ap, "snapshot-restore")
+
+    assert started == [["etcd-strategy=snapshot-restore", "etcd-strategy=force-new-cluster"]]
+    assert said.count(
+        "      etcd: neither etcdutl nor etcdctl could read a member's data through "
+        f"`ctr run {IMAGE}`; using force-new-cluster instead (every data dir is copied)") == 1
+    for name in CPS:
+        assert any(s.startswith(f"      etcd: cannot read {name}'s data") for s in said)
+    # every member stopped and copied (force-new-cluster relies on it); nothing restored
+    assert side.counts() == Counter((w, n) for w in ("park", "copy", "status") for n in CPS)
+    assert all(nodes[n].files[DB] == _db(n, side.revisions) for n in CPS)
+    # the next `kindfix repair` (which prepares again beside the certificates) goes straight
+    # to force-new-cluster
+    ap, _ = resumed(cluster, nodes, side)
+    etcd_recovery.prepare(ap)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    assert len(started) == 2
+    assert side.counts("status") == Counter(("status", n) for n in CPS)
+
+
+def test_the_fall_back_forces_the_member_observe_saw_most_up_to_date(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the restore is abandoned every member is stopped, so no metrics answer:
+    force-new-cluster chooses by the revisions observe saw (ha-3cp-permuted's probes:
+    control-plane2 at 48213). It used to force the first control plane."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, dict.fromkeys(CPS, None))
+    forced: list[str] = []
+
+    def start_forced(_self: Recovery, best: Any) -> None:
+        forced.append(best.name)
+        raise Killed("stop before the forced member starts")
+
+    monkeypatch.setattr(Recovery, "_start_forced", start_forced)
+    ap, said = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(Killed):
+        etcd_recovery.repair(ap, "snapshot-restore")
+    assert forced == [CP2]
+    assert "      etcd: most up-to-date member: kind-control-plane2 (revision 48213)" in said
+    assert ap.recorder.journal.notes[-1] == f"etcd-best={CP2}"
+
+
+def test_prepare_then_repair_restores_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    revisions: dict[str, int | None] = {CP: 48000, CP2: 48999, CP3: 48500}
+    cluster, nodes, clean = _restore_cluster(monkeypatch, revisions)
+    ap, _ = applier(cluster, nodes, clean.snapshots)
+    etcd_recovery.repair(ap, "snapshot-restore")
+    want = outcome(nodes, clean, ap)
+
+    cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
+    ap, said = applier(cluster, nodes, side.snapshots)
+    etcd_recovery.prepare(ap)
+    # prepared: every member restored and still stopped
+    assert all(MANIFEST not in nodes[n].files and PARKED in nodes[n].files for n in CPS)
+    assert set(side.restores) == set(CPS)
+    assert "etcd:unparked" not in ap.recorder.journal.done
+    prepared = side.counts()
+    etcd_recovery.repair(ap, "snapshot-restore")
+    assert side.counts() - prepared == Counter(
+        [("unpark", n) for n in CPS] + [("leader", "*")])
+    assert outcome(nodes, side, ap) == want
+    assert said.count("      etcd: preparing the snapshot restore while the certificates are "
+                      "made") == 1
+
+
+def test_apply_prepares_the_restore_beside_the_certificates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    restoring = threading.Event()
+    seen_restore: list[bool] = []
+    real_restore = side.restore
+
+    def restore_and_tell(node: FakeNode, argv: Sequence[str], stdin: bytes | None
+                         ) -> ExecResult:
+        result = real_restore(node, argv, stdin)
+        restoring.set()
+        return result
+
+    def kubeadm(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        # a slow kubeadm: the restore gets under way meanwhile (bounded wait)
+        seen_restore.append(restoring.wait(5))
+        side.event("cert", node.name)
+        node.files[f"/etc/kubernetes/pki/etcd/{argv[4].split('-')[1]}.crt"] = b"new"
+        return ok()
+
+    for name in CPS:
+        nodes[name].on(("sh", "-c", etcd_recovery._RESTORE), restore_and_tell)
+        nodes[name].on(("kubeadm", "init", "phase", "certs"), kubeadm)
+    steps = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
+                       path="/etc/kubernetes/pki/etcd/peer.crt", phase="etcd-peer",
+                       key_path="/etc/kubernetes/pki/etcd/peer.key") for n in CPS)
+    etcd_step = Step("etcd", "etcd", CP, "etcd membership: snapshot-restore",
+                     phase="snapshot-restore")
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    done = ap.apply(Plan("kind", (*steps, etcd_step), "snapshot-restore"))
+
+    assert done == [*(s.key for s in steps), "etcd"]
+    assert seen_restore == [True] * 3  # prepared while kubeadm ran
+    assert side.counts("restore") == Counter(("restore", n) for n in CPS)
+    assert side.last("cert") < side.first("unpark")  # started after the certificates
+    assert all(nodes[n].files[DB] == _db(CP2, side.revisions) for n in CPS)
+
+
+def test_an_ipv6_cluster_is_restored_with_ipv6_peer_urls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kind ipFamily ipv6 nodes have an IPv4 address too, but etcd advertises, listens and has
+    its peer certificate on IPv6 only: the restored membership must name the IPv6 peer URL."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 1200}, fixture="ipv6-restart")
+    manifest = nodes[CP].files[MANIFEST].decode()
+    assert "--listen-peer-urls=https://[fc00:f853:ccd:e793::2]:2380" in manifest
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    Recovery(ap).prepare_restore()
+    argv = side.restores[CP]
+    flags = dict(zip(argv[8::2], argv[9::2]))
+    assert flags["--initial-advertise-peer-urls"] == "https://[fc00:f853:ccd:e793::2]:2380"
+    assert flags["--initial-cluster"] == f"{CP}=https://[fc00:f853:ccd:e793::2]:2380"
