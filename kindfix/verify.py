@@ -16,7 +16,9 @@ from typing import TypeVar
 from kindfix import etcd
 from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
+from kindfix.errors import KindfixError
 from kindfix.node import Node
+from kindfix.x509 import parse_pem_certificates
 
 T = TypeVar("T")
 
@@ -106,29 +108,62 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
     return checks
 
 
-# N requests through the load balancer in one exec: one "ok" line per request answered
+# N requests through the load balancer in one exec, each printing its HTTP code and the chain the
+# server presented (curl >= 7.88 `%{certs}`; older curl prints nothing for it), then a separator
 _THROUGH_LB = r"""
 i=0
-while [ "$i" -lt "$1" ]; do curl -sk --max-time 3 "$2"; echo; i=$((i+1)); done
+while [ "$i" -lt "$1" ]; do
+  curl -sk --max-time 3 -o /dev/null -w '%{http_code}\n%{certs}\n' "$2" 2>/dev/null
+  echo @@kindfix-request
+  i=$((i+1))
+done
 """
 
 
+def served_by(cluster: Cluster, pem: str) -> str | None:
+    """The control plane whose apiserver presented this chain: its leaf names the node (kubeadm
+    puts the node name and its IP in the apiserver certificate)."""
+    try:
+        certs = parse_pem_certificates(pem)
+    except KindfixError:
+        return None
+    if not certs:
+        return None
+    leaf = certs[0]
+    for cp in cluster.control_planes:
+        if cp.name in leaf.sans_dns:
+            return cp.name
+    return next((cp.name for cp in cluster.control_planes
+                 if any(leaf.covers_ip(ip) for ip in cp.ips())), None)
+
+
 def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
+    """Requests through the load balancer answer, and (when curl shows the serving certificate)
+    every control plane's apiserver answers some: a backend haproxy still marks DOWN is missed."""
     lb = cluster.load_balancer
     if lb is None or not cluster.control_planes:
         return []
     node = nodes[cluster.control_planes[0].name]
     url = f"https://{lb.name}:6443/readyz"
     rounds = 2 * len(cluster.control_planes)
+    wanted = [cp.name for cp in cluster.control_planes]
 
     def all_routes() -> tuple[bool, str]:
         r = node.exec(["sh", "-c", _THROUGH_LB, "kindfix-through-lb", str(rounds), url],
                       timeout=15 + 4 * rounds)
-        good = r.text().splitlines().count("ok")
-        return good == rounds, f"{good}/{rounds} requests through {lb.name} answered ok"
+        answers = r.text().split("@@kindfix-request")[:rounds]
+        good = [a for a in answers if a.strip().startswith("200")]
+        seen = {who for a in good if (who := served_by(cluster, a)) is not None}
+        detail = f"{len(good)}/{rounds} requests through {lb.name} answered ok"
+        if not seen:  # curl < 7.88: which apiserver answered cannot be told
+            return len(good) == rounds, detail
+        missing = [name for name in wanted if name not in seen]
+        if missing:
+            detail += f"; no answer from {', '.join(missing)}"
+        return len(good) == rounds and not missing, detail
 
     ok, detail = _retry(all_routes, wait)
-    return [Check(lb.name, "load balancer routes to the apiservers", ok, detail)]
+    return [Check(lb.name, "load balancer routes to every apiserver", ok, detail)]
 
 
 def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node]) -> list[Check]:

@@ -49,20 +49,33 @@ class FakeEtcd:
     # called before every request, so a test can let the cluster react to files the code wrote
     before: Callable[[FakeEtcd], None] | None = None
     _next_id: int = 1000
+    # the load balancer: backends haproxy marks DOWN, and whether curl shows serving certs
+    lb_down: set[str] = field(default_factory=set)
+    curl_shows_certs: bool = True
+    _attached: dict[str, FakeNode] = field(default_factory=dict)
 
     def attach(self, *nodes: FakeNode) -> None:
         for node in nodes:
             node.on(("curl",), self._handle)
             node.on(("sh", "-c", verify._THROUGH_LB), self._through_lb)
+            self._attached[node.name] = node
 
     def _through_lb(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
                     ) -> ExecResult:
-        """verify._THROUGH_LB: argv[4] requests to argv[5], each body then a newline."""
-        out = b""
-        for _ in range(int(argv[4])):
-            out += self._handle(node, ["curl", "-sk", "--max-time", "3", argv[5]], None).stdout
-            out += b"\n"
-        return ExecResult(0, out, b"")
+        """verify._THROUGH_LB: argv[4] requests to argv[5], each printing its HTTP code and the
+        serving chain (curl >= 7.88 %{certs}), then @@kindfix-request. Like kind's haproxy
+        (mode tcp, balance roundrobin) each connection goes to the next backend not DOWN."""
+        up = [n for n in self._attached if n not in self.lb_down]
+        out = ""
+        for i in range(int(argv[4])):
+            body = self._handle(node, ["curl", "-sk", "--max-time", "3", argv[5]], None).stdout
+            code = "200" if body == b"ok" and up else "503" if up else "000"
+            pem = ""
+            if up and self.curl_shows_certs:
+                pem = self._attached[up[i % len(up)]].files.get(
+                    "/etc/kubernetes/pki/apiserver.crt", b"").decode()
+            out += f"{code}\n{pem}\n@@kindfix-request\n"
+        return ExecResult(0, out.encode(), b"")
 
     def member_id(self, name: str) -> str:
         return next(str(m["ID"]) for m in self.members if m.get("name") == name)

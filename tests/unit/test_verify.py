@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from kindfix import probes
+from kindfix import verify as verify_module
 from kindfix.discovery import Cluster
 from kindfix.verify import verify
 from tests.fakes import FakeNode, ok
@@ -62,7 +63,7 @@ def test_a_healthy_cluster_verifies_healthy() -> None:
         assert (cp, "etcd member peer/client URLs current") in whats
         assert (cp, "kube-apiserver /readyz") in whats
         assert (cp, "kube-scheduler /healthz") in whats
-    assert (LB, "load balancer routes to the apiservers") in whats
+    assert (LB, "load balancer routes to every apiserver") in whats
 
 
 def test_a_stale_member_peer_url_is_named() -> None:
@@ -111,7 +112,32 @@ def test_a_load_balancer_that_does_not_route_is_named() -> None:
     cluster, nodes, gw = healthy_ha()
     gw.unhealthy[(LB, 6443)] = ""
     [line] = failures(cluster, nodes)
-    assert line.startswith(f"{LB}: load balancer routes to the apiservers: 0/6 requests")
+    assert line.startswith(f"{LB}: load balancer routes to every apiserver: 0/6 requests")
+
+
+def test_a_backend_the_load_balancer_still_marks_down_is_named() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.lb_down = {CP3}  # haproxy routes every request to the other two
+    [line] = failures(cluster, nodes)
+    assert line == (f"{LB}: load balancer routes to every apiserver: 6/6 requests through {LB} "
+                    f"answered ok; no answer from {CP3}")
+
+
+def test_without_serving_certs_from_curl_the_answers_alone_count() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.lb_down = {CP3}
+    gw.curl_shows_certs = False  # curl < 7.88 has no %{certs}: who answered is unknown
+    assert failures(cluster, nodes) == []
+
+
+def test_served_by_names_the_control_plane_of_each_apiserver_certificate() -> None:
+    cluster, nodes, _ = healthy_ha()
+    for cp in cluster.control_planes:
+        pem = nodes[cp.name].files["/etc/kubernetes/pki/apiserver.crt"].decode()
+        assert verify_module.served_by(cluster, pem) == cp.name
+    assert verify_module.served_by(cluster, "") is None
+    assert verify_module.served_by(cluster, "-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                            "-----END CERTIFICATE-----\n") is None
 
 
 def test_etcd_without_a_leader_fails_every_member_and_does_not_raise() -> None:
