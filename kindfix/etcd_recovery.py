@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kindfix import etcd, probes
 from kindfix.addresses import node_ips, url_host
 from kindfix.discovery import ClusterNode
-from kindfix.errors import KindfixError
+from kindfix.errors import CommandError, KindfixError
 from kindfix.node import Node, run
 from kindfix.yamlpath import YamlDocument
 
@@ -46,7 +46,12 @@ fi
 ids=$(crictl ps -q --name '^etcd$' 2>/dev/null) || true
 [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
 """
-_ETCD_RUNNING = "crictl ps -q --name '^etcd$' --state running 2>/dev/null"
+# The etcd server's process, if one runs (prints its command line). /proc rather than crictl or
+# ps: cheap, and a kind node sees its containers' processes (procps is not guaranteed).
+_ETCD_RUNNING = r"""
+for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null; echo; done |
+  grep -E '^(/[^ ]*/)?etcd .*--data-dir' || true
+"""
 # Copies the data dir and checks every file's checksum and size against the original (etcd is
 # stopped). POSIX cksum (CRC32): it catches a copy that went wrong, and on coreutils >= 9 it is
 # ~25x faster than sha256sum (17 ms vs 480 ms for a 64 MB WAL segment on the test machine).
@@ -109,6 +114,30 @@ fi
 mv "$out/member" "$data/member"
 rmdir "$out"
 """
+def _as_function(name: str, script: str) -> str:
+    """A fixed script as a shell function run in a subshell (its `exit`, `cd` and traps stay in)."""
+    return f"{name}() (\n{script}\n)\n"
+
+
+# One exec per member before a snapshot restore: park and stop etcd, wait (bounded) until no etcd
+# process is left, copy and check the data dir, then print the backend's snapshot status after a
+# marker. Its exit code is the status's (3: no tool); no marker: parking or copying failed.
+_PREPARE_MEMBER = (_as_function("park", _PARK) + _as_function("etcd_running", _ETCD_RUNNING)
+                   + _as_function("copy_data", _COPY_DATA)
+                   + _as_function("snapshot_status", _SNAPSHOT_STATUS) + r"""
+set -e
+park "$1" "$2"
+i=0
+while [ -n "$(etcd_running)" ]; do
+  i=$((i+1))
+  [ "$i" -le 240 ] || { echo "etcd still runs 120 s after it was stopped" >&2; exit 6; }
+  sleep 0.5
+done
+copy_data "$3" "$4"
+echo @@kindfix-status
+snapshot_status "$3" "$5"
+""")
+
 _KEEP_SNAPSHOT = 'cp "$1/member/snap/db" "$1/.kindfix-snapshot.db.tmp" && ' \
     'mv "$1/.kindfix-snapshot.db.tmp" "$1/.kindfix-snapshot.db"'
 _SET_ASIDE = r"""
@@ -288,16 +317,22 @@ class Recovery:
         if self.stage(f"park:{cp.name}"):
             node = self.nodes[cp.name]
             self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
-            # recovery rewrites etcd.yaml: keep the original for rollback (a no-op when the
-            # files phase already kept it)
-            current = node.read_file(MANIFEST)
-            if current is not None:
-                self.rec.backup_file(node, MANIFEST, current, mode=0o600)
+            self._keep_manifest(cp)
             run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
             self.done(f"park:{cp.name}")
         if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
             self._copy_stopped(cp)
             self.done(f"copy:{cp.name}")
+
+    def _keep_manifest(self, cp: ClusterNode) -> None:
+        """Recovery rewrites etcd.yaml: keep the original for rollback (nothing to do when the
+        files phase already kept it)."""
+        node = self.nodes[cp.name]
+        if self.rec.has_backup(node, MANIFEST):
+            return
+        current = node.read_file(MANIFEST)
+        if current is not None:
+            self.rec.backup_file(node, MANIFEST, current, mode=0o600)
 
     def _copy_stopped(self, cp: ClusterNode) -> None:
         node = self.nodes[cp.name]
@@ -386,8 +421,6 @@ class Recovery:
 
     def prepare_restore(self) -> None:
         """Everything before the members start again: stop, copy, choose, restore."""
-        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-            list(pool.map(self._park_and_copy, self.cps))
         best, tool, image = self._restore_source()
         self._stage_snapshot(best)
         members = ",".join(f"{cp.name}={self.peer_url(cp)}" for cp in self.cps)
@@ -399,33 +432,64 @@ class Recovery:
         self.add_note("etcd-strategy", "force-new-cluster")
 
     def _restore_source(self) -> tuple[ClusterNode, str, str]:
-        """The member with the highest revision, the tool that read it, the etcd image."""
-        image = _etcd_image(self._parked(self.cps[0]))
+        """Every member stopped and copied; the one with the highest revision, the tool that
+        read it, the etcd image."""
+        image = self._image()
         best_name, tool = self.note("etcd-best"), self.note("etcd-tool")
-        if best_name is None or tool is None:
+        if best_name is not None and tool is not None:
             with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-                found = dict(zip([cp.name for cp in self.cps],
-                                 pool.map(lambda cp: self._status(cp, image), self.cps)))
-            ranked = [(st["revision"], -i, cp, st) for i, cp in enumerate(self.cps)
-                      if (st := found[cp.name]) is not None]
-            if not ranked:
-                raise NoRestoreTool(f"neither etcdutl nor etcdctl could read a member's data "
-                                    f"through `ctr run {image}`")
-            _, _, best, st = max(ranked, key=lambda r: r[:2])
-            best_name, tool = best.name, str(st["tool"])
-            self.say(f"most up-to-date member: {best_name} (revision {st['revision']}, "
-                     f"{st.get('totalKey', '?')} keys; {tool} from {image})")
-            self.add_note("etcd-tool", tool)
-            self.add_note("etcd-best", best_name)
-        return next(cp for cp in self.cps if cp.name == best_name), tool, image
+                list(pool.map(self._park_and_copy, self.cps))  # done already: nothing to do
+            return next(cp for cp in self.cps if cp.name == best_name), tool, image
+        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
+            found = dict(zip([cp.name for cp in self.cps],
+                             pool.map(lambda cp: self._stop_copy_status(cp, image), self.cps)))
+        ranked = [(st["revision"], -i, cp, st) for i, cp in enumerate(self.cps)
+                  if (st := found[cp.name]) is not None]
+        if not ranked:
+            raise NoRestoreTool(f"neither etcdutl nor etcdctl could read a member's data "
+                                f"through `ctr run {image}`")
+        _, _, best, st = max(ranked, key=lambda r: r[:2])
+        tool = str(st["tool"])
+        self.say(f"most up-to-date member: {best.name} (revision {st['revision']}, "
+                 f"{st.get('totalKey', '?')} keys; {tool} from {image})")
+        self.add_note("etcd-tool", tool)
+        self.add_note("etcd-best", best.name)
+        return best, tool, image
+
+    def _image(self) -> str:
+        """The etcd image, from etcd.yaml as observed (parked or not), else as it is now."""
+        snap = self.ap.snapshots.get(self.cps[0].name)
+        observed = snap.file(MANIFEST) if snap else None
+        return _etcd_image(observed if observed is not None else self._parked(self.cps[0]))
+
+    def _stop_copy_status(self, cp: ClusterNode, image: str) -> dict[str, object] | None:
+        """One exec per member: park + stop, wait, copy + check, snapshot status."""
+        if not (self.stage(f"park:{cp.name}") or self.stage(f"copy:{cp.name}")):
+            return self._status(cp, image)
+        node = self.nodes[cp.name]
+        self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}), copying "
+                 f"{DATA_DIR} to {self.backup_dir(cp)}/data (checked)")
+        self._keep_manifest(cp)
+        result = node.exec(["sh", "-c", _PREPARE_MEMBER, "kindfix-prepare", MANIFEST, PARKED_DIR,
+                            DATA_DIR, f"{self.backup_dir(cp)}/data", image], timeout=420)
+        _, marker, status = result.text().partition("@@kindfix-status\n")
+        if not marker:
+            raise CommandError(["sh", "-c", "<kindfix-prepare>", MANIFEST, DATA_DIR],
+                               result.exit_code, result.stdout, result.stderr, where=node.name)
+        self.rec.mark_done(f"etcd:park:{cp.name}", f"etcd:copy:{cp.name}")
+        return self._parse_status(cp, result.exit_code, status, result.stderr)
 
     def _status(self, cp: ClusterNode, image: str) -> dict[str, object] | None:
         result = self.nodes[cp.name].exec(["sh", "-c", _SNAPSHOT_STATUS, "kindfix-status",
                                            DATA_DIR, image], timeout=120)
-        lines = result.text().strip().splitlines()
-        data = probes.json_object(lines[-1]) if result.exit_code == 0 and lines else None
+        return self._parse_status(cp, result.exit_code, result.text(), result.stderr)
+
+    def _parse_status(self, cp: ClusterNode, exit_code: int, out: str, stderr: bytes
+                      ) -> dict[str, object] | None:
+        lines = out.strip().splitlines()
+        data = probes.json_object(lines[-1]) if exit_code == 0 and lines else None
         if data is None or "revision" not in data:
-            err = result.stderr.decode(errors="replace").strip().replace("\n", "; ")
+            err = stderr.decode(errors="replace").strip().replace("\n", "; ")
             self.say(f"cannot read {cp.name}'s data with the etcd image's tools: {err[:300]}")
             return None
         return {**data, "tool": lines[0]}

@@ -183,6 +183,9 @@ class RunRecorder:
         run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", *args, *argv],
             timeout=120 + 30 * len(pairs))
 
+    def has_backup(self, node: Node, path: str) -> bool:
+        return any(e["node"] == node.name and e["path"] == path for e in self.journal.files)
+
     def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
                     move: bool = False) -> None:
         """Copy (or move, for certificate pairs kubeadm must regenerate) before any change."""
