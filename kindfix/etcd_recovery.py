@@ -416,8 +416,6 @@ class Recovery:
             self.done("unparked")
         with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
             list(pool.map(self._wait_leader, self.cps))
-        for cp in self.cps:
-            self.nodes[cp.name].exec(["rm", "-f", f"{DATA_DIR}/.kindfix-snapshot.db"])
 
     def prepare_restore(self) -> None:
         """Everything before the members start again: stop, copy, choose, restore."""
@@ -538,6 +536,7 @@ class Recovery:
         etcd.wait_until(lambda: _has_leader(node), f"etcd on {cp.name} to have a leader", WAIT,
                         0.5)
         self.say(f"{cp.name} is a member of the restored cluster")
+        node.exec(["rm", "-f", f"{DATA_DIR}/.kindfix-snapshot.db"])
 
 
 class NoRestoreTool(KindfixError):
