@@ -3,7 +3,7 @@ findings and a diagnosis out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from kindfix import probes
@@ -118,11 +118,14 @@ def parse_file(snapshot: NodeSnapshot, path: str, fmt: str, cache: dict[str, Doc
 
 
 def located_values(snapshot: NodeSnapshot, role: str, patches: Patches,
-                   docs: dict[str, Document], editable: bool = False
-                   ) -> Iterator[tuple[Location, Ref]]:
-    """Every (location, scalar) patches declares for the role that the node's files hold;
-    parsed documents are kept in `docs` so a caller can change (editable) and dump them."""
+                   docs: dict[str, Document], editable: bool = False,
+                   files: Container[str] | None = None) -> Iterator[tuple[Location, Ref]]:
+    """Every (location, scalar) patches declares for the role that the node's files hold (only
+    in `files` when given); parsed documents are kept in `docs` so a caller can change
+    (editable) and dump them."""
     for loc in patches.locations_for(role):
+        if files is not None and loc.file not in files:
+            continue
         doc = parse_file(snapshot, loc.file, loc.format, docs, editable)
         if doc is not None:
             for ref in doc.find(loc.path):

@@ -100,9 +100,16 @@ def new_value(loc: Location, value: str, node: ClusterNode, cluster: Cluster,
 
 def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                  patches: Patches) -> list[FileChange]:
+    # which files hold a stale address, read with the fast read-only loader; only those are
+    # parsed again for round-trip editing
+    stale_files = {loc.file for loc, ref in located_values(snapshot, node.role, patches, {})
+                   if judge(loc, ref.get(), node, cluster)[0] == STALE}
+    if not stale_files:
+        return []
     docs: dict[str, Document] = {}
     changed: dict[str, list[str]] = {}
-    for loc, ref in located_values(snapshot, node.role, patches, docs, editable=True):
+    for loc, ref in located_values(snapshot, node.role, patches, docs, editable=True,
+                                   files=stale_files):
         value = ref.get()
         if judge(loc, value, node, cluster)[0] != STALE:
             continue
