@@ -101,7 +101,10 @@ def member_list(bed: Bed) -> tuple[tuple[Member, ...], str]:
         )
     for _node, res in results:
         if res.ok:
-            return parse_member_list(res.stdout), ""
+            try:  # etcdctl can exit 0 with nothing on stdout while the member is starting
+                return parse_member_list(res.stdout), ""
+            except (ValueError, KeyError, TypeError):
+                continue
     node, res = results[-1]
     return (), f"{node}: {_last_line(res.stderr)}"
 
@@ -126,8 +129,12 @@ def member_data(bed: Bed, node: str) -> MemberData:
     )
     if not res.ok:
         return MemberData(node, None, None, _last_line(res.stderr))
-    data = json.loads(res.stdout)
-    return MemberData(node, int(data["header"]["revision"]), int(data.get("count", 0)))
+    try:  # etcdctl can exit 0 with nothing on stdout while the member is still starting
+        data = json.loads(res.stdout)
+        return MemberData(node, int(data["header"]["revision"]), int(data.get("count", 0)))
+    except (ValueError, KeyError, TypeError):
+        return MemberData(node, None, None, f"no JSON from etcdctl: {res.stdout[:80]!r} "
+                                            f"{_last_line(res.stderr)}")
 
 
 def cert_sans(bed: Bed, node: str) -> list[CertSans]:
