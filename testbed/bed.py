@@ -194,7 +194,8 @@ def _member_add(bed: Bed, via: str, name: str, ip: str) -> None:
         time.sleep(1.0)
 
 
-SEED_TXN_OPS = 10  # several revisions (etcd allows 128 ops), so the "most up-to-date member" means something
+# several revisions (etcd allows 128 ops), so the "most up-to-date member" means something
+SEED_TXN_OPS = 10
 
 
 def _seed(bed: Bed, via: str, count: int) -> None:

@@ -141,7 +141,7 @@ def fallback(path: str) -> tuple[int, str, str]:
 def main(argv: list[str]) -> int:
     f = flagparse.parse(argv)
     pki = "/etc/kubernetes/pki"
-    bind = f.get("bind-address", "0.0.0.0")  # noqa: S104 - the real default
+    bind = f.get("bind-address", "0.0.0.0")
     port = int(f.get("secure-port", "6443"))
     etcd_url = f.get("etcd-servers", "https://127.0.0.1:2379").split(",")[0]
     probe = EtcdProbe(

@@ -99,7 +99,7 @@ def main(component: str, argv: list[str]) -> int:
     except (OSError, ValueError) as e:
         klog.log("E", "run.go:74", f'"command failed" err="{e}"')
         return 1
-    bind = f.get("bind-address", "0.0.0.0")  # noqa: S104 - the real default
+    bind = f.get("bind-address", "0.0.0.0")
     port = int(f.get("secure-port", str(COMPONENTS.get(component, 10257))))
     stop = health.stop_on_signals()
     klog.info("serving.go:380", "Generated self-signed cert in-memory")

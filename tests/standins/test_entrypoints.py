@@ -26,7 +26,7 @@ def prepare(node: NodeRoot, tmp_path: Path) -> Path:
     bin_dir.mkdir()
     tools = {
         "hostname": "echo kind-control-plane\n",
-        "getent": f'[ "$1 $2" = "ahostsv4 kind-control-plane" ] && echo "{NEW}      STREAM kind-control-plane"\n',  # noqa: E501 - a realistic line
+        "getent": f'[ "$1 $2" = "ahostsv4 kind-control-plane" ] && echo "{NEW}      STREAM kind-control-plane"\n',
         "kubeadm": f'PYTHONPATH={REPO} exec {sys.executable} -m testbed.standins.kubeadm "$@"\n',
     }
     for name, body in tools.items():

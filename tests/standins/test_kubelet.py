@@ -113,7 +113,7 @@ def test_kubelet_process_restart_adopts_running_containers(node: NodeRoot) -> No
     node.write("/etc/kubernetes/manifests/etcd.yaml", pod_manifest("etcd", ["sleeper"]))
     node.write(
         "/var/lib/kubelet/kubeadm-flags.env",
-        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip=172.18.0.2"\n',  # noqa: E501 - a realistic line
+        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip=172.18.0.2"\n',
     )
     p = node.spawn(
         "kubelet", "--hostname-override=kind-control-plane", KINDBED_KUBELET_SYNC_PERIOD="0.2"
@@ -142,6 +142,6 @@ def test_kubelet_process_restart_adopts_running_containers(node: NodeRoot) -> No
 
 
 def test_node_ip_is_read_from_kubeadm_flags() -> None:
-    text = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///x --node-ip=172.18.0.7,fc00::7 --pod-infra-container-image=p"\n'  # noqa: E501 - a realistic line
+    text = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///x --node-ip=172.18.0.7,fc00::7 --pod-infra-container-image=p"\n'
     assert kubelet.node_ip_from_flags(text) == "172.18.0.7,fc00::7"
     assert kubelet.node_ip_from_flags('KUBELET_KUBEADM_ARGS=""\n') is None
