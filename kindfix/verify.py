@@ -2,7 +2,7 @@
 
 etcd: every member has a leader, peer and client URLs are the current IPs, the revision did not go
 back. kube-apiserver /readyz, kube-controller-manager and kube-scheduler /healthz on every control
-plane; the load balancer routes to the apiservers. On a real kind node also `kubectl get nodes`.
+plane; the load balancer routes to every apiserver. On a real kind node also `kubectl get nodes`.
 """
 
 from __future__ import annotations
