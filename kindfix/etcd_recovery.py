@@ -249,7 +249,8 @@ class Recovery:
         leader = self.leader_within(WAIT)
         if leader is None:
             raise KindfixError("etcd has no leader, so member update is impossible",
-                               hint="rerun with --etcd-strategy force-new-cluster")
+                               hint="rerun with --etcd-strategy snapshot-restore (or "
+                                    "force-new-cluster, which also keeps WAL-only writes)")
         for cp in self.cps:
             if self.stage(f"copy:{cp.name}"):
                 self.say(f"copying {cp.name}'s data dir to {self.backup_dir(cp)}/data")
