@@ -103,9 +103,9 @@ def metrics(node: Node) -> dict[str, int]:
     return out
 
 
-def healthy(node: Node) -> bool:
+def healthy(node: Node, timeout: float = 3) -> bool:
     """The member has a leader and serves a linearizable request (status via the leader)."""
-    st = status(node)
+    st = status(node, timeout)
     return bool(st and str(st.get("leader", "0")) not in ("", "0"))
 
 

@@ -233,8 +233,9 @@ class Recovery:
             said = [etcd.metrics(self.nodes[cp.name]).get("etcd_server_has_leader")
                     for cp in self.cps]
             for cp, has_leader in zip(self.cps, said):
-                if has_leader != 0 and etcd.healthy(self.nodes[cp.name]):
-                    return self.nodes[cp.name]
+                node = self.nodes[cp.name]
+                if has_leader != 0 and etcd.healthy(node, timeout=3 if has_leader else 1):
+                    return node
             if give_up_without_leader is not None and all(h == 0 for h in said):
                 leaderless_since = leaderless_since or time.monotonic()
                 if time.monotonic() - leaderless_since >= give_up_without_leader:
@@ -551,9 +552,13 @@ def _etcd_image(manifest: bytes) -> str:
 
 def _has_leader(node: Node) -> bool:
     """Metrics first (they answer at once; the client port of a member without leader hangs
-    until curl gives up), then a linearizable status through the leader. Without a metrics
-    endpoint, the status alone."""
-    return etcd.metrics(node).get("etcd_server_has_leader") != 0 and etcd.healthy(node)
+    until curl gives up), then a linearizable status through the leader. While the metrics
+    endpoint does not answer (etcd still starting, or none configured) the status alone, with
+    a short timeout."""
+    has_leader = etcd.metrics(node).get("etcd_server_has_leader")
+    if has_leader is None:
+        return etcd.healthy(node, timeout=1)
+    return has_leader == 1 and etcd.healthy(node)
 
 
 def _try_add(leader: Node, url: str) -> bool:
