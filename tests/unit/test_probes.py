@@ -151,9 +151,14 @@ def test_parse_crictl_ps_of_empty_or_broken_output() -> None:
 
 
 FAKE_CURL = r"""#!/bin/sh
-# stands in for curl on the host: logs the URL, answers metrics/health from $FAKE_DIR
-for a; do url=$a; done
+# stands in for curl on the host: logs the URL (and --max-time in calls.max-time), answers
+# metrics/health from $FAKE_DIR; no metrics file: nothing listens on 2381 (curl exit 7)
+prev=""; for a; do [ "$prev" = --max-time ] && mt=$a; prev=$a; url=$a; done
 echo "$url" >> "$FAKE_DIR/calls"
+echo "$mt $url" >> "$FAKE_DIR/calls.max-time"
+case "$url" in
+  *:2381/*) [ -f "$FAKE_DIR/metrics" ] || exit 7 ;;
+esac
 case "$url" in
   *:2381/metrics) cat "$FAKE_DIR/metrics" ;;
   *:2381/health) echo '{"health":"false"}' ;;
@@ -162,7 +167,7 @@ esac
 """
 
 
-def run_probe_script(tmp_path: Path, metrics: str) -> tuple[str, list[str]]:
+def run_probe_script(tmp_path: Path, metrics: str | None) -> tuple[str, list[str]]:
     import os
     import subprocess
 
@@ -170,7 +175,8 @@ def run_probe_script(tmp_path: Path, metrics: str) -> tuple[str, list[str]]:
     bin_dir.mkdir()
     (bin_dir / "curl").write_text(FAKE_CURL)
     (bin_dir / "curl").chmod(0o755)
-    (tmp_path / "metrics").write_text(metrics)
+    if metrics is not None:
+        (tmp_path / "metrics").write_text(metrics)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
     out = subprocess.run(probes.ETCD_PROBE, capture_output=True, text=True, env=env,
                          timeout=30, check=True).stdout
@@ -194,3 +200,21 @@ def test_the_probe_script_asks_the_client_port_when_the_member_has_a_leader(
         "https://127.0.0.1:2379/v3/cluster/member/list",
         "https://127.0.0.1:2379/v3/maintenance/status"]
     assert parse_etcd_probe(out).reachable
+
+
+def test_the_probe_script_asks_a_starting_member_briefly(tmp_path: Path) -> None:
+    """Nothing on the metrics port yet (etcd starting): the client port is asked with a 1 s
+    limit instead of 3 s (a starting member accepts and hangs)."""
+    out, _ = run_probe_script(tmp_path, None)
+    limits = dict(line.split()[::-1] for line in (tmp_path / "calls.max-time").read_text()
+                  .splitlines())
+    assert limits["https://127.0.0.1:2379/v3/cluster/member/list"] == "1"
+    assert limits["https://127.0.0.1:2379/v3/maintenance/status"] == "1"
+    assert parse_etcd_probe(out).has_leader is None
+
+
+def test_the_probe_script_gives_a_member_with_a_leader_the_usual_limit(tmp_path: Path) -> None:
+    run_probe_script(tmp_path, "etcd_server_has_leader 1\n")
+    limits = dict(line.split()[::-1] for line in (tmp_path / "calls.max-time").read_text()
+                  .splitlines())
+    assert limits["https://127.0.0.1:2379/v3/maintenance/status"] == "3"
