@@ -11,7 +11,7 @@ from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.journal import RunRecorder
 from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites
-from kindfix.node import ContainerNode, Node, run
+from kindfix.node import RESTART_PODS, ContainerNode, Node, run
 from kindfix.observe import NodeSnapshot, snapshot_node
 from kindfix.patches import load_patches
 from kindfix.plan import Plan, Step
@@ -22,13 +22,6 @@ Progress = Callable[[str], None]
 KUBEADM_CONFIG = "/kind/kubeadm.conf"
 # one kubeadm run per phase (kubeadm takes one), all of a node's phases in one exec
 KUBEADM_CERTS = 'set -e; c=$1; shift; for p; do kubeadm init phase certs "$p" --config "$c"; done'
-# Stops each named static pod's container (the kubelet starts it again); absent ones are skipped
-_RESTART_PODS = r"""
-for pod; do
-  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
-  [ -z "$ids" ] || crictl stop $ids >/dev/null || exit
-done
-"""
 # Per-node steps of one kind that go as one batch (the method takes the node's list)
 BATCHED = {"write-file": "_write_files", "regen-cert": "_regen_certs",
            "restart-pod": "_restart_pods"}
@@ -141,7 +134,7 @@ class Applier:
         self._restart_pods([step])
 
     def _restart_pods(self, steps: list[Step]) -> None:
-        run(self._node(steps[0].node), ["sh", "-c", _RESTART_PODS, "kindfix-restart",
+        run(self._node(steps[0].node), ["sh", "-c", RESTART_PODS, "kindfix-restart",
                                         *(s.phase for s in steps)])
 
     def _restart_kubelet(self, step: Step) -> None:

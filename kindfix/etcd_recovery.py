@@ -22,7 +22,7 @@ from kindfix import etcd, probes
 from kindfix.addresses import node_ips, url_host
 from kindfix.discovery import ClusterNode
 from kindfix.errors import CommandError, KindfixError
-from kindfix.node import Node, run
+from kindfix.node import RESTART_PODS, Node, run
 from kindfix.yamlpath import YamlDocument
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class Recovery:
 
     def _restart_member(self, cp: ClusterNode) -> None:
         member = self.nodes[cp.name]
-        member.exec(["sh", "-c", f'ids=$({_ETCD_RUNNING}); [ -n "$ids" ] && crictl stop $ids'])
+        run(member, ["sh", "-c", RESTART_PODS, "kindfix-restart", "etcd"])
         etcd.wait_until(lambda: _has_leader(member), f"etcd on {cp.name} to be healthy", WAIT,
                         0.5)
 

@@ -43,6 +43,14 @@ complete() {
 }
 """
 
+# Stops each named static pod's container (the kubelet starts it again); absent ones are skipped
+RESTART_PODS = r"""
+for pod; do
+  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
+  [ -z "$ids" ] || crictl stop $ids >/dev/null || exit
+done
+"""
+
 _WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + r"""
 set -e
 p="$1"; mode="$2"

@@ -9,13 +9,13 @@ import pytest
 
 from kindfix import journal
 from kindfix import node as node_mod
-from kindfix.apply import _RESTART_PODS, KUBEADM_CONFIG, Applier
+from kindfix.apply import KUBEADM_CONFIG, Applier
 from kindfix.audit import audit
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
 from kindfix.errors import KindfixError
 from kindfix.loadbalancer import HAPROXY_CFG
-from kindfix.node import ContainerNode
+from kindfix.node import RESTART_PODS, ContainerNode
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import ExecResult
@@ -71,7 +71,7 @@ def plan_v014() -> tuple[Applier, dict[str, FakeNode], Plan, list[str]]:
     ap, said = applier(cluster, nodes, snaps)
     for n in nodes.values():
         n.on(("kubeadm", "init", "phase", "certs"), ok())
-        n.on(("sh", "-c", _RESTART_PODS), ok())
+        n.on(("sh", "-c", RESTART_PODS), ok())
         n.on(("systemctl", "restart", "kubelet"), ok())
     ap.recorder.journal.done.append("etcd")  # etcd recovery has its own tests
     return ap, nodes, plan, said
