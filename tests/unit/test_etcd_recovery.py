@@ -416,3 +416,17 @@ def test_deciding_finds_a_member_with_a_leader(monkeypatch: pytest.MonkeyPatch) 
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
     ap, _ = applier(cluster, nodes)
     assert Recovery(ap).leader_within(30, give_up_without_leader=5) is nodes["kind-control-plane"]
+
+
+def test_member_update_restarts_each_etcd_through_the_pod_restart_script() -> None:
+    from kindfix.node import RESTART_PODS
+
+    cluster, _, nodes = dump("single-cp-restart-v0.15")
+    node = nodes["kind-control-plane"]
+    gw = FakeEtcd([member("7671205030997561825", "kind-control-plane", "172.18.0.3")],
+                  leader="7671205030997561825")
+    gw.attach(node)
+    node.on(("sh", "-c"), ok())
+    ap, _ = applier(cluster, nodes)
+    Recovery(ap).member_update()
+    assert ("sh", "-c", RESTART_PODS, "kindfix-restart", "etcd") in node.calls
