@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kindfix import etcd, probes
 from kindfix.addresses import node_ips, url_host
 from kindfix.discovery import ClusterNode
 from kindfix.errors import CommandError, KindfixError
 from kindfix.node import RESTART_PODS, Node, run
-from kindfix.yamlpath import YamlDocument
+from kindfix.yamlpath import YamlDocument, parse_document
 
 if TYPE_CHECKING:
     from kindfix.apply import Applier
@@ -161,8 +161,7 @@ def advertised_family(manifest: bytes | None) -> int | None:
     if manifest is None:
         return None
     try:
-        containers = YamlDocument(manifest, MANIFEST, editable=False).data["spec"]["containers"]
-        command = next(c for c in containers if c.get("name") == "etcd")["command"]
+        command = _etcd_container(manifest)["command"]
     except (KindfixError, KeyError, TypeError, StopIteration):
         return None
     urls = [str(a).split("=", 1)[1] for a in command
@@ -233,9 +232,8 @@ class Recovery:
             said = [etcd.metrics(self.nodes[cp.name]).get("etcd_server_has_leader")
                     for cp in self.cps]
             for cp, has_leader in zip(self.cps, said):
-                node = self.nodes[cp.name]
-                if has_leader != 0 and etcd.healthy(node, timeout=3 if has_leader else 1):
-                    return node
+                if _confirmed(self.nodes[cp.name], has_leader):
+                    return self.nodes[cp.name]
             if give_up_without_leader is not None and all(h == 0 for h in said):
                 leaderless_since = leaderless_since or time.monotonic()
                 if time.monotonic() - leaderless_since >= give_up_without_leader:
@@ -545,9 +543,15 @@ class NoRestoreTool(KindfixError):
     """The etcd image offers no tool that reads a member's data offline."""
 
 
+def _etcd_container(manifest: bytes) -> Any:
+    """The etcd container of etcd.yaml, read-only (the parse is cached by content)."""
+    doc = parse_document("yaml", manifest, MANIFEST, editable=False)
+    containers = doc.data["spec"]["containers"]  # type: ignore[attr-defined]
+    return next(c for c in containers if c.get("name") == "etcd")
+
+
 def _etcd_image(manifest: bytes) -> str:
-    containers = YamlDocument(manifest, "etcd.yaml", editable=False).data["spec"]["containers"]
-    return str(next(c for c in containers if c.get("name") == "etcd")["image"])
+    return str(_etcd_container(manifest)["image"])
 
 
 def _has_leader(node: Node) -> bool:
@@ -555,7 +559,11 @@ def _has_leader(node: Node) -> bool:
     until curl gives up), then a linearizable status through the leader. While the metrics
     endpoint does not answer (etcd still starting, or none configured) the status alone, with
     a short timeout."""
-    has_leader = etcd.metrics(node).get("etcd_server_has_leader")
+    return _confirmed(node, etcd.metrics(node).get("etcd_server_has_leader"))
+
+
+def _confirmed(node: Node, has_leader: int | None) -> bool:
+    """What the metrics said (None: no answer), confirmed through the client port."""
     if has_leader is None:
         return etcd.healthy(node, timeout=1)
     return has_leader == 1 and etcd.healthy(node)

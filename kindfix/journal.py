@@ -189,7 +189,7 @@ class RunRecorder:
     def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
                     move: bool = False) -> None:
         """Copy (or move, for certificate pairs kubeadm must regenerate) before any change."""
-        if any(e["node"] == node.name and e["path"] == path for e in self.journal.files):
+        if self.has_backup(node, path):
             if move:
                 run(node, ["rm", "-f", path])
             return
