@@ -778,7 +778,7 @@ def test_a_killed_snapshot_restore_continues_where_it_stopped(
     with pytest.raises(Killed):
         etcd_recovery.repair(ap, "snapshot-restore")
     done_before = set(ap.recorder.journal.done)
-    assert "etcd:park:kind-control-plane" in done_before  # it got somewhere
+    assert any(k.startswith("etcd:park:") for k in done_before)  # it got somewhere
     if kill_at[0] == "restore":  # the first restore finished, maybe the third
         assert len([k for k in done_before if k.startswith("etcd:restored:")]) in (1, 2)
 
