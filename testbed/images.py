@@ -122,12 +122,14 @@ def _build_lock() -> Iterator[None]:
         yield
 
 
-def _debootstrap_import(tag: str, packages: list[str]) -> None:
-    debs = CACHE / "debs"
+def _debootstrap_import(tag: str, flavour: str, packages: list[str]) -> None:
+    # One package cache per flavour: the two debootstraps run side by side, and two debootstraps
+    # downloading into one --cache-dir race on the same .deb files (a cold first build failed).
+    debs = CACHE / f"debs-{flavour}"
     debs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
         root = Path(tmp) / "root"
-        subprocess.run(
+        done = subprocess.run(
             [
                 "debootstrap",
                 "--variant=minbase",
@@ -137,10 +139,15 @@ def _debootstrap_import(tag: str, packages: list[str]) -> None:
                 str(root),
                 MIRROR,
             ],
-            check=True,
+            check=False,
             capture_output=True,
             timeout=900,
         )
+        if done.returncode != 0:
+            log = (Path(root) / "debootstrap" / "debootstrap.log")
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"debootstrap of {tag} failed (exit {done.returncode}):\n"
+                               f"{done.stderr.decode(errors='replace')[-2000:]}\n{tail}")
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for f in (root / junk).glob("*"):
                 if f.is_file():
@@ -161,7 +168,7 @@ def _base(flavour: str, packages: list[str], built: list[str]) -> str:
     recipe = (BASE_RECIPE_VERSION, SUITE, MIRROR, " ".join(packages))
     tag = f"kindbed-base-{flavour}:{_sha(*(part.encode() for part in recipe))}"
     if not _image_exists(tag):
-        _debootstrap_import(tag, packages)
+        _debootstrap_import(tag, flavour, packages)
         built.append(tag)
     return tag
 
