@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools pins the main package this wrapper builds.
+package tools
+
+import _ "sigs.k8s.io/cri-tools/cmd/crictl"

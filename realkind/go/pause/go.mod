@@ -1,0 +1,3 @@
+module dev.kindfix/realkind/pause
+
+go 1.24.0
