@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from kindfix import __version__, api, errors, render
+from kindfix import __version__, api, completion, errors, render
 from kindfix.api import RepairOutcome
 from kindfix.audit import AuditReport
 from kindfix.discovery import Cluster, default_cluster_name
@@ -28,6 +28,7 @@ OUTPUT = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json
 
 def name_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--name", "-n", default=default_cluster_name, show_default="kind",
+                        shell_complete=completion.cluster_names,
                         help="Cluster name (default: $KIND_CLUSTER_NAME or kind).")(f)
 
 
