@@ -6,29 +6,43 @@ Copies:
 - A pod is identified by the hash of its decoded manifest: a content change removes the old pod
   (SIGTERM, 5 s grace, SIGKILL) and creates a new one with attempt 0; touch/mtime-only changes
   and same-content rewrites do nothing; a removed (or unparseable) manifest stops and forgets it.
-- restartPolicy Always: an exited container (crash, `crictl stop`, kill) is recreated with
-  attempt+1 after a back-off of 1 s doubling to 10 s, reset after a run of 10 s or more.
-  (Real kubelet: CrashLoopBackOff 10 s doubling to 5 min, reset after 10 min: shortened so
-  tests finish.) Only the newest exited container per name is kept (kubelet GC keeps one).
+- restartPolicy Always with the kubelet's CrashLoopBackOff (pkg/kubelet/kubelet.go
+  backOffPeriod = 10 s, MaxContainerBackOff = 300 s; kuberuntime_manager.go doBackOff;
+  client-go util/flowcontrol/backoff.go): the first exit of a container is restarted at once,
+  each later one waits 10 s, 20 s, 40 s ... 300 s counted from its finish; the entry is keyed
+  by pod name, namespace, UID and container (a static pod's UID is its manifest hash, so an
+  unchanged manifest keeps its back-off) and forgotten after 2 x 300 s without a failure. The
+  back-off lives in kubelet memory: a restarted kubelet starts exited containers at once, and
+  so does this one after `crictl rm` of the exited container (no exited container, no back-off).
+  Only the newest exited container per name is kept (kubelet GC keeps one).
+- Probes (pkg/kubelet/prober): httpGet startupProbe, then livenessProbe, per running container
+  in its own worker: initialDelaySeconds, periodSeconds, timeoutSeconds, failureThreshold
+  consecutive failures -> "failed startup/liveness probe, will be restarted", the container is
+  stopped (SIGTERM, grace, SIGKILL) and restarted under the back-off above. HTTP(S) without
+  certificate verification, 200-399 is success, as the kubelet's prober. So kubeadm's etcd
+  startupProbe (/health?serializable=false, 24 x 10 s) kills a member without a leader after
+  about 4 minutes, and an apiserver whose /livez fails 8 x 10 s is restarted.
 - Containers run under a detached shim (see shim.py), so SIGTERM/restart of the kubelet leaves
   them running and a new kubelet adopts them, as containerd keeps containers across a kubelet
   restart. Stopping the node (kindbed-init) is what kills them.
 - Labels/annotations and /var/log/pods/<ns>_<pod>_<uid>/<name>/<attempt>.log as the kubelet
   writes them; pod name = <metadata.name>-<node name>.
 - Reads --node-ip from /var/lib/kubelet/kubeadm-flags.env only to log it.
-Limits: no API server, no probes, no volumes/namespaces/cgroups, one sandbox per pod with no
-network; an image is "present" when /var/lib/kindbed/images/<image-dir>/ exists, otherwise the
-container is not created (ErrImagePull, retried with the same back-off).
+Limits: no API server, no readiness/exec/tcpSocket probes, no volumes/namespaces/cgroups, one
+sandbox per pod with no network; an image is "present" when /var/lib/kindbed/images/<image-dir>/
+exists, otherwise the container is not created (ErrImagePull, retried under its own back-off).
 Usage: kubelet [--hostname-override NAME] [any other kubelet flags are accepted and ignored]
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -46,9 +60,11 @@ FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
 # KINDBED_KUBELET_SYNC_PERIOD shortens the poll for host tests only.
 SYNC_PERIOD = float(os.environ.get("KINDBED_KUBELET_SYNC_PERIOD") or 1.0)
 STOP_GRACE = 5.0
-BACKOFF_INITIAL = 1.0
-BACKOFF_MAX = 10.0
-BACKOFF_RESET_AFTER = 10.0
+# pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff; flowcontrol forgets an entry
+# after 2 x the maximum without a failure (hasExpired)
+BACKOFF_INITIAL = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_EXPIRE = 2 * BACKOFF_MAX
 
 
 def package_root() -> str:
@@ -73,16 +89,52 @@ def node_ip_from_flags(text: str) -> str | None:
 
 
 @dataclass
+class BackoffEntry:
+    """One client-go flowcontrol.Backoff entry: the current delay and when it last grew."""
+
+    backoff: float
+    last_update: float
+
+
 class Backoff:
-    delay: float = 0.0
-    not_before: float = 0.0
+    """client-go util/flowcontrol.Backoff as the kubelet uses it (no jitter)."""
+
+    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.entries: dict[str, BackoffEntry] = {}
+
+    def _expired(self, entry: BackoffEntry, event_time: float) -> bool:
+        return event_time - entry.last_update > 2 * self.maximum
+
+    def in_backoff_since(self, key: str, event_time: float, now: float) -> bool:
+        entry = self.entries.get(key)
+        if entry is None or self._expired(entry, event_time):
+            return False
+        return now - event_time < entry.backoff
+
+    def next(self, key: str, event_time: float, now: float) -> None:
+        entry = self.entries.get(key)
+        if entry is None or self._expired(entry, event_time):
+            self.entries[key] = BackoffEntry(self.initial, now)
+        else:
+            entry.backoff = min(entry.backoff * 2, self.maximum)
+            entry.last_update = now
+
+    def delay(self, key: str) -> float:
+        entry = self.entries.get(key)
+        return entry.backoff if entry else 0.0
+
+    def gc(self, now: float) -> None:
+        for key in [k for k, e in self.entries.items() if now - e.last_update > 2 * self.maximum]:
+            del self.entries[key]
 
 
 @dataclass
 class PodState:
     pod: StaticPod
     sandbox: dict[str, Any]
-    backoff: dict[str, Backoff] = field(default_factory=dict)
+    # container name -> finishedAt of the exit last reported as being in back-off (log once)
+    reported: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -97,6 +149,15 @@ class Kubelet:
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
         self.pods: dict[str, PodState] = {}
+        self.backoff = Backoff()  # in memory only: a new kubelet process starts without any
+        self.pull_backoff = Backoff()
+        self.probers: dict[str, Prober] = {}
+        self.stopping = threading.Event()
+
+    def backoff_key(self, ps: PodState, cname: str) -> str:
+        """kuberuntime getStableKey: pod name, namespace, UID and container name."""
+        meta = ps.sandbox["metadata"]
+        return f"{meta['name']}_{meta['namespace']}_{meta['uid']}_{cname}"
 
     # --- pods -------------------------------------------------------------------------------
     def _new_sandbox(self, pod: StaticPod) -> dict[str, Any]:
@@ -152,7 +213,7 @@ class Kubelet:
         return [c for c in state.load_containers() if c.pod_id == pod_id]
 
     # --- containers ---------------------------------------------------------------------------
-    def start_container(self, ps: PodState, spec: dict[str, Any], attempt: int) -> None:
+    def start_container(self, ps: PodState, spec: dict[str, Any], attempt: int) -> str:
         cname = str(spec["name"])
         ref = str(spec.get("image", ""))
         if not image_dir(ref).is_dir():
@@ -216,6 +277,7 @@ class Kubelet:
             "kuberuntime_container.go:300",
             f'"Started container" pod="{meta["namespace"]}/{meta["name"]}" containerName="{cname}" attempt={attempt} containerID="{cid}"',  # noqa: E501 - upstream's message, kept greppable
         )
+        return cid
 
     def sync_containers(self, ps: PodState, now: float) -> None:
         existing = self.containers_of(ps.id)
@@ -224,38 +286,45 @@ class Kubelet:
             mine = [c for c in existing if c.name == cname]
             latest = max(mine, key=lambda c: int(c.config.get("createdAt", 0)), default=None)
             if latest is not None and latest.state in (state.RUNNING, state.CREATED):
+                self.ensure_prober(ps, spec, latest.id)
                 continue
-            bo = ps.backoff.setdefault(cname, Backoff())
-            if latest is not None and bo.not_before == 0.0:
-                ran = (
-                    int(latest.status.get("finishedAt", 0)) - int(latest.status.get("startedAt", 0))
-                ) / 1e9
-                bo.delay = (
-                    BACKOFF_INITIAL
-                    if (bo.delay == 0.0 or ran >= BACKOFF_RESET_AFTER)
-                    else min(bo.delay * 2, BACKOFF_MAX)
-                )
-                bo.not_before = now + bo.delay
-                klog.info(
-                    "kuberuntime_manager.go:1000",
-                    f'"Container exited, will restart" pod="{ps.pod.namespace}/{ps.full_name}" containerName="{cname}" exitCode={latest.status.get("exitCode")} backOff="{bo.delay:g}s"',  # noqa: E501 - upstream's message, kept greppable
-                )
-            if now < bo.not_before:
+            key = self.backoff_key(ps, cname)
+            if latest is not None:  # kuberuntime doBackOff, from the exited container's finish
+                finished = int(latest.status.get("finishedAt", 0)) / 1e9 or now
+                if self.backoff.in_backoff_since(key, finished, now):
+                    if ps.reported.get(cname) != latest.status.get("finishedAt"):
+                        ps.reported[cname] = int(latest.status.get("finishedAt", 0))
+                        klog.error(
+                            "pod_workers.go:1300",
+                            f'"Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"{cname}\\" with CrashLoopBackOff: \\"back-off {self.backoff.delay(key):g}s restarting failed container={cname} pod={ps.full_name}_{ps.pod.namespace}({ps.sandbox["metadata"]["uid"]})\\"" pod="{ps.pod.namespace}/{ps.full_name}"',  # noqa: E501 - upstream's message, kept greppable
+                        )
+                    continue
+                self.backoff.next(key, finished, now)
+            elif self.pull_backoff.in_backoff_since(key, self.pull_backoff_at(key), now):
                 continue
             for old in mine:
                 if old is not latest:
                     state.remove_container(old.id)
             attempt = latest.attempt + 1 if latest is not None else 0
             try:
-                self.start_container(ps, spec, attempt)
-                bo.not_before = 0.0
+                self.ensure_prober(ps, spec, self.start_container(ps, spec, attempt))
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                bo.delay = min(max(bo.delay * 2, BACKOFF_INITIAL), BACKOFF_MAX)
-                bo.not_before = now + bo.delay
+                self.pull_backoff.next(key, now, now)
                 klog.error(
                     "pod_workers.go:1300",
                     f'"Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"{cname}\\": {e}" pod="{ps.pod.namespace}/{ps.full_name}"',  # noqa: E501 - upstream's message, kept greppable
                 )
+
+    def pull_backoff_at(self, key: str) -> float:
+        entry = self.pull_backoff.entries.get(key)
+        return entry.last_update if entry else 0.0
+
+    def ensure_prober(self, ps: PodState, spec: dict[str, Any], cid: str) -> None:
+        if cid in self.probers or not (spec.get("startupProbe") or spec.get("livenessProbe")):
+            return
+        prober = Prober(self, ps, spec, cid)
+        self.probers[cid] = prober
+        prober.start()
 
     # --- the loop -----------------------------------------------------------------------------
     def adopt(self) -> None:
@@ -276,7 +345,12 @@ class Kubelet:
             state.remove_pod(str(sandbox["id"]))
 
     def sync_once(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        # wall time: a container's finishedAt (the back-off's event time) is wall time too
+        now = time.time() if now is None else now
+        self.backoff.gc(now)
+        self.pull_backoff.gc(now)
+        for cid in [cid for cid, p in self.probers.items() if not p.is_alive()]:
+            del self.probers[cid]
         wanted, errors = scan(node_path(MANIFESTS))
         for path, err in errors.items():
             klog.error(
@@ -290,6 +364,101 @@ class Kubelet:
                 self.add_pod(pod)
         for ps in list(self.pods.values()):
             self.sync_containers(ps, now)
+
+
+class Prober(threading.Thread):
+    """pkg/kubelet/prober worker for one container: startupProbe until it succeeds, then
+    livenessProbe; failureThreshold failures in a row stop the container (restarted under
+    back-off by the sync loop)."""
+
+    def __init__(self, kubelet: Kubelet, ps: PodState, spec: dict[str, Any], cid: str) -> None:
+        super().__init__(daemon=True, name=f"prober-{cid[:12]}")
+        self.kubelet, self.ps, self.spec, self.cid = kubelet, ps, spec, cid
+        self.started_at = time.time()
+
+    def _running(self) -> bool:
+        return not self.kubelet.stopping.is_set() and _running(self.cid)
+
+    def _wait_started(self) -> bool:
+        deadline = time.monotonic() + 10.0  # the shim reports the start within a moment
+        while not self._running():
+            c = state.load_container(self.cid)
+            if c is None or c.state == state.EXITED or time.monotonic() > deadline:
+                return False
+            if self.kubelet.stopping.wait(0.05):
+                return False
+        c = state.load_container(self.cid)
+        if c is not None and c.status.get("startedAt"):
+            self.started_at = int(c.status["startedAt"]) / 1e9
+        return True
+
+    def run(self) -> None:
+        if not self._wait_started():
+            return
+        for kind in ("startup", "liveness"):
+            probe = self.spec.get(f"{kind}Probe")
+            if not isinstance(probe, dict):
+                continue
+            delay = self.started_at + float(probe.get("initialDelaySeconds", 0)) - time.time()
+            if delay > 0 and self.kubelet.stopping.wait(delay):
+                return
+            failures = 0
+            period = float(probe.get("periodSeconds", 10))
+            threshold = int(probe.get("failureThreshold", 3))
+            while self._running():
+                ok, why = http_probe(probe, float(probe.get("timeoutSeconds", 1)))
+                if ok and kind == "startup":
+                    break  # started: on to the liveness probe
+                failures = 0 if ok else failures + 1
+                if failures:
+                    klog.info(
+                        "prober.go:107",
+                        f'"Probe failed" probeType="{kind.capitalize()}" pod="{self.ps.pod.namespace}/{self.ps.full_name}" containerName="{self.spec.get("name")}" probeResult="failure" output="{why}"',  # noqa: E501 - upstream's message, kept greppable
+                    )
+                if failures >= threshold:
+                    klog.info(
+                        "kuberuntime_manager.go:1027",
+                        f'"Message for Container of pod" containerName="{self.spec.get("name")}" containerStatusID="{self.cid}" pod="{self.ps.pod.namespace}/{self.ps.full_name}" containerMessage="Container {self.spec.get("name")} failed {kind} probe, will be restarted"',  # noqa: E501 - upstream's message, kept greppable
+                    )
+                    c = state.load_container(self.cid)
+                    if c is not None:
+                        stop_container(c, STOP_GRACE)
+                    return
+                if self.kubelet.stopping.wait(period):
+                    return
+            if not self._running():
+                return
+
+
+def http_probe(probe: dict[str, Any], timeout: float) -> tuple[bool, str]:
+    """The kubelet's httpGet prober: no certificate verification, 200-399 is success."""
+    get = probe.get("httpGet")
+    if not isinstance(get, dict):
+        return True, ""  # exec/tcpSocket probes are not copied: count as passing
+    host = str(get.get("host") or "127.0.0.1")
+    port = int(get.get("port", 80))
+    path = str(get.get("path") or "/")
+    try:
+        if str(get.get("scheme", "HTTP")).upper() == "HTTPS":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=ctx
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "kube-probe/1.29"})
+            resp = conn.getresponse()
+            body = resp.read(200).decode(errors="replace").strip()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ssl.SSLError) as e:
+        return False, f'Get "{host}:{port}{path}": {e}'
+    if 200 <= resp.status < 400:
+        return True, ""
+    return False, f"HTTP probe failed with statuscode: {resp.status} {body[:80]}"
 
 
 def stop_container(c: state.Container, grace: float) -> None:
@@ -335,6 +504,7 @@ def main(argv: list[str]) -> int:
     while not stop.is_set():
         kubelet.sync_once()
         stop.wait(SYNC_PERIOD)
+    kubelet.stopping.set()
     # Like a real kubelet, leave the containers to the runtime (the shims): they keep running.
     klog.info(
         "server.go:1000", '"Shutting down kubelet; containers keep running under their shims"'

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
+import yaml
 from conftest import NodeRoot, pod_manifest, wait_for
 
 from testbed.standins import kubelet, state
@@ -72,29 +76,188 @@ def test_touch_keeps_content_change_recreates_removal_forgets(node: NodeRoot) ->
     assert not state.pid_alive(second.pid, second.status.get("pidStart"))
 
 
-def test_exited_container_restarts_with_doubling_backoff(node: NodeRoot) -> None:
+def exited() -> list[state.Container]:
+    return [c for c in state.load_containers() if c.state == state.EXITED]
+
+
+def exit_of(attempt: int) -> float:
+    """Wait for the container of this attempt to exit; its finishedAt in seconds (wall time)."""
+    got = wait_for(f"attempt {attempt} exited",
+                   lambda: [c for c in exited() if c.attempt == attempt and
+                            c.status.get("finishedAt")])
+    assert isinstance(got, list)
+    return int(got[0].status["finishedAt"]) / 1e9
+
+
+def attempts() -> list[int]:
+    return sorted(c.attempt for c in state.load_containers())
+
+
+def test_crash_loop_back_off_is_10s_doubling_from_the_second_exit(node: NodeRoot) -> None:
+    """kuberuntime doBackOff: the first exit restarts at once, then 10 s, 20 s, ... each counted
+    from the finish of the exited container."""
     node.image(tools={"crasher": "echo boom >&2; exit 3\n"})
     node.write("/etc/kubernetes/manifests/x.yaml", pod_manifest("x", ["crasher"]))
     k = kubelet.Kubelet("n1")
-    k.sync_once(now=100.0)
-
-    def exited() -> list[state.Container]:
-        return [c for c in state.load_containers() if c.state == state.EXITED]
-
-    wait_for("first exit", exited)
+    k.sync_once()
+    f0 = exit_of(0)
     assert exited()[0].status["exitCode"] == 3
-    k.sync_once(now=100.5)  # back-off 1 s scheduled at 100.5
-    assert len(state.load_containers()) == 1
-    k.sync_once(now=101.6)  # due: attempt 1
-    wait_for("attempt 1 exited", lambda: [c for c in exited() if c.attempt == 1])
-    k.sync_once(now=101.7)  # back-off doubles: 2 s
-    k.sync_once(now=103.0)
-    assert max(c.attempt for c in state.load_containers()) == 1  # still backing off
-    k.sync_once(now=103.8)
-    wait_for("attempt 2 exited", lambda: [c for c in exited() if c.attempt == 2])
-    attempts = sorted(c.attempt for c in state.load_containers())
-    assert attempts == [1, 2]  # only the newest exited container is kept besides the current one
-    assert k.pods[str(node.path("/etc/kubernetes/manifests/x.yaml"))].backoff["x"].delay == 2.0
+    k.sync_once(now=f0 + 0.1)  # first exit: no back-off yet
+    f1 = exit_of(1)
+    k.sync_once(now=f1 + 9.5)
+    assert max(attempts()) == 1  # 10 s back-off
+    k.sync_once(now=f1 + 10.2)
+    f2 = exit_of(2)
+    assert attempts() == [1, 2]  # only the newest exited container is kept besides the current one
+    k.sync_once(now=f2 + 19.5)
+    assert max(attempts()) == 2  # doubled: 20 s
+    k.sync_once(now=f2 + 20.2)
+    exit_of(3)
+    key = k.backoff_key(next(iter(k.pods.values())), "x")
+    assert key.endswith("_x") and "_kube-system_" in key
+    assert k.backoff.delay(key) == 40.0
+    log = (node.root / "var/log/kindbed/kubelet.log")
+    text = log.read_text() if log.exists() else ""
+    assert "with CrashLoopBackOff" in text or text == ""  # kept greppable when logged to file
+
+
+def test_back_off_caps_at_300s_and_is_forgotten_after_10_minutes_without_a_failure() -> None:
+    b = kubelet.Backoff()
+    delays = []
+    t = 1000.0
+    for _ in range(8):
+        b.next("k", t, t)
+        delays.append(b.delay("k"))
+        t += 1
+    assert delays == [10, 20, 40, 80, 160, 300, 300, 300]
+    assert b.in_backoff_since("k", t, t + 299)
+    assert not b.in_backoff_since("k", t, t + 301)
+    b.next("k", t + 601, t + 601)  # more than 2 x 300 s after the last failure: starts over
+    assert b.delay("k") == 10
+    b.gc(t + 601 + 601)
+    assert b.entries == {}
+
+
+def test_back_off_is_kubelet_memory_a_new_kubelet_starts_an_exited_container_at_once(
+    node: NodeRoot,
+) -> None:
+    node.image(tools={"crasher": "exit 1\n"})
+    node.write("/etc/kubernetes/manifests/x.yaml", pod_manifest("x", ["crasher"]))
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    k.sync_once(now=exit_of(0) + 0.1)
+    f1 = exit_of(1)
+    k.sync_once(now=f1 + 1)
+    assert max(attempts()) == 1  # this kubelet waits 10 s
+    fresh = kubelet.Kubelet("n1")  # `systemctl restart kubelet`
+    fresh.adopt()
+    fresh.sync_once(now=f1 + 1)
+    exit_of(2)
+
+
+def test_removing_the_exited_container_clears_its_back_off(node: NodeRoot) -> None:
+    node.image(tools={"crasher": "exit 1\n"})
+    node.write("/etc/kubernetes/manifests/x.yaml", pod_manifest("x", ["crasher"]))
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    k.sync_once(now=exit_of(0) + 0.1)
+    f1 = exit_of(1)
+    k.sync_once(now=f1 + 1)
+    assert max(attempts()) == 1
+    [gone] = [c for c in exited() if c.attempt == 1]
+    r = node.run("crictl", "rm", gone.id)
+    assert r.returncode == 0, r.stderr
+    k.sync_once(now=f1 + 1)  # no exited container: nothing to back off from
+    wait_for("a new container", state.load_containers)
+    assert attempts() == [0]
+
+
+def test_a_changed_manifest_is_a_new_uid_without_back_off(node: NodeRoot) -> None:
+    node.image(tools={"crasher": "exit 1\n"})
+    m = node.write("/etc/kubernetes/manifests/x.yaml", pod_manifest("x", ["crasher"]))
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    k.sync_once(now=exit_of(0) + 0.1)
+    f1 = exit_of(1)
+    m.write_text(pod_manifest("x", ["crasher", "--v=2"]))
+    k.sync_once(now=f1 + 1)
+    got = wait_for("new pod's container", lambda: [c for c in state.load_containers()
+                                                   if c.config["argv"][-1] == "--v=2"])
+    assert isinstance(got, list)
+    assert got[0].attempt == 0
+
+
+class _Health(BaseHTTPRequestHandler):
+    codes: ClassVar[dict[str, int]] = {}
+
+    def do_GET(self) -> None:
+        code = self.codes.get(self.path.split("?")[0], 404)
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def probed_manifest(port: int, startup: str, liveness: str) -> str:
+    def probe(path: str, threshold: int) -> dict[str, object]:
+        return {"httpGet": {"host": "127.0.0.1", "path": path, "port": port, "scheme": "HTTP"},
+                "initialDelaySeconds": 0, "periodSeconds": 0.2, "timeoutSeconds": 1,
+                "failureThreshold": threshold}
+
+    doc = yaml.safe_load(pod_manifest("etcd", ["sleeper"]))
+    doc["spec"]["containers"][0]["startupProbe"] = probe(startup, 3)
+    doc["spec"]["containers"][0]["livenessProbe"] = probe(liveness, 2)
+    return str(yaml.safe_dump(doc))
+
+
+def test_a_failing_startup_probe_restarts_the_container(node: NodeRoot) -> None:
+    """kubeadm's etcd startupProbe (/health?serializable=false): a member that never gets a
+    leader is killed after failureThreshold x periodSeconds."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Health.codes = {"/health": 503, "/livez": 200}
+    try:
+        node.image(tools=SLEEPER)
+        node.write("/etc/kubernetes/manifests/etcd.yaml",
+                   probed_manifest(srv.server_address[1], "/health", "/livez"))
+        k = kubelet.Kubelet("n1")
+        k.sync_once()
+        first = one_running("etcd")
+        wait_for("killed by the startup probe", exited, timeout=10)
+        assert exited()[0].id == first.id
+        exit_of(0)  # its exit recorded by the shim
+        assert int(exited()[0].status["exitCode"]) in (137, 143)  # SIGKILL/SIGTERM, as runc
+        k.sync_once()
+        assert one_running("etcd").attempt == 1
+    finally:
+        k.stopping.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_passing_startup_probe_hands_over_to_the_liveness_probe(node: NodeRoot) -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Health.codes = {"/health": 200, "/livez": 200}
+    try:
+        node.image(tools=SLEEPER)
+        node.write("/etc/kubernetes/manifests/apiserver.yaml",
+                   probed_manifest(srv.server_address[1], "/health", "/livez"))
+        k = kubelet.Kubelet("n1")
+        k.sync_once()
+        first = one_running("etcd")
+        time.sleep(1.5)  # startup passed, liveness passing: still the same container
+        k.sync_once()
+        assert [c.id for c in running("etcd")] == [first.id]
+        _Health.codes = {"/health": 200, "/livez": 500}  # e.g. an apiserver that lost etcd
+        wait_for("killed by the liveness probe", exited, timeout=10)
+    finally:
+        k.stopping.set()
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_missing_image_creates_no_container(node: NodeRoot) -> None:
