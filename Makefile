@@ -10,13 +10,14 @@ install:
 engine: install
 	$(PYTHON) -m testbed engine
 
-# Unit tests (in-memory fake nodes, fixture dumps) and integration tests on the kind-shaped
-# test bed (real Docker engine, real etcd, real haproxy).
+# Unit tests (in-memory fake nodes, fixture dumps), the wheel as users install it (tests/packaging)
+# and integration tests on the kind-shaped test bed (real Docker engine, real etcd, real haproxy).
+# `engine` installs what a fresh Debian 12 machine lacks (docker.io, debootstrap) and starts dockerd.
 test: engine
 	$(PYTHON) -m pytest -p no:cacheprovider tests
 
 unit: install
-	$(PYTHON) -m pytest -p no:cacheprovider -m "not docker" tests
+	$(PYTHON) -m pytest -p no:cacheprovider -m "not docker and not packaging" tests
 
 # Build a 3-control-plane kind-shaped cluster, break it the way Docker does, audit and repair it.
 demo: engine

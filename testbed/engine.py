@@ -40,11 +40,20 @@ def ping() -> docker.DockerClient | None:
     return client
 
 
-def _install_docker() -> None:
+# What the bed needs on the host, by the command that tells it is there: the engine, and
+# debootstrap for the images (a fresh Debian 12 machine has neither).
+HOST_PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
+
+
+def missing_host_packages() -> list[str]:
+    return [pkg for cmd, pkg in HOST_PACKAGES.items() if shutil.which(cmd) is None]
+
+
+def apt_install(packages: list[str]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "docker.io"],
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
     ):
         subprocess.run(argv, check=True, env=env, timeout=APT_TIMEOUT_S)
 
@@ -80,12 +89,15 @@ def wait_for_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
 
 
 def ensure_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
-    """Return a client for a running engine, installing/starting dockerd when needed."""
+    """Return a client for a running engine, installing/starting dockerd when needed, and
+    installing what else the bed needs on the host (debootstrap) when it is missing."""
     client = ping()
+    # docker.io only when no engine answers (one may run without dockerd on PATH)
+    missing = [pkg for pkg in missing_host_packages() if client is None or pkg != "docker.io"]
+    if missing:
+        apt_install(missing)
     if client is not None:
         return client
-    if shutil.which("dockerd") is None:
-        _install_docker()
     if not _dockerd_running():
         start_dockerd()
     return wait_for_engine(timeout_s)
