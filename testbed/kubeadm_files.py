@@ -145,7 +145,11 @@ def _pod(
     volumes: list[tuple[str, str, str]],
     annotations: dict[str, str],
     probe: dict[str, object],
+    startup_path: str | None = None,
 ) -> str:
+    # kubeadm util/staticpod StartupProbe (k8s >= 1.25 for etcd): 10 s delay, every 10 s, 15 s
+    # timeout, ceil(4 min / 10 s) = 24 failures; etcd's asks /health?serializable=false
+    startup = {**probe, "path": startup_path or probe["path"]}
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -170,6 +174,13 @@ def _pod(
                         "timeoutSeconds": 15,
                     },
                     "name": name,
+                    "startupProbe": {
+                        "failureThreshold": 24,
+                        "httpGet": startup,
+                        "initialDelaySeconds": 10,
+                        "periodSeconds": 10,
+                        "timeoutSeconds": 15,
+                    },
                     "resources": {"requests": {"cpu": "100m"}},
                     "volumeMounts": [{"mountPath": path, "name": vol} for vol, path, _ in volumes],
                 }
@@ -235,6 +246,7 @@ def etcd_manifest(
             "port": 2381,
             "scheme": "HTTP",
         },
+        startup_path="/health?serializable=false",
     )
 
 
