@@ -52,7 +52,8 @@ while IFS='|' read -r name wrapper pkg kind; do
   wdir="$here/go/$wrapper"
   key=$(cat "$here/versions.env" "$0" "$wdir"/go.mod "$wdir"/go.sum "$wdir"/*.go 2>/dev/null | sha256sum | cut -c1-16)
   out="$CACHE/bin/$wrapper-$key"
-  if [ -x "$out/$name" ]; then echo "bin $name: cached ($out/$name)"; continue; fi
+  mkdir -p "$CACHE/bin/current"
+  if [ -x "$out/$name" ]; then ln -sfn "$out/$name" "$CACHE/bin/current/$name"; echo "bin $name: cached ($out/$name)"; continue; fi
   mkdir -p "$out"
   case $kind in
     kube) ld=$(kube_ldflags) ;;
@@ -70,6 +71,7 @@ while IFS='|' read -r name wrapper pkg kind; do
     echo "bin $name: FAILED after $(( $(date +%s) - start )) s; tail of $log:" >&2; tail -20 "$log" >&2; exit 1
   fi
   mv "$out/$name.tmp" "$out/$name"
+  ln -sfn "$out/$name" "$CACHE/bin/current/$name"
   rss=$(awk -F': ' '/Maximum resident/{print $2}' "$log")
   echo "bin $name: built in $(( $(date +%s) - start )) s, max RSS ${rss} kB, $(du -h "$out/$name" | cut -f1)"
   echo "$(date -u +%FT%TZ) $name $(( $(date +%s) - start ))s rss=${rss}kB" >> "$CACHE/logs/build-times.txt"
