@@ -1,4 +1,14 @@
-"""Stand-in for kube-apiserver v1.29: its TLS endpoint and etcd-backed health, nothing else.
+"""Stand-in for kube-apiserver v1.29: its TLS endpoint, etcd-backed health and the Lease API.
+
+Start-up copies the real one's storage set-up: before it listens, it dials the first of
+--etcd-servers (TLS with the etcd client certificate) for up to 20 s (apiserver
+storagebackend/factory/etcd3.go dialTimeout; the etcd client blocks until connected); etcd
+without quorum accepts TCP but never completes TLS, so an apiserver started while etcd has no
+quorum logs `"command failed" err="error creating storage factory: context deadline exceeded"`
+and exits 1: the kubelet restarts it under CrashLoopBackOff. A running one whose etcd goes away
+keeps serving with /livez failing, until the kubelet's livenessProbe (8 x 10 s) kills it.
+Leases: see leases.py (kept in etcd, so they survive an apiserver restart and move with a
+snapshot restore).
 
 Copies: serves HTTPS with --tls-cert-file/--tls-private-key-file (kubeadm: pki/apiserver.crt)
 on --bind-address (default 0.0.0.0, i.e. the advertise address and 127.0.0.1) port
@@ -12,24 +22,27 @@ that lost quorum makes the apiserver unhealthy, as the real etcd check does); el
 "[-]etcd failed: reason withheld" (readyz: etcd-readiness). On failure it logs grpc-style lines
 like the real one ("grpc: addrConn.createTransport failed to connect to {Addr: ...}. Err:
 connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:2379: connect:
-connection refused\""). /version returns the version; /api* and /apis* answer 403 for anyone.
-Limits: no API, no storage, no watch; it serves (with 500s) while etcd is down, where the real
-one would fail to start and crash-loop; the etcd client files are re-read at each check (the
-real one loads them once).
+connection refused\""). /version returns the version; other /api* and /apis* answer 403.
+Limits: no API but Leases, no watch; the etcd client files are re-read at each check (the real
+one loads them once).
+KINDBED_APISERVER_STORAGE_TIMEOUT shortens the 20 s start-up dial, for host tests only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 
 from . import flags as flagparse
-from . import health, klog, release, tlsclient
+from . import health, klog, leases, release, tlsclient
 from .paths import node_path
 
 CHECK_PERIOD = 1.0
+# k8s.io/apiserver/pkg/storage/storagebackend/factory/etcd3.go dialTimeout
+STORAGE_DIAL_TIMEOUT = float(os.environ.get("KINDBED_APISERVER_STORAGE_TIMEOUT") or 20.0)
 VERSION = release.INFO
 OTHER_CHECKS = [
     "ping",
@@ -104,6 +117,31 @@ class EtcdProbe:
             self.check_once()
             stop.wait(CHECK_PERIOD)
 
+    def connected(self) -> bool:
+        """The etcd client's dial: TCP and a TLS handshake (any HTTP answer will do)."""
+        try:
+            tlsclient.get(
+                self.url.rstrip("/") + "/health",
+                node_path(self.ca).read_bytes(),
+                str(node_path(self.cert)),
+                str(node_path(self.key)),
+                timeout=2.0,
+            )
+        except (tlsclient.GoError, OSError):
+            return False
+        return True
+
+
+def wait_for_storage(probe: EtcdProbe, stop: threading.Event, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        if probe.connected():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        stop.wait(0.5)
+    return False
+
 
 def checks_for(probe: EtcdProbe):  # type: ignore[no-untyped-def]
     def checks(endpoint: str) -> list[tuple[str, str | None]] | None:
@@ -155,6 +193,16 @@ def main(argv: list[str]) -> int:
         "options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}"
     )
     klog.info("server.go:148", f"Version: {VERSION['gitVersion']} (kindbed stand-in)")
+    if not wait_for_storage(probe, stop, STORAGE_DIAL_TIMEOUT):
+        if stop.is_set():
+            return 0
+        klog.log(
+            "E",
+            "run.go:74",
+            '"command failed" err="error creating storage factory: context deadline exceeded"',
+        )
+        return 1
+    kv = leases.EtcdKV(etcd_url, probe.ca, probe.cert, probe.key)
     client_ca = f.get("client-ca-file")
     srv = health.listen(
         bind,
@@ -165,6 +213,7 @@ def main(argv: list[str]) -> int:
         client_ca=str(node_path(client_ca)) if client_ca else None,
         fallback=fallback,
         reload_certs=True,
+        api=lambda method, path, body, user: leases.handle(kv, method, path, body, user),
     )
     if srv is None:
         return 1

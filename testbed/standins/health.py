@@ -21,6 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 from . import klog
 
 Checks = Callable[[str], "list[tuple[str, str | None]] | None"]
+# method, path with query, request body, the client certificate's CN (None: anonymous) ->
+# (code, body, content type), or None when the path is not the API's
+Api = Callable[[str, str, bytes, "str | None"], "tuple[int, str, str] | None"]
 
 
 def render(endpoint: str, results: list[tuple[str, str | None]], verbose: bool) -> tuple[int, str]:
@@ -36,11 +39,52 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 5  # a client that never finishes its TLS handshake must not hold a thread
 
+    def _user(self) -> str | None:
+        try:
+            cert = self.connection.getpeercert()  # type: ignore[attr-defined]
+        except (AttributeError, ValueError):
+            return None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return None
+
+    def _api(self, method: str) -> bool:
+        if self.server.api is None:
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        answer = self.server.api(method, self.path, body, self._user())
+        if answer is None:
+            return False
+        self._send(*answer)
+        return True
+
+    def do_PUT(self) -> None:
+        if not self._api("PUT"):
+            self._send(*self.server.fallback(urlsplit(self.path).path))
+
+    def do_POST(self) -> None:
+        if not self._api("POST"):
+            self._send(*self.server.fallback(urlsplit(self.path).path))
+
+    def _send(self, code: int, body: str, ctype: str) -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         endpoint = url.path.strip("/")
         results = self.server.checks(endpoint)
         if results is None:
+            if self._api("GET"):
+                return
             code, body, ctype = self.server.fallback(url.path)
         else:
             code, body = render(
@@ -63,6 +107,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     checks: Checks
     fallback: Callable[[str], tuple[int, str, str]]
+    api: Api | None = None
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # failed handshakes (wrong CA, port scans) are the client's problem, as upstream
@@ -82,6 +127,7 @@ def serve(
     client_ca: str | None = None,
     fallback: Callable[[str], tuple[int, str, str]] = not_found,
     reload_certs: bool = False,
+    api: Api | None = None,
 ) -> _Server:
     """Serve in a daemon thread; stop with .shutdown() then .server_close().
 
@@ -98,6 +144,7 @@ def serve(
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     srv.checks = checks
     srv.fallback = fallback
+    srv.api = api
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     if reload_certs:
         threading.Thread(target=_watch_pair, args=(ctx, cert_file, key_file), daemon=True).start()

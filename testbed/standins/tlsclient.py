@@ -53,6 +53,19 @@ def get(
     timeout: float = 2.0,
 ) -> tuple[int, bytes]:
     """GET url; returns (status, body) or raises GoError."""
+    return request("GET", url, ca_pem, cert_file, key_file, timeout=timeout)
+
+
+def request(
+    method: str,
+    url: str,
+    ca_pem: bytes,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    body: bytes | None = None,
+    timeout: float = 2.0,
+) -> tuple[int, bytes]:
+    """One request (JSON body, if any); returns (status, body) or raises GoError."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or 443
@@ -90,19 +103,28 @@ def get(
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        tls.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: kindbed\r\n"
-            "Accept: application/json, */*\r\nConnection: close\r\n\r\n".encode()
-        )
-        resp = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
-        try:
-            resp.begin()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            if isinstance(e, socket.timeout):
-                raise GoError(
-                    "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-                ) from None
-            raise GoError(f"read tcp {hostport}: {e}") from None
+        return _exchange(tls, method, path, hostport, body)
     finally:
         conn.close()
+
+
+def _exchange(
+    tls: ssl.SSLSocket, method: str, path: str, hostport: str, body: bytes | None
+) -> tuple[int, bytes]:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: kindbed\r\n"
+        "Accept: application/json, */*\r\nConnection: close\r\n"
+    )
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    tls.sendall(head.encode() + b"\r\n" + (body or b""))
+    resp = http.client.HTTPResponse(tls)
+    try:
+        resp.begin()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        if isinstance(e, socket.timeout):
+            raise GoError(
+                "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ) from None
+        raise GoError(f"read tcp {hostport}: {e}") from None

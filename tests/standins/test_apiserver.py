@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -130,9 +133,9 @@ def link_error(
 ) -> str | None:
     client = pki.make_client(ca, f"system:{component}")
     kc = pki.parse_kubeconfig(pki.kubeconfig(server, ca, client))
-    link = controlplane.ApiServerLink(component, kc, str(tmp))
-    link.check_once()
-    return link.error
+    elector = controlplane.LeaderElector(component, kc, str(tmp))
+    elector.try_acquire_or_renew()
+    return elector.error
 
 
 def test_controller_manager_verifies_ca_and_san_like_go(tmp_path: Path) -> None:
@@ -149,12 +152,14 @@ def test_controller_manager_verifies_ca_and_san_like_go(tmp_path: Path) -> None:
         assert "x509: certificate signed by unknown authority" in str(
             link_error(tmp_path, f"https://127.0.0.1:{port}", other_ca)
         )
-        # the apiserver reloads a regenerated serving pair without a restart
+        # the apiserver reloads a regenerated serving pair without a restart: the TLS error
+        # goes (this server has no Lease API: what is left is its answer)
         time.sleep(0.01)
         pki.write_pair(tmp_path, "srv", pki.make_leaf(ca, "kube-apiserver", ips=["127.0.0.1"]))
         assert wait_for(
             "reloaded cert",
-            lambda: link_error(tmp_path, f"https://127.0.0.1:{port}", ca, "kube-scheduler") is None,
+            lambda: "tls:" not in str(
+                link_error(tmp_path, f"https://127.0.0.1:{port}", ca, "kube-scheduler")),
             timeout=5,
         )
     finally:
@@ -166,50 +171,189 @@ def test_controller_manager_verifies_ca_and_san_like_go(tmp_path: Path) -> None:
     )
 
 
-def test_controller_manager_health_endpoint_reflects_last_check(node: NodeRoot) -> None:
-    ca = pki.make_ca("kubernetes")
-    api_port, srv = serve_cert(node.root, ca, ["127.0.0.1"])
-    node.write(
-        "/etc/kubernetes/controller-manager.conf",
-        pki.kubeconfig(
-            f"https://127.0.0.1:{api_port}",
-            ca,
-            pki.make_client(ca, "system:kube-controller-manager"),
-        ),
-    )
-    own = free_port()
-    p = node.spawn(
-        "controlplane",
-        "kube-controller-manager",
-        "--kubeconfig=/etc/kubernetes/controller-manager.conf",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={own}",
-    )
+def healthz(port: int) -> tuple[int, str]:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # self-signed, like the real one
-
-    def code() -> int:
-        try:
-            with urllib.request.urlopen(
-                f"https://127.0.0.1:{own}/healthz", context=ctx, timeout=2
-            ) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
-        except OSError:
-            return 0
-
     try:
-        assert wait_for("healthy", lambda: code() == 200, timeout=8)
-        srv.shutdown()  # type: ignore[attr-defined]
-        srv.server_close()  # type: ignore[attr-defined]
-        assert wait_for("unhealthy", lambda: code() == 500, timeout=6)
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ctx,
+                                    timeout=2) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_a_controller_manager_cut_off_from_the_apiserver_answers_ok(node: NodeRoot) -> None:
+    """client-go LeaderElector.Check: not the leader -> healthy. Only the log tells."""
+    ca = pki.make_ca("kubernetes")
+    closed = free_port()
+    node.write(
+        "/etc/kubernetes/controller-manager.conf",
+        pki.kubeconfig(f"https://127.0.0.1:{closed}", ca,
+                       pki.make_client(ca, "system:kube-controller-manager")),
+    )
+    own = free_port()
+    p = node.spawn("controlplane", "kube-controller-manager",
+                   "--kubeconfig=/etc/kubernetes/controller-manager.conf",
+                   "--bind-address=127.0.0.1", f"--secure-port={own}")
+    try:
+        assert wait_for("serving", lambda: healthz(own)[0] == 200, timeout=8)
+        assert healthz(own) == (200, "ok")
+        log = node.root / "controlplane.log"
+        wait_for("lock error logged", lambda: "error retrieving resource lock" in log.read_text())
     finally:
         p.terminate()
         p.wait(timeout=5)
-    log = (node.root / "controlplane.log").read_text()
-    assert "error retrieving resource lock kube-system/kube-controller-manager: Get " in log
-    assert f"dial tcp 127.0.0.1:{api_port}: connect: connection refused" in log
+    text = (node.root / "controlplane.log").read_text()
+    assert "error retrieving resource lock kube-system/kube-controller-manager: Get " in text
+    assert f"dial tcp 127.0.0.1:{closed}: connect: connection refused" in text
+
+
+def test_check_fails_only_for_a_leader_whose_lease_ran_out(tmp_path: Path) -> None:
+    ca = pki.make_ca("kubernetes")
+    kc = pki.parse_kubeconfig(pki.kubeconfig("https://127.0.0.1:1", ca, pki.make_client(ca, "x")))
+    e = controlplane.LeaderElector("kube-scheduler", kc, str(tmp_path), identity="n1_abc")
+    assert e.check() is None  # never led
+    e.observed = {"holderIdentity": "n1_abc"}
+    e.observed_time = time.monotonic() - 34
+    assert e.check() is None  # within 15 s + 20 s
+    e.observed_time = time.monotonic() - 36
+    assert e.check() == "failed election to renew leadership on lease kube-scheduler"
+    e.observed = {"holderIdentity": "n2_def"}
+    assert e.check() is None
+
+
+@pytest.fixture
+def etcd_and_apiserver(node: NodeRoot, etcd_bin: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """A real etcd and the apiserver stand-in on it: (apiserver URL, pki dir, etcd process)."""
+    d = make_pki(node)
+    client, peer, api = free_port(), free_port(), free_port()
+    etcd = subprocess.Popen([
+        str(etcd_bin), "--name=n", f"--data-dir={node.root / 'etcd'}",
+        f"--listen-client-urls=https://127.0.0.1:{client}",
+        f"--advertise-client-urls=https://127.0.0.1:{client}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=n=http://127.0.0.1:{peer}",
+        f"--cert-file={d}/etcd/server.crt", f"--key-file={d}/etcd/server.key",
+        f"--trusted-ca-file={d}/etcd/ca.crt", "--client-cert-auth=true",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = node.spawn("apiserver", "--bind-address=127.0.0.1", f"--secure-port={api}",
+                     f"--etcd-servers=https://127.0.0.1:{client}",
+                     "--client-ca-file=/etc/kubernetes/pki/ca.crt")
+    url = f"https://127.0.0.1:{api}"
+    ca_pem = (d / "ca.crt").read_bytes()
+
+    def up() -> bool:
+        try:
+            return tlsclient.get(url + "/healthz", ca_pem)[0] == 200
+        except tlsclient.GoError:
+            return False
+
+    try:
+        wait_for("apiserver up", up, timeout=15)
+        yield url, d, etcd
+    finally:
+        etcd.kill()
+        etcd.wait(timeout=5)
+        srv.terminate()
+        srv.wait(timeout=5)
+
+
+def elector_for(tmp: Path, url: str, d: Path, name: str, component: str = "kube-scheduler"
+                ) -> controlplane.LeaderElector:
+    ca = pki.CertKey(pki.load_cert((d / "ca.crt").read_bytes()),
+                     pki.load_key((d / "ca.key").read_bytes()))
+    kc = pki.parse_kubeconfig(pki.kubeconfig(url, ca, pki.make_client(ca, f"system:{component}")))
+    work = tmp / name
+    work.mkdir()
+    return controlplane.LeaderElector(component, kc, str(work), identity=f"{name}_1234")
+
+
+def test_leases_live_in_etcd_one_holder_renews_the_other_waits(
+    node: NodeRoot, tmp_path: Path, etcd_and_apiserver: tuple[str, Path, object]
+) -> None:
+    url, d, _ = etcd_and_apiserver
+    a = elector_for(tmp_path, url, d, "cp1")
+    b = elector_for(tmp_path, url, d, "cp2")
+    assert a.try_acquire_or_renew()  # created
+    assert not b.try_acquire_or_renew()  # held and fresh
+    assert b.error is None
+    first = dict(a.observed)
+    time.sleep(0.05)
+    assert a.try_acquire_or_renew()  # renewed
+    assert a.observed["renewTime"] > first["renewTime"]
+    assert a.observed["acquireTime"] == first["acquireTime"]
+    code, body = tlsclient.get(url + controlplane.GROUP_PATH + "/kube-scheduler", (d / "ca.crt").read_bytes(),
+                               a.cert_file, a.key_file)
+    lease = json.loads(body)
+    assert code == 200
+    assert lease["spec"]["holderIdentity"] == "cp1_1234"
+    assert lease["spec"]["leaseDurationSeconds"] == 15
+    assert int(lease["metadata"]["resourceVersion"]) > 0
+    # a stale resourceVersion is refused as upstream refuses it
+    lease["metadata"]["resourceVersion"] = "1"
+    code, body = tlsclient.request("PUT", url + controlplane.GROUP_PATH + "/kube-scheduler",
+                                   (d / "ca.crt").read_bytes(), a.cert_file, a.key_file,
+                                   body=json.dumps(lease).encode())
+    assert code == 409
+    assert b"the object has been modified" in body
+    # anonymous: forbidden
+    code, _ = tlsclient.get(url + controlplane.GROUP_PATH + "/kube-scheduler", (d / "ca.crt").read_bytes())
+    assert code == 403
+    # the holder stops renewing: after the lease duration (observed locally) the other takes it
+    assert not b.try_acquire_or_renew()  # b sees a's latest renewal...
+    b.observed_time -= 16  # ...and nothing newer for longer than the lease duration
+    assert b.try_acquire_or_renew()
+    assert b.observed["holderIdentity"] == "cp2_1234"
+    assert b.observed["leaseTransitions"] == 1
+
+
+def test_a_leader_that_cannot_renew_exits(
+    node: NodeRoot, tmp_path: Path, etcd_and_apiserver: tuple[str, Path, subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, d, etcd = etcd_and_apiserver
+    monkeypatch.setattr(controlplane, "RETRY_PERIOD", 0.2)
+    monkeypatch.setattr(controlplane, "RENEW_DEADLINE", 1.0)
+    e = elector_for(tmp_path, url, d, "cp1", "kube-controller-manager")
+    stop = threading.Event()
+    t = threading.Thread(target=e.run, args=(stop,), daemon=True)
+    t.start()
+    wait_for("leader", e.is_leader, timeout=5)
+    etcd.kill()  # the apiserver's storage is gone: renewals fail
+    t.join(timeout=15)
+    assert not t.is_alive()
+    assert e.lost and stop.is_set()
+
+
+def test_apiserver_without_etcd_exits_at_storage_init(node: NodeRoot) -> None:
+    make_pki(node)
+    closed, api = free_port(), free_port()
+    r = node.run("apiserver", "--bind-address=127.0.0.1", f"--secure-port={api}",
+                 f"--etcd-servers=https://127.0.0.1:{closed}",
+                 KINDBED_APISERVER_STORAGE_TIMEOUT="1", timeout=20)
+    assert r.returncode == 1
+    assert '"command failed" err="error creating storage factory: context deadline exceeded"' \
+        in r.stderr
+    with socket.socket() as sock:  # it never listened
+        assert sock.connect_ex(("127.0.0.1", api)) != 0
+
+
+def test_apiserver_waits_for_an_etcd_that_completes_no_tls_handshake(node: NodeRoot) -> None:
+    """etcd without quorum accepts TCP but never completes TLS (it serves clients only once it
+    has published itself through raft)."""
+    make_pki(node)
+    api = free_port()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        r = node.run("apiserver", "--bind-address=127.0.0.1", f"--secure-port={api}",
+                     f"--etcd-servers=https://127.0.0.1:{silent.getsockname()[1]}",
+                     KINDBED_APISERVER_STORAGE_TIMEOUT="3", timeout=30)
+    assert r.returncode == 1
+    assert "context deadline exceeded" in r.stderr
 
 
 def test_apiserver_fallback_routes() -> None:
