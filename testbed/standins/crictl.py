@@ -2,7 +2,7 @@
 
 Copies: `ps [-a] [--name REGEX] [--state S] [--pod ID] [--label k=v] [-q] [-o json|yaml|table]
 [--no-trunc] [-l] [--last N]`, `stop [-t N] ID...`, `rm [-f] [-a] ID...`,
-`exec [-i] [-t] [-s] ID cmd...`, `logs [--tail N] [-p] [-t] ID`, `inspect ID...`,
+`exec [-i] [-t] [-s] ID cmd...`, `logs [--tail N] [--since T] [-p] [-t] ID`, `inspect ID...`,
 `pods [--name REGEX] [--state S] [-q] [-o json|table]`, `images [-q] [-o json|table]`:
 flag names, table layout (tabwriter, 13-char ids, "x minutes ago"), JSON shape (camelCase,
 int64 as strings, defaults emitted, newest first), ID prefixes resolved like containerd's
@@ -16,6 +16,7 @@ Limits: no -f/--follow on logs, inspect/pods carry a subset of fields, global fl
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import re
@@ -338,6 +339,26 @@ def _log_lines(path: str) -> list[tuple[str, str, str, bool]]:
     return out
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _since(value: str) -> str:
+    """crictl --since: a relative duration (42s, 5m, 1h) or an RFC 3339 time, as the RFC 3339
+    UTC text the log lines start with (comparable as strings)."""
+    if value[-1:] in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        t = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(
+            seconds=float(value[:-1]) * _UNITS[value[-1]]
+        )
+    else:
+        try:
+            t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise Fatal(f'failed to parse time "{value}"') from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
 def cmd_logs(args: list[str]) -> int:
     opts, rest = parse_flags(
         args, {"--tail", "--since"}, {"-p", "--previous", "-t", "--timestamps", "-f", "--follow"}
@@ -351,6 +372,10 @@ def cmd_logs(args: list[str]) -> int:
     if opt(opts, "-p", "--previous"):
         path = path.rsplit("/", 1)[0] + f"/{max(c.attempt - 1, 0)}.log"
     lines = _log_lines(path)
+    since = opt(opts, "--since", default="")
+    if since:
+        cutoff = _since(since)
+        lines = [ln for ln in lines if ln[0] >= cutoff]
     tail = int(opt(opts, "--tail", default="-1"))
     if tail >= 0:
         lines = lines[-tail:] if tail else []

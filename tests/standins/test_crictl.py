@@ -139,6 +139,17 @@ def test_logs_split_streams_and_tail(node: NodeRoot, capsys: pytest.CaptureFixtu
     assert r.stdout + r.stderr in ("line two\n", "to stderr\n")  # the two pipes race; one line
     r = crictl_in_process(capsys, "logs", "--tail", "0", cs["etcd"].id)
     assert r.stdout + r.stderr == ""
+    # --since: only lines written in the last N seconds (kindfix's check of a component's
+    # recent leader-election errors relies on it)
+    r = crictl_in_process(capsys, "logs", "--since", "60s", cs["etcd"].id)
+    assert (r.stdout, r.stderr) == ("line one\nline two\n", "to stderr\n")
+    text = log.read_text()
+    log.write_text("".join("2001-01-01T00:00:00.000000000Z" + ln.partition(" ")[1] +
+                           ln.partition(" ")[2] for ln in text.splitlines(keepends=True)))
+    r = crictl_in_process(capsys, "logs", "--since", "10s", cs["etcd"].id)
+    assert r.stdout + r.stderr == ""
+    r = crictl_in_process(capsys, "logs", "--since", "2000-12-31T23:00:00Z", cs["etcd"].id)
+    assert r.stdout == "line one\nline two\n"
 
 
 def test_pods_and_inspect(node: NodeRoot, capsys: pytest.CaptureFixture[str]) -> None:
