@@ -16,7 +16,7 @@ import secrets
 import socket
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -41,6 +41,10 @@ ENTRYPOINTS = "/usr/local/share/kindbed/entrypoints"
 PKI = "/etc/kubernetes/pki/etcd"
 ETCD_WAIT_S = 90.0  # generous: several beds may share 2 cores
 ADD_RETRY_S = 30.0  # TESTBED.md: `member add` is refused for about 5 s after a join
+# kind's docker provider; its podman provider sets none (testbed/podman.py passes None)
+KIND_DOCKER_RESTART: Mapping[str, object] = {"Name": "on-failure", "MaximumRetryCount": 1}
+# (client, suggested name, labels) -> (network name, IPv4 subnet); default: network.create_network
+NetworkFactory = Callable[[docker.DockerClient, str, Mapping[str, str]], tuple[str, str]]
 
 
 class BedError(ContainerError):
@@ -146,6 +150,7 @@ def _create_node(
     generation: str,
     meta: str,
     owner: str,
+    restart_policy: Mapping[str, object] | None = KIND_DOCKER_RESTART,
 ) -> None:
     client.containers.create(
         image,
@@ -154,7 +159,7 @@ def _create_node(
         detach=True,
         network=network,
         labels=_labels(bed_id, owner, {CLUSTER_LABEL: cluster, ROLE_LABEL: role, META_LABEL: meta}),
-        restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
+        restart_policy=dict(restart_policy) if restart_policy else None,
         tmpfs={"/run": "rw,exec", "/tmp": "rw,exec"},
         # the stop is quick (kindbed-init exits 0 on SIGTERM); a bound keeps teardown bounded
         stop_signal="SIGTERM",
@@ -255,7 +260,13 @@ def _bring_up_control_planes(
         put_files(bed.client, name, {p: f for p, f in pods.items() if p not in etcd})
 
 
-def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None:
+def _start_lb(
+    bed: Bed,
+    image: str,
+    ips: Mapping[str, str],
+    bed_id: str,
+    restart_policy: Mapping[str, object] | None = KIND_DOCKER_RESTART,
+) -> None:
     assert bed.lb is not None
     by_name = bed.lb_mode == "by-name"
     cfg = haproxy_cfg({n: (n if by_name else ips[n]) for n in bed.control_planes}, by_name=by_name)
@@ -268,7 +279,7 @@ def _start_lb(bed: Bed, image: str, ips: Mapping[str, str], bed_id: str) -> None
         labels=_labels(
             bed_id, bed.owner, {CLUSTER_LABEL: bed.cluster, ROLE_LABEL: "external-load-balancer"}
         ),
-        restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
+        restart_policy=dict(restart_policy) if restart_policy else None,
     )
     put_files(bed.client, bed.lb, {img.HAPROXY_CFG: (cfg.encode(), 0o644)})
     bed.client.containers.get(bed.lb).start()
@@ -287,11 +298,15 @@ def create_bed(
     images: img.Images | None = None,
     wait_healthy_s: float = 120.0,
     keep: bool = False,
+    network_factory: NetworkFactory | None = None,
+    restart_policy: Mapping[str, object] | None = KIND_DOCKER_RESTART,
 ) -> Bed:
     """Build a kind-shaped cluster on its own network; tear down everything on failure.
 
     `keep=True` marks the bed as owned by nobody in particular (the CLI), so `sweep_stale`
     leaves it alone after this process exits; `python -m testbed destroy|sweep --all` removes it.
+    `network_factory` and `restart_policy` let another provider's shape in (testbed/podman.py:
+    kind's `kind` network made the podman provider's way, no restart policy).
     """
     owner = KEEP if keep else _owner()
     if (
@@ -313,7 +328,8 @@ def create_bed(
     cps = [f"{cluster}-control-plane{'' if i == 0 else i + 1}" for i in range(control_planes)]
     wks = [f"{cluster}-worker{'' if i == 0 else i + 1}" for i in range(workers)]
     lb_name = f"{cluster}-external-load-balancer" if control_planes > 1 else None
-    network, subnet = netmod.create_network(client, f"kindbed-{bed_id}", _labels(bed_id, owner))
+    make_network = network_factory or netmod.create_network
+    network, subnet = make_network(client, f"kindbed-{bed_id}", _labels(bed_id, owner))
     etcd_image = img.ETCD_IMAGE_ETCDUTL if etcdutl else img.ETCD_IMAGE
     meta = json.dumps(
         {
@@ -322,6 +338,7 @@ def create_bed(
             "etcd_image": etcd_image,
             "seed_keys": max(seed_keys, 0),
             "subnet": subnet,
+            "network": network,
         }
     )
     bed = Bed(
@@ -342,6 +359,7 @@ def create_bed(
                 generation=generation,
                 owner=owner,
                 meta=meta,
+                restart_policy=restart_policy,
             )
         ips: dict[str, str] = {}
         for name in bed.nodes:  # in order, so IPs are allocated like kind's (lowest free first)
@@ -360,7 +378,7 @@ def create_bed(
         _bring_up_control_planes(bed, pki, ips, endpoint)
         _seed(bed, cps[0], seed_keys)
         if lb_name:
-            _start_lb(bed, images.lb, ips, bed_id)
+            _start_lb(bed, images.lb, ips, bed_id, restart_policy)
         if wait_healthy_s > 0:
             from testbed.checks import check_bed  # lazy: checks imports this module
 
@@ -444,7 +462,7 @@ def load_bed(client: docker.DockerClient, ref: str) -> Bed:
     return Bed(
         bed_id,
         cluster,
-        f"kindbed-{bed_id}",
+        meta.get("network", f"kindbed-{bed_id}"),
         meta["subnet"],
         order(by_role.get("control-plane", [])),
         order(by_role.get("worker", [])),
