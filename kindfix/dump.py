@@ -1,22 +1,31 @@
 """Dumps: everything audit reads, on disk, with secrets redacted (layout: docs/dump-layout.md).
 
 Users attach them to bug reports; tests audit them offline with `kindfix audit --from-dump`.
+A dump is written fresh (never into a non-empty directory, never through a symlink) and read
+strictly: anything malformed is one KindfixError naming the file, never a crash.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kindfix import __version__
 from kindfix.discovery import Cluster, ClusterNode, cluster_network, discover
 from kindfix.errors import KindfixError
-from kindfix.observe import NodeSnapshot
+from kindfix.node import Node
+from kindfix.observe import NodeSnapshot, snapshot_node
+from kindfix.patches import LOAD_BALANCER, load_patches
+from kindfix.redact import redact
 from kindfix.runtime import (
     KIND_CLUSTER_LABEL,
     ContainerInfo,
@@ -28,17 +37,22 @@ from kindfix.runtime import (
 
 FORMAT = 1
 MANIFEST = "kindfix-dump.json"
+# Docker's container-name rule: a node name is also a directory name in the dump
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-_PRIVATE_KEY = re.compile(
-    rb"(-----BEGIN [A-Z ]*PRIVATE KEY-----)\s.*?(-----END [A-Z ]*PRIVATE KEY-----)", re.DOTALL)
-_SECRET_FIELD = re.compile(rb"^(\s*(?:- )?(?:client-key-data|token)\s*:\s*)(\S.*)$",
-                           re.MULTILINE)
+__all__ = ["FORMAT", "MANIFEST", "collect", "load_dump", "redact", "write_dump"]
 
 
-def redact(content: bytes) -> bytes:
-    content = _PRIVATE_KEY.sub(rb"\1\nREDACTED\n\2", content)
-    return _SECRET_FIELD.sub(rb"\1REDACTED", content)
+@dataclasses.dataclass(frozen=True)
+class Unread:
+    """A node whose files or probes a dump lacks, and why (it was stopped, or reading failed)."""
 
+    node: str
+    state: str
+    reason: str
+
+
+# --- writing ------------------------------------------------------------------------------
 
 def _container_json(c: ContainerInfo) -> dict[str, Any]:
     data = dataclasses.asdict(c)
@@ -47,103 +61,314 @@ def _container_json(c: ContainerInfo) -> dict[str, Any]:
     return data
 
 
-def _container_from_json(raw: dict[str, Any]) -> ContainerInfo:
-    nets = {k: Endpoint(**v) for k, v in raw.get("networks", {}).items()}
-    return ContainerInfo(id=raw.get("id", ""), name=raw["name"], image=raw.get("image", ""),
-                         state=raw["state"], labels=raw.get("labels", {}), networks=nets,
-                         restart_policy=raw.get("restart_policy", ""))
+def _fresh_target(directory: Path) -> None:
+    """Refuse a symlink, a file, or a directory that already holds something (an old dump)."""
+    if directory.is_symlink():
+        raise KindfixError(f"{directory} is a symlink; a dump is never written through one",
+                           hint="give a new directory to --output")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise KindfixError(f"{directory} exists and is not an empty directory",
+                           hint="give a new directory to --output, so no old dump is mixed in")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    # O_EXCL|O_NOFOLLOW: the dump is built in a directory this process just made; a file that
+    # is already there (or a symlink) means someone else is writing into it
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _relative_file(path: str) -> PurePosixPath:
+    rel = PurePosixPath(path.lstrip("/"))
+    if not path.startswith("/") or ".." in rel.parts or not rel.parts:
+        raise KindfixError(f"refusing to dump the node path {path!r}: not absolute and plain")
+    return rel
+
+
+def _write_node(base: Path, snap: NodeSnapshot) -> None:
+    for path, content in snap.files.items():
+        if content is None or path.endswith(".key"):
+            continue
+        target = base.joinpath("files", *_relative_file(path).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_new(target, redact(content, path))
+    commands = [{"argv": list(argv), "exit_code": r.exit_code,
+                 "stdout": redact(r.stdout).decode(errors="replace"),
+                 "stderr": redact(r.stderr).decode(errors="replace")}
+                for argv, r in snap.commands.items()]
+    base.mkdir(parents=True, exist_ok=True)
+    _write_new(base / "commands.json", (json.dumps(commands, indent=2) + "\n").encode())
 
 
 def write_dump(directory: Path, cluster: str, network: NetworkInfo | None,
-               containers: Sequence[ContainerInfo], snapshots: Mapping[str, NodeSnapshot]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": FORMAT,
-        "kindfix_version": __version__,
-        "collected_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cluster": cluster,
-        "provider": "docker",
-        "network": dataclasses.asdict(network) if network else None,
-        "containers": [_container_json(c) for c in containers],
-    }
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list) + "\n")
-    for snap in snapshots.values():
-        base = directory / "nodes" / snap.name
-        for path, content in snap.files.items():
-            if content is None or path.endswith(".key"):
-                continue
-            target = base / "files" / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(redact(content))
-        commands = [{"argv": list(argv), "exit_code": r.exit_code,
-                     "stdout": redact(r.stdout).decode(errors="replace"),
-                     "stderr": redact(r.stderr).decode(errors="replace")}
-                    for argv, r in snap.commands.items()]
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "commands.json").write_text(json.dumps(commands, indent=2) + "\n")
+               containers: Sequence[ContainerInfo], snapshots: Mapping[str, NodeSnapshot],
+               unread: Sequence[Unread] = ()) -> Path:
+    """Write a fresh dump: built beside `directory`, then renamed into place."""
+    _fresh_target(directory)
+    for c in containers:
+        if not _CONTAINER_NAME.fullmatch(c.name):
+            raise KindfixError(f"refusing to dump container {c.name!r}: not a container name")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        manifest = {
+            "format": FORMAT,
+            "kindfix_version": __version__,
+            "collected_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cluster": cluster,
+            "provider": "docker",
+            "network": dataclasses.asdict(network) if network else None,
+            "containers": [_container_json(c) for c in containers],
+            "unread": [dataclasses.asdict(u) for u in unread],
+        }
+        _write_new(staging / MANIFEST,
+                   (json.dumps(manifest, indent=2, default=list) + "\n").encode())
+        for snap in snapshots.values():
+            if not _CONTAINER_NAME.fullmatch(snap.name):
+                raise KindfixError(f"refusing to dump node {snap.name!r}: not a container name")
+            _write_node(staging / "nodes" / snap.name, snap)
+        os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp made it 0700; a dump is shared, redacted
+        try:
+            os.rename(staging, directory)  # replaces an empty directory, refuses anything else
+        except OSError as e:
+            raise KindfixError(f"cannot write the dump to {directory}: {e.strerror}",
+                               hint="give a new directory to --output") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return directory
 
 
+def _read_stopped(runtime: Runtime, node: ClusterNode) -> NodeSnapshot:
+    """A stopped container's files through the engine's archive API (`docker cp` works on it);
+    no probe can run there."""
+    files = {p: runtime.get_file(node.name, p) for p in load_patches().files_for(node.role)}
+    return NodeSnapshot(node.name, node.role, files, {})
+
+
 def collect(runtime: Runtime, name: str, directory: Path,
-            snapshots: Mapping[str, NodeSnapshot]) -> Path:
+            make_node: Callable[[ClusterNode], Node]) -> Path:
+    """Dump what can be read: running nodes in full, stopped nodes' files, every node's state;
+    a node that could not be read is recorded with the reason, not a reason to dump nothing."""
+    _fresh_target(directory)  # before any reading: say it at once
     containers = runtime.list_containers({KIND_CLUSTER_LABEL: name})
     cluster = discover(runtime, name)
     try:
         network: NetworkInfo | None = runtime.inspect_network(cluster.network)
     except KindfixError:
         network = None
-    return write_dump(directory, name, network, containers, snapshots)
+    patches = load_patches()
+
+    def read(node: ClusterNode) -> NodeSnapshot:
+        if node.running:
+            return snapshot_node(make_node(node), patches)
+        return _read_stopped(runtime, node)
+
+    snapshots: dict[str, NodeSnapshot] = {}
+    unread: list[Unread] = []
+    with ThreadPoolExecutor(max_workers=min(8, len(cluster.nodes))) as pool:
+        futures = {n: pool.submit(read, n) for n in cluster.nodes}
+        for node, future in futures.items():
+            try:
+                snapshots[node.name] = future.result()
+            except KindfixError as e:
+                unread.append(Unread(node.name, node.state, f"could not be read: {e.message}"))
+                continue
+            if not node.running:
+                unread.append(Unread(node.name, node.state,
+                                     f"was {node.state}, not running: files only, no probes"))
+    return write_dump(directory, name, network, containers, snapshots, unread)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def _bad(path: Path, what: str, hint: str | None = None) -> KindfixError:
+    return KindfixError(f"{path}: {what}",
+                        hint=hint or "this is not a dump kindfix wrote; collect a new one with "
+                                     "`kindfix collect --output DIR`")
+
+
+def _read_json(path: Path) -> Any:
+    if path.is_symlink():
+        raise _bad(path, "is a symlink; a dump holds none")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise _bad(path, f"cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise _bad(path, "is not UTF-8 JSON") from None
+    except RecursionError:
+        raise _bad(path, "is not valid JSON: nested too deep") from None
+    except ValueError as e:
+        raise _bad(path, f"is not valid JSON: {e}") from None
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise KindfixError(f"{directory} is not a kindfix dump (no {MANIFEST})",
-                           hint="create one with `kindfix collect --output DIR`") from None
-    except ValueError as e:
-        raise KindfixError(f"{path} is not valid JSON: {e}") from None
+                           hint="create one with `kindfix collect --output DIR`")
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict):
+        raise _bad(path, f"is not a JSON object but {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise KindfixError(f"{path}: unsupported dump format {manifest.get('format')!r}",
                            hint=f"this kindfix reads format {FORMAT}")
-    return dict(manifest)
+    for key, kind in (("cluster", str), ("containers", list)):
+        if key not in manifest:
+            raise _bad(path, f"has no {key!r}")
+        if not isinstance(manifest[key], kind):
+            raise _bad(path, f"{key!r} is not a {kind.__name__}")
+    if not isinstance(manifest.get("network"), (dict, type(None))):
+        raise _bad(path, "'network' is neither an object nor null")
+    if not isinstance(manifest.get("unread", []), list):
+        raise _bad(path, "'unread' is not a list")
+    return manifest
+
+
+def _str_map(raw: Any, path: Path, where: str) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise _bad(path, f"{where} is not an object of strings")
+    return raw
+
+
+def _endpoint(raw: Any, path: Path, where: str) -> Endpoint:
+    fields = ("network", "ipv4", "ipv6", "ipv4_config", "ipv6_config")
+    if not isinstance(raw, dict) or set(raw) - set(fields) or "network" not in raw:
+        raise _bad(path, f"{where} is not an endpoint object ({', '.join(fields)})")
+    if not isinstance(raw["network"], str) or not all(
+            isinstance(raw.get(f), (str, type(None))) for f in fields):
+        raise _bad(path, f"{where} has a field that is neither a string nor null")
+    return Endpoint(raw["network"], raw.get("ipv4"), raw.get("ipv6"), raw.get("ipv4_config"),
+                    raw.get("ipv6_config"))
+
+
+def _container_from_json(raw: Any, path: Path | None = None, index: int = 0) -> ContainerInfo:
+    path = path or Path(MANIFEST)
+    where = f"containers[{index}]"
+    if not isinstance(raw, dict):
+        raise _bad(path, f"{where} is not an object")
+    for key in ("name", "state"):
+        if not isinstance(raw.get(key), str):
+            raise _bad(path, f"{where} has no {key!r} string")
+    name = raw["name"]
+    if not _CONTAINER_NAME.fullmatch(name):
+        raise _bad(path, f"{where}: {name!r} is not a container name")
+    for key in ("id", "image", "restart_policy"):
+        if not isinstance(raw.get(key, ""), str):
+            raise _bad(path, f"{where} ({name}): {key!r} is not a string")
+    labels = _str_map(raw.get("labels", {}), path, f"{where} ({name}) labels")
+    nets = raw.get("networks", {})
+    if not isinstance(nets, dict):
+        raise _bad(path, f"{where} ({name}) networks is not an object")
+    networks = {str(k): _endpoint(v, path, f"{where} ({name}) networks.{k}")
+                for k, v in nets.items()}
+    return ContainerInfo(id=raw.get("id", ""), name=name, image=raw.get("image", ""),
+                         state=raw["state"], labels=labels, networks=networks,
+                         restart_policy=raw.get("restart_policy", ""))
+
+
+def _command(raw: Any, path: Path, index: int) -> tuple[tuple[str, ...], ExecResult]:
+    where = f"entry {index}"
+    if not isinstance(raw, dict):
+        raise _bad(path, f"{where} is not an object")
+    argv = raw.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise _bad(path, f"{where} has no 'argv' list of strings")
+    code = raw.get("exit_code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise _bad(path, f"{where} has no integer 'exit_code'")
+    out, err = raw.get("stdout"), raw.get("stderr", "")
+    if not isinstance(out, str) or not isinstance(err, str):
+        raise _bad(path, f"{where} has no 'stdout'/'stderr' strings")
+    return tuple(argv), ExecResult(code, out.encode(), err.encode())
+
+
+def _read_files(root: Path) -> dict[str, bytes | None]:
+    """Every regular file under root; a symlink (which could point anywhere on this host) or
+    anything else is refused."""
+    files: dict[str, bytes | None] = {}
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise _bad(root, "is not a directory")
+    for current, dirs, names in os.walk(root):  # os.walk does not follow symlinked dirs
+        here = Path(current)
+        for entry in sorted(dirs + names):
+            path = here / entry
+            if path.is_symlink():
+                raise _bad(path, "is a symlink; a dump holds none")
+            if entry in names and not path.is_file():
+                raise _bad(path, "is not a regular file")
+        for entry in sorted(names):
+            try:
+                files["/" + (here / entry).relative_to(root).as_posix()] = (
+                    here / entry).read_bytes()
+            except OSError as e:
+                raise _bad(here / entry, f"cannot be read: {e.strerror}") from None
+    return files
 
 
 def _load_snapshot(base: Path, node: ClusterNode) -> NodeSnapshot:
-    files: dict[str, bytes | None] = {}
-    root = base / "files"
-    if root.is_dir():
-        for f in sorted(root.rglob("*")):
-            if f.is_file():
-                files["/" + f.relative_to(root).as_posix()] = f.read_bytes()
-    commands: dict[tuple[str, ...], ExecResult] = {}
+    if base.is_symlink() or not base.is_dir():
+        raise _bad(base, f"is missing: node {node.name} was running, so its files and probes "
+                         "belong there")
     cmd_file = base / "commands.json"
-    if cmd_file.exists():
-        for c in json.loads(cmd_file.read_text()):
-            commands[tuple(c["argv"])] = ExecResult(int(c["exit_code"]), c["stdout"].encode(),
-                                                    c.get("stderr", "").encode())
-    return NodeSnapshot(node.name, node.role, files, commands)  # absent = missing
+    if not cmd_file.exists() and not cmd_file.is_symlink():
+        raise _bad(cmd_file, f"is missing: the probes of running node {node.name}")
+    raw = _read_json(cmd_file)
+    if not isinstance(raw, list):
+        raise _bad(cmd_file, "is not a JSON list")
+    commands = dict(_command(c, cmd_file, i) for i, c in enumerate(raw))
+    # a file absent from the dump was absent from the node
+    return NodeSnapshot(node.name, node.role, _read_files(base / "files"), commands)
+
+
+def _refuse_unreadable(cluster: Cluster, manifest: Mapping[str, Any], path: Path) -> None:
+    """What a live audit refuses (a stopped node, one without an address, one that could not be
+    read) a dump audit refuses too, naming the node's recorded state: never a silent pass."""
+    unread: dict[str, str] = {}
+    for i, u in enumerate(manifest.get("unread", [])):
+        if not isinstance(u, dict) or not isinstance(u.get("node"), str):
+            raise _bad(path, f"unread[{i}] is not an object with a 'node'")
+        unread[u["node"]] = str(u.get("reason", "not read"))
+    for node in cluster.nodes:
+        if not node.running and node.role != LOAD_BALANCER:
+            raise KindfixError(
+                f"{path}: node {node.name} was {node.state} when the dump was collected, "
+                "not running", hint="a live audit refuses it too: start the node "
+                f"(`docker start {node.name}`), then collect again")
+        if node.running and node.name in unread:
+            raise KindfixError(f"{path}: node {node.name} {unread[node.name]}",
+                               hint="collect again once the node answers")
+        if node.running and node.role != LOAD_BALANCER and not node.ips():
+            raise KindfixError(f"{path}: node {node.name} had no address on network "
+                               f"{cluster.network!r}", hint="a live audit refuses it too")
 
 
 def load_dump(directory: Path) -> tuple[Cluster, dict[str, NodeSnapshot]]:
     manifest = _read_manifest(directory)
-    containers = [_container_from_json(c) for c in manifest["containers"]]
-    containers = [c for c in containers if c.labels.get(KIND_CLUSTER_LABEL) == manifest["cluster"]]
+    path = directory / MANIFEST
+    containers = [_container_from_json(c, path, i) for i, c in enumerate(manifest["containers"])]
+    names = [c.name for c in containers]
+    if len(set(names)) != len(names):
+        raise _bad(path, "lists a container twice")
+    ours = [c for c in containers if c.labels.get(KIND_CLUSTER_LABEL) == manifest["cluster"]]
+    if not ours:
+        raise _bad(path, f"no container belongs to its cluster {manifest['cluster']!r}")
     preferred = (manifest.get("network") or {}).get("name") or "kind"
-    net = cluster_network(containers, preferred)
-    runtime = _DumpRuntime(containers)
-    cluster = discover(runtime, manifest["cluster"], net)  # type: ignore[arg-type]
+    net = cluster_network(ours, preferred if isinstance(preferred, str) else "kind")
+    cluster = discover(_DumpRuntime(ours), manifest["cluster"], net)  # type: ignore[arg-type]
+    _refuse_unreadable(cluster, manifest, path)
     snapshots = {}
     for node in cluster.nodes:
-        base = directory / "nodes" / node.name
-        if node.running and base.is_dir():
-            snapshots[node.name] = _load_snapshot(base, node)
+        if node.running:
+            snapshots[node.name] = _load_snapshot(directory / "nodes" / node.name, node)
     return cluster, snapshots
 
 
 class _DumpRuntime:
-    """Just enough of Runtime for discovery over a dump's containers."""
+    """Just enough of Runtime for discovery over a dump's containers (discovery asks
+    `inspect_container` only when no container matched, which load_dump rules out first)."""
 
     name = "dump"
 
@@ -154,3 +379,12 @@ class _DumpRuntime:
         return [c for c in self._containers
                 if all(k in c.labels and (v is None or c.labels[k] == v)
                        for k, v in labels.items())]
+
+    def inspect_container(self, name: str) -> ContainerInfo:
+        for c in self._containers:
+            if c.name == name:
+                return c
+        raise KindfixError(f"no container named {name} in the dump")
+
+    def ping(self) -> None:
+        return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,13 @@ import pytest
 from kindfix import probes
 from kindfix.audit import audit
 from kindfix.discovery import discover
-from kindfix.dump import MANIFEST, _container_from_json, collect, load_dump, redact, write_dump
-from kindfix.errors import KindfixError
+from kindfix.dump import MANIFEST, _container_from_json, collect, load_dump, write_dump
+from kindfix.errors import CommandError, KindfixError
 from kindfix.observe import NodeSnapshot, snapshot_cluster
+from kindfix.redact import redact
 from kindfix.runtime import ExecResult, NetworkInfo
 from tests.fakes import FakeNode, FakeRuntime, container
+from tests.unit.test_cli import Run, run  # noqa: F401 - the CLI fixture
 from tests.unit.helpers_nodes import DUMPS, dump
 
 KEY_PEM = (b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
@@ -40,6 +44,11 @@ def engine_from_fixture(name: str) -> FakeRuntime:
         if node is not None:
             for argv, result in snaps[info.name].commands.items():
                 node.on(argv, result)
+        else:  # a stopped container: the engine still gives its files (docker cp)
+            root = DUMPS / name / "nodes" / info.name / "files"
+            node = FakeNode(info.name, info.labels["io.x-k8s.kind.role"], files={
+                "/" + f.relative_to(root).as_posix(): f.read_bytes()
+                for f in root.rglob("*") if f.is_file()})
         rt.add(info, node)
     return rt
 
@@ -49,14 +58,14 @@ def test_collect_write_load_round_trip(tmp_path: Path) -> None:
     cluster = discover(rt, "kind")
     snaps = snapshot_cluster(cluster, lambda n: rt.nodes[n.name])
     assert set(snaps) == {n.name for n in cluster.nodes if n.running}
-    out = collect(rt, "kind", tmp_path / "dump", snaps)
+    out = collect(rt, "kind", tmp_path / "dump", lambda n: rt.nodes[n.name])
 
     loaded, loaded_snaps = load_dump(out)
     assert loaded == cluster
     for name, snap in snaps.items():
         got = loaded_snaps[name]
         assert got.role == snap.role
-        want = {p: redact(c) for p, c in snap.files.items()
+        want = {p: redact(c, p) for p, c in snap.files.items()
                 if c is not None and not p.endswith(".key")}
         assert {p: c for p, c in got.files.items() if c is not None} == want
         assert got.commands == snap.commands
@@ -74,6 +83,10 @@ def _one_node(files: dict[str, bytes | None], commands: dict[tuple[str, ...], Ex
                                                    commands)}
 
 
+def _write(rt: FakeRuntime, out: Path, snaps: dict[str, NodeSnapshot]) -> Path:
+    return write_dump(out, "kind", None, rt.list_containers({}), snaps)
+
+
 def test_secrets_are_redacted_and_key_files_never_written(tmp_path: Path) -> None:
     kubeconfig = (b"apiVersion: v1\nusers:\n- name: kubernetes-admin\n  user:\n"
                   b"    client-certificate-data: LS0tLS1CRUdJTiBDRVJU\n"
@@ -87,7 +100,7 @@ def test_secrets_are_redacted_and_key_files_never_written(tmp_path: Path) -> Non
     }
     probe = ExecResult(0, b"token: s3cr3t\n" + KEY_PEM, b"")
     rt, snaps = _one_node(files, {("sh", "-c", "probe"): probe})
-    out = collect(rt, "kind", tmp_path, snaps)
+    out = _write(rt, tmp_path / "dump", snaps)
 
     written = {p.relative_to(out).as_posix(): p.read_bytes()
                for p in out.rglob("*") if p.is_file()}
@@ -107,30 +120,108 @@ def test_secrets_are_redacted_and_key_files_never_written(tmp_path: Path) -> Non
     assert b"-----BEGIN RSA PRIVATE KEY-----\nREDACTED\n-----END RSA PRIVATE KEY-----" in crt
 
 
-def test_redact_leaves_ordinary_text_alone() -> None:
-    text = b"server: https://172.18.0.3:6443\ntokens: 3\n# client-key-data is secret\n"
-    assert redact(text) == text
-
-
-def test_a_token_in_a_list_item_is_redacted() -> None:
-    # kubeadm's bootstrapTokens in /kind/kubeadm.conf
-    conf = b'bootstrapTokens:\n- token: "abcdef.0123456789abcdef"\n  ttl: 24h\n'
-    assert b"0123456789abcdef" not in redact(conf)
-
-
-def test_load_dump_ignores_other_clusters_and_stopped_nodes(tmp_path: Path) -> None:
+def test_load_dump_ignores_other_clusters_and_a_stopped_load_balancer(tmp_path: Path) -> None:
     ours = container("kind-control-plane", "control-plane", "172.18.0.3")
-    stopped = container("kind-worker", "worker", None, state="exited")
+    lb = container("kind-external-load-balancer", "external-load-balancer", None, state="exited")
     theirs = container("other-control-plane", "control-plane", "172.18.0.4", cluster="other")
     snap = NodeSnapshot("kind-control-plane", "control-plane", {"/kind/old-ipv4": b"172.18.0.3"})
-    worker = NodeSnapshot("kind-worker", "worker", {"/kind/old-ipv4": b"172.18.0.2"})
-    write_dump(tmp_path, "kind", None, [ours, stopped, theirs],
-               {"kind-control-plane": snap, "kind-worker": worker})
+    write_dump(tmp_path, "kind", None, [ours, lb, theirs], {"kind-control-plane": snap})
     cluster, snaps = load_dump(tmp_path)
-    assert [n.name for n in cluster.nodes] == ["kind-control-plane", "kind-worker"]
+    assert [n.name for n in cluster.nodes] == ["kind-control-plane", "kind-external-load-balancer"]
     assert set(snaps) == {"kind-control-plane"}
     assert snaps["kind-control-plane"].file("/kind/old-ipv4") == b"172.18.0.3"
     assert snaps["kind-control-plane"].file("/kind/old-ipv6") is None
+
+
+def _stopped_worker_cluster() -> FakeRuntime:
+    rt = engine_from_fixture("single-cp-restart-v0.15")
+    rt.containers["kind-worker"] = replace(rt.containers["kind-worker"], state="exited",
+                                           networks={})
+    return rt
+
+
+class _Unreadable(FakeNode):
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        raise CommandError(["sh", "-c", "..."], 125, b"", b"container is restarting", self.name)
+
+
+def test_collect_dumps_a_cluster_with_a_stopped_node_and_records_its_state(
+        tmp_path: Path, run: Run) -> None:
+    rt = _stopped_worker_cluster()
+    r = run(["collect", "--output", str(tmp_path / "dump")], rt)
+    assert r.code == 0, r.err
+    manifest = json.loads((tmp_path / "dump" / MANIFEST).read_text())
+    [unread] = manifest["unread"]
+    assert unread["node"] == "kind-worker"
+    assert unread["state"] == "exited"
+    assert "not running" in unread["reason"]
+    # what a stopped container still gives (docker cp works on it) is in the dump
+    kubelet = tmp_path / "dump/nodes/kind-worker/files/var/lib/kubelet/kubeadm-flags.env"
+    assert kubelet.read_bytes() == rt.nodes["kind-worker"].files[
+        "/var/lib/kubelet/kubeadm-flags.env"]
+    assert (tmp_path / "dump/nodes/kind-control-plane/commands.json").is_file()
+
+
+def test_a_dump_with_a_stopped_node_is_refused_as_a_live_audit_refuses_it(
+        tmp_path: Path, run: Run) -> None:
+    rt = _stopped_worker_cluster()
+    live = run(["audit"], rt)
+    assert live.code == 1
+    assert "kind-worker is exited, not running" in live.err
+    assert run(["collect", "--output", str(tmp_path / "dump")], rt).code == 0
+    offline = run(["audit", "--from-dump", str(tmp_path / "dump")], rt)
+    assert offline.code == 1  # was: exit 0, "consistent" for the nodes it had
+    [line, hint] = offline.err.splitlines()
+    assert line == (f"kindfix: error: {tmp_path / 'dump' / MANIFEST}: node kind-worker was "
+                    "exited when the dump was collected, not running")
+    assert "docker start kind-worker" in hint
+
+
+def test_a_node_that_cannot_be_read_is_recorded_and_the_rest_dumped(tmp_path: Path) -> None:
+    rt = engine_from_fixture("single-cp-restart-v0.15")
+    out = collect(rt, "kind", tmp_path / "dump", lambda n: rt.nodes[n.name] if n.role !=
+                  "worker" else _Unreadable(n.name, n.role))
+    manifest = json.loads((out / MANIFEST).read_text())
+    [unread] = manifest["unread"]
+    assert unread["node"] == "kind-worker"
+    assert "could not be read" in unread["reason"]
+    assert (out / "nodes/kind-control-plane/files/etc/kubernetes/admin.conf").is_file()
+    with pytest.raises(KindfixError, match="kind-worker could not be read"):
+        load_dump(out)
+
+
+def test_collect_refuses_a_non_empty_directory_and_mixes_nothing_in(tmp_path: Path,
+                                                                     run: Run) -> None:
+    rt = engine_from_fixture("single-cp-healthy")
+    out = tmp_path / "dump"
+    out.mkdir()
+    (out / "old-note.txt").write_text("from an old dump\n")
+    r = run(["collect", "--output", str(out)], rt)
+    assert r.code == 1
+    assert r.err.splitlines()[0] == (f"kindfix: error: {out} exists and is not an empty "
+                                     "directory")
+    assert sorted(p.name for p in out.iterdir()) == ["old-note.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_collect_never_writes_through_a_symlink(tmp_path: Path, run: Run) -> None:
+    rt = engine_from_fixture("single-cp-healthy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "dump").symlink_to(elsewhere)
+    r = run(["collect", "--output", str(tmp_path / "dump")], rt)
+    assert r.code == 1
+    assert "is a symlink" in r.err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_collect_into_an_empty_directory_fills_it(tmp_path: Path) -> None:
+    rt = engine_from_fixture("single-cp-healthy")
+    (tmp_path / "dump").mkdir()
+    out = collect(rt, "kind", tmp_path / "dump", lambda n: rt.nodes[n.name])
+    assert (out / MANIFEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"]
+    load_dump(out)
 
 
 def test_a_directory_without_a_manifest_is_not_a_dump(tmp_path: Path) -> None:
@@ -157,6 +248,6 @@ def test_probe_outputs_survive_the_round_trip_byte_for_byte(tmp_path: Path) -> N
     out = snaps["kind-control-plane"].output(probes.ETCD_PROBE)
     assert out is not None
     rt, one = _one_node({}, {probes.ETCD_PROBE: out})
-    collect(rt, "kind", tmp_path, one)
-    _, loaded = load_dump(tmp_path)
+    _write(rt, tmp_path / "dump", one)
+    _, loaded = load_dump(tmp_path / "dump")
     assert loaded["kind-control-plane"].output(probes.ETCD_PROBE) == out

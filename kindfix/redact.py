@@ -1,0 +1,398 @@
+"""Redaction: every credential in node files and probe output is replaced by `REDACTED` before it
+can reach a user (plan diffs, `-o json|yaml`, `kindfix collect` dumps).
+
+Structure first: YAML (block and flow style, block scalars, anchors, multi-document) and JSON are
+composed with ruamel.yaml and every scalar under a credential key (`client-key-data`, `token`,
+`id-token`, `password`, `tlsBootstrapToken`, `certificateKey`, an EncryptionConfiguration
+`secret`, a Secret's `data`, ...) is spliced out of the original text, so everything else stays
+byte for byte (audit reads dumps; diffs must look like the file). Text rules then run over the
+result: a PEM private key (one without its END line is secret to the end of the file), base64 of
+one, and `key: value` / `--flag=value` pairs the parser did not see (comments, embedded text).
+Content that does not parse gets the text rules alone, in their stricter form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+REDACTED = "REDACTED"
+
+# Keys compared lower-case without "-" and "_": client-key-data == clientKeyData.
+_SECRET_NAMES = frozenset({
+    "clientkeydata", "token", "idtoken", "refreshtoken", "accesstoken", "password", "passwd",
+    "secret", "clientsecret", "tlsbootstraptoken", "certificatekey", "privatekey", "apikey",
+})
+# Any key ending so holds a credential when its value is a scalar (bearerToken, tlsBootstrapToken).
+_SECRET_SUFFIXES = ("token", "password", "passwd", "secret", "keydata", "privatekey",
+                    "certificatekey", "apikey", "encryptionkey")
+# Whole subtrees that are credentials: a Kubernetes Secret's values.
+_SECRET_KIND_FIELDS = ("data", "stringData")
+# `env: [{name: ETCD_PASSWORD, value: ...}]` (pods, kubeconfig exec plugins): the name tells
+_SECRET_ENV_WORDS = ("token", "password", "passwd", "secret", "apikey", "privatekey", "credential")
+# Nested text (a ConfigMap holding a kubeconfig) is redacted as a document of its own, this deep.
+_MAX_NESTING = 3
+
+_KEY_TEXT = (r"[A-Za-z0-9_-]*?(?:token|password|passwd|secret|key[-_]?data|private[-_]?key|"
+             r"certificate[-_]?key|api[-_]?key|encryption[-_]?key)")
+# a credential key in text: not part of a longer word, maybe quoted (or JSON-escaped quoted)
+_KEY_VALUE = re.compile(
+    rf"(?<![\w-])(?P<key>{_KEY_TEXT})(?P<close>\\?[\"']?)(?P<sep>[ \t]*[:=][ \t]*)",
+    re.IGNORECASE)
+# `--token abc` (shell scripts, argv lists): the value is the next word
+_FLAG_SPACE = re.compile(rf"(?<![\w-])--{_KEY_TEXT}[ \t]+(?P<value>[^\s-]\S*)", re.IGNORECASE)
+_PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]*?)PRIVATE KEY(?:-----)?")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_ANCHOR_OR_TAG = re.compile(r"(?:[&!]\S*\s+)*")
+
+
+def redact(content: bytes, name: str = "") -> bytes:
+    """`content` with every credential replaced by REDACTED; `name` is the file it came from."""
+    if name.endswith(".key"):
+        return f"{REDACTED}\n".encode() if content else content
+    text = content.decode("utf-8", errors="surrogateescape")
+    return redact_text(text).encode("utf-8", errors="surrogateescape")
+
+
+def redact_text(text: str, depth: int = 0) -> str:
+    structured = _redact_structure(text, depth)
+    strict = structured is None
+    out = _redact_pairs(text if structured is None else structured, strict)
+    out = _FLAG_SPACE.sub(lambda m: m.group()[: m.start("value") - m.start()] + REDACTED, out)
+    return _redact_pem(_redact_base64_keys(out))
+
+
+def is_secret_key(key: str, scalar_value: bool = True) -> bool:
+    norm = key.lower().replace("-", "").replace("_", "")
+    return norm in _SECRET_NAMES or (scalar_value and norm.endswith(_SECRET_SUFFIXES))
+
+
+def secret_in_text(value: str) -> bool:
+    """A scalar that is (or carries) a private key, whatever key it sits under."""
+    return bool(_PEM_BEGIN.search(value)) or any(
+        _is_base64_key(m.group()) for m in _BASE64_RUN.finditer(value))
+
+
+# --- structured ---------------------------------------------------------------------------
+
+def _redact_structure(text: str, depth: int) -> str | None:
+    """Splice credentials out of YAML/JSON text; None when it does not parse."""
+    if not _worth_parsing(text):
+        return text
+    spans = _yaml_secret_spans(text, depth)
+    if spans is None:
+        return _redact_json(text)
+    if not spans:
+        return text
+    out = _splice(text, spans)
+    # the splice works on the parser's character offsets: check them by parsing the result
+    again = _yaml_secret_spans(out, depth)
+    if again is None or again:
+        return None
+    return out
+
+
+def _worth_parsing(text: str) -> bool:
+    lowered = text.lower().replace("-", "").replace("_", "")
+    return ("\\" in text or any(s in lowered for s in _SECRET_SUFFIXES + _SECRET_ENV_WORDS)
+            or secret_in_text(text))
+
+
+def _compose(text: str) -> list[Node] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a reused anchor, a duplicate key: use the text rules
+            return [d for d in YAML(typ="safe", pure=True).compose_all(text) if d is not None]
+    except (YAMLError, ValueError, RecursionError, Warning):
+        return None
+
+
+def _yaml_secret_spans(text: str, depth: int) -> list[tuple[int, int, str]] | None:
+    """(start, end, replacement) of every credential scalar still in `text`."""
+    offset = 1 if text.startswith("\ufeff") else 0
+    docs = _compose(text[offset:])
+    if docs is None:
+        return None
+    spans: dict[int, tuple[int, int, str]] = {}
+    for doc in docs:
+        if isinstance(doc, ScalarNode):  # plain text (a PEM file, a script): the text rules
+            continue
+        for node in _secret_scalars(doc, depth, set()):
+            start, end = node.start_mark.index + offset, node.end_mark.index + offset
+            spans[start] = (start, end, _replacement(text[start:end], node.style))
+    return sorted(spans.values())
+
+
+def _secret_scalars(node: Node, depth: int, seen: set[int]) -> Iterator[ScalarNode]:
+    """Scalars that are credentials: under a credential key, or secret by their own text."""
+    if id(node) in seen:  # aliases: each node once (and no loops through merge keys)
+        return
+    seen.add(id(node))
+    if isinstance(node, ScalarNode):
+        if _scalar_is_secret(node, depth):
+            yield node
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            if i and _is_secret_flag(node.value[i - 1]):  # ["--token", "abc"]
+                yield from _all_scalars(item, set())
+            else:
+                yield from _secret_scalars(item, depth, seen)
+    elif isinstance(node, MappingNode):
+        fields = {k.value: v.value for k, v in node.value
+                  if isinstance(k, ScalarNode) and isinstance(v, ScalarNode)}
+        secret_kind = fields.get("kind") == "Secret"
+        secret_env = _secret_env_name(str(fields.get("name", "")))
+        for key, value in node.value:
+            name = key.value if isinstance(key, ScalarNode) else ""
+            if is_secret_key(name, isinstance(value, ScalarNode)) or (
+                    secret_kind and name in _SECRET_KIND_FIELDS) or (
+                    secret_env and name == "value"):
+                yield from _all_scalars(value, set())
+            else:
+                yield from _secret_scalars(key, depth, seen)
+                yield from _secret_scalars(value, depth, seen)
+
+
+def _is_secret_flag(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and str(node.value).startswith("--") and "=" not in str(
+        node.value) and is_secret_key(str(node.value)[2:])
+
+
+def _secret_env_name(name: str) -> bool:
+    norm = name.lower().replace("-", "").replace("_", "")
+    return any(w in norm for w in _SECRET_ENV_WORDS)
+
+
+def _all_scalars(node: Node, seen: set[int]) -> Iterator[ScalarNode]:
+    if isinstance(node, ScalarNode):
+        if node.value not in ("", REDACTED) and node.tag != "tag:yaml.org,2002:null":
+            yield node
+        return
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    children = node.value if isinstance(node, SequenceNode) else [
+        c for pair in node.value for c in pair[1:]] if isinstance(node, MappingNode) else []
+    for child in children:
+        yield from _all_scalars(child, seen)
+
+
+def _scalar_is_secret(node: ScalarNode, depth: int) -> bool:
+    value = str(node.value)
+    if value == REDACTED:
+        return False
+    if secret_in_text(value):
+        return True
+    # embedded text (a kubeconfig in a ConfigMap): secret if it holds a credential itself
+    return "\n" in value and depth < _MAX_NESTING and redact_text(value, depth + 1) != value
+
+
+def _replacement(source: str, style: str | None) -> str:
+    """REDACTED in the scalar's own style; anchors are kept (aliases use them), tags dropped."""
+    anchor = " ".join(t for t in _ANCHOR_OR_TAG.match(source).group().split()  # type: ignore[union-attr]
+                      if t.startswith("&"))
+    prefix = anchor + " " if anchor else ""
+    if style in ('"', "'"):
+        return f"{prefix}{style}{REDACTED}{style}"
+    if style in ("|", ">"):
+        trailing = source[len(source.rstrip()):]  # the newlines the block scalar consumed
+        return f"{prefix}{REDACTED}{trailing or ''}"
+    return prefix + REDACTED
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
+    out, pos = [], 0
+    for start, end, new in spans:
+        if start < pos:  # nested in a span already replaced
+            continue
+        out += [text[pos:start], new]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _redact_json(text: str) -> str | None:
+    """JSON that YAML refuses (tab indentation, odd escapes): rewritten from its structure."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    redacted = redact_data(data)
+    if redacted == data:
+        return text
+    return json.dumps(redacted, indent=2) + ("\n" if text.endswith("\n") else "")
+
+
+def redact_data(data: Any, depth: int = 0) -> Any:
+    """Plain data (parsed JSON) with every credential value replaced."""
+    if isinstance(data, dict):
+        secret_kind = data.get("kind") == "Secret"
+        secret_env = _secret_env_name(str(data.get("name", "")))
+        return {k: _redact_all(v) if is_secret_key(str(k), not isinstance(v, (dict, list)))
+                or (secret_kind and k in _SECRET_KIND_FIELDS) or (secret_env and k == "value")
+                else redact_data(v, depth) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact_all(v) if i and isinstance(data[i - 1], str)
+                and data[i - 1].startswith("--") and "=" not in data[i - 1]
+                and is_secret_key(data[i - 1][2:]) else redact_data(v, depth)
+                for i, v in enumerate(data)]
+    if isinstance(data, str) and data != REDACTED and (secret_in_text(data) or (
+            "\n" in data and depth < _MAX_NESTING and redact_text(data, depth + 1) != data)):
+        return REDACTED
+    return data
+
+
+def _redact_all(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _redact_all(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact_all(v) for v in data]
+    return data if data in (None, "") else REDACTED
+
+
+# --- text rules ---------------------------------------------------------------------------
+
+def _redact_pem(text: str) -> str:
+    """Private key bodies become REDACTED; a BEGIN without its END hides the rest of the file."""
+    pos = 0
+    while (m := _PEM_BEGIN.search(text, pos)) is not None:
+        end = re.compile(rf"-----END {re.escape(m.group('label'))}PRIVATE KEY-----").search(
+            text, m.end())
+        body = text[m.end(): end.start() if end else len(text)]
+        lead = re.match(r"(?:\\[rn]|\s)*", body).group()  # type: ignore[union-attr]
+        done = body[len(lead):].startswith(REDACTED) and (
+            end is not None or not body[len(lead) + len(REDACTED):].strip())
+        if done or not body.strip():
+            pos = m.end() + len(body)
+            continue
+        trail = re.search(r"(?:\\[rn]|\s)*$", body).group() if end else "\n"  # type: ignore[union-attr]
+        new = lead + REDACTED + trail
+        text = text[: m.end()] + new + (text[end.start():] if end else "")
+        pos = m.end() + len(new)
+    return text
+
+
+def _is_base64_key(run: str) -> bool:
+    """A base64 run that decodes to a PEM private key (or its truncated start)."""
+    usable = run.rstrip("=")
+    usable = usable[: len(usable) - len(usable) % 4]
+    try:
+        raw = base64.b64decode(usable, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b"PRIVATE KEY" in raw or (raw.startswith(b"-----BEGIN") and b"PRIVATE" in raw[:40])
+
+
+def _redact_base64_keys(text: str) -> str:
+    return _BASE64_RUN.sub(lambda m: REDACTED if _is_base64_key(m.group()) else m.group(), text)
+
+
+def _redact_pairs(text: str, strict: bool) -> str:
+    """`key: value`, `"key": "value"` and `--key=value` pairs with a credential key.
+
+    strict (text that did not parse): a value that does not end on its line (open quote or
+    bracket, block scalar, continuation lines) is redacted to wherever it could end."""
+    out, pos = [], 0
+    for m in _KEY_VALUE.finditer(text):
+        if m.start() < pos:
+            continue
+        start = m.end()
+        end = _value_end(text, start, m.group("sep").strip(), strict, _column(text, m.start()))
+        value = text[start:end]
+        if not strict and (not value.strip() or re.match(r"\\?[\"']?" + REDACTED, value)):
+            continue
+        out += [text[pos:start], _masked(value)]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _column(text: str, index: int) -> int:
+    return index - (text.rfind("\n", 0, index) + 1)
+
+
+def _masked(value: str) -> str:
+    """REDACTED in place of a value, keeping its quotes and line breaks (diffs stay aligned)."""
+    if not value.strip():
+        return value
+    quote = re.match(r"\\?[\"']", value)
+    q = quote.group() if quote else ""
+    lines = value.count("\n")
+    return f"{q}{REDACTED}{q}" + "\n" * lines if q else REDACTED + "\n" * lines
+
+
+def _value_end(text: str, start: int, sep: str, strict: bool, key_column: int) -> int:
+    line_end = text.find("\n", start)
+    line_end = len(text) if line_end < 0 else line_end
+    rest = text[start:line_end]
+    if rest.startswith(('\\"', '"', "'")):
+        quote = rest[:2] if rest.startswith("\\") else rest[0]
+        close = _closing_quote(text, start + len(quote), quote)
+        if close is not None and (strict or close <= line_end):
+            return close + len(quote)
+        return len(text) if strict else line_end
+    if sep == "=":
+        return start + len(re.match(r"[^\s\"',}\]]*", rest).group())  # type: ignore[union-attr]
+    if strict and rest.startswith(("[", "{")):
+        close = _closing_bracket(text, start)
+        return len(text) if close is None else close + 1
+    if strict:  # a block scalar, plain continuation lines or a nested block
+        return _continuation_end(text, line_end, key_column)
+    return line_end
+
+
+def _closing_quote(text: str, pos: int, quote: str) -> int | None:
+    while pos < len(text):
+        i = text.find(quote, pos)
+        if i < 0:
+            return None
+        if quote == "'" and text.startswith("''", i):
+            pos = i + 2
+            continue
+        if quote == '"' and _escaped(text, i):
+            pos = i + 1
+            continue
+        return i
+    return None
+
+
+def _escaped(text: str, i: int) -> bool:
+    n = 0
+    while i - n - 1 >= 0 and text[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _closing_bracket(text: str, pos: int) -> int | None:
+    depth = 0
+    for i in range(pos, len(text)):
+        if text[i] in "[{":
+            depth += 1
+        elif text[i] in "]}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _continuation_end(text: str, line_end: int, key_column: int) -> int:
+    """The end of the lines after a key that belong to its value: more indented than the key,
+    blank, or a compact sequence item at the key's column."""
+    end = line_end
+    while end < len(text):
+        nxt = text.find("\n", end + 1)
+        nxt = len(text) if nxt < 0 else nxt
+        line = text[end + 1: nxt]
+        indent = len(line) - len(line.lstrip(" \t"))
+        if line.strip() and indent <= key_column and not (
+                indent == key_column and line.lstrip().startswith("- ")):
+            break
+        end = nxt
+    return end
