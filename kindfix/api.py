@@ -71,8 +71,8 @@ def audit_dump(directory: Path) -> AuditReport:
 
 
 def collect(runtime: Runtime, name: str, directory: Path) -> Path:
-    seen = observe(runtime, name)
-    return dump.collect(runtime, name, directory, seen.snapshots)
+    runtime.ping()  # no require_running: a stopped node is what a bug report needs to show
+    return dump.collect(runtime, name, directory, node_factory(runtime))
 
 
 # --- repair -------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from kindfix.audit import AuditReport, certificate_findings
 from kindfix.discovery import Cluster
-from kindfix.dump import redact
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE, Patches, load_patches
+from kindfix.redact import redact
 from kindfix.rewrite import FileChange, file_changes
 
 STRATEGIES = ("auto", "member-update", "force-new-cluster", "snapshot-restore")
@@ -59,8 +59,8 @@ class Plan:
 
 
 def unified_diff(change: FileChange) -> str:
-    old = redact(change.old).decode(errors="replace").splitlines(keepends=True)
-    new = redact(change.new).decode(errors="replace").splitlines(keepends=True)
+    old = redact(change.old, change.path).decode(errors="replace").splitlines(keepends=True)
+    new = redact(change.new, change.path).decode(errors="replace").splitlines(keepends=True)
     where = f"{change.node}:{change.path}"
     return "".join(difflib.unified_diff(old, new, f"a/{where}", f"b/{where}"))
 
