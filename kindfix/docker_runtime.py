@@ -25,7 +25,7 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
-from kindfix.dockerhost import EngineEndpoint, resolve_endpoint
+from kindfix.dockerhost import PODMAN_ROOT_SOCKET, EngineEndpoint, resolve_endpoint
 from kindfix.errors import KindfixError
 from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
 
@@ -96,21 +96,30 @@ class DockerRuntime:
             return "the configured engine"
         return f"{self._endpoint.base_url} ({self._endpoint.source})"
 
+    def _rootful_podman(self) -> bool:
+        return self._endpoint is not None and self._endpoint.base_url == PODMAN_ROOT_SOCKET
+
     def _unreachable(self, err: Exception) -> KindfixError:
         what = "Podman" if self.name == "podman" else "Docker"
         detail = str(err)
         if "Permission denied" in detail:
-            return KindfixError(
-                f"Permission denied on the {what} engine at {self._where()}",
-                hint="add your user to the docker group (`sudo usermod -aG docker $USER`, then "
-                "log in again), or run kindfix with sudo",
+            # rootful podman's socket is root's alone (0600, no group to join)
+            hint = (
+                "run kindfix with sudo, as the cluster's rootful podman runs"
+                if self.name == "podman"
+                else "add your user to the docker group (`sudo usermod -aG docker $USER`, then "
+                "log in again), or run kindfix with sudo"
             )
+            return KindfixError(f"Permission denied on the {what} engine at {self._where()}",
+                                hint=hint)
         reason = next((short for marker, short in _REASONS if marker in detail), detail[:160])
-        hint = (
-            "start it with `systemctl --user start podman.socket`, or set DOCKER_HOST"
-            if self.name == "podman"
-            else "start Docker Desktop / `sudo systemctl start docker`, or set DOCKER_HOST"
-        )
+        if self.name != "podman":
+            hint = "start Docker Desktop / `sudo systemctl start docker`, or set DOCKER_HOST"
+        elif self._rootful_podman():  # kindfix runs as root: kind's podman provider did too
+            hint = ("start the API socket: `sudo systemctl start podman.socket` (without systemd: "
+                    "`sudo podman system service --time=0 &`), or set DOCKER_HOST")
+        else:
+            hint = "start it with `systemctl --user start podman.socket`, or set DOCKER_HOST"
         return KindfixError(
             f"Cannot reach the {what} engine at {self._where()}; is {what} running? ({reason})",
             hint=hint,

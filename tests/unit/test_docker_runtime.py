@@ -384,6 +384,37 @@ def test_podman_name_and_hint() -> None:
     assert "podman.socket" in info.value.hint
 
 
+def test_rootful_podman_hint_names_the_system_socket() -> None:
+    # kind's podman provider run with sudo (rootful): the user unit would start the wrong podman
+    ep = EngineEndpoint("unix:///run/podman/podman.sock", source="podman (root)",
+                        provider="podman")
+    with pytest.raises(KindfixError) as info:
+        DockerRuntime(endpoint=ep, client=DownAPI()).ping()
+    assert info.value.hint is not None
+    assert "sudo systemctl start podman.socket" in info.value.hint
+    assert "--user" not in info.value.hint
+
+
+def test_rootless_podman_hint_names_the_user_socket() -> None:
+    ep = EngineEndpoint("unix:///run/user/1000/podman/podman.sock",
+                        source="podman (rootless, XDG_RUNTIME_DIR)", provider="podman")
+    with pytest.raises(KindfixError) as info:
+        DockerRuntime(endpoint=ep, client=DownAPI()).ping()
+    assert info.value.hint is not None
+    assert "systemctl --user start podman.socket" in info.value.hint
+
+
+def test_permission_denied_on_podman_hints_sudo_not_the_docker_group() -> None:
+    ep = EngineEndpoint("unix:///run/podman/podman.sock", source="DOCKER_HOST",
+                        provider="podman")
+    with pytest.raises(KindfixError) as info:
+        DockerRuntime(endpoint=ep, client=DeniedAPI()).ping()
+    assert info.value.message.startswith("Permission denied on the Podman engine")
+    assert info.value.hint is not None
+    assert "sudo" in info.value.hint
+    assert "docker group" not in info.value.hint
+
+
 def _relay(src: socket.socket, dst: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := src.recv(7):
