@@ -18,8 +18,11 @@ from kindfix.observe import NodeSnapshot, snapshot_cluster
 from kindfix.redact import redact
 from kindfix.runtime import ExecResult, NetworkInfo
 from tests.fakes import FakeNode, FakeRuntime, container
-from tests.unit.test_cli import Run, run  # noqa: F401 - the CLI fixture
+from tests.unit import test_cli
 from tests.unit.helpers_nodes import DUMPS, dump
+
+Run = test_cli.Run
+run = test_cli.run  # the one CLI fixture, shared
 
 KEY_PEM = (b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
            b"4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u\n"
