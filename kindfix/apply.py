@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from kindfix import etcd_recovery
+from kindfix import backoff, etcd_recovery
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.journal import RunRecorder
@@ -59,6 +59,7 @@ class Applier:
                 done += self._run_wave(wave, len(plan.steps))
             if preparing is not None:
                 preparing.result()
+        backoff.clear(self.cluster, self.nodes, self.progress)  # kubelet back-off: issue #10
         return done
 
     def _run_wave(self, wave: list[tuple[int, Step]], total: int) -> list[str]:
