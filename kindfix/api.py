@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kindfix import dump, etcd_recovery
+from kindfix import dump, etcd_recovery, retention
 from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
@@ -14,12 +15,13 @@ from kindfix.errors import KindfixError
 from kindfix.journal import (
     Journal,
     RunRecorder,
-    cluster_lock,
     load_journals,
     new_run_id,
     unfinished,
 )
 from kindfix.journal import rollback as restore_files
+from kindfix.lock import Holder, cluster_lock
+from kindfix.names import validate_cluster_name
 from kindfix.node import ContainerNode, Node
 from kindfix.observe import NodeSnapshot, snapshot_cluster
 from kindfix.patches import CONTROL_PLANE
@@ -43,6 +45,7 @@ def clusters(runtime: Runtime) -> list[str]:
 
 
 def nodes(runtime: Runtime, name: str) -> Cluster:
+    validate_cluster_name(name)
     runtime.ping()
     return discover(runtime, name)
 
@@ -54,6 +57,7 @@ def node_factory(runtime: Runtime) -> Callable[[ClusterNode], Node]:
 
 
 def observe(runtime: Runtime, name: str) -> Observed:
+    validate_cluster_name(name)
     runtime.ping()
     cluster = discover(runtime, name)
     require_running(cluster)
@@ -157,7 +161,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
            confirm: Callable[[Plan], bool] = lambda _: True,
            progress: Callable[[str], None] = lambda _: None,
            pin_after: bool = False, verify_wait: float = 60) -> RepairOutcome:
-    with cluster_lock(name):
+    with cluster_lock(runtime, name, "repair", progress):
         cluster, nodes, snapshots, report, plan, journal = prepare_repair(runtime, name, strategy)
         if dry_run:
             return RepairOutcome(name, plan, dry_run=True)
@@ -199,7 +203,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
 
 
 def rollback(runtime: Runtime, name: str, run_id: str | None = None) -> tuple[str, list[str]]:
-    with cluster_lock(name):
+    with cluster_lock(runtime, name, "rollback"):
         runtime.ping()
         cluster = discover(runtime, name)
         require_running(cluster)
@@ -220,6 +224,7 @@ def rollback(runtime: Runtime, name: str, run_id: str | None = None) -> tuple[st
 
 
 def runs(runtime: Runtime, name: str) -> list[Journal]:
+    validate_cluster_name(name)
     runtime.ping()
     cluster = discover(runtime, name)
     require_running(cluster)
@@ -229,10 +234,33 @@ def runs(runtime: Runtime, name: str) -> list[Journal]:
 
 def pin(runtime: Runtime, name: str, progress: Callable[[str], None]
         ) -> tuple[list[PinResult], list[str]]:
-    runtime.ping()
-    return pin_ips(runtime, discover(runtime, name), progress)
+    with cluster_lock(runtime, name, "pin", progress):
+        return pin_ips(runtime, discover(runtime, name), progress)
 
 
 def unpin(runtime: Runtime, name: str, progress: Callable[[str], None]) -> list[PinResult]:
-    runtime.ping()
-    return unpin_ips(runtime, discover(runtime, name), progress)
+    with cluster_lock(runtime, name, "unpin", progress):
+        return unpin_ips(runtime, discover(runtime, name), progress)
+
+
+def prune_runs(runtime: Runtime, name: str, keep: int, dry_run: bool = False
+               ) -> retention.PruneResult:
+    """Delete old finished runs' journals and backups (kindfix/retention.py has the rule);
+    under the cluster's lock, except a dry run, which only lists."""
+    validate_cluster_name(name)
+    with nullcontext() if dry_run else cluster_lock(runtime, name, "runs --prune"):
+        runtime.ping()
+        cluster = discover(runtime, name)
+        require_running(cluster)
+        make = node_factory(runtime)
+        nodes = {n.name: make(n) for n in cluster.nodes}
+        first = cluster.control_planes[0].name if cluster.control_planes else ""
+        if not first:
+            raise KindfixError(f"cluster {name} has no control-plane node")
+        return retention.prune(name, nodes, first, load_journals(nodes[first]), keep, dry_run)
+
+
+def unlock(runtime: Runtime, name: str, force: bool = False) -> Holder | None:
+    """Break the cluster's lock left by a dead kindfix (kindfix/lock.py says how it tells)."""
+    from kindfix import lock
+    return lock.unlock(runtime, name, force)

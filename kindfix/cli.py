@@ -6,6 +6,8 @@ else is a bug: exit 3, traceback with -v.
 
 from __future__ import annotations
 
+import io
+import logging
 import sys
 import time
 import traceback
@@ -19,17 +21,37 @@ from kindfix import __version__, api, completion, errors, render
 from kindfix.api import RepairOutcome
 from kindfix.audit import AuditReport
 from kindfix.discovery import Cluster, default_cluster_name
+from kindfix.lock import duration
+from kindfix.names import validate_cluster_name
 from kindfix.plan import STRATEGIES, Plan
+from kindfix.retention import PruneResult
 from kindfix.runtime import Runtime
 
 OUTPUT = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]),
                       default="table", show_default=True, help="Output format.")
 
 
+def _cluster_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    return validate_cluster_name(value)  # one error line (KindfixError), before any engine call
+
+
 def name_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--name", "-n", default=default_cluster_name, show_default="kind",
-                        shell_complete=completion.cluster_names,
+                        shell_complete=completion.cluster_names, callback=_cluster_name,
                         help="Cluster name (default: $KIND_CLUSTER_NAME or kind).")(f)
+
+
+def echo(text: str, err: bool = False, nl: bool = True) -> None:
+    """Every text line goes out through here: node data (file contents in diffs, command
+    output in errors, names) may carry terminal escape sequences; they are shown escaped."""
+    click.echo(render.clean(text), err=err, nl=nl)
+
+
+class _WarningLine(logging.Handler):
+    """The core's warnings (logger "kindfix", e.g. a journal it had to skip), one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        echo(f"kindfix: warning: {render.clean_line(record.getMessage())}", err=True)
 
 
 class Context:
@@ -51,11 +73,11 @@ class Context:
 
 def emit(fmt: str, data: Any, as_table: Callable[[], str]) -> None:
     if fmt == "json":
-        click.echo(render.as_json(data))
+        click.echo(render.as_json(data))  # ASCII: json escapes every control character
     elif fmt == "yaml":
-        click.echo(render.as_yaml(data), nl=False)
+        click.echo(render.as_yaml(data), nl=False)  # ASCII with escapes, as json
     else:
-        click.echo(as_table())
+        echo(as_table())
 
 
 def emit_verdict(fmt: str, result: Any, key: str, good: bool, as_table: Callable[[], str]
@@ -144,8 +166,8 @@ def audit(obj: Context, name: str, from_dump: Path | None, fmt: str) -> None:
 def collect(obj: Context, name: str, output: Path) -> None:
     """Save everything audit reads (secrets redacted) for a bug report or offline audit."""
     path = api.collect(obj.runtime, name, output)
-    click.echo(f"dump of cluster {name} written to {path}")
-    click.echo(f"audit it offline with: kindfix audit --from-dump {path}")
+    echo(f"dump of cluster {name} written to {path}")
+    echo(f"audit it offline with: kindfix audit --from-dump {path}")
 
 
 def _plan_text(plan: Plan, show_diffs: bool = True) -> str:
@@ -198,11 +220,11 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
     started = time.monotonic()
 
     def progress(line: str) -> None:
-        click.echo(f"{time.monotonic() - started:6.1f}s {line}", err=not table)
+        echo(f"{time.monotonic() - started:6.1f}s {line}", err=not table)
 
     def confirm(plan: Plan) -> bool:
         if table:
-            click.echo(_plan_text(plan))
+            echo(_plan_text(plan))
         if yes:
             return True
         if not sys.stdin.isatty():
@@ -217,7 +239,7 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
         emit(fmt, outcome, lambda: _plan_text(outcome.plan) + "\n(dry run: nothing changed)")
         return
     if table and outcome.plan.empty:
-        click.echo(_plan_text(outcome.plan))
+        echo(_plan_text(outcome.plan))
     emit_verdict(fmt, outcome, "healthy", outcome.healthy, lambda: _outcome_text(outcome))
 
 
@@ -232,20 +254,62 @@ def rollback(obj: Context, name: str, run_id: str | None) -> None:
     """
     rid, restored = api.rollback(obj.runtime, name, run_id)
     for item in restored:
-        click.echo(f"restored {item}")
-    click.echo(f"rolled back run {rid}: {len(restored)} file(s) restored")
+        echo(f"restored {item}")
+    echo(f"rolled back run {rid}: {len(restored)} file(s) restored")
 
 
 @cli.command()
 @name_option
+@click.option("--prune", is_flag=True,
+              help="Delete the journals and backups of old finished runs: keeps the newest "
+                   "--keep runs and every unfinished (running or failed) run.")
+@click.option("--keep", default=5, show_default=True, type=click.IntRange(min=0),
+              help="With --prune: how many of the newest runs to keep.")
+@click.option("--dry-run", is_flag=True, help="With --prune: list what would be deleted.")
 @OUTPUT
 @click.pass_obj
-def runs(obj: Context, name: str, fmt: str) -> None:
-    """List the repair runs recorded in the cluster."""
+def runs(obj: Context, name: str, prune: bool, keep: int, dry_run: bool, fmt: str) -> None:
+    """List the repair runs recorded in the cluster (or prune old ones)."""
+    if prune:
+        result = api.prune_runs(obj.runtime, name, keep, dry_run)
+        emit(fmt, result, lambda: _prune_text(result))
+        return
+    if dry_run:
+        raise errors.KindfixError("--dry-run lists what --prune would delete",
+                                  hint="kindfix runs --prune --dry-run")
     journals = api.runs(obj.runtime, name)
     emit(fmt, journals, lambda: render.table(
         ("run", "status", "files", "steps"),
         [(j.run_id, j.status, str(len(j.files)), str(len(j.done))) for j in journals]))
+
+
+def _prune_text(result: PruneResult) -> str:
+    would = "would delete" if result.dry_run else "deleted"
+    rows = [(r.run_id, r.status, would if r.action == "delete" else "kept", r.reason)
+            for r in result.runs]
+    lines = [render.table(("run", "status", "action", "why"), rows)] if rows else [
+        f"no repair runs recorded in cluster {result.cluster}"]
+    lines += [f"note: {n}" for n in result.notes]
+    lines.append(f"{len(result.deleted)} run(s) {would}"
+                 + (" (dry run: nothing changed)" if result.dry_run else ""))
+    return "\n".join(lines)
+
+
+@cli.command()
+@name_option
+@click.option("--force", is_flag=True,
+              help="Break the lock even when its holder looks alive (two runs may then change "
+                   "the cluster at once).")
+@click.pass_obj
+def unlock(obj: Context, name: str, force: bool) -> None:
+    """Break the cluster's lock left by a kindfix that died (see kindfix/lock.py: a holder on
+    this machine whose process is gone, or one silent for 2 minutes)."""
+    holder = api.unlock(obj.runtime, name, force)
+    if holder is None:
+        echo(f"cluster {name} is not locked")
+        return
+    echo(f"removed the lock of kindfix {holder.command()} by {holder.who()}, taken "
+         f"{duration(holder.age)} ago")
 
 
 @cli.command()
@@ -256,9 +320,9 @@ def pin(obj: Context, name: str) -> None:
     results, warnings = api.pin(obj.runtime, name, click.echo)
     for r in results:
         state = "pinned" if r.changed else "already pinned"
-        click.echo(f"{r.node}: {state} at {', '.join(ip for ip in (r.ipv4, r.ipv6) if ip)}")
+        echo(f"{r.node}: {state} at {', '.join(ip for ip in (r.ipv4, r.ipv6) if ip)}")
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {w}", err=True)
 
 
 @cli.command()
@@ -267,35 +331,45 @@ def pin(obj: Context, name: str) -> None:
 def unpin(obj: Context, name: str) -> None:
     """Let Docker assign node IPs again (the address may change: run `kindfix audit`)."""
     for r in api.unpin(obj.runtime, name, click.echo):
-        click.echo(f"{r.node}: unpinned, now {r.ipv4}" + (" (changed)" if r.changed else ""))
+        echo(f"{r.node}: unpinned, now {r.ipv4}" + (" (changed)" if r.changed else ""))
 
 
 def main(argv: list[str] | None = None, obj: Context | None = None) -> None:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or "--verbose" in (
         argv if argv is not None else sys.argv[1:])
+    warnings = _WarningLine()
+    core_log = logging.getLogger("kindfix")
+    core_log.addHandler(warnings)
+    core_log.propagate = False  # printed once, by the handler
     try:
         cli.main(args=argv, obj=obj, standalone_mode=False, prog_name="kindfix")
     except errors.KindfixError as e:
-        click.echo(f"kindfix: error: {e.message}", err=True)
+        echo(f"kindfix: error: {render.clean_line(e.message)}", err=True)
         if e.hint:
-            click.echo(f"  hint: {e.hint}", err=True)
+            echo(f"  hint: {render.clean_line(e.hint)}", err=True)
         sys.exit(errors.EXIT_ERROR)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         sys.exit(errors.EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         sys.exit(errors.EXIT_INTERRUPTED)
     except click.ClickException as e:
-        e.show()
+        shown = io.StringIO()  # usage errors quote the user's arguments: escaped as well
+        e.show(file=shown)
+        echo(shown.getvalue(), err=True, nl=False)
         sys.exit(e.exit_code)
     except SystemExit:
         raise
     except Exception as e:  # a bug: say so, keep the details for -v
-        click.echo(f"kindfix: internal error: {type(e).__name__}: {e}", err=True)
+        echo(f"kindfix: internal error: {type(e).__name__}: {render.clean_line(str(e))}",
+             err=True)
         if verbose:
             traceback.print_exc()
         else:
-            click.echo("  hint: rerun with -v for the traceback and report it", err=True)
+            echo("  hint: rerun with -v for the traceback and report it", err=True)
         sys.exit(errors.EXIT_BUG)
+    finally:
+        core_log.removeHandler(warnings)
+        core_log.propagate = True
     sys.exit(errors.EXIT_OK)

@@ -9,16 +9,14 @@ Layout inside the nodes (mode 0600 for backups):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kindfix.errors import KindfixError
@@ -204,15 +202,41 @@ class RunRecorder:
 
 
 def load_journals(node: Node) -> list[Journal]:
+    """Every journal on `node`. One that cannot be used is skipped with a warning naming the
+    file (logged to "kindfix"; the CLI prints it): skipped silently, a failed run's record
+    would just vanish from `runs`, `rollback` and the resume of `repair`."""
     listing = node.exec(["ls", "-1", JOURNAL_DIR])
     names = sorted(n for n in listing.text().split() if n.endswith(".json"))
     journals = []
-    for raw in node.read_files([f"{JOURNAL_DIR}/{n}" for n in names]).values():
-        try:
-            journals.append(Journal.from_json(raw or b""))
-        except (ValueError, TypeError):
-            continue
+    for path, raw in node.read_files([f"{JOURNAL_DIR}/{n}" for n in names]).items():
+        journal, problem = _parse_journal(raw or b"")
+        if journal is not None:
+            journals.append(journal)
+        else:
+            log.warning("ignoring the journal %s on %s: %s", path, node.name, problem)
     return journals
+
+
+log = logging.getLogger("kindfix")
+_JOURNAL_FIELDS = frozenset(f.name for f in fields(Journal))
+
+
+def _parse_journal(raw: bytes) -> tuple[Journal | None, str]:
+    """A journal, or None and why not (corrupt, incomplete, or from a newer kindfix)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError is a ValueError
+        return None, f"not valid JSON ({e})"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    unknown = sorted(str(k) for k in data if k not in _JOURNAL_FIELDS)
+    if unknown:
+        return None, (f"written by a newer kindfix? it has fields this version does not know "
+                      f"({', '.join(unknown)})")
+    try:
+        return Journal.from_json(raw), ""
+    except (ValueError, TypeError) as e:
+        return None, f"incomplete ({e})"
 
 
 def unfinished(node: Node, cluster: str) -> Journal | None:
@@ -242,37 +266,3 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
             run(node, ["rm", "-f", entry["path"]])
         restored.append(f"{entry['node']}:{entry['path']}")
     return restored
-
-
-def lock_path(cluster: str) -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/kindfix-{os.getuid()}"
-    return Path(base) / f"kindfix-{cluster}.lock"
-
-
-@contextmanager
-def cluster_lock(cluster: str) -> Iterator[None]:
-    """One repair per cluster at a time. flock is released by the kernel even on SIGKILL."""
-    path = lock_path(cluster)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.parent.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise KindfixError(f"refusing the lock directory {path.parent}: not owned by you or "
-                           "writable by others", hint=f"remove {path.parent} and run again")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError as e:
-        raise KindfixError(f"cannot open the lock file {path}: {e.strerror}",
-                           hint=f"remove {path} if it is a symlink, then run again") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise KindfixError(
-                f"another kindfix repair of cluster {cluster!r} is running (pid {holder})",
-                hint="wait for it to finish; a killed run releases the lock by itself") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)

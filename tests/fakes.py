@@ -4,9 +4,11 @@ files and a table of command handlers, never a mock of a mock."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from kindfix import lock as lock_mod
 from kindfix import node as node_mod
 from kindfix.errors import KindfixError
 from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
@@ -43,6 +45,12 @@ class FakeNode:
         # with the output contract kindfix.node documents (tested for real in test_node.py).
         self.handlers.setdefault(("sh", "-c", node_mod._READ_FILES_SCRIPT), _read_script)
         self.handlers.setdefault(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), _write_script)
+        # the cluster lock's scripts (kindfix/lock.py; run for real in test_lock.py)
+        for script, handler in ((lock_mod._ACQUIRE, _lock_acquire),
+                                (lock_mod._STATUS, _lock_status),
+                                (lock_mod._REMOVE, _lock_remove),
+                                (lock_mod._HEARTBEAT, _lock_heartbeat)):
+            self.handlers.setdefault(("sh", "-c", script), handler)
 
     def on(self, prefix: Sequence[str], handler: Handler | ExecResult) -> FakeNode:
         if isinstance(handler, ExecResult):
@@ -87,6 +95,40 @@ def _write_script(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> E
     path, mode = argv[4], int(argv[5], 8)
     node.write_file(path, stdin or b"", mode)
     return ok()
+
+
+def _lock_held(node: FakeNode, lock: str) -> bytes:
+    return f"@@kindfix held {int(time.time())} {int(time.time())}\n".encode() + node.files[lock]
+
+
+def _lock_acquire(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    lock, token = argv[4], argv[5]
+    if lock in node.files:
+        return ok(_lock_held(node, lock))
+    node.files[lock] = f"{token}\n{int(time.time())}\n".encode() + (stdin or b"") + b"\n"
+    return ok("@@kindfix acquired\n")
+
+
+def _lock_status(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    lock = argv[4]
+    return ok(_lock_held(node, lock) if lock in node.files else b"@@kindfix free\n")
+
+
+def _lock_token(node: FakeNode, lock: str) -> str:
+    return node.files.get(lock, b"").decode(errors="replace").split("\n", 1)[0]
+
+
+def _lock_remove(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    lock, token = argv[4], argv[5]
+    if token and _lock_token(node, lock) == token:
+        del node.files[lock]
+        return ok("@@kindfix removed\n")
+    return ok("@@kindfix kept\n")
+
+
+def _lock_heartbeat(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    lock, token = argv[4], argv[5]
+    return ok("@@kindfix alive\n" if _lock_token(node, lock) == token else "@@kindfix lost\n")
 
 
 def container(name: str, role: str, ipv4: str | None, cluster: str = "kind",

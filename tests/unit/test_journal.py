@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +12,6 @@ from kindfix.errors import CommandError, KindfixError
 from kindfix.journal import (
     Journal,
     RunRecorder,
-    cluster_lock,
     load_journals,
     rollback,
     unfinished,
@@ -236,46 +231,6 @@ def test_backup_then_rollback_on_a_real_filesystem(tmp_path: Path,
     assert not created.exists()
 
 
-# --- the lock ------------------------------------------------------------------------------
-
-_HOLDER = """
-import sys, time
-from kindfix.journal import cluster_lock
-with cluster_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(30)
-"""
-
-
-def test_cluster_lock_excludes_another_process_and_is_freed_by_sigkill(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, "kind"], stdout=subprocess.PIPE,
-                              env=env, cwd=REPO)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"locked\n"  # bounded: the holder sleeps 30 s at most
-        with pytest.raises(KindfixError) as e, cluster_lock("kind"):
-            pass
-        assert e.value.message == (f"another kindfix repair of cluster 'kind' is running "
-                                   f"(pid {holder.pid})")
-        with cluster_lock("another-cluster"):  # other clusters are not blocked
-            pass
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=10)
-        if holder.stdout is not None:
-            holder.stdout.close()
-    with cluster_lock("kind"):
-        assert journal.lock_path("kind").read_text() == str(os.getpid())
-
-
-def test_lock_lives_in_xdg_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert journal.lock_path("kind") == tmp_path / "kindfix-kind.lock"
-
-
 # --- replace_file / regenerate: one exec per change, for real on the host ---------------------
 
 @pytest.fixture
@@ -409,19 +364,6 @@ def test_a_rolled_back_run_is_not_resumed() -> None:
                           done=["file:kind-control-plane:/kind/kubeadm.conf"])
     node.files.update([_journal_file(rolled_back)])
     assert unfinished(node, "kind") is None
-
-
-def test_the_lock_never_follows_a_planted_symlink(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"precious\n")
-    planted = tmp_path / "shared"
-    planted.mkdir(mode=0o777)
-    (planted / "kindfix-kind.lock").symlink_to(victim)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(planted))
-    with pytest.raises(KindfixError), cluster_lock("kind"):
-        pass
-    assert victim.read_bytes() == b"precious\n"
 
 
 def test_concurrent_saves_share_writes_and_the_last_write_holds_every_change() -> None:
