@@ -30,6 +30,12 @@ lint:
 	$(PYTHON) -m ruff check kindfix tests testbed bench
 	$(PYTHON) -m mypy
 
+# A real kind v0.30 HA cluster: kind CLI, kubeadm, kubelet, apiserver, etcd, containerd built from Go
+# modules; broken the way Docker breaks it, repaired by kindfix (realkind/README.md). Cold: long.
+.PHONY: realkind
+realkind: engine
+	$(PYTHON) realkind/run.py
+
 # kind on Podman (rootful) through its Docker-compatible socket, alone: installs podman when
 # missing, loads the bed's node image, repairs a permuted 1 CP + 1 worker cluster (about 1.5 min
 # cold, 40 s warm). It is also part of `make test` (KINDFIX_PODMAN=0 leaves it out).
