@@ -27,8 +27,9 @@ from kindfix.plan import STRATEGIES, Plan
 from kindfix.retention import PruneResult
 from kindfix.runtime import Runtime
 
-OUTPUT = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]),
-                      default="table", show_default=True, help="Output format.")
+OUTPUT: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
+    "-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table",
+    show_default=True, help="Output format.")
 
 
 def _cluster_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -373,3 +374,11 @@ def main(argv: list[str] | None = None, obj: Context | None = None) -> None:
         core_log.removeHandler(warnings)
         core_log.propagate = True
     sys.exit(errors.EXIT_OK)
+
+
+# Command groups in modules of their own; imported last, as they build on the helpers above.
+from kindfix.cli_backup import backup  # noqa: E402
+from kindfix.cli_etcd import etcd  # noqa: E402
+
+cli.add_command(etcd)
+cli.add_command(backup)

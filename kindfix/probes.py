@@ -103,6 +103,10 @@ class EtcdProbe:
     keys_total: int | None
     applied_index: int | None
     error: str | None
+    cluster_id: str | None = None  # from status (or the member list's header)
+    is_leader: bool | None = None  # from metrics
+    raft_term: int | None = None  # from status
+    db_size: int | None = None  # from status, else metrics
 
 
 def _member(raw: dict[str, Any]) -> EtcdMember:
@@ -139,6 +143,7 @@ def parse_etcd_probe(text: str) -> EtcdProbe:
     hrc, hbody = s.get("health", (1, ""))
     _, mbody = s.get("metrics", (1, ""))
     has_leader = _metric(mbody, "etcd_server_has_leader")
+    is_leader = _metric(mbody, "etcd_server_is_leader")
     error = None
     if listing is None:
         error = body.strip().splitlines()[-1] if body.strip() else "no answer from etcd"
@@ -155,7 +160,22 @@ def parse_etcd_probe(text: str) -> EtcdProbe:
         keys_total=_metric(mbody, "etcd_debugging_mvcc_keys_total"),
         applied_index=_metric(mbody, "etcd_server_proposals_applied_total"),
         error=error,
+        cluster_id=_header_field(header or (listing or {}).get("header", {}), "cluster_id"),
+        is_leader=None if is_leader is None else is_leader == 1,
+        raft_term=_int_field(status, "raftTerm"),
+        db_size=_int_field(status, "dbSize") or _metric(mbody, "etcd_mvcc_db_total_size_in_bytes"),
     )
+
+
+def _int_field(data: dict[str, Any] | None, key: str) -> int | None:
+    try:
+        return int(data[key]) if data and key in data else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _header_field(header: Any, key: str) -> str | None:
+    return str(header[key]) if isinstance(header, dict) and key in header else None
 
 
 @dataclass(frozen=True)
