@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,7 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"
     _copy_tree(src)
@@ -71,7 +70,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     subprocess.run([str(root / "venv" / "bin" / "pip"), "install", "-q",
                     "--disable-pip-version-check", str(wheel)], check=True, capture_output=True,
                    timeout=600)
-    yield Installed(root, wheel)
+    return Installed(root, wheel)
 
 
 def test_the_wheel_holds_the_data_and_not_the_test_bed(installed: Installed) -> None:
