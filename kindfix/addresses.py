@@ -17,6 +17,12 @@ _V6_BRACKET = r"(?<=\[)[0-9A-Fa-f:.]+(?=\])"
 _V6_BARE = r"(?<![\w:\[/])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]+(?![\w:\]])"
 _IP = re.compile(f"{_V4}|{_V6_BRACKET}|{_V6_BARE}")
 
+# What looks like an attempt at an address, valid or not: a run of digits and dots holding a dot
+# (URL parsers take an all-numeric host for IPv4, so `172.18.0` is no hostname), whatever is in
+# URL brackets, and a word with two colons (hostnames have none; `host:port` has one).
+_V4_LIKE = re.compile(r"(?<![\w.\-])\d[\d.]*\.[\d.]*(?![\w.\-])")
+_V6_LIKE = re.compile(r"\[(?P<br>[^\]]*)\]|(?<![\w:.])(?P<bare>[\w.]*:[\w.]*:[\w:.]*)(?![\w:.])")
+
 
 @dataclass(frozen=True)
 class Literal:
@@ -44,6 +50,25 @@ def find_ips(value: str) -> list[Literal]:
             continue
         out.append(Literal(m.group(0), m.start(), m.end(), ip))
     return out
+
+
+def malformed(value: str) -> list[str]:
+    """Address-shaped parts of `value` that are no valid address (`172.18.0`, `172.18.0.405`,
+    `172.018.0.3`, `[fc00::zz]`): the regexes of find_ips skip them, so without this check a
+    value holding one would be judged by its other parts, or as a hostname."""
+    bad = [m.group(0) for m in _V4_LIKE.finditer(value) if not _valid(m.group(0), 4)]
+    for m in _V6_LIKE.finditer(value):
+        text = m.group("br") if m.group("br") is not None else m.group("bare")
+        if not _valid(text, 6):
+            bad.append(m.group(0))
+    return bad
+
+
+def _valid(text: str, family: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == family
+    except ValueError:
+        return False
 
 
 def node_ips(value: str) -> list[Literal]:

@@ -1,19 +1,27 @@
 """Compares what every component advertises with the nodes' real IPs. Pure: snapshots in,
-findings and a diagnosis out."""
+findings and a diagnosis out.
+
+Every location patches/addresses.yaml marks required is either read and judged, or reported with
+status `unknown` and the reason (file missing or unparseable, key or flag not where kubeadm puts
+it, a value that is no address): audit never calls a node consistent that it could not read.
+A container carrying kind's labels must also look like a kind node, or audit refuses it (see
+`require_kind_node`).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from kindfix import probes
-from kindfix.addresses import by_family, node_ips, same_ip
+from kindfix.addresses import by_family, malformed, node_ips, same_ip
 from kindfix.discovery import Cluster, ClusterNode
 from kindfix.errors import KindfixError
-from kindfix.findings import NA, OK, STALE, UNREACHABLE, Finding
-from kindfix.loadbalancer import audit_load_balancer
+from kindfix.findings import NA, OK, STALE, UNKNOWN, UNREACHABLE, Finding
+from kindfix.loadbalancer import ENVOY_CDS, HAPROXY_CFG, audit_load_balancer
 from kindfix.observe import NodeSnapshot
-from kindfix.patches import CONTROL_PLANE, Location, Patches, load_patches
+from kindfix.patches import CONTROL_PLANE, LOAD_BALANCER, WORKER, Location, Patches, load_patches
 from kindfix.x509 import parse_pem_certificates
 from kindfix.yamlpath import Document, Ref, parse_document
 
@@ -50,6 +58,44 @@ class AuditReport:
     @property
     def consistent(self) -> bool:
         return all(f.status in (OK, NA) for f in self.findings)
+
+    @property
+    def unknown(self) -> tuple[Finding, ...]:
+        """What could not be read or judged (never counted as broken, never as consistent)."""
+        return tuple(f for f in self.findings if f.status == UNKNOWN)
+
+
+# Files larger than this are not parsed: the biggest a kind node holds (kubeadm.conf, a manifest)
+# is a few KiB, and pure-Python YAML costs ~1 s per 100 KiB.
+MAX_FILE_BYTES = 1 << 20
+
+# What a real kind node has, whatever its version: kind's entrypoint, and /kind/version, which
+# the node image build writes and kind itself reads to learn the node's Kubernetes version
+# (kind pkg/build/nodeimage/buildcontext.go, pkg/cluster/nodeutils/util.go KubeVersion).
+# /kind/kubeadm.conf (kind writes it on every node at creation) is a required location: its
+# absence is an `unknown` finding, not a refusal. kubeadm's presence would cost one more exec
+# per node and adds nothing the two files do not already tell.
+KIND_NODE_EVIDENCE = ("/usr/local/bin/entrypoint", "/kind/version")
+UNKNOWN_SHOWN = 8  # reasons listed in the diagnosis; -o json has them all
+MISSING = "file is missing"
+_ROLES = (CONTROL_PLANE, WORKER, LOAD_BALANCER)
+
+
+def require_kind_node(node: ClusterNode, snapshot: NodeSnapshot) -> None:
+    """Refuse (one line) a container that carries kind's labels but is not a kind node: planning
+    certificates and an etcd restore for it would act on guesses."""
+    if node.role not in _ROLES:
+        raise KindfixError(f"container {node.name} has kind role label {node.role!r}, which "
+                           f"kind never sets (one of {', '.join(_ROLES)})",
+                           hint="kindfix repairs clusters made by `kind create cluster`")
+    if node.role == LOAD_BALANCER:
+        return
+    absent = [p for p in KIND_NODE_EVIDENCE if snapshot.file(p) is None]
+    if absent:
+        raise KindfixError(f"container {node.name} is labelled as a kind {node.role} but is not "
+                           f"a kind node: no {' and no '.join(absent)}",
+                           hint="kindfix repairs clusters made by `kind create cluster`; remove "
+                           "the io.x-k8s.kind.* labels from containers kind did not create")
 
 
 def _judge_node_ip(value: str, node: ClusterNode) -> tuple[str, str]:
@@ -97,6 +143,23 @@ def _judge_text(loc: Location, value: str, node: ClusterNode) -> tuple[str, str]
     return (OK if same_ip(value, current) else STALE), current
 
 
+def unjudgeable(loc: Location, ref: Ref, value: str) -> str | None:
+    """Why a found value cannot be judged (it would otherwise pass as 'no address'), or None."""
+    if not ref.text:
+        return f"{value!r} is a YAML {'number or boolean' if value else 'scalar'}, not a string"
+    bad = malformed(value)
+    if bad:
+        return f"malformed address {bad[0]!r}"
+    if loc.format == "text":
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value[:40]!r} is not an IPv{loc.family or 4} address"
+        if ip.version != (loc.family or 4):
+            return f"{value!r} is not an IPv{loc.family or 4} address"
+    return None
+
+
 def judge(loc: Location, value: str, node: ClusterNode, cluster: Cluster) -> tuple[str, str]:
     if loc.format == "text":
         return _judge_text(loc, value, node)
@@ -109,11 +172,18 @@ def judge(loc: Location, value: str, node: ClusterNode, cluster: Cluster) -> tup
 
 def parse_file(snapshot: NodeSnapshot, path: str, fmt: str, cache: dict[str, Document],
                editable: bool = False) -> Document | None:
+    """The parsed file, None when it is absent; KindfixError (naming node and file) when it is
+    too big or does not parse."""
     if path not in cache:
         raw = snapshot.file(path)
         if raw is None:
             return None
-        cache[path] = parse_document(fmt, raw, f"{snapshot.name}:{path}", editable)
+        source = f"{snapshot.name}:{path}"
+        if len(raw) > MAX_FILE_BYTES:
+            raise KindfixError(f"{source} is {len(raw)} bytes; a kind node's file is a few KiB "
+                               f"(kindfix reads at most {MAX_FILE_BYTES})",
+                               hint="restore it from a backup or `kindfix rollback`")
+        cache[path] = parse_document(fmt, raw, source, editable)
     return cache[path]
 
 
@@ -134,12 +204,69 @@ def located_values(snapshot: NodeSnapshot, role: str, patches: Patches,
 
 def location_findings(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                       patches: Patches) -> list[Finding]:
-    findings = []
-    for loc, ref in located_values(snapshot, node.role, patches, {}):
-        value = ref.get()
-        status, actual = judge(loc, value, node, cluster)
-        findings.append(Finding(node.name, loc.component, f"{loc.file}#{loc.id}", value,
-                                actual, status))
+    """A finding per value found, and an `unknown` one per required location not found (one per
+    file when the whole file is missing or unparseable)."""
+    findings: list[Finding] = []
+    docs: dict[str, Document] = {}
+    unreadable: dict[str, str] = {}  # file -> why
+    satisfied: set[str] = set()
+    expected = ",".join(node.ips()) or "-"
+    for loc in patches.locations_for(node.role):
+        if loc.file in unreadable:
+            continue
+        try:
+            doc = parse_file(snapshot, loc.file, loc.format, docs)
+        except KindfixError as e:
+            unreadable[loc.file] = e.message
+            continue
+        if doc is None:
+            unreadable[loc.file] = MISSING
+            continue
+        for ref in doc.find(loc.path):
+            value = ref.get()
+            why = unjudgeable(loc, ref, value)
+            if why is not None:
+                status, actual = UNKNOWN, expected
+            else:
+                status, actual = judge(loc, value, node, cluster)
+            if loc.requirement is not None:
+                satisfied.add(loc.requirement)
+            findings.append(Finding(node.name, loc.component, f"{loc.file}#{loc.id}", value[:200],
+                                    actual, status, why or ""))
+    return findings + _not_read(node, patches, satisfied, unreadable, expected)
+
+
+def _not_read(node: ClusterNode, patches: Patches, satisfied: set[str],
+              unreadable: Mapping[str, str], expected: str) -> list[Finding]:
+    """`unknown` findings: each required location not found, and each file that could not be
+    parsed (one finding per file, however much it should hold)."""
+    findings: list[Finding] = []
+    reported: set[str] = set()
+
+    def file_finding(loc: Location) -> None:
+        if loc.file not in reported:
+            reported.add(loc.file)
+            why = unreadable[loc.file]
+            findings.append(Finding(node.name, loc.component, loc.file,
+                                    "missing" if why == MISSING else "unreadable", expected,
+                                    UNKNOWN, why))
+
+    for requirement, locs in patches.requirements_for(node.role).items():
+        if requirement in satisfied:
+            continue
+        if locs[0].file in unreadable:
+            file_finding(locs[0])
+            continue
+        paths = " or ".join(lc.path for lc in locs)
+        findings.append(Finding(node.name, locs[0].component, f"{locs[0].file}#{requirement}",
+                                "not found", expected, UNKNOWN,
+                                f"no value at {paths} (kubeadm/kind always write it: the file was "
+                                "edited or restructured)"))
+    # an optional file (old-ipv4) may be absent, but one that is there and cannot be parsed
+    # holds something nobody can judge
+    for loc in patches.locations_for(node.role):
+        if unreadable.get(loc.file, MISSING) != MISSING:
+            file_finding(loc)
     return findings
 
 
@@ -167,10 +294,15 @@ def certificate_findings(snapshot: NodeSnapshot, node: ClusterNode, patches: Pat
                                     wanted or "-", STALE, "certificate file is missing"))
             continue
         try:
-            cert = parse_pem_certificates(raw.decode(errors="replace"))[0]
-        except (KindfixError, IndexError):
-            findings.append(Finding(node.name, spec.component, spec.file, "unparseable", "-",
-                                    STALE, "not a PEM certificate"))
+            if len(raw) > MAX_FILE_BYTES:
+                raise KindfixError(f"{len(raw)} bytes, more than any certificate")
+            cert = parse_pem_certificates(raw)[0]
+        except (KindfixError, IndexError) as e:
+            # not "stale": nothing says its SANs are wrong, and regenerating a certificate
+            # kindfix cannot read would replace something it does not understand
+            why = e.message if isinstance(e, KindfixError) else "no certificate"
+            findings.append(Finding(node.name, spec.component, spec.file, "unparseable",
+                                    wanted or "-", UNKNOWN, f"not a PEM certificate: {why}"))
             continue
         sans = ",".join(cert.sans_ip)
         missing = [ip for ip in (wanted,) if ip and not any(same_ip(ip, s) for s in cert.sans_ip)]
@@ -226,6 +358,19 @@ def etcd_findings(state: EtcdState, cluster: Cluster) -> list[Finding]:
     return findings
 
 
+def lb_findings(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[Finding]:
+    """The load balancer's findings; a running one whose config named no backend at all is
+    `unknown` (missing or unparseable haproxy.cfg / Envoy files), not a silent pass."""
+    findings = audit_load_balancer(cluster, snapshots)
+    lb = cluster.load_balancer
+    if lb is not None and lb.running and not findings:
+        findings.append(Finding(lb.name, "load-balancer", "load balancer config", "no backends",
+                                ",".join(n.name for n in cluster.control_planes), UNKNOWN,
+                                f"found no backend in {HAPROXY_CFG} or {ENVOY_CDS} (missing or "
+                                "unparseable)"))
+    return findings
+
+
 def node_facts(node: ClusterNode, snapshot: NodeSnapshot | None, patches: Patches) -> NodeFacts:
     if snapshot is None:
         return NodeFacts(node.name, node.role, node.state, node.ipv4, node.ipv6)
@@ -240,7 +385,8 @@ def node_facts(node: ClusterNode, snapshot: NodeSnapshot | None, patches: Patche
     return NodeFacts(
         node.name, node.role, node.state, node.ipv4, node.ipv6,
         generation=patches.generation(snapshot.file("/usr/local/bin/entrypoint")),
-        kind_old_ipv4=old.decode().strip() if old is not None else None,
+        # a fact shown as it is; the kind.old-ipv4 location judges it strictly
+        kind_old_ipv4=old.decode(errors="replace").strip()[:64] if old is not None else None,
         etcd_image=etcd_image,
     )
 
@@ -271,6 +417,15 @@ def diagnose(findings: list[Finding], state: EtcdState, cluster: Cluster) -> lis
     if other:
         nodes = sorted({f.node for f in other})
         lines.append(f"{len(other)} stale address(es) on {len(nodes)} node(s): {', '.join(nodes)}")
+    unknown = [f for f in findings if f.status == UNKNOWN]
+    if unknown:
+        nodes = sorted({f.node for f in unknown})
+        lines.append(f"{len(unknown)} location(s) on {len(nodes)} node(s) could not be read or "
+                     f"judged ({', '.join(nodes)}): not known to be consistent")
+        # the reasons, which the findings table has no column for
+        lines += [f"unknown: {f.node}:{f.source}: {f.detail}" for f in unknown[:UNKNOWN_SHOWN]]
+        if len(unknown) > UNKNOWN_SHOWN:
+            lines.append(f"unknown: ... and {len(unknown) - UNKNOWN_SHOWN} more (-o json)")
     if not lines:
         lines.append("all addresses consistent")
     return list(dict.fromkeys(lines))
@@ -280,16 +435,22 @@ def audit(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],
           patches: Patches | None = None) -> AuditReport:
     patches = patches or load_patches()
     findings: list[Finding] = []
+    for node in cluster.nodes:
+        snap = snapshots.get(node.name)
+        if snap is not None:
+            require_kind_node(node, snap)
     for node in cluster.kube_nodes:
         snap = snapshots.get(node.name)
-        if snap is None:
+        if snap is None:  # a stopped node (a dump of one): nothing of it was read
+            findings.append(Finding(node.name, "node", "container state", node.state, "running",
+                                    UNKNOWN, f"node is {node.state}: none of its files were read"))
             continue
         findings += location_findings(snap, node, cluster, patches)
         if node.role == CONTROL_PLANE:
             findings += certificate_findings(snap, node, patches)
     state = etcd_state(cluster, snapshots)
     findings += etcd_findings(state, cluster)
-    findings += audit_load_balancer(cluster, snapshots)
+    findings += lb_findings(cluster, snapshots)
     facts = tuple(node_facts(n, snapshots.get(n.name), patches) for n in cluster.nodes)
     return AuditReport(cluster.name, cluster.network, facts, tuple(findings),
                        tuple(diagnose(findings, state, cluster)), state)

@@ -11,6 +11,13 @@ from kindfix.patches import CONTROL_PLANE, LOAD_BALANCER, WORKER
 from kindfix.runtime import KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, ContainerInfo, Runtime
 
 DEFAULT_NETWORK = "kind"
+# kind v0.5 and older labelled nodes io.k8s.sigs.kind.* (kind v0.6 moved to io.x-k8s.kind.*).
+# Such clusters are recognised only to refuse them clearly: their node images have no IP fix-up
+# at boot (kind v0.8+, DOMAIN.md), use kubeadm layouts patches/addresses.yaml does not describe,
+# and no kindfix code path was ever run against one.
+LEGACY_CLUSTER_LABEL = "io.k8s.sigs.kind.cluster"
+_LEGACY_HINT = ("kindfix supports clusters made by kind v0.6 or newer; recreate it with a "
+                "current kind (`kind delete cluster --name {name}` with the kind that made it)")
 _ROLE_ORDER = {CONTROL_PLANE: 0, LOAD_BALANCER: 1, WORKER: 2}
 
 
@@ -112,6 +119,13 @@ def cluster_network(containers: list[ContainerInfo], preferred: str) -> str:
     return preferred
 
 
+def _refuse_legacy(runtime: Runtime, name: str) -> None:
+    if runtime.list_containers({LEGACY_CLUSTER_LABEL: name}):
+        raise KindfixError(f"cluster {name!r} was made by kind v0.5 or older (labels "
+                           "io.k8s.sigs.kind.*), which kindfix does not support",
+                           hint=_LEGACY_HINT.format(name=name))
+
+
 def _refuse_non_kind_container(runtime: Runtime, name: str) -> None:
     """A container name given as the cluster: say what it is rather than 'no cluster'."""
     try:
@@ -119,6 +133,11 @@ def _refuse_non_kind_container(runtime: Runtime, name: str) -> None:
     except KindfixError:
         return
     cluster = info.labels.get(KIND_CLUSTER_LABEL)
+    legacy = info.labels.get(LEGACY_CLUSTER_LABEL)
+    if legacy and not cluster:
+        raise KindfixError(f"{name} is a node of cluster {legacy!r}, made by kind v0.5 or older "
+                           "(labels io.k8s.sigs.kind.*), which kindfix does not support",
+                           hint=_LEGACY_HINT.format(name=legacy))
     if cluster:
         raise KindfixError(f"{name} is a node of kind cluster {cluster!r}, not a cluster name",
                            hint=f"use --name {cluster}")
@@ -130,6 +149,7 @@ def discover(runtime: Runtime, name: str, network: str | None = None) -> Cluster
     """The cluster called `name`, its nodes ordered as kind orders them."""
     containers = runtime.list_containers({KIND_CLUSTER_LABEL: name})
     if not containers:
+        _refuse_legacy(runtime, name)
         _refuse_non_kind_container(runtime, name)
         known = list_clusters(runtime)
         hint = (f"known clusters: {', '.join(known)} (see `kindfix clusters`)" if known

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OK, STALE, UNREACHABLE, NA = "ok", "stale", "unreachable", "n/a"
-STATUSES = (OK, STALE, UNREACHABLE, NA)
+# A location kindfix expected but could not read or judge (file missing, unparseable, the key or
+# flag not where kubeadm/kind put it, a malformed address). Never "broken" (nothing says the
+# cluster is wrong), never "consistent" (audit exits 4), and repair refuses to plan around it.
+UNKNOWN = "unknown"
+STATUSES = (OK, STALE, UNREACHABLE, NA, UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -15,5 +19,5 @@ class Finding:
     source: str  # file#location-id, or what was asked (etcd member list, container state)
     advertised: str
     actual: str
-    status: str  # ok | stale | unreachable | n/a
-    detail: str = ""
+    status: str  # ok | stale | unreachable | n/a | unknown
+    detail: str = ""  # why: for stale, what is wrong; for unknown, what could not be read

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kindfix import probes
 from kindfix.discovery import Cluster, ClusterNode
+from kindfix.errors import CommandError, KindfixError
 from kindfix.node import Node
 from kindfix.patches import CONTROL_PLANE, Patches, load_patches
 from kindfix.runtime import ExecResult
@@ -40,16 +41,29 @@ def probes_for(role: str) -> tuple[Argv, ...]:
     return ()
 
 
+def read_node_files(node: Node, paths: tuple[str, ...]) -> dict[str, bytes | None]:
+    """node.read_files, with the node named when a path exists but cannot be read (a directory
+    where kind puts a file, or a file root cannot read): one line naming node and file."""
+    try:
+        return node.read_files(paths)
+    except CommandError:
+        raise  # names the node already (docker exec <node> ...)
+    except KindfixError as e:
+        raise KindfixError(f"{node.name}:{e.message}",
+                           hint="kind puts a regular file there; a directory or an unreadable "
+                                "file is not something kindfix can audit or repair") from e
+
+
 def snapshot_node(node: Node, patches: Patches, pool: ThreadPoolExecutor | None = None
                   ) -> NodeSnapshot:
     """Files in one exec, each probe in one exec, all at once when a pool is given."""
     paths = patches.files_for(node.role)
     wanted = probes_for(node.role)
     if pool is None:
-        files = node.read_files(paths)
+        files = read_node_files(node, paths)
         commands = {argv: node.exec(argv) for argv in wanted}
     else:
-        files_f = pool.submit(node.read_files, paths)
+        files_f = pool.submit(read_node_files, node, paths)
         cmd_f = {argv: pool.submit(node.exec, argv) for argv in wanted}
         files = files_f.result()
         commands = {argv: f.result() for argv, f in cmd_f.items()}

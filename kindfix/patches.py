@@ -32,6 +32,18 @@ class Location:
     expect: str = "node-ip"  # node-ip | members | endpoint
     repair: str = "node-ip"  # node-ip | loopback | members
     family: int | None = None  # text files: which address family the value is
+    # kind/kubeadm always write it for this role: not finding it is reported (status unknown),
+    # never passed over. `one_of` names a requirement several locations share (the same value in
+    # different kubeadm API versions): one of them must be found.
+    required: bool = False
+    one_of: str = ""
+
+    @property
+    def requirement(self) -> str | None:
+        """What finding this location satisfies, or None when it is optional."""
+        if self.one_of:
+            return self.one_of
+        return self.id if self.required else None
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,14 @@ class Patches:
 
     def locations_for(self, role: str) -> tuple[Location, ...]:
         return tuple(loc for loc in self.locations if role in loc.roles)
+
+    def requirements_for(self, role: str) -> dict[str, tuple[Location, ...]]:
+        """Each requirement of the role and the locations that can satisfy it."""
+        out: dict[str, tuple[Location, ...]] = {}
+        for loc in self.locations_for(role):
+            if loc.requirement is not None:
+                out[loc.requirement] = (*out.get(loc.requirement, ()), loc)
+        return out
 
     def certificates_for(self, role: str) -> tuple[CertificateSpec, ...]:
         return tuple(c for c in self.certificates if role in c.roles)

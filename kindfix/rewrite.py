@@ -2,6 +2,12 @@
 
 Pure: (node, its snapshot, the cluster) in, {path: new bytes} out. Only locations that audit
 would call stale are changed, so a healthy node yields no rewrite at all.
+
+A node with any location audit calls `unknown` (a file missing or unparseable, a key not where
+kubeadm puts it, a malformed address, an unreadable certificate) is not planned at all, and with
+it the whole repair is refused: the plan would regenerate certificates and rebuild etcd around a
+location nobody has read, which may hold the very stale address that keeps the cluster broken.
+The user fixes or restores the file (`kindfix audit` names each one) and runs repair again.
 """
 
 from __future__ import annotations
@@ -10,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kindfix.addresses import Literal, by_family, loopback, node_ips, replace_ips, same_ip
-from kindfix.audit import judge, located_values
+from kindfix.audit import certificate_findings, judge, located_values, location_findings
 from kindfix.discovery import Cluster, ClusterNode
 from kindfix.errors import KindfixError
-from kindfix.findings import STALE
+from kindfix.findings import STALE, UNKNOWN, Finding
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE, Location, Patches
 from kindfix.x509 import parse_pem_certificates
@@ -98,8 +104,29 @@ def new_value(loc: Location, value: str, node: ClusterNode, cluster: Cluster,
     return replace_ips(value, _swap_to(current))
 
 
+def _reason(f: Finding) -> str:
+    where = f"{f.node}:{f.source.split('#')[0]}"
+    return f.detail if f.detail.startswith(where) else f"{f.node}:{f.source}: {f.detail}"
+
+
+def refuse_unknown(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
+                   patches: Patches) -> None:
+    """KindfixError naming the first location of the node that could not be read or judged."""
+    findings = location_findings(snapshot, node, cluster, patches)
+    if node.role == CONTROL_PLANE:
+        findings += certificate_findings(snapshot, node, patches)
+    unknown = [f for f in findings if f.status == UNKNOWN]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise KindfixError(
+            f"will not plan a repair: {_reason(unknown[0])}{more}",
+            hint="`kindfix audit` lists what could not be read; fix or restore those files "
+                 "(`kindfix rollback` restores a run's), then run repair again")
+
+
 def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
                  patches: Patches) -> list[FileChange]:
+    refuse_unknown(snapshot, node, cluster, patches)
     # which files hold a stale address, read with the fast read-only loader; only those are
     # parsed again for round-trip editing
     stale_files = {loc.file for loc, ref in located_values(snapshot, node.role, patches, {})

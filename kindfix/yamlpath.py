@@ -69,6 +69,7 @@ class Ref:
     set: Callable[[str], None]
     pos: tuple[int, int] | None = None
     raw: Callable[[], str] | None = None
+    text: bool = True  # False: the YAML scalar is a number, boolean or date, not a string
 
 
 def _pos(container: Any, key: Any) -> tuple[int, int] | None:
@@ -98,7 +99,8 @@ def _key_ref(mapping: Any, key: str) -> Ref:
         # keep the original quoting style of the scalar
         mapping[key] = type(old)(v) if isinstance(old, str) and type(old) is not str else v
 
-    return Ref(lambda: str(mapping[key]), setter, _pos(mapping, key), lambda: str(mapping[key]))
+    return Ref(lambda: str(mapping[key]), setter, _pos(mapping, key), lambda: str(mapping[key]),
+               isinstance(mapping[key], str))
 
 
 def _item_ref(items: Any, index: int) -> Ref:
@@ -108,7 +110,7 @@ def _item_ref(items: Any, index: int) -> Ref:
     def setter(v: str) -> None:
         items[index] = v
 
-    return Ref(getter, setter, _pos(items, index), getter)
+    return Ref(getter, setter, _pos(items, index), getter, isinstance(items[index], str))
 
 
 def _walk_key(node: Any, seg: Segment, rest: tuple[Segment, ...]) -> Iterator[Ref]:
@@ -166,7 +168,7 @@ class _Spliced:
             after = ref.raw() if ref.raw else ref.get()
             self._edits.append((ref.pos, before, after))
 
-        return Ref(ref.get, setter, ref.pos, ref.raw)
+        return Ref(ref.get, setter, ref.pos, ref.raw, ref.text)
 
     def splice(self, fallback: Callable[[], str]) -> str:
         if not self._edits:
@@ -193,6 +195,32 @@ def _read_only(_value: str) -> None:
     raise TypeError("document was parsed read-only (editable=False)")
 
 
+# Node files are input kindfix does not control. ruamel's composer recurses once per nesting
+# level: ~500 nested flow collections raise RecursionError after seconds of work, so deeper flow
+# nesting than any Kubernetes file has is refused before parsing.
+MAX_FLOW_DEPTH = 64
+_RESTORE_HINT = "restore it from a backup or `kindfix rollback`"
+
+
+def _flow_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _decode(text: bytes, source: str, what: str) -> str:
+    try:
+        return text.decode()
+    except UnicodeDecodeError as e:
+        raise KindfixError(f"{source} is not {what}: byte 0x{text[e.start]:02x} at offset "
+                           f"{e.start} is not UTF-8", hint=_RESTORE_HINT) from None
+
+
 class _YamlText:
     """Round-tripped YAML text: edits through `find` refs are spliced into the original."""
 
@@ -200,12 +228,19 @@ class _YamlText:
         # reading only: the safe loader is about twice as fast (audit parses every file)
         self._yaml = _yaml() if editable else YAML(typ="safe")
         self._editable = editable
+        decoded = _decode(text, source, "valid YAML")
+        if _flow_depth(decoded) > MAX_FLOW_DEPTH:
+            raise KindfixError(f"{source} is not valid YAML: nested deeper than "
+                               f"{MAX_FLOW_DEPTH} levels", hint=_RESTORE_HINT)
         try:
-            self._source_text = _Spliced(text.decode())
-            self._root = self._load(text.decode())
-        except (YAMLError, UnicodeDecodeError) as e:
-            raise KindfixError(f"{source} is not valid YAML: {str(e).splitlines()[0]}",
-                               hint="restore it from a backup or `kindfix rollback`") from e
+            self._source_text = _Spliced(decoded)
+            self._root = self._load(decoded)
+        # ValueError: scalars the constructor cannot build (an int over 4300 digits, a date
+        # like 2001-13-45); RecursionError: deep block nesting
+        except (YAMLError, ValueError, RecursionError) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise KindfixError(f"{source} is not valid YAML: {first}",
+                               hint=_RESTORE_HINT) from e
 
     def _load(self, text: str) -> Any:
         return self._yaml.load(text)
@@ -216,7 +251,7 @@ class _YamlText:
     def find(self, path: str) -> list[Ref]:
         refs = list(_walk(self._root, parse_path(path)))
         if not self._editable:
-            return [Ref(r.get, _read_only, r.pos, r.raw) for r in refs]
+            return [Ref(r.get, _read_only, r.pos, r.raw, r.text) for r in refs]
         return [self._source_text.track(r) for r in refs]
 
     def _ruamel_dump(self) -> str:
@@ -267,8 +302,20 @@ class EnvFlagDocument:
     """kubeadm-flags.env: `NAME="--flag=value --other=value"` lines (kubeadm writes one)."""
 
     def __init__(self, text: bytes, source: str) -> None:
-        self._lines = text.decode(errors="replace").split("\n")
+        self._lines = _decode(text, source, "a kubelet flags file").split("\n")
         self._source = source
+        # every assignment must split like the shell the kubelet's unit sources it with
+        for line in self._lines:
+            m = _ENV_LINE.match(line)
+            if m:
+                self._split(m, line)
+
+    def _split(self, m: re.Match[str], line: str) -> list[str]:
+        try:
+            return shlex.split(m.group("value"))
+        except ValueError as e:  # an unbalanced quote
+            raise KindfixError(f"{self._source} is not a kubelet flags file: {e} in "
+                               f"{line[:80]!r}", hint=_RESTORE_HINT) from None
 
     def find(self, path: str) -> list[Ref]:
         segments = parse_path(path)
@@ -280,7 +327,7 @@ class EnvFlagDocument:
             m = _ENV_LINE.match(line)
             if not m or m.group("name") != name:
                 continue
-            args = shlex.split(m.group("value"))
+            args = self._split(m, line)
             for i, arg in enumerate(args):
                 if arg.startswith(flag + "="):
                     refs.append(self._ref(lineno, i, flag))
@@ -290,7 +337,7 @@ class EnvFlagDocument:
         def parts() -> tuple[re.Match[str], list[str]]:
             m = _ENV_LINE.match(self._lines[lineno])
             assert m is not None
-            return m, shlex.split(m.group("value"))
+            return m, self._split(m, self._lines[lineno])
 
         def getter() -> str:
             return parts()[1][index][len(flag) + 1:]
@@ -310,7 +357,7 @@ class TextDocument:
     """A file that is one value, such as /kind/old-ipv4 (kind writes it without a newline)."""
 
     def __init__(self, text: bytes, source: str) -> None:
-        self._text = text.decode(errors="replace")
+        self._text = _decode(text, source, "text")
 
     def find(self, path: str) -> list[Ref]:
         stripped = self._text.strip()

@@ -79,6 +79,8 @@ def test_corrupted_manifest_is_one_clear_error_and_no_change(run: Run) -> None:
     rt = FakeRuntime()
     node = FakeNode("kind-control-plane", files={
         "/etc/kubernetes/manifests/etcd.yaml": b"spec: [unclosed\n  - {x",
+        # what makes it a kind node (audit refuses containers that only carry kind's labels)
+        "/usr/local/bin/entrypoint": b"#!/bin/bash\n", "/kind/version": b"v1.29.2\n",
     })
     before = dict(node.files)
     rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"), node)
