@@ -10,7 +10,7 @@ from kindfix import backoff, etcd_recovery
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.journal import RunRecorder
-from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites
+from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites, reload_haproxy, write_configs
 from kindfix.node import RESTART_PODS, ContainerNode, Node, run
 from kindfix.observe import NodeSnapshot, snapshot_node
 from kindfix.patches import load_patches
@@ -148,14 +148,11 @@ class Applier:
         lb = self.cluster.load_balancer
         assert lb is not None
         node = self.nodes.get(lb.name) or ContainerNode(self.runtime, lb.name, lb.role)
-        snap = snapshot_node(node, load_patches())
-        for path, (old, new) in lb_rewrites(self.cluster, snap).items():
-            # replaced by rename: the only change Envoy notices (DOMAIN.md)
-            self.recorder.replace_file(node, path, old, new)
+        snap = snapshot_node(node, load_patches())  # reads through the archive API if no sh
+        write_configs(self.runtime, node, self.recorder, lb_rewrites(self.cluster, snap))
         if snap.file(HAPROXY_CFG) is not None:
-            # always: a run killed after the rewrite but before the reload left it stale.
-            # Through the engine (`docker kill -s HUP`): kind's LB images have no kill binary.
-            self.runtime.signal(lb.name, "SIGHUP")
+            # always: a run killed after the rewrite but before the reload left it stale
+            reload_haproxy(self.runtime, node)
 
 
 PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")

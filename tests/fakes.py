@@ -45,6 +45,7 @@ class FakeNode:
         # with the output contract kindfix.node documents (tested for real in test_node.py).
         self.handlers.setdefault(("sh", "-c", node_mod._READ_FILES_SCRIPT), _read_script)
         self.handlers.setdefault(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), _write_script)
+        self.handlers.setdefault(("sh", "-c", "true"), lambda *_: ok())  # "has it a shell?"
         # the cluster lock's scripts (kindfix/lock.py; run for real in test_lock.py)
         for script, handler in ((lock_mod._ACQUIRE, _lock_acquire),
                                 (lock_mod._STATUS, _lock_status),

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import pytest
 from ruamel.yaml import YAML
 
+from kindfix.apply import Applier
 from kindfix.discovery import Cluster
+from kindfix.errors import KindfixError
 from kindfix.findings import OK, STALE, UNREACHABLE
 from kindfix.loadbalancer import (
     ENVOY_CDS,
@@ -22,8 +25,11 @@ from kindfix.loadbalancer import (
     lb_rewrites,
     split_host_port,
 )
+from kindfix.node import ContainerNode
 from kindfix.observe import NodeSnapshot
-from tests.unit.helpers_nodes import dump
+from kindfix.plan import Plan, Step
+from tests.fakes import ok
+from tests.unit.helpers_nodes import applier, dump
 
 LB = "kind-external-load-balancer"
 
@@ -154,3 +160,96 @@ def test_a_stale_literal_envoy_backend_is_rewritten() -> None:
     snap = replace(snap, files={**snap.files, ENVOY_CDS: stale_cds})
     assert STALE in {f.status for f in audit_load_balancer(cluster, {LB: snap})}
     assert ENVOY_CDS in lb_rewrites(cluster, snap)
+
+
+# --- writing the config of a load balancer without a shell (kind's distroless haproxy) --------
+
+
+class DistrolessEngine:
+    """What the engine does for an image with only haproxy, cp, mkdir and kill: `docker cp`
+    (whose put fails into a directory that does not exist, as put_archive does) and signals;
+    the LB's FakeNode answers no `sh` at all (exit 127)."""
+
+    @staticmethod
+    def make(ap: Applier) -> None:
+        lb = ap.runtime.nodes[LB]  # type: ignore[attr-defined]
+        for prefix in [p for p in lb.handlers if p[:2] == ("sh", "-c")]:
+            del lb.handlers[prefix]
+        lb.on(("kill", "-s", "HUP", "1"), ok())
+        real_put = ap.runtime.put_file
+
+        def put(container: str, path: str, content: bytes, mode: int = 0o644) -> None:
+            node = ap.runtime.nodes[container]  # type: ignore[attr-defined]
+            parent = path.rsplit("/", 1)[0] + "/"
+            if not any(p.startswith(parent) for p in node.files):
+                raise KindfixError(f"docker write {path} failed: no such directory")
+            real_put(container, path, content, mode)
+
+        ap.runtime.put_file = put  # type: ignore[method-assign]
+        # every node is reached through the engine, as on a real cluster
+        ap.nodes = {name: ContainerNode(ap.runtime, name, n.role) for name, n in ap.nodes.items()}
+        ap.recorder._journal_node = ap.nodes["kind-control-plane"]
+
+
+def test_fix_lb_rewrites_a_literal_config_on_a_load_balancer_without_a_shell() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-haproxy-literal")
+    lb = nodes[LB]
+    original = lb.files[HAPROXY_CFG]
+    ap, _ = applier(cluster, nodes, snaps)
+    DistrolessEngine.make(ap)
+    ap.apply(Plan("kind", (Step("lb:config", "fix-lb", LB, "fix the LB"),), "none"))
+
+    new = lb.files[HAPROXY_CFG].decode()
+    for cp in cluster.control_planes:
+        assert f"server {cp.name} {cp.ipv4}:6443" in new
+    run_id = ap.recorder.run_id
+    backup = f"{HAPROXY_CFG}.kindfix-{run_id}"
+    assert lb.files[backup] == original  # kept beside it, the directory the archive API has
+    assert lb.modes[backup] == 0o600
+    [entry] = ap.recorder.journal.files
+    assert entry == {"node": LB, "path": HAPROXY_CFG, "backup": backup, "existed": True,
+                     "sha256": hashlib.sha256(original).hexdigest(), "mode": "644"}
+    log = ap.runtime.log  # type: ignore[attr-defined]
+    assert log.index(f"put {LB} {backup}") < log.index(f"put {LB} {HAPROXY_CFG}")
+    assert ("kill", "-s", "HUP", "1") in lb.calls  # reloaded, as kind's action does
+    assert "lb:config" in ap.recorder.journal.done
+    assert all(c[0] in ("sh", "kill") for c in lb.calls)
+
+
+def test_fix_lb_without_a_shell_keeps_the_first_original_when_resumed() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-haproxy-literal")
+    lb = nodes[LB]
+    original = lb.files[HAPROXY_CFG]
+    ap, _ = applier(cluster, nodes, snaps)
+    DistrolessEngine.make(ap)
+    step = Plan("kind", (Step("lb:config", "fix-lb", LB, "fix the LB"),), "none")
+    ap.apply(step)
+    ap.recorder.journal.done.clear()  # as if killed before the step was marked done
+    lb.files[HAPROXY_CFG] = original.replace(b"6443", b"6444")  # and changed again since
+    ap.apply(step)
+    assert lb.files[f"{HAPROXY_CFG}.kindfix-{ap.recorder.run_id}"] == original
+    assert len(ap.recorder.journal.files) == 1
+
+
+def test_fix_lb_without_a_shell_refuses_a_config_changed_since_it_was_read() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-haproxy-literal")
+    lb = nodes[LB]
+    ap, _ = applier(cluster, nodes, snaps)
+    DistrolessEngine.make(ap)
+    from kindfix import loadbalancer as lbmod
+    rewrites = lb_rewrites(cluster, snaps[LB])
+    lb.files[HAPROXY_CFG] = b"# rewritten by someone else\n"
+    node = ap.nodes[LB]
+    with pytest.raises(KindfixError, match="changed since it was read; nothing was changed"):
+        lbmod.write_configs(ap.runtime, node, ap.recorder, rewrites)
+    assert lb.files[HAPROXY_CFG] == b"# rewritten by someone else\n"
+
+
+def test_reload_falls_back_to_the_engine_signal_when_the_image_has_no_kill() -> None:
+    cluster, snaps, nodes = dump("ha-3cp-healthy")
+    ap, _ = applier(cluster, nodes, snaps)
+    DistrolessEngine.make(ap)
+    del ap.runtime.nodes[LB].handlers[("kill", "-s", "HUP", "1")]  # type: ignore[attr-defined]
+    from kindfix.loadbalancer import reload_haproxy
+    reload_haproxy(ap.runtime, ap.nodes[LB])
+    assert ap.runtime.log[-1] == f"signal {LB} SIGHUP"  # type: ignore[attr-defined]
