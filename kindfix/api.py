@@ -7,17 +7,24 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kindfix import dump, etcd_recovery, retention
+from kindfix import dump, etcd_recovery, retention, settle
 from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
 from kindfix.errors import KindfixError
 from kindfix.journal import (
+    CONTINUABLE,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    ROLLED_BACK,
+    RUNNING,
+    UNHEALTHY,
     Journal,
     RunRecorder,
+    last_run,
     load_journals,
     new_run_id,
-    unfinished,
 )
 from kindfix.journal import rollback as restore_files
 from kindfix.lock import Holder, cluster_lock
@@ -100,15 +107,32 @@ class RepairOutcome:
 
 
 def _with_parked_etcd(snapshots: dict[str, NodeSnapshot], nodes: Mapping[str, Node]
-                      ) -> dict[str, NodeSnapshot]:
-    """A run killed mid-recovery leaves etcd.yaml parked: read it where audit expects it."""
+                      ) -> tuple[dict[str, NodeSnapshot], tuple[str, ...]]:
+    """A run killed mid-recovery leaves etcd.yaml parked: read it where audit expects it.
+    Also returns the nodes where it is parked."""
     out = dict(snapshots)
+    parked_on = []
     for name, snap in snapshots.items():
         if snap.role == CONTROL_PLANE and snap.file(etcd_recovery.MANIFEST) is None:
             parked = nodes[name].read_file(etcd_recovery.PARKED)
             if parked is not None:
                 out[name] = replace(snap, files={**snap.files, etcd_recovery.MANIFEST: parked})
-    return out
+                parked_on.append(name)
+    return out, tuple(parked_on)
+
+
+def _observe_for_repair(cluster: Cluster, nodes: Mapping[str, Node], runtime: Runtime
+                        ) -> tuple[dict[str, NodeSnapshot], AuditReport]:
+    snapshots, parked_on = _with_parked_etcd(snapshot_cluster(cluster, node_factory(runtime)),
+                                             nodes)
+    report = audit(cluster, snapshots)
+    if parked_on:
+        # etcd stopped by kindfix itself (an unfinished recovery) is evidence, not "starting"
+        evidence = tuple(f"{n}:{etcd_recovery.PARKED} (etcd parked by an unfinished repair)"
+                         for n in parked_on)
+        report = replace(report, etcd=replace(report.etcd,
+                                               evidence=report.etcd.evidence + evidence))
+    return snapshots, report
 
 
 UNOBSERVABLE = ("etcd", "restart-pod", "restart-kubelet", "start-lb", "fix-lb")
@@ -121,12 +145,23 @@ def _remember_pending(journal: Journal, plan: Plan) -> None:
                         for s in plan.steps if s.kind in UNOBSERVABLE and s.key not in known]
 
 
+def _same_work(kind: str, node: str, phase: str) -> tuple[str, ...]:
+    """What makes two unobservable steps the same work whatever their identity: one etcd
+    repair, one load balancer fix, one restart of a pod (or kubelet) per node."""
+    if kind == "etcd" or kind in ("start-lb", "fix-lb"):
+        return (kind,)
+    return (kind, node, phase)
+
+
 def _with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
-    """Steps a killed run planned but did not finish, whose effect the files do not show."""
-    have = {s.key for s in plan.steps}
+    """Steps a killed run planned but did not finish, whose effect the files do not show. The
+    plan's own step wins over a pending one for the same work (a newer identity: it was
+    planned from what the cluster shows now)."""
+    have = {_same_work(s.kind, s.node, s.phase) for s in plan.steps}
     extra = [Step(p["key"], p["kind"], p["node"], f"{p['summary']} (unfinished in run "
                   f"{journal.run_id})", phase=p["phase"])
-             for p in journal.pending if p["key"] not in journal.done and p["key"] not in have]
+             for p in journal.pending if p["key"] not in journal.done
+             and _same_work(p["kind"], p["node"], p["phase"]) not in have]
     if not extra:
         return plan
     order = {kind: i for i, kind in enumerate(UNOBSERVABLE)}
@@ -137,9 +172,20 @@ def _with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
     return replace(plan, steps=(*steps, *rest), etcd_strategy=strategy)
 
 
-def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto"
+def _pending_etcd(journal: Journal | None) -> bool:
+    return journal is not None and any(
+        p["kind"] == "etcd" and p["key"] not in journal.done for p in journal.pending)
+
+
+def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
+                   etcd_wait: float = settle.DEFAULT_WAIT,
+                   progress: Callable[[str], None] = lambda _: None,
                    ) -> tuple[Cluster, dict[str, Node], dict[str, NodeSnapshot], AuditReport,
-                              Plan, Journal | None]:
+                              Plan, Journal | None, tuple[str, ...]]:
+    """Observe, wait (bounded) for etcd when it may be merely starting, observe again, plan.
+
+    A killed or interrupted run is continued; one that ended (even NOT healthy) is not:
+    the plan comes from what the cluster shows now (issue #9); the last item says so."""
     runtime.ping()
     cluster = discover(runtime, name)
     require_running(cluster)
@@ -148,23 +194,44 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto"
                            hint="is this a kind cluster? check `kindfix nodes`")
     make = node_factory(runtime)
     nodes = {n.name: make(n) for n in cluster.nodes}
-    journal = unfinished(nodes[cluster.control_planes[0].name], name)
-    snapshots = _with_parked_etcd(snapshot_cluster(cluster, make), nodes)
-    report = audit(cluster, snapshots)
+    last = last_run(nodes[cluster.control_planes[0].name], name)
+    journal = last if last is not None and last.status in CONTINUABLE else None
+    said: tuple[str, ...] = ()
+    if journal is not None:
+        progress(f"continuing run {journal.run_id} ({journal.status}: it did not finish)")
+    elif last is not None and last.status in (UNHEALTHY, FAILED):
+        said = (f"the last repair, run {last.run_id}, ended {last.status} (NOT healthy); it is "
+                "not continued: this repair plans from what the cluster shows now (its files: "
+                f"`kindfix rollback {last.run_id}`)",)
+        progress(said[0])
+    snapshots, report = _observe_for_repair(cluster, nodes, runtime)
+    if etcd_wait > 0 and settle.needs_wait(report.etcd) and not _pending_etcd(journal):
+        progress(f"etcd shows no leader yet and no file shows a stale etcd address: waiting up "
+                 f"to {etcd_wait:.0f} s for it to start (--etcd-start-wait)")
+        settled = settle.wait_for_etcd(lambda: settle.poll_etcd(cluster, nodes), etcd_wait,
+                                       progress)
+        progress(f"etcd after {settled.waited:.0f} s: " + {
+            settle.LEADER: "a member has a leader",
+            settle.LOST: "a majority of members run without a leader: quorum lost",
+            settle.UNKNOWN: "still not running; it is left alone"}[settled.verdict])
+        snapshots, report = _observe_for_repair(cluster, nodes, runtime)
+        report = settle.conclude(report, cluster, settled)
     plan = make_plan(cluster, snapshots, report, strategy)
     if journal is not None:
         plan = _with_unfinished_steps(plan, journal)
-    return cluster, nodes, snapshots, report, plan, journal
+    return cluster, nodes, snapshots, report, plan, journal, said
 
 
 def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str = "auto",
            confirm: Callable[[Plan], bool] = lambda _: True,
            progress: Callable[[str], None] = lambda _: None,
-           pin_after: bool = False, verify_wait: float = 60) -> RepairOutcome:
+           pin_after: bool = False, verify_wait: float = 60,
+           etcd_wait: float = settle.DEFAULT_WAIT) -> RepairOutcome:
     with cluster_lock(runtime, name, "repair", progress):
-        cluster, nodes, snapshots, report, plan, journal = prepare_repair(runtime, name, strategy)
+        cluster, nodes, snapshots, report, plan, journal, said = prepare_repair(
+            runtime, name, strategy, etcd_wait=etcd_wait, progress=progress)
         if dry_run:
-            return RepairOutcome(name, plan, dry_run=True)
+            return RepairOutcome(name, plan, dry_run=True, warnings=said)
         applied: tuple[str, ...] = ()
         run_id = journal.run_id if journal else None
         resumed = journal is not None
@@ -172,6 +239,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
             if not confirm(plan):
                 raise KindfixError("repair cancelled; nothing was changed")
             journal = journal or Journal(new_run_id(), name)
+            journal.status = RUNNING  # a kill from here on leaves it to be continued
             recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
             _remember_pending(journal, plan)
             recorder.save()
@@ -181,7 +249,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
                 applied = tuple(Applier(runtime, cluster, nodes, snapshots, recorder,
                                         progress).apply(plan))
             except BaseException:
-                journal.status = "failed"
+                journal.status = INTERRUPTED  # continued by the next repair (a killed run too)
                 recorder.save()
                 raise
         if cluster.load_balancer and not cluster.load_balancer.running:
@@ -191,13 +259,13 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
         before = max(report.etcd.revisions.values(), default=0)
         verification = verify(cluster, nodes, min_revision=before, wait=verify_wait)
         if journal is not None and run_id is not None:
-            journal.status = "done" if verification.healthy else "failed"
+            journal.status = DONE if verification.healthy else UNHEALTHY
             RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
         pinned: tuple[PinResult, ...] = ()
-        warnings: tuple[str, ...] = ()
+        warnings: tuple[str, ...] = said
         if pin_after and verification.healthy:
             results, warns = pin_ips(runtime, discover(runtime, name), progress)
-            pinned, warnings = tuple(results), tuple(warns)
+            pinned, warnings = tuple(results), said + tuple(warns)
         return RepairOutcome(name, plan, run_id, resumed, False, applied, verification, pinned,
                              warnings)
 
@@ -218,7 +286,7 @@ def rollback(runtime: Runtime, name: str, run_id: str | None = None) -> tuple[st
                                f"for cluster {name}", hint="list runs with `kindfix runs`")
         journal = journals[-1]
         restored = restore_files(nodes, journal)
-        journal.status = "rolled-back"
+        journal.status = ROLLED_BACK
         RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
         return journal.run_id, restored
 

@@ -11,8 +11,8 @@ A container carrying kind's labels must also look like a kind node, or audit ref
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Container, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from kindfix import probes
 from kindfix.addresses import by_family, malformed, node_ips, same_ip
@@ -40,10 +40,34 @@ class NodeFacts:
 
 @dataclass(frozen=True)
 class EtcdState:
-    quorum: bool | None  # None: no control plane answered at all
+    """What the control planes' etcd members said, and what kindfix concludes from it.
+
+    quorum is True when a member has a leader; False when quorum is lost: a majority of the
+    members answer and none has a leader, AND a file shows why (a stale etcd address or
+    certificate: `evidence`) or it lasted through the start-up wait (settle.py); None when
+    unknown: members still starting, or without a leader for an instant. Unknown is never lost.
+    """
+
+    quorum: bool | None
     members: tuple[probes.EtcdMember, ...] = ()
     stale_members: tuple[str, ...] = ()  # member names whose peer URLs are stale
     revisions: Mapping[str, int] = field(default_factory=dict)  # node -> revision
+    size: int = 0  # members expected: the listed ones, else the control planes
+    answering: tuple[str, ...] = ()  # control planes whose etcd answered on any port
+    leaderless: tuple[str, ...] = ()  # of those, the ones that said they have no leader
+    evidence: tuple[str, ...] = ()  # stale etcd addresses/certificates: why etcd needs work
+    waited: float = 0.0  # seconds of start-up wait behind this state (settle.py)
+
+    @property
+    def leaderless_majority(self) -> bool:
+        """A majority of the members run and none has a leader: either they are still
+        electing one (seconds) or they cannot reach each other (quorum lost)."""
+        return self.quorum is not True and len(self.leaderless) > self.size // 2
+
+    @property
+    def silent(self) -> int:
+        """Members that did not answer at all (not started yet, or not running)."""
+        return max(0, self.size - len(self.answering))
 
 
 @dataclass(frozen=True)
@@ -312,7 +336,11 @@ def certificate_findings(snapshot: NodeSnapshot, node: ClusterNode, patches: Pat
     return findings
 
 
-def etcd_state(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> EtcdState:
+def etcd_state(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],
+               findings: Sequence[Finding] = ()) -> EtcdState:
+    """The members' answers, judged: a leader anywhere is quorum; a leaderless majority is
+    quorum lost only with evidence in `findings` (stale etcd addresses or certificates) or in
+    the member list; anything else is unknown (settle.py waits it out before a repair)."""
     answers: dict[str, probes.EtcdProbe] = {}
     for node in cluster.control_planes:
         snap = snapshots.get(node.name)
@@ -320,15 +348,27 @@ def etcd_state(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> EtcdS
         if result is not None:
             answers[node.name] = probes.parse_etcd_probe(result.text())
     if not answers:
-        return EtcdState(quorum=None)
+        return EtcdState(quorum=None, size=len(cluster.control_planes))
     listing = next((p for p in answers.values() if p.reachable and p.members), None)
-    has_leader = any(p.has_leader for p in answers.values()) or (
-        listing is not None and any(p.leader for p in answers.values()))
+    with_leader = [n for n, p in answers.items()
+                   if p.has_leader or (p.reachable and p.leader not in (None, "", "0"))]
+    answering = tuple(n for n, p in answers.items() if p.reachable or p.has_leader is not None
+                      or p.health is not None)
+    leaderless = tuple(n for n in answering if n not in with_leader)
     revisions = {n: r for n, p in answers.items()
                  if (r := p.revision or p.metrics_revision) is not None}
     members = listing.members if listing else ()
     stale = tuple(m.name for m in members if not _member_current(m, cluster))
-    return EtcdState(quorum=has_leader, members=members, stale_members=stale, revisions=revisions)
+    evidence = tuple(dict.fromkeys(
+        [f"{f.node}:{f.source}" for f in findings if f.component == "etcd" and f.status == STALE]
+        + [f"etcd member list#{name}.peerURLs" for name in stale]))
+    size = len(members) or len(cluster.control_planes)
+    state = EtcdState(quorum=True if with_leader else None, members=members,
+                      stale_members=stale, revisions=revisions, size=size, answering=answering,
+                      leaderless=leaderless, evidence=evidence)
+    if state.leaderless_majority and evidence:
+        return replace(state, quorum=False)
+    return state
 
 
 def _member_current(member: probes.EtcdMember, cluster: Cluster) -> bool:
@@ -341,11 +381,11 @@ def _member_current(member: probes.EtcdMember, cluster: Cluster) -> bool:
 
 
 def etcd_findings(state: EtcdState, cluster: Cluster) -> list[Finding]:
-    if state.quorum is None:
-        return []
     if not state.members:
+        if state.quorum is not False:  # unknown (still starting?) is not a finding
+            return []
         return [Finding(n.name, "etcd", "etcd member list", "?", ",".join(n.ips()), UNREACHABLE,
-                        "no member answered on 2379: quorum lost or etcd down")
+                        "no leader: the member list cannot be read (quorum lost)")
                 for n in cluster.control_planes]
     findings = []
     for m in state.members:
@@ -401,6 +441,12 @@ def diagnose(findings: list[Finding], state: EtcdState, cluster: Cluster) -> lis
     if state.quorum is False:
         lines.append(f"etcd lost quorum: {stale_peers} of {members} members advertise stale peer "
                      "URLs or certificates" if stale_peers else "etcd lost quorum")
+    elif state.quorum is None and state.leaderless_majority:
+        lines.append(f"etcd: {len(state.leaderless)} of {state.size} members run without a "
+                     "leader (still electing one, or quorum lost: a repair waits to tell)")
+    elif state.quorum is None and state.silent:
+        lines.append(f"etcd: {state.silent} of {state.size} members do not answer (still "
+                     "starting?): unknown, not broken")
     elif state.stale_members:
         lines.append(f"etcd: {len(state.stale_members)} of {members} members advertise stale peer "
                      "URLs (quorum intact)")
@@ -448,7 +494,7 @@ def audit(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],
         findings += location_findings(snap, node, cluster, patches)
         if node.role == CONTROL_PLANE:
             findings += certificate_findings(snap, node, patches)
-    state = etcd_state(cluster, snapshots)
+    state = etcd_state(cluster, snapshots, findings)
     findings += etcd_findings(state, cluster)
     findings += lb_findings(cluster, snapshots)
     facts = tuple(node_facts(n, snapshots.get(n.name), patches) for n in cluster.nodes)

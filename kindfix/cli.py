@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from kindfix import __version__, api, completion, errors, render
+from kindfix import __version__, api, completion, errors, render, settle
 from kindfix.api import RepairOutcome
 from kindfix.audit import AuditReport
 from kindfix.discovery import Cluster, default_cluster_name
@@ -209,10 +209,14 @@ def _outcome_text(outcome: RepairOutcome) -> str:
               help="After a healthy repair, pin the node IPs so they cannot move again.")
 @click.option("--verify-timeout", default=90, show_default=True, type=int,
               help="Seconds to wait for each component to become healthy.")
+@click.option("--etcd-start-wait", default=int(settle.DEFAULT_WAIT), show_default=True,
+              type=click.IntRange(min=0),
+              help="Seconds to wait for etcd to start when no member has a leader yet and no "
+                   "file shows a stale etcd address (0: do not wait; etcd is then left alone).")
 @OUTPUT
 @click.pass_obj
 def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str,
-           pin_after: bool, verify_timeout: int, fmt: str) -> None:
+           pin_after: bool, verify_timeout: int, etcd_start_wait: int, fmt: str) -> None:
     """Plan, apply and verify the repair of a cluster whose node IPs changed.
 
     Exit 0 when the cluster is verified healthy, 4 when it is not, 1 on errors.
@@ -235,7 +239,7 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
 
     outcome = api.repair(obj.runtime, name, dry_run=dry_run, strategy=etcd_strategy,
                          confirm=confirm, progress=progress, pin_after=pin_after,
-                         verify_wait=verify_timeout)
+                         verify_wait=verify_timeout, etcd_wait=etcd_start_wait)
     if dry_run:
         emit(fmt, outcome, lambda: _plan_text(outcome.plan) + "\n(dry run: nothing changed)")
         return

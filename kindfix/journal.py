@@ -92,7 +92,7 @@ class Journal:
 
     run_id: str
     cluster: str
-    status: str = "running"  # running | done | failed
+    status: str = RUNNING  # one of the statuses above
     files: list[dict[str, Any]] = field(default_factory=list)  # backups, in order
     done: list[str] = field(default_factory=list)  # completed step keys
     notes: list[str] = field(default_factory=list)
@@ -159,6 +159,16 @@ class RunRecorder:
             for path, original in items:
                 if (node.name, path) not in known:
                     self.journal.files.append(self._entry(node, path, original, 0o644))
+# Journal.status. The next repair continues the newest run of the cluster only while it is
+# RUNNING (in progress, or killed) or INTERRUPTED (an error stopped it mid-way). A run whose
+# steps all ran but whose verification failed (UNHEALTHY) has ended: it is reported, and a new
+# repair plans from what it observes, so none of its steps counts as "already done" (issue #9).
+# FAILED is what kindfix wrote for both before they were told apart: ended too.
+RUNNING, INTERRUPTED, UNHEALTHY, DONE, ROLLED_BACK, FAILED = (
+    "running", "interrupted", "unhealthy", "done", "rolled-back", "failed")
+CONTINUABLE = (RUNNING, INTERRUPTED)
+
+
         self.save()  # outside the lock: save takes the write lock first, then this one
         return [f"{self.backup_dir()}/files{path}" for path, _ in items]
 
@@ -240,8 +250,10 @@ def _parse_journal(raw: bytes) -> tuple[Journal | None, str]:
 
 
 def unfinished(node: Node, cluster: str) -> Journal | None:
-    return next((j for j in reversed(load_journals(node))
-                 if j.cluster == cluster and j.status not in ("done", "rolled-back")), None)
+    """The run the next repair continues: the cluster's newest, if it did not end. An older
+    unfinished run was superseded by a newer one, which planned from what it observed."""
+    newest = last_run(node, cluster)
+    return newest if newest is not None and newest.status in CONTINUABLE else None
 
 
 def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
@@ -266,3 +278,8 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
             run(node, ["rm", "-f", entry["path"]])
         restored.append(f"{entry['node']}:{entry['path']}")
     return restored
+def last_run(node: Node, cluster: str) -> Journal | None:
+    """The cluster's newest run (run ids sort by start time)."""
+    return next((j for j in reversed(load_journals(node)) if j.cluster == cluster), None)
+
+

@@ -7,7 +7,8 @@ A healthy cluster yields an empty plan.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kindfix.audit import AuditReport, certificate_findings
@@ -15,7 +16,7 @@ from kindfix.discovery import Cluster
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
 from kindfix.observe import NodeSnapshot
-from kindfix.patches import CONTROL_PLANE, Patches, load_patches
+from kindfix.patches import Patches, load_patches
 from kindfix.redact import redact
 from kindfix.rewrite import FileChange, file_changes
 
@@ -29,9 +30,22 @@ POD_FOR_FILE = {
 }
 
 
+def content_id(content: bytes | None) -> str:
+    """Short content hash for step identities ("absent" for a missing file)."""
+    return "absent" if content is None else hashlib.sha256(content).hexdigest()[:16]
+
+
+def _ids_of(keys: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Step:
-    key: str  # stable identity, used by the journal to skip finished work on a re-run
+    # Identity, used by the journal to skip finished work when a killed run is continued. It
+    # names what the step changes (content hashes before>after, the certificate it replaces,
+    # the changes a restart follows, the peer URLs etcd gets), so a file that is stale AGAIN
+    # is a new step, never "already done" (issue #9).
+    key: str
     kind: str  # write-file | regen-cert | etcd | restart-pod | restart-kubelet | start-lb | fix-lb
     node: str
     summary: str
@@ -66,7 +80,8 @@ def unified_diff(change: FileChange) -> str:
 
 
 def _file_steps(changes: list[FileChange]) -> list[Step]:
-    return [Step(f"file:{c.node}:{c.path}", "write-file", c.node,
+    return [Step(f"file:{c.node}:{c.path}:{content_id(c.old)}>{content_id(c.new)}",
+                 "write-file", c.node,
                  f"rewrite {c.path} ({', '.join(c.locations)})", unified_diff(c), c.path, c.new)
             for c in changes]
 
@@ -83,7 +98,9 @@ def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], patches
         for spec in patches.certificates_for(node.role):
             if spec.file in stale:
                 steps.append(Step(
-                    f"cert:{node.name}:{spec.phase}", "regen-cert", node.name,
+                    f"cert:{node.name}:{spec.phase}:{content_id(snap.file(spec.file))}>"
+                    f"{','.join(node.ips())}",
+                    "regen-cert", node.name,
                     f"regenerate {spec.file} for {', '.join(node.ips())} "
                     f"(kubeadm init phase certs {spec.phase})",
                     path=spec.file, phase=spec.phase,
@@ -91,13 +108,28 @@ def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], patches
     return steps
 
 
+def etcd_work(report: AuditReport, certs: Iterable[Step] = ()) -> bool:
+    """kindfix operates on etcd only on evidence: a stale etcd address or certificate in the
+    files (or a certificate the plan regenerates), a stale peer URL in the member list, or a
+    lost quorum (evidence-backed, or confirmed by the start-up wait: settle.py). A member
+    that has not answered yet is unknown, and unknown is never lost (issue #10)."""
+    state = report.etcd
+    return bool(state.evidence) or state.quorum is False or any(
+        c.phase.startswith("etcd") for c in certs)
+
+
 def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -> tuple[str, str]:
     """(strategy, why) from what the members said."""
+    state = report.etcd
+    if not etcd_work:
+        if state.quorum is None and state.size:
+            waited = f" within {state.waited:.0f} s" if state.waited else ""
+            return "none", (f"etcd has not shown a leader{waited} ({state.silent} of "
+                            f"{state.size} members silent), and no file shows a stale etcd "
+                            "address: left alone (unknown is not lost); rerun once it runs")
+        return "none", "etcd membership and certificates are current"
     if requested != "auto":
         return requested, f"--etcd-strategy {requested} requested"
-    if not etcd_work:
-        return "none", "etcd membership and certificates are current"
-    state = report.etcd
     if state.quorum:
         return "member-update", ("quorum intact: update each stale member's peer URL through "
                                  "the cluster, one member at a time")
@@ -112,18 +144,28 @@ def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -
                       "member-update if a leader appears, else snapshot-restore")
 
 
-def _restart_steps(changed_files: set[tuple[str, str]], certs: list[Step]) -> list[Step]:
+def _restart_steps(files: list[Step], certs: list[Step]) -> list[Step]:
+    """Restarts of what reads a changed file only at start; each restart's identity names the
+    changes it follows, so a later change of the same file asks for a new restart."""
     steps = []
-    touched = changed_files | {(c.node, c.path) for c in certs}
-    for node, path in sorted(touched):
+    causes: dict[tuple[str, str], list[str]] = {}
+    for s in files + certs:
+        causes.setdefault((s.node, s.path), []).append(s.key)
+    for (node, path), keys in sorted(causes.items()):
         pod = POD_FOR_FILE.get(path)
         if pod:
-            steps.append(Step(f"restart:{node}:{pod}", "restart-pod", node,
+            steps.append(Step(f"restart:{node}:{pod}:{_ids_of(keys)}", "restart-pod", node,
                               f"restart {pod} (it reads {path} only at start)", phase=pod))
-    for node in sorted({n for n, p in changed_files if p in KUBELET_FILES}):
-        steps.append(Step(f"kubelet:{node}", "restart-kubelet", node,
+    for node in sorted({s.node for s in files if s.path in KUBELET_FILES}):
+        keys = [s.key for s in files if s.node == node and s.path in KUBELET_FILES]
+        steps.append(Step(f"kubelet:{node}:{_ids_of(keys)}", "restart-kubelet", node,
                           "restart the kubelet (its flags or kubeconfig changed)"))
     return steps
+
+
+def etcd_target(cluster: Cluster) -> str:
+    """What an etcd step establishes: every member at its node's current addresses."""
+    return _ids_of(f"{n.name}={','.join(n.ips())}" for n in cluster.control_planes)
 
 
 def _lb_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[Step]:
@@ -139,7 +181,7 @@ def _lb_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[S
         diff = "".join(unified_diff(FileChange(lb.name, path, old, new, ()))
                        for path, (old, new) in rewrites.items())
         what = ", ".join(rewrites) if rewrites else "its backends once it runs"
-        steps.append(Step("lb:config", "fix-lb", lb.name,
+        steps.append(Step(f"lb:config:{_ids_of([lb.state, diff])}", "fix-lb", lb.name,
                           f"fix the load balancer's config ({what}) and reload it", diff))
     return steps
 
@@ -153,16 +195,12 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
         if snap is not None:
             changes += file_changes(snap, node, cluster, patches)
     certs = _cert_steps(cluster, snapshots, patches)
-    etcd_work = bool(report.etcd.stale_members) or report.etcd.quorum is False or any(
-        c.phase.startswith("etcd") for c in certs) or (
-        report.etcd.quorum is None and any(n.role == CONTROL_PLANE for n in cluster.nodes)
-        and not report.etcd.members)
-    strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work)
+    strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work(report, certs))
     # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
-    changed = {(c.node, c.path) for c in changes}
-    steps = _file_steps(changes) + certs + _restart_steps(changed, certs)
+    files = _file_steps(changes)
+    steps = files + certs + _restart_steps(files, certs)
     if strategy != "none":
-        steps.append(Step("etcd", "etcd", cluster.control_planes[0].name,
+        steps.append(Step(f"etcd:{etcd_target(cluster)}", "etcd", cluster.control_planes[0].name,
                           f"etcd membership: {strategy} ({why})", phase=strategy))
     steps += _lb_steps(cluster, snapshots)
     return Plan(cluster.name, tuple(steps), strategy, (why,))

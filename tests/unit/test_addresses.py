@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kindfix.addresses import find_ips, node_ips, replace_ips, same_ip
+from kindfix.addresses import find_ips, malformed, node_ips, replace_ips, same_ip
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -34,3 +34,29 @@ def test_same_ip_normalises_ipv6() -> None:
     assert same_ip("fc00:0:0:0:0:0:0:3", "fc00::3")
     assert not same_ip("172.18.0.2", "172.18.0.21")
     assert not same_ip(None, "172.18.0.2")
+
+
+@pytest.mark.parametrize(("value", "bad"), [
+    ("172.18.0", ["172.18.0"]),
+    ("172.18.0.405", ["172.18.0.405"]),
+    ("172.018.0.3", ["172.018.0.3"]),  # leading zero: octal to some parsers, refused
+    ("172.18.0.", ["172.18.0."]),
+    ("https://172.18.0:6443", ["172.18.0"]),
+    ("https://[fc00::zz]:2379", ["[fc00::zz]"]),
+    ("https://[172.18.0.3]:2379", ["[172.18.0.3]"]),  # brackets hold IPv6 only
+    ("172.18.0.3,fc00:::3", ["fc00:::3"]),
+    ("a=https://172.18.0.3:2380,b=https://172.18.0.999:2380", ["172.18.0.999"]),
+])
+def test_malformed_addresses_are_found(value: str, bad: list[str]) -> None:
+    assert malformed(value) == bad
+
+
+@pytest.mark.parametrize("value", [
+    "https://172.18.0.3:2379", "https://127.0.0.1:2379,https://172.18.0.3:2379",
+    "https://[fc00:f853:ccd:e793::3]:2380", "172.18.0.3,fc00:f853:ccd:e793::3", "::", "::1",
+    "https://kind-control-plane:6443", "https://kind-external-load-balancer:6443",
+    "https://10.0.0.1.nip.io:6443", "kind-control-plane=https://172.18.0.3:2380",
+    "https://[::ffff:172.18.0.3]:6443", "",
+])
+def test_valid_addresses_and_hostnames_are_not_malformed(value: str) -> None:
+    assert malformed(value) == []

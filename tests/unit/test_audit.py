@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from kindfix.audit import audit
+from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
-from kindfix.findings import STATUSES
+from kindfix.errors import KindfixError
+from kindfix.findings import STATUSES, UNKNOWN
+from kindfix.observe import NodeSnapshot
 
 DUMPS = sorted(p for p in (Path(__file__).parents[2] / "fixtures" / "dumps").iterdir()
                if p.is_dir())
@@ -83,3 +87,82 @@ def test_json_report_has_the_documented_fields(tmp_path: Path) -> None:
     assert data["consistent"] is False
     for f in data["findings"]:
         assert {"node", "component", "source", "advertised", "actual", "status"} <= set(f)
+
+
+# --- what could not be read is `unknown`, never consistent (issue 9.7) ------------------------
+
+
+def _spoiled(name: str, node: str, path: str, content: bytes | None
+             ) -> tuple[Cluster, dict[str, NodeSnapshot]]:
+    cluster, snapshots = load_dump(_dump(name))
+    snap = snapshots[node]
+    files = dict(snap.files)
+    if content is None:
+        files.pop(path)
+    else:
+        files[path] = content
+    snapshots[node] = replace(snap, files=files)
+    return cluster, snapshots
+
+
+@pytest.mark.parametrize(("path", "content", "source", "why"), [
+    ("/etc/kubernetes/manifests/etcd.yaml", None, "/etc/kubernetes/manifests/etcd.yaml",
+     "file is missing"),
+    ("/etc/kubernetes/manifests/etcd.yaml", b"spec: [x", "/etc/kubernetes/manifests/etcd.yaml",
+     "is not valid YAML"),
+    ("/kind/kubeadm.conf", b"kind: Nothing\n", "/kind/kubeadm.conf#kubeadm.init.node-ip",
+     "no value at [kind=InitConfiguration].nodeRegistration.kubeletExtraArgs.node-ip or "
+     "[kind=InitConfiguration].nodeRegistration.kubeletExtraArgs[name=node-ip].value"),
+    ("/kind/old-ipv4", b"172.18.0.300", "/kind/old-ipv4#kind.old-ipv4",
+     "malformed address '172.18.0.300'"),
+    ("/etc/kubernetes/pki/apiserver.crt", b"junk", "/etc/kubernetes/pki/apiserver.crt",
+     "not a PEM certificate"),
+])
+def test_what_cannot_be_read_is_unknown_with_the_reason(path: str, content: bytes | None,
+                                                        source: str, why: str) -> None:
+    report = audit(*_spoiled("single-cp-healthy", "kind-control-plane", path, content))
+    unknown = [f for f in report.findings if f.status == UNKNOWN]
+    assert all(f.source.startswith(path) for f in unknown)  # nothing else is blamed
+    by_source = {f.source: f for f in unknown}
+    assert why in by_source[source].detail
+    assert not report.consistent and report.unknown == tuple(unknown)
+    assert "all addresses consistent" not in report.diagnosis
+    assert any(line.startswith("unknown: kind-control-plane:" + source)
+               for line in report.diagnosis)
+
+
+def test_an_unparseable_certificate_is_unknown_not_stale() -> None:
+    """Regenerating a certificate kindfix cannot read would replace what it does not know."""
+    report = audit(*_spoiled("single-cp-healthy", "kind-control-plane",
+                             "/etc/kubernetes/pki/etcd/peer.crt", b""))
+    peer = [f for f in report.findings if "peer.crt" in f.source]
+    assert [f.status for f in peer] == [UNKNOWN]
+
+
+def test_a_stopped_node_in_a_dump_is_unknown_not_consistent() -> None:
+    cluster, snapshots = load_dump(_dump("single-cp-healthy"))
+    worker = cluster.node("kind-worker")
+    assert worker is not None
+    stopped = replace(cluster, nodes=tuple(replace(n, state="exited") if n is worker else n
+                                           for n in cluster.nodes))
+    del snapshots["kind-worker"]
+    report = audit(stopped, snapshots)
+    assert not report.consistent
+    assert [(f.node, f.status, f.advertised) for f in report.unknown] == [
+        ("kind-worker", UNKNOWN, "exited")]
+
+
+def test_a_labelled_container_without_kind_files_is_refused() -> None:
+    cluster, snapshots = _spoiled("single-cp-healthy", "kind-worker", "/kind/version", None)
+    with pytest.raises(KindfixError, match="container kind-worker is labelled as a kind worker "
+                                           "but is not a kind node: no /kind/version"):
+        audit(cluster, snapshots)
+
+
+def test_the_unknown_status_is_rendered_in_json() -> None:
+    from kindfix.render import as_json
+    report = audit(*_spoiled("single-cp-healthy", "kind-worker",
+                             "/var/lib/kubelet/kubeadm-flags.env", b"X=\"'\n"))
+    data = json.loads(as_json(report))
+    assert [f["status"] for f in data["findings"] if f["node"] == "kind-worker"
+            and "kubeadm-flags" in f["source"]] == ["unknown"]

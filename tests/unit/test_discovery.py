@@ -144,3 +144,33 @@ def test_require_running_ignores_a_stopped_load_balancer_but_not_a_missing_addre
         require_running(discover(rt, "kind", "kind"))
     assert e.value.hint is not None
     assert "KIND_EXPERIMENTAL_DOCKER_NETWORK" in e.value.hint
+
+
+def _legacy(name: str, cluster: str, role: str) -> ContainerInfo:
+    # kind v0.5 and older: io.k8s.sigs.kind.* labels (kind v0.6 moved to io.x-k8s.kind.*)
+    return replace(container(name, role, "172.17.0.2"), labels={
+        "io.k8s.sigs.kind.cluster": cluster, "io.k8s.sigs.kind.role": role})
+
+
+def test_a_cluster_made_by_kind_0_5_or_older_is_named_unsupported() -> None:
+    rt = FakeRuntime()
+    rt.add(_legacy("old-control-plane", "old", "control-plane"))
+    with pytest.raises(KindfixError, match=r"cluster 'old' was made by kind v0.5 or older "
+                                           r"\(labels io.k8s.sigs.kind.\*\)") as e:
+        discover(rt, "old")
+    assert e.value.hint and "kind v0.6 or newer" in e.value.hint
+
+
+def test_a_node_of_a_kind_0_5_cluster_given_as_the_name_points_at_its_cluster() -> None:
+    rt = FakeRuntime()
+    rt.add(_legacy("old-worker", "old", "worker"))
+    with pytest.raises(KindfixError, match=r"old-worker is a node of cluster 'old', made by "
+                                           r"kind v0.5 or older"):
+        discover(rt, "old-worker")
+
+
+def test_a_current_cluster_of_the_same_name_wins_over_a_legacy_one() -> None:
+    rt = FakeRuntime()
+    rt.add(_legacy("kind-control-plane-old", "kind", "control-plane"))
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"))
+    assert [n.name for n in discover(rt, "kind").nodes] == ["kind-control-plane"]

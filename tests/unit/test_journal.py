@@ -109,7 +109,7 @@ def _journal_file(j: Journal) -> tuple[str, bytes]:
     return f"{journal.JOURNAL_DIR}/{j.run_id}.json", j.to_json()
 
 
-def test_unfinished_is_the_newest_unfinished_run_of_that_cluster() -> None:
+def test_unfinished_is_the_newest_run_of_that_cluster_if_it_did_not_end() -> None:
     node = cp_node()
     runs = [Journal("20261120T100000Z-0001", "kind", "running"),
             Journal("20261121T100000Z-0002", "kind", "failed"),
@@ -120,13 +120,30 @@ def test_unfinished_is_the_newest_unfinished_run_of_that_cluster() -> None:
     node.files[f"{journal.JOURNAL_DIR}/README"] = b"not a journal"
 
     assert [j.run_id for j in load_journals(node)] == [j.run_id for j in runs]
-    got = unfinished(node, "kind")
-    assert got is not None
-    assert got.run_id == "20261121T100000Z-0002"
+    # the newest run of "kind" is done: the older killed and failed ones were superseded
+    assert unfinished(node, "kind") is None
+    last = journal.last_run(node, "kind")
+    assert last is not None and last.run_id == "20261122T100000Z-0003"
     other = unfinished(node, "other")
     assert other is not None
     assert other.cluster == "other"
     assert unfinished(node, "absent") is None
+
+
+@pytest.mark.parametrize(("status", "continued"), [
+    (journal.RUNNING, True),  # killed mid-way
+    (journal.INTERRUPTED, True),  # an error stopped it: "run again" continues it
+    (journal.UNHEALTHY, False),  # every step ran, verify said NOT healthy: it ended
+    (journal.FAILED, False),  # older kindfix: ended
+    (journal.DONE, False),
+    (journal.ROLLED_BACK, False),
+])
+def test_only_a_run_that_did_not_end_is_continued(status: str, continued: bool) -> None:
+    node = cp_node()
+    node.files.update([_journal_file(Journal("20261120T100000Z-0001", "kind", "running")),
+                       _journal_file(Journal("20261121T100000Z-0002", "kind", status))])
+    got = unfinished(node, "kind")
+    assert (got.run_id if got else None) == ("20261121T100000Z-0002" if continued else None)
 
 
 def test_no_journal_dir_means_no_runs() -> None:

@@ -9,7 +9,7 @@ import pytest
 from kindfix.audit import audit
 from kindfix.dump import load_dump
 from kindfix.loadbalancer import lb_rewrites
-from kindfix.plan import Plan, make_plan
+from kindfix.plan import Plan, content_id, make_plan
 from kindfix.yamlpath import YamlDocument
 
 DUMPS = Path(__file__).parents[2] / "fixtures" / "dumps"
@@ -79,3 +79,47 @@ def test_literal_haproxy_backends_are_rewritten_to_the_named_nodes() -> None:
 def test_strategy_override_is_respected() -> None:
     assert plan_for("single-cp-restart-v0.15", "force-new-cluster").etcd_strategy == \
         "force-new-cluster"
+
+
+# --- step identity (issue #9) -----------------------------------------------------------------
+
+
+def test_a_step_names_what_it_changes_so_a_file_stale_again_is_new_work() -> None:
+    """The journal skips steps whose identity it has seen done: a file rewritten once and
+    stale again (other bytes, other IPs) must get another identity."""
+    from dataclasses import replace
+
+    from kindfix.discovery import Cluster
+
+    cluster, snaps = load_dump(DUMPS / "single-cp-restart-v0.14")
+    first = make_plan(cluster, snaps, audit(cluster, snaps))
+    cp = cluster.control_planes[0]
+    moved = Cluster(cluster.name, cluster.network, tuple(
+        replace(n, ipv4="172.18.0.77") if n.name == cp.name else n for n in cluster.nodes))
+    again = make_plan(moved, snaps, audit(moved, snaps))
+    kinds = {s.kind for s in first.steps}
+    assert {"write-file", "regen-cert", "etcd", "restart-pod"} <= kinds
+    same = {s.key for s in first.steps} & {s.key for s in again.steps}
+    # only a byte-identical change keeps its identity (a kubeconfig pointed at 127.0.0.1 gets
+    # the same bytes whatever the node's IP, and the restart that follows it); certificates,
+    # etcd and every other file are new work
+    by_key = {s.key: s for s in first.steps}
+    assert all(by_key[k].kind in ("write-file", "restart-pod") for k in same), same
+    assert all(by_key[k].content == next(s for s in again.steps if s.key == k).content
+               for k in same)
+    files = [s for s in first.steps if s.kind == "write-file"]
+    assert len([s for s in files if s.key in same]) < len(files)
+    write = next(s for s in first.steps if s.kind == "write-file")
+    old = snaps[write.node].file(write.path)
+    assert write.key.startswith(f"file:{write.node}:{write.path}:")
+    assert write.key.endswith(f"{content_id(old)}>{content_id(write.content)}")
+
+
+def test_identities_are_stable_for_the_same_observation() -> None:
+    assert [s.key for s in plan_for("ha-3cp-permuted").steps] == \
+        [s.key for s in plan_for("ha-3cp-permuted").steps]
+
+
+def test_no_etcd_work_without_evidence_even_when_a_strategy_is_requested() -> None:
+    plan = plan_for("ha-3cp-healthy", "snapshot-restore")
+    assert plan.empty and plan.etcd_strategy == "none"

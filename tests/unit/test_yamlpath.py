@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from kindfix.errors import KindfixError
@@ -8,6 +10,7 @@ from kindfix.yamlpath import (
     MultiYamlDocument,
     TextDocument,
     YamlDocument,
+    parse_document,
     parse_path,
 )
 
@@ -134,3 +137,38 @@ def test_edit_touches_only_the_scalar_even_where_ruamel_would_reformat() -> None
     [ref] = doc.find("a.c")
     ref.set("172.18.0.4")
     assert doc.dump() == src.replace(b"172.18.0.3", b"172.18.0.4")
+
+
+def test_env_flags_with_an_unbalanced_quote_is_one_error_naming_the_file() -> None:
+    with pytest.raises(KindfixError, match=r"^n:/var/lib/kubelet/kubeadm-flags.env is not a "
+                                           r"kubelet flags file: No closing quotation"):
+        parse_document("env-flag", b'KUBELET_KUBEADM_ARGS="--node-ip=1.2.3.4 --x=\'y"\n',
+                       "n:/var/lib/kubelet/kubeadm-flags.env")
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "yaml-multi", "env-flag", "text"])
+def test_non_utf8_is_one_error_naming_the_file_and_byte(fmt: str) -> None:
+    with pytest.raises(KindfixError, match=r"^n:/f is not .*byte 0xff at offset 4 is not UTF-8"):
+        parse_document(fmt, b"abc \xff", "n:/f")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (b"a: " + b"[" * 5000 + b"]" * 5000, "nested deeper than 64"),
+    (b"a: " + b"9" * 5000, "Exceeds the limit"),
+    (b"a: 2001-13-45", "month must be in 1..12"),
+    (b"".join(b" " * i + b"a:\n" for i in range(3000)), "not valid YAML"),
+])
+@pytest.mark.parametrize("editable", [True, False])
+def test_yaml_the_parser_cannot_build_is_a_kindfix_error(text: bytes, why: str,
+                                                        editable: bool) -> None:
+    started = time.monotonic()
+    with pytest.raises(KindfixError, match=why):
+        parse_document("yaml", text + b"\n", f"n:/f{editable}{len(text)}", editable)
+    assert time.monotonic() - started < 5
+
+
+def test_a_scalar_that_is_no_string_is_marked() -> None:
+    doc = parse_document("yaml", b"clusters:\n- cluster:\n    server: 6443\n- cluster:\n"
+                         b"    server: https://x:6443\n", "n:/kubelet.conf", False)
+    refs = doc.find("clusters[*].cluster.server")
+    assert [(r.get(), r.text) for r in refs] == [("6443", False), ("https://x:6443", True)]
