@@ -86,6 +86,16 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
 
 
+# Journal.status. The next repair continues the newest run of the cluster only while it is
+# RUNNING (in progress, or killed) or INTERRUPTED (an error stopped it mid-way). A run whose
+# steps all ran but whose verification failed (UNHEALTHY) has ended: it is reported, and a new
+# repair plans from what it observes, so none of its steps counts as "already done" (issue #9).
+# FAILED is what kindfix wrote for both before they were told apart: ended too.
+RUNNING, INTERRUPTED, UNHEALTHY, DONE, ROLLED_BACK, FAILED = (
+    "running", "interrupted", "unhealthy", "done", "rolled-back", "failed")
+CONTINUABLE = (RUNNING, INTERRUPTED)
+
+
 @dataclass
 class Journal:
     """The record of one repair run, kept on the journal node."""
@@ -159,16 +169,6 @@ class RunRecorder:
             for path, original in items:
                 if (node.name, path) not in known:
                     self.journal.files.append(self._entry(node, path, original, 0o644))
-# Journal.status. The next repair continues the newest run of the cluster only while it is
-# RUNNING (in progress, or killed) or INTERRUPTED (an error stopped it mid-way). A run whose
-# steps all ran but whose verification failed (UNHEALTHY) has ended: it is reported, and a new
-# repair plans from what it observes, so none of its steps counts as "already done" (issue #9).
-# FAILED is what kindfix wrote for both before they were told apart: ended too.
-RUNNING, INTERRUPTED, UNHEALTHY, DONE, ROLLED_BACK, FAILED = (
-    "running", "interrupted", "unhealthy", "done", "rolled-back", "failed")
-CONTINUABLE = (RUNNING, INTERRUPTED)
-
-
         self.save()  # outside the lock: save takes the write lock first, then this one
         return [f"{self.backup_dir()}/files{path}" for path, _ in items]
 
@@ -249,6 +249,11 @@ def _parse_journal(raw: bytes) -> tuple[Journal | None, str]:
         return None, f"incomplete ({e})"
 
 
+def last_run(node: Node, cluster: str) -> Journal | None:
+    """The cluster's newest run (run ids sort by start time)."""
+    return next((j for j in reversed(load_journals(node)) if j.cluster == cluster), None)
+
+
 def unfinished(node: Node, cluster: str) -> Journal | None:
     """The run the next repair continues: the cluster's newest, if it did not end. An older
     unfinished run was superseded by a newer one, which planned from what it observed."""
@@ -278,8 +283,3 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
             run(node, ["rm", "-f", entry["path"]])
         restored.append(f"{entry['node']}:{entry['path']}")
     return restored
-def last_run(node: Node, cluster: str) -> Journal | None:
-    """The cluster's newest run (run ids sort by start time)."""
-    return next((j for j in reversed(load_journals(node)) if j.cluster == cluster), None)
-
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from kindfix.journal import JOURNAL_DIR, ROOT, Journal
 from kindfix.node import NO_SHELL, Node
@@ -39,6 +40,7 @@ class PruneResult:
     dry_run: bool
     runs: tuple[RunDecision, ...]
     notes: tuple[str, ...] = ()
+    __render_properties__: ClassVar[tuple[str, ...]] = ("deleted",)
 
     @property
     def deleted(self) -> tuple[str, ...]:

@@ -166,3 +166,69 @@ def test_the_unknown_status_is_rendered_in_json() -> None:
     data = json.loads(as_json(report))
     assert [f["status"] for f in data["findings"] if f["node"] == "kind-worker"
             and "kubeadm-flags" in f["source"]] == ["unknown"]
+
+
+# --- etcd: unknown is never lost (issue #10) --------------------------------------------------
+
+_REFUSED = "curl: (7) Failed to connect to 127.0.0.1 port {} after 0 ms: Couldn't connect to server"
+_NOT_STARTED = ("\n@@kindfix-section member-list 7\n" + _REFUSED.format(2379)
+                + "\n@@kindfix-section status 7\n" + _REFUSED.format(2379)
+                + "\n@@kindfix-section health 7\n" + _REFUSED.format(2381)
+                + "\n@@kindfix-section metrics 1\n\n@@kindfix-section end 0\n")
+_NO_LEADER = ("\n@@kindfix-section member-list 28\nskipped: etcd reports no leader"
+              "\n@@kindfix-section status 28\nskipped: etcd reports no leader"
+              '\n@@kindfix-section health 0\n{"health":"false","reason":"RAFT NO LEADER"}'
+              "\n@@kindfix-section metrics 0\netcd_server_has_leader 0"
+              "\n@@kindfix-section end 0\n")
+
+
+def _with_etcd_saying(dump: str, text: dict[str, str]) -> tuple[object, dict[str, object]]:
+    from dataclasses import replace
+
+    from kindfix import probes
+    from kindfix.runtime import ExecResult
+
+    cluster, snaps = load_dump(_dump(dump))
+    out = dict(snaps)
+    for name, body in text.items():
+        commands = {**snaps[name].commands, probes.ETCD_PROBE: ExecResult(0, body.encode(), b"")}
+        out[name] = replace(snaps[name], commands=commands)
+    return cluster, out
+
+
+CPS = ("kind-control-plane", "kind-control-plane2", "kind-control-plane3")
+
+
+def test_etcd_that_has_not_started_yet_is_unknown_not_lost() -> None:
+    from kindfix.plan import make_plan
+
+    cluster, snaps = _with_etcd_saying("ha-3cp-healthy", dict.fromkeys(CPS, _NOT_STARTED))
+    report = audit(cluster, snaps)  # type: ignore[arg-type]
+    assert report.etcd.quorum is None
+    assert not any("lost quorum" in line for line in report.diagnosis)
+    assert "etcd: 3 of 3 members do not answer (still starting?): unknown, not broken" in \
+        report.diagnosis
+    plan = make_plan(cluster, snaps, report)  # type: ignore[arg-type]
+    assert plan.empty and plan.etcd_strategy == "none", [s.summary for s in plan.steps]
+
+
+def test_a_leaderless_majority_without_evidence_is_unknown_with_evidence_lost() -> None:
+    from kindfix.plan import make_plan
+
+    cluster, snaps = _with_etcd_saying("ha-3cp-healthy", dict.fromkeys(CPS, _NO_LEADER))
+    report = audit(cluster, snaps)  # type: ignore[arg-type]
+    assert report.etcd.quorum is None  # an instant without a leader: maybe electing
+    assert report.etcd.leaderless_majority and not report.etcd.evidence
+    assert make_plan(cluster, snaps, report).empty  # type: ignore[arg-type]
+    permuted = audit(*load_dump(_dump("ha-3cp-permuted")))
+    assert permuted.etcd.quorum is False
+    assert any(e.endswith("peer.crt#SAN") for e in permuted.etcd.evidence)
+
+
+def test_one_member_up_without_a_leader_is_not_lost() -> None:
+    cluster, snaps = _with_etcd_saying("ha-3cp-healthy", {CPS[0]: _NO_LEADER,
+                                                          CPS[1]: _NOT_STARTED,
+                                                          CPS[2]: _NOT_STARTED})
+    report = audit(cluster, snaps)  # type: ignore[arg-type]
+    assert report.etcd.quorum is None
+    assert report.etcd.silent == 2

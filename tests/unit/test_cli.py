@@ -160,3 +160,52 @@ def test_repair_dry_run_json_reports_the_plan_and_changes_nothing(run: Run) -> N
     assert all(not call[0].startswith("kubeadm") for n in rt.nodes.values() for call in n.calls)
     assert "content" not in data["plan"]["steps"][0]  # may hold client-key-data
     assert "client-key-data: LS0" not in r.out
+
+
+# --- nothing from a node reaches the terminal raw (issue #9.10) ------------------------------
+
+ESC = "\x1b]0;pwned\x07\x1b[2J\u202e"  # retitle the terminal, clear it, reverse the text
+
+
+def test_escape_sequences_in_an_error_from_a_node_are_shown_escaped(run: Run) -> None:
+    rt = FakeRuntime()
+    node = FakeNode("kind-control-plane")
+    from kindfix import node as node_mod
+    node.on(("sh", "-c", node_mod._READ_FILES_SCRIPT),
+            ExecResult(2, b"", f"cat: {ESC}\nboom{ESC}".encode()))
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"), node)
+    r = run(["audit"], rt)
+    assert r.code == 1
+    assert not any(c in r.err for c in "\x1b\x07\u202e")
+    assert "boom\\x1b]0;pwned\\x07\\x1b[2J\\u202e" in r.err
+    assert len(r.err.splitlines()) == 1  # still one error line
+
+
+def journal_runtime(notes: list[str], run_id: str = "20261120T100000Z-0001") -> FakeRuntime:
+    from kindfix.journal import JOURNAL_DIR, Journal
+    from tests.unit.helpers_nodes import with_file_commands
+
+    rt = FakeRuntime()
+    node = with_file_commands(FakeNode("kind-control-plane"))
+    node.files[f"{JOURNAL_DIR}/x.json"] = Journal(run_id, "kind", "done", notes=notes).to_json()
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.2"), node)
+    return rt
+
+
+def test_tables_escape_control_characters_and_newlines(run: Run) -> None:
+    r = run(["runs"], journal_runtime([], run_id=f"2026{ESC}\nFAKE  done  0  0"))
+    assert r.code == 0
+    assert not any(c in r.out for c in "\x1b\x07\u202e")
+    [_, row] = r.out.splitlines()  # the newline did not make a second row
+    assert row.startswith("2026\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x0aFAKE")
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_json_and_yaml_keep_the_exact_value_escaped_by_the_format(run: Run, fmt: str) -> None:
+    from ruamel.yaml import YAML
+
+    r = run(["runs", "-o", fmt], journal_runtime([f"note {ESC}"]))
+    assert r.code == 0
+    assert not any(c in r.out for c in "\x1b\x07\u202e")
+    data = json.loads(r.out) if fmt == "json" else YAML(typ="safe").load(r.out)
+    assert data[0]["notes"] == [f"note {ESC}"]
