@@ -93,13 +93,15 @@ class AuditReport:
 # is a few KiB, and pure-Python YAML costs ~1 s per 100 KiB.
 MAX_FILE_BYTES = 1 << 20
 
-# What a real kind node has, whatever its version: kind's entrypoint, and /kind/version, which
-# the node image build writes and kind itself reads to learn the node's Kubernetes version
-# (kind pkg/build/nodeimage/buildcontext.go, pkg/cluster/nodeutils/util.go KubeVersion).
-# /kind/kubeadm.conf (kind writes it on every node at creation) is a required location: its
-# absence is an `unknown` finding, not a refusal. kubeadm's presence would cost one more exec
-# per node and adds nothing the two files do not already tell.
-KIND_NODE_EVIDENCE = ("/usr/local/bin/entrypoint", "/kind/version")
+# What a real kind node has, whatever its version: kind's entrypoint, and under /kind/ either
+# /kind/version, which the node image build writes and kind itself reads to learn the node's
+# Kubernetes version (kind pkg/build/nodeimage/buildcontext.go, pkg/cluster/nodeutils/util.go
+# KubeVersion), or /kind/kubeadm.conf, which `kind create cluster` writes on every node. A
+# container with neither was not made by kind, whatever its labels say. A missing kubeadm.conf
+# on a node that has /kind/version is an `unknown` finding (a required location), not a refusal.
+# kubeadm's presence would cost one more exec per node and tells nothing these files do not.
+ENTRYPOINT = "/usr/local/bin/entrypoint"
+KIND_FILES = ("/kind/version", "/kind/kubeadm.conf")
 UNKNOWN_SHOWN = 8  # reasons listed in the diagnosis; -o json has them all
 MISSING = "file is missing"
 _ROLES = (CONTROL_PLANE, WORKER, LOAD_BALANCER)
@@ -114,7 +116,9 @@ def require_kind_node(node: ClusterNode, snapshot: NodeSnapshot) -> None:
                            hint="kindfix repairs clusters made by `kind create cluster`")
     if node.role == LOAD_BALANCER:
         return
-    absent = [p for p in KIND_NODE_EVIDENCE if snapshot.file(p) is None]
+    absent = [p for p in (ENTRYPOINT,) if snapshot.file(p) is None]
+    if all(snapshot.file(p) is None for p in KIND_FILES):
+        absent.append(" or ".join(KIND_FILES))
     if absent:
         raise KindfixError(f"container {node.name} is labelled as a kind {node.role} but is not "
                            f"a kind node: no {' and no '.join(absent)}",

@@ -154,8 +154,13 @@ def test_a_stopped_node_in_a_dump_is_unknown_not_consistent() -> None:
 
 def test_a_labelled_container_without_kind_files_is_refused() -> None:
     cluster, snapshots = _spoiled("single-cp-healthy", "kind-worker", "/kind/version", None)
+    audit(cluster, snapshots)  # /kind/kubeadm.conf is there: kind made it
+    snap = snapshots["kind-worker"]
+    snapshots["kind-worker"] = replace(snap, files={
+        p: c for p, c in snap.files.items() if p != "/kind/kubeadm.conf"})
     with pytest.raises(KindfixError, match="container kind-worker is labelled as a kind worker "
-                                           "but is not a kind node: no /kind/version"):
+                                           "but is not a kind node: no /kind/version or "
+                                           "/kind/kubeadm.conf"):
         audit(cluster, snapshots)
 
 

@@ -85,6 +85,7 @@ class Case:
     expect: str = "unknown"  # unknown | error
     dump: str = "single-cp-healthy"
     refuses_repair: bool = True  # load balancer config: audit reports, repair may still plan
+    also_removed: tuple[str, ...] = ()
 
 
 CASES = [
@@ -160,7 +161,8 @@ CASES = [
     Case("apiserver-crt-is-a-directory", CP, f"{PKI}/apiserver.crt", DIRECTORY, "error"),
     # --- kind's own files: the evidence of a kind node ----------------------------------------
     Case("entrypoint-missing", CP, "/usr/local/bin/entrypoint", REMOVED, "error"),
-    Case("kind-version-missing", WORKER, "/kind/version", REMOVED, "error"),
+    Case("kind-files-missing", WORKER, "/kind/version", REMOVED, "error",
+         also_removed=(KUBEADM,)),
     Case("entrypoint-is-a-directory", WORKER, "/usr/local/bin/entrypoint", DIRECTORY, "error"),
     # --- the load balancer --------------------------------------------------------------------
     Case("haproxy-cfg-missing", LB, HAPROXY, REMOVED, dump="ha-3cp-healthy",
@@ -199,6 +201,8 @@ def spoiled(case: Case) -> FakeRuntime:
         node.files[case.path] = case.content(node.files[case.path])
     else:
         node.files[case.path] = case.content
+    for path in case.also_removed:
+        del node.files[path]
     return rt
 
 
