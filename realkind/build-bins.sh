@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds the binaries of the realkind node image from Go modules (wrapper modules in realkind/go/*).
 # Usage: build-bins.sh [NAME...]   (default: all). Outputs to $REALKIND_CACHE/bin/<key>/, one log line per binary.
-# A binary is rebuilt only when its cache key (versions.env + its wrapper go.mod/go.sum + this script) changed.
+# A binary is rebuilt only when its cache key changed: Go version, versions.env, its wrapper module's
+# files, and its build flags. (kindnetd is not built: its nested module is not served, see README.)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
@@ -39,7 +40,6 @@ ctr|containerd|github.com/containerd/containerd/v2/cmd/ctr|containerd
 crictl|critools|sigs.k8s.io/cri-tools/cmd/crictl|critools
 coredns|coredns|dev.kindfix/realkind/coredns|plain
 pause|pause|dev.kindfix/realkind/pause|plain
-kindnetd|kindnetd|sigs.k8s.io/kind/images/kindnetd/cmd/kindnetd|plain
 kind|kind|sigs.k8s.io/kind|plain
 "
 
@@ -50,11 +50,6 @@ while IFS='|' read -r name wrapper pkg kind; do
   [ -n "$name" ] || continue
   sel "$name" || continue
   wdir="$here/go/$wrapper"
-  key=$(cat "$here/versions.env" "$0" "$wdir"/go.mod "$wdir"/go.sum "$wdir"/*.go 2>/dev/null | sha256sum | cut -c1-16)
-  out="$CACHE/bin/$wrapper-$key"
-  mkdir -p "$CACHE/bin/current"
-  if [ -x "$out/$name" ]; then ln -sfn "$out/$name" "$CACHE/bin/current/$name"; echo "bin $name: cached ($out/$name)"; continue; fi
-  mkdir -p "$out"
   case $kind in
     kube) ld=$(kube_ldflags) ;;
     etcd) ld="-s -w" ;;
@@ -64,6 +59,12 @@ while IFS='|' read -r name wrapper pkg kind; do
   esac
   tags=""
   [ "$wrapper" = containerd ] && tags="-tags=no_btrfs,no_devmapper,no_zfs,no_aufs"
+  key=$( (go version; echo "$GOFLAGS $CGO_ENABLED $tags $ld"; cat "$here/versions.env" "$wdir"/go.mod; \
+         cat "$wdir"/go.sum "$wdir"/*.go 2>/dev/null || true) | sha256sum | cut -c1-16)
+  out="$CACHE/bin/$wrapper-$key"
+  mkdir -p "$CACHE/bin/current"
+  if [ -x "$out/$name" ]; then ln -sfn "$out/$name" "$CACHE/bin/current/$name"; echo "bin $name: cached ($out/$name)"; continue; fi
+  mkdir -p "$out"
   log="$CACHE/logs/build-$name.log"
   echo "bin $name: building $pkg (log $log)"
   start=$(date +%s)

@@ -106,7 +106,7 @@ EOF
 build_node() {
   local ctx pre cid
   ctx=$(mktemp -d "$CACHE/nodectx.XXXX")
-  trap 'rm -rf "$ctx"; [ -n "${cid:-}" ] && docker rm -f -v "$cid" >/dev/null 2>&1 || true' RETURN
+  trap 'rm -rf "${ctx:-}"; [ -n "${cid:-}" ] && docker rm -f -v "$cid" >/dev/null 2>&1 || true' RETURN EXIT
   cp -a "$here/files" "$ctx/files"
   sed -i "s#REALKIND_TOOLS_IMAGE#$TOOLS_TAG#" "$ctx/files/kind/manifests/default-cni.yaml"
   echo "$KUBE_VERSION" > "$ctx/files/kind/version"
@@ -129,7 +129,8 @@ EOF
   pre="realkind/node-pre:$key"
   docker build -q -t "$pre" "$ctx" >/dev/null
   log "node pre-image $pre; importing component images into its containerd"
-  cid=$(docker run -d --label "$LABEL" --security-opt seccomp=unconfined --entrypoint=sleep "$pre" infinity)
+  # --init: an exited containerd must be reaped, or pgrep keeps seeing it
+  cid=$(docker run -d --init --label "$LABEL" --security-opt seccomp=unconfined --entrypoint=sleep "$pre" infinity)
   docker exec "$cid" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
   docker exec "$cid" bash -c 'for i in $(seq 1 60); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && exit 0; sleep 0.5; done; cat /tmp/containerd.log; exit 1'
   docker exec -i "$cid" ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned \
@@ -137,6 +138,7 @@ EOF
   docker exec "$cid" ctr --namespace=k8s.io images list -q | grep -v '^sha256:' >&2
   docker exec "$cid" bash -c 'pkill -x containerd; for i in $(seq 1 40); do pgrep -x containerd >/dev/null || exit 0; sleep 0.25; done; exit 1'
   docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' "$cid" "$NODE_TAG" >/dev/null
+  docker rm -f -v "$cid" >/dev/null && cid=
   docker rmi "$pre" >/dev/null
 }
 
