@@ -329,3 +329,22 @@ def test_kind_cluster_name_from_the_environment_is_checked_too(
         main(["repair", "--yes"], obj=Context(FakeRuntime))
     assert code.value.code == 1
     assert "'../../tmp/x' is not a valid kind cluster name" in capsys.readouterr().err
+
+
+def test_unlock_command(capsys: pytest.CaptureFixture[str]) -> None:
+    rt, node = held_by_someone_else()
+    with pytest.raises(SystemExit) as code:
+        main(["unlock"], obj=Context(lambda: rt))
+    err = capsys.readouterr().err
+    assert code.value.code == 1
+    assert "looks alive" in err and "--force" in err
+    assert lock.LOCK in node.files
+    with pytest.raises(SystemExit) as code:
+        main(["unlock", "--force"], obj=Context(lambda: rt))
+    assert code.value.code == 0
+    assert capsys.readouterr().out.startswith(
+        "removed the lock of kindfix repair by alice@laptop (pid 77), taken 2m1")
+    assert lock.LOCK not in node.files
+    with pytest.raises(SystemExit) as code:
+        main(["unlock"], obj=Context(lambda: rt))
+    assert capsys.readouterr().out == "cluster kind is not locked\n"
