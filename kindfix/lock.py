@@ -325,7 +325,9 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=35)
+            # a beat stuck on a slow node must not hold up the end of the run (Ctrl-C): the
+            # thread is a daemon, and a beat after the release finds the lock gone ("lost")
+            self._thread.join(timeout=5)
 
 
 @dataclass
