@@ -14,14 +14,16 @@ Every sub-stage is journaled, so a killed run continues where it stopped.
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kindfix import etcd, probes
 from kindfix.addresses import node_ips, url_host
 from kindfix.discovery import ClusterNode
 from kindfix.errors import CommandError, KindfixError
+from kindfix.lanes import map_all, run_all
 from kindfix.node import RESTART_PODS, Node, run
 from kindfix.yamlpath import YamlDocument, parse_document
 
@@ -42,6 +44,7 @@ mkdir -p "$2"
 if [ -f "$1" ]; then
   [ -f "$2/etcd.yaml" ] || cp -p "$1" "$2/etcd.yaml"
   rm -f "$1"
+  echo @@kindfix-parked  # by this exec: undoing a failed preparation starts it again
 fi
 ids=$(crictl ps -q --name '^etcd$' 2>/dev/null) || true
 [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
@@ -114,6 +117,25 @@ fi
 mv "$out/member" "$data/member"
 rmdir "$out"
 """
+# The tool's half of _RESTORE: the restored member waits in "$data/.kindfix-restore" and the
+# member's own data is not touched. _RESTORE later only swaps it in (it skips the tool then).
+_STAGE_RESTORE = _RESTORE[:_RESTORE.index('if [ -d "$data/member" ]; then')]
+
+# Undoes a preparation that stopped etcd and staged its restore, before anything was swapped in:
+# the parked manifest goes back (the kubelet starts etcd on its own data), the staged files go.
+_UNPREPARE = r"""
+set -e
+how=$1; manifest=$2; parked=$3; data=$4
+if [ "$how" = unpark ] && [ -f "$parked" ] && [ ! -e "$manifest" ]; then
+  t=$(mktemp "$(dirname "$manifest")/.kindfix.XXXXXX")
+  cp -p "$parked" "$t" && mv -f "$t" "$manifest" || { rm -f "$t"; exit 1; }
+fi
+[ "$how" != unpark ] || rm -f "$parked"
+rm -rf "$data/.kindfix-restore" "$data/.kindfix-restore.tmp"
+rm -f "$data/.kindfix-snapshot.db" "$data/.kindfix-snapshot.db.tmp"
+"""
+
+
 def _as_function(name: str, script: str) -> str:
     """A fixed script as a shell function run in a subshell (its `exit`, `cd` and traps stay in)."""
     return f"{name}() (\n{script}\n)\n"
@@ -173,8 +195,9 @@ def advertised_family(manifest: bytes | None) -> int | None:
 def set_flags(manifest: bytes, flags: dict[str, str | None], source: str) -> bytes:
     """Set (or with None remove) `--flag=value` items of the etcd container's command."""
     doc = YamlDocument(manifest, source)
-    containers = doc.data["spec"]["containers"]
-    command = next(c for c in containers if c.get("name") == "etcd")["command"]
+    command = _find_etcd(doc.data, source).get("command")
+    if not isinstance(command, list):
+        raise _odd_manifest(source, "the etcd container has no command list")
     for flag, value in flags.items():
         idx = [i for i, item in enumerate(command) if str(item).startswith(flag + "=")
                or str(item) == flag]
@@ -201,6 +224,8 @@ class Recovery:
         self.rec = ap.recorder
         self.cps = list(ap.cluster.control_planes)
         self.nodes = {n.name: ap.nodes[n.name] for n in self.cps}
+        self.cancel: threading.Event | None = None  # a preparation's stop signal
+        self.parked_now: set[str] = set()  # members whose etcd this process stopped
 
     def peer_url(self, cp: ClusterNode) -> str:
         """In the family the member advertised before (the observed, unchanged etcd.yaml)."""
@@ -305,8 +330,7 @@ class Recovery:
         best = next(cp for cp in self.cps if cp.name == best_name)
         others = [cp for cp in self.cps if cp.name != best.name]
         # every member at once: stop it, then copy its data dir (each node independently)
-        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-            list(pool.map(self._park_and_copy, self.cps))
+        self.each(self._park_and_copy)
         self._start_forced(best)
         for cp in others:
             self._re_add(best, cp)
@@ -318,7 +342,9 @@ class Recovery:
             node = self.nodes[cp.name]
             self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
             self._keep_manifest(cp)
-            run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST, PARKED_DIR])
+            if "@@kindfix-parked" in run(node, ["sh", "-c", _PARK, "kindfix-park", MANIFEST,
+                                                PARKED_DIR]).text():
+                self.parked_now.add(cp.name)
             self.done(f"park:{cp.name}")
         if self.stage(f"copy:{cp.name}"):  # done: etcd there may already run again
             self._copy_stopped(cp)
@@ -411,19 +437,29 @@ class Recovery:
         self.prepare_restore()
         if self.stage("unparked"):
             self.say("starting every member on its restored data")
-            with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-                list(pool.map(self._unpark, self.cps))
+            self.each(self._unpark)
             self.done("unparked")
-        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-            list(pool.map(self._wait_leader, self.cps))
+        self.each(self._wait_leader)
 
-    def prepare_restore(self) -> None:
-        """Everything before the members start again: stop, copy, choose, restore."""
+    def prepare_restore(self, stage_only: bool = False) -> None:
+        """Everything before the members start again: stop, copy, choose, restore. With
+        stage_only (beside the certificates) the restored members wait beside the data:
+        no member's own data is swapped out before the etcd step itself."""
         best, tool, image = self._restore_source()
+        self.check()
         self._stage_snapshot(best)
         members = ",".join(f"{cp.name}={self.peer_url(cp)}" for cp in self.cps)
-        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-            list(pool.map(lambda cp: self._restore_member(cp, tool, image, members), self.cps))
+        self.check()
+        self.each(lambda cp: self._restore_member(cp, tool, image, members, stage_only))
+
+    def each(self, fn: Callable[[ClusterNode], object]) -> list[Any]:
+        """fn on every member at once; every member's failure is named."""
+        return map_all(fn, self.cps, what=lambda cp: cp.name)
+
+    def check(self) -> None:
+        """Between the stages of a preparation: stop when the applier said so."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("the etcd preparation was stopped")
 
     def fall_back(self, why: NoRestoreTool) -> None:
         self.say(f"{why.message}; using force-new-cluster instead (every data dir is copied)")
@@ -435,12 +471,10 @@ class Recovery:
         image = self._image()
         best_name, tool = self.note("etcd-best"), self.note("etcd-tool")
         if best_name is not None and tool is not None:
-            with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-                list(pool.map(self._park_and_copy, self.cps))  # done already: nothing to do
+            self.each(self._park_and_copy)  # done already: nothing to do
             return next(cp for cp in self.cps if cp.name == best_name), tool, image
-        with ThreadPoolExecutor(max_workers=len(self.cps)) as pool:
-            found = dict(zip([cp.name for cp in self.cps],
-                             pool.map(lambda cp: self._stop_copy_status(cp, image), self.cps)))
+        found = dict(zip([cp.name for cp in self.cps],
+                         self.each(lambda cp: self._stop_copy_status(cp, image))))
         ranked = [(st["revision"], -i, cp, st) for i, cp in enumerate(self.cps)
                   if (st := found[cp.name]) is not None]
         if not ranked:
@@ -456,21 +490,27 @@ class Recovery:
 
     def _image(self) -> str:
         """The etcd image, from etcd.yaml as observed (parked or not), else as it is now."""
-        snap = self.ap.snapshots.get(self.cps[0].name)
+        first = self.cps[0].name
+        snap = self.ap.snapshots.get(first)
         observed = snap.file(MANIFEST) if snap else None
-        return _etcd_image(observed if observed is not None else self._parked(self.cps[0]))
+        if observed is not None:
+            return _etcd_image(observed, f"{first}:{MANIFEST}")
+        return _etcd_image(self._parked(self.cps[0]), f"{first}:{MANIFEST} (or {PARKED})")
 
     def _stop_copy_status(self, cp: ClusterNode, image: str) -> dict[str, object] | None:
         """One exec per member: park + stop, wait, copy + check, snapshot status."""
         if not (self.stage(f"park:{cp.name}") or self.stage(f"copy:{cp.name}")):
             return self._status(cp, image)
+        self.check()  # nothing parked once the applier said stop
         node = self.nodes[cp.name]
         self.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}), copying "
                  f"{DATA_DIR} to {self.backup_dir(cp)}/data (checked)")
         self._keep_manifest(cp)
         result = node.exec(["sh", "-c", _PREPARE_MEMBER, "kindfix-prepare", MANIFEST, PARKED_DIR,
                             DATA_DIR, f"{self.backup_dir(cp)}/data", image], timeout=420)
-        _, marker, status = result.text().partition("@@kindfix-status\n")
+        parked, marker, status = result.text().partition("@@kindfix-status\n")
+        if "@@kindfix-parked" in parked:
+            self.parked_now.add(cp.name)
         if not marker:
             raise CommandError(["sh", "-c", "<kindfix-prepare>", MANIFEST, DATA_DIR],
                                result.exit_code, result.stdout, result.stderr, where=node.name)
@@ -509,22 +549,64 @@ class Recovery:
                  f"{', '.join(cp.name for cp in todo)}")
 
         def put(cp: ClusterNode) -> None:
+            self.check()
             self.nodes[cp.name].write_file(snapshot, content, mode=0o600)  # sha256-checked
             self.done(f"snapshot:{cp.name}")
 
-        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            list(pool.map(put, todo))
+        map_all(put, todo, what=lambda cp: cp.name)
 
-    def _restore_member(self, cp: ClusterNode, tool: str, image: str, members: str) -> None:
+    def _restore_member(self, cp: ClusterNode, tool: str, image: str, members: str,
+                        stage_only: bool = False) -> None:
         if not self.stage(f"restored:{cp.name}"):
             return
-        self.say(f"restoring {cp.name} as {self.peer_url(cp)} ({tool} snapshot restore)")
+        staged = not self.stage(f"staged:{cp.name}")
+        if stage_only and staged:
+            return
+        self.check()
+        if stage_only:
+            self.say(f"restoring {cp.name} as {self.peer_url(cp)} beside its data ({tool} "
+                     "snapshot restore)")
+        elif staged:
+            self.say(f"swapping in {cp.name}'s restored data (its own is kept)")
+        else:
+            self.say(f"restoring {cp.name} as {self.peer_url(cp)} ({tool} snapshot restore)")
+        # _RESTORE skips the tool when the staged member is there already
         run(self.nodes[cp.name], [
-            "sh", "-c", _RESTORE, "kindfix-restore", DATA_DIR, image,
-            f"{self.backup_dir(cp)}/stale", tool, "--name", cp.name,
+            "sh", "-c", _STAGE_RESTORE if stage_only else _RESTORE, "kindfix-restore", DATA_DIR,
+            image, f"{self.backup_dir(cp)}/stale", tool, "--name", cp.name,
             "--initial-cluster", members, "--initial-advertise-peer-urls", self.peer_url(cp),
             "--initial-cluster-token", f"kindfix-{self.rec.run_id}"], timeout=300)
-        self.done(f"restored:{cp.name}")
+        self.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
+
+    def unprepare(self) -> list[str]:
+        """After a failed wave: etcd starts again on its own data where this preparation
+        stopped it, the staged restore goes, and the journal forgets the etcd stages (the next
+        run stops, copies and chooses afresh). Nothing was swapped in (stage_only).
+        Returns what could not be undone."""
+        left: list[str] = []
+
+        def undo(cp: ClusterNode) -> None:
+            if not self.stage(f"restored:{cp.name}"):  # swapped in: only the etcd step does
+                left.append(f"{cp.name}: etcd data already restored, etcd stays stopped")
+                return
+            # only a member this run stopped starts again: one parked before stays parked
+            how = "unpark" if cp.name in self.parked_now else "clean"
+            argv = ["sh", "-c", _UNPREPARE, "kindfix-unprepare", how, MANIFEST, PARKED,
+                    DATA_DIR]
+            result = self.nodes[cp.name].exec(argv, timeout=60)
+            if not result.ok:
+                left.append(f"{cp.name}: could not start etcd again (exit {result.exit_code}), "
+                            f"its manifest is in {PARKED}")
+
+        run_all(undo, self.cps)
+        if not left:
+            with self.rec._lock:
+                self.rec.journal.done[:] = [k for k in self.rec.journal.done
+                                            if not k.startswith("etcd:")]
+                self.rec.journal.notes[:] = [n for n in self.rec.journal.notes
+                                             if not n.startswith("etcd-")]
+            self.rec.save()
+        return left
 
     def _unpark(self, cp: ClusterNode) -> None:
         node = self.nodes[cp.name]
@@ -543,15 +625,39 @@ class NoRestoreTool(KindfixError):
     """The etcd image offers no tool that reads a member's data offline."""
 
 
-def _etcd_container(manifest: bytes) -> Any:
+class Cancelled(KindfixError):
+    """A preparation stopped because the applier said so."""
+
+
+def _etcd_container(manifest: bytes, source: str = MANIFEST) -> Any:
     """The etcd container of etcd.yaml, read-only (the parse is cached by content)."""
-    doc = parse_document("yaml", manifest, MANIFEST, editable=False)
-    containers = doc.data["spec"]["containers"]  # type: ignore[attr-defined]
-    return next(c for c in containers if c.get("name") == "etcd")
+    doc = parse_document("yaml", manifest, source, editable=False)
+    return _find_etcd(doc.data, source)  # type: ignore[attr-defined]
 
 
-def _etcd_image(manifest: bytes) -> str:
-    return str(_etcd_container(manifest)["image"])
+def _find_etcd(data: Any, source: str) -> Any:
+    """spec.containers[name=etcd] of a parsed etcd.yaml, or one line naming the file."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list):
+        raise _odd_manifest(source, "no spec.containers list")
+    found = [c for c in containers if isinstance(c, dict) and c.get("name") == "etcd"]
+    if not found:
+        raise _odd_manifest(source, "no container named etcd in spec.containers")
+    return found[0]
+
+
+def _odd_manifest(source: str, why: str) -> KindfixError:
+    return KindfixError(f"{source}: {why}; this is not the static pod manifest kubeadm writes",
+                        hint="restore the file (`kindfix rollback`, or the copy under "
+                             f"{PARKED_DIR}) and run `kindfix repair` again")
+
+
+def _etcd_image(manifest: bytes, source: str = MANIFEST) -> str:
+    image = _etcd_container(manifest, source).get("image")
+    if not isinstance(image, str) or not image:
+        raise _odd_manifest(source, "the etcd container names no image")
+    return image
 
 
 def _has_leader(node: Node) -> bool:
@@ -587,19 +693,70 @@ def _forced_running(node: Node) -> bool:
     return out.strip() not in ("", "0")
 
 
-def prepare(ap: Applier) -> None:
-    """The part of a snapshot restore that may run beside the certificates (Applier.apply).
-    Without a restore tool it only stops and copies; the etcd step then falls back."""
-    rec = Recovery(ap)
+def prepare(ap: Applier, rec: Recovery | None = None) -> None:
+    """The part of a snapshot restore that may run beside the certificates (Applier.apply):
+    stop, copy, choose, restore beside the data. Without a restore tool it only stops and
+    copies; the etcd step then falls back."""
+    rec = rec or Recovery(ap)
     if rec.note("etcd-strategy") is None:
         rec.say("preparing the snapshot restore while the certificates are made")
         rec.add_note("etcd-strategy", "snapshot-restore")
     if rec.note("etcd-strategy") != "snapshot-restore":
         return
     try:
-        rec.prepare_restore()
+        rec.prepare_restore(stage_only=True)
     except NoRestoreTool as e:
         rec.fall_back(e)
+
+
+class Preparation:
+    """prepare() on a daemon thread beside the certificate wave, which the applier can stop
+    (Ctrl-C: after its current command) or stop and undo (a failed wave)."""
+
+    def __init__(self, ap: Applier) -> None:
+        self.recovery = Recovery(ap)
+        self.recovery.cancel = threading.Event()
+        self._ap = ap
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="kindfix-etcd-prepare")
+
+    def _run(self) -> None:
+        try:
+            prepare(self._ap, self.recovery)
+        except BaseException as e:  # the applier reports it when it joins
+            self._error = e
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for it (each of its commands has a timeout); its error, if any, is raised."""
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        assert self.recovery.cancel is not None
+        self.recovery.cancel.set()
+
+    def undo(self) -> list[str]:
+        """Stop it, wait for its current command, then undo what it did. Returns notes for
+        the error line."""
+        self.cancel()
+        if self._thread.is_alive():
+            self.recovery.say("waiting for the etcd preparation's current command, then "
+                              "starting etcd again on its own data")
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if not (self.recovery.parked_now or any(
+                k.startswith("etcd:") for k in self.recovery.rec.journal.done)):
+            return []
+        left = self.recovery.unprepare()
+        if left:
+            return ["etcd was stopped for the restore and " + "; ".join(left)]
+        return ["etcd was started again on its own data (the prepared restore is undone)"]
 
 
 def repair(ap: Applier, strategy: str) -> None:

@@ -15,71 +15,144 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kindfix.errors import KindfixError
-from kindfix.node import COMPLETE_OR_ABORT, Node, run
+from kindfix.node import COMPLETE_OR_ABORT, DURABLE, TEMP_CLEANUP, Node, run
 
 ROOT = "/kind/kindfix"
 JOURNAL_DIR = f"{ROOT}/journal"
 
-_BACKUP_SCRIPT = r"""
+_BACKUP_SCRIPT = TEMP_CLEANUP + DURABLE + r"""
 set -e
 src="$1"; dst="$2"
 if [ -e "$dst" ]; then exit 0; fi   # the first backup in a run is the original: keep it
 mkdir -p "$(dirname "$dst")"
 chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
-cp -p "$src" "$dst.tmp"
-chmod 600 "$dst.tmp"
-mv "$dst.tmp" "$dst"
+t="$dst.tmp"
+cp -p "$src" "$t"
+chmod 600 "$t"
+durable "$t"
+mv "$t" "$dst"; t=
+durable "$(dirname "$dst")"
 """
 
 # Keeps the original of "$1" as "$2" (mode 0600, its own mode in "$2.mode") unless the run
-# already has it: the first backup in a run is the original.
-_KEEP_ORIGINAL = r"""
+# already has it: the first backup in a run is the original. Durable before it returns: the
+# change it guards may be renamed over the original right after.
+_KEEP_ORIGINAL = DURABLE + r"""
 keep() {
   [ -e "$1" ] && [ ! -e "$2" ] || return 0
   mkdir -p "$(dirname "$2")"
   chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
-  cp -p "$1" "$2.tmp"; stat -c %a "$1" > "$2.mode"
-  chmod 600 "$2.tmp" "$2.mode"; mv "$2.tmp" "$2"
+  cp -p "$1" "$2.tmp" || { rm -f "$2.tmp"; return 1; }
+  stat -c %a "$1" > "$2.mode"
+  chmod 600 "$2.tmp" "$2.mode"; durable "$2.tmp" "$2.mode"; mv "$2.tmp" "$2"
+  durable "$(dirname "$2")"
 }
 """
 
-# One exec per changed file: keep the original, then write stdin atomically with its mode.
-_REPLACE_SCRIPT = _KEEP_ORIGINAL + COMPLETE_OR_ABORT + r"""
+# Exit code of a write refused because the file is no longer what the plan was made from.
+CHANGED = 7
+
+# One exec per changed file: compare and swap. Only when "$1" still has the sha256 the plan
+# was made from ("$4"; "absent": it did not exist) is the original kept and stdin written
+# atomically with its mode. kind's entrypoint rewrites files while a node boots: a change made
+# since observe is never overwritten (the next run plans from it).
+_REPLACE_SCRIPT = _KEEP_ORIGINAL + COMPLETE_OR_ABORT + TEMP_CLEANUP + r"""
 set -e
+now=absent
+[ ! -e "$1" ] || now=$(sha256sum < "$1" | cut -d' ' -f1)
+if [ "$now" != "$4" ]; then
+  echo "kindfix: $1 changed since it was read; run again" >&2; exit 7
+fi
 keep "$1" "$2"
 mode=$(cat "$2.mode" 2>/dev/null || echo 644)
 d=$(dirname "$1"); mkdir -p "$d"
 t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; complete "$t" "$3"
-chmod "$mode" "$t"; mv -f "$t" "$1"
+chmod "$mode" "$t"; durable "$t"
+mv -f "$t" "$1"; t=
+durable "$d"
 """
 
-# One exec per node for its certificates: keep and remove each old pair ("$1" pairs follow as
-# cert, cert backup, key, key backup), then run the command (kubeadm) once.
+# Where a certificate or key waits, beside itself, while kubeadm makes the new one.
+ASIDE = ".kindfix-old"
+
+# One exec per node for its certificates ("$1" pairs follow as cert, cert backup, key, key
+# backup, then the command: kubeadm). kubeadm keeps any existing CA-signed pair whatever its
+# SANs (DOMAIN.md), so each pair is kept (backup) and moved aside first; when the command fails
+# every pair moves back. On success the old pairs stay aside until the new ones are verified
+# (_SETTLE_SCRIPT). A pair a killed run left aside is the old one: it moves back first.
 _REGENERATE_SCRIPT = _KEEP_ORIGINAL + r"""
 set -e
 n=$1; shift
-while [ "$n" -gt 0 ]; do
-  keep "$1" "$2"; keep "$3" "$4"
-  rm -f "$1" "$3"
-  shift 4; n=$((n-1))
-done
-exec "$@"
+each() {  # each FN ARGS...: FN file backup, for every certificate and key
+  f=$1; shift; i=0
+  while [ "$i" -lt "$n" ]; do "$f" "$1" "$2"; "$f" "$3" "$4"; shift 4; i=$((i+1)); done
+}
+back() { [ ! -e "$1.kindfix-old" ] || mv -f "$1.kindfix-old" "$1"; }
+aside() { [ ! -e "$1" ] || mv -f "$1" "$1.kindfix-old"; }
+command_of() { shift $((4*n)); "$@"; }
+each back "$@"
+each keep "$@"
+each aside "$@"
+if command_of "$@"; then exit 0; else rc=$?; fi
+each back "$@"
+exit "$rc"
 """
 
-_RESTORE_SCRIPT = r"""
+# "$1" commit: the new pairs are verified, the old ones go (the backups keep them);
+# "$1" revert: the new pairs failed verification, the old ones move back. Then the files.
+_SETTLE_SCRIPT = DURABLE + r"""
+set -e
+how=$1; shift
+for f; do
+  [ -e "$f.kindfix-old" ] || continue
+  if [ "$how" = commit ]; then rm -f "$f.kindfix-old"; else mv -f "$f.kindfix-old" "$f"; fi
+done
+durable "$(dirname "$1")"
+"""
+
+_RESTORE_SCRIPT = TEMP_CLEANUP + DURABLE + r"""
 set -e
 backup="$1"; dst="$2"; mode="$3"
+[ -f "$backup" ] || { echo "kindfix: no backup $backup" >&2; exit 8; }
 [ -f "$backup.mode" ] && mode=$(cat "$backup.mode")
 t=$(mktemp "$(dirname "$dst")/.kindfix.XXXXXX")
 cp "$backup" "$t"
 chmod "$mode" "$t"
-mv -f "$t" "$dst"
+durable "$t"
+mv -f "$t" "$dst"; t=
+durable "$(dirname "$dst")"
 """
+
+
+def content_id(content: bytes | None) -> str:
+    """What _REPLACE_SCRIPT compares the file with: its sha256, or "absent"."""
+    return hashlib.sha256(content).hexdigest() if content is not None else "absent"
+
+
+# Looks at the new certificates (path: content) and says what is wrong with them, or None.
+Verify = Callable[[dict[str, bytes | None]], "str | None"]
+
+
+def regenerate_pairs(node: Node, pairs: list[tuple[str, str, str, str]], argv: list[str],
+                     verify: Verify | None) -> None:
+    """_REGENERATE_SCRIPT over (cert, cert backup, key, key backup) tuples, then _SETTLE_SCRIPT:
+    the old pairs go only once the new certificates pass `verify`, else they come back."""
+    args = [str(len(pairs)), *(p for pair in pairs for p in pair)]
+    run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", *args, *argv],
+        timeout=120 + 30 * len(pairs))
+    files = [p for cert, _, key, _ in pairs for p in (cert, key)]
+    fault = verify(node.read_files([cert for cert, _, _, _ in pairs])) if verify else None
+    run(node, ["sh", "-c", _SETTLE_SCRIPT, "kindfix-settle", "revert" if fault else "commit",
+               *files])
+    if fault:
+        raise KindfixError(f"{fault}; the old certificate and key are back",
+                           hint="check /kind/kubeadm.conf on that node, then run `kindfix "
+                                "repair` again")
 
 
 def new_run_id() -> str:
@@ -177,19 +250,17 @@ class RunRecorder:
         """Keep the original, then write `content` atomically: one exec."""
         [backup] = self.declare(node, [(path, original)])
         run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup,
-                   hashlib.sha256(content).hexdigest()], stdin=content)
+                   hashlib.sha256(content).hexdigest(), content_id(original)], stdin=content)
 
     def regenerate(self, node: Node, pairs: list[tuple[tuple[str, bytes | None],
                                                     tuple[str, bytes | None]]],
-                   argv: list[str]) -> None:
-        """Keep and remove certificate pairs (cert, key), then run `argv` (kubeadm) to make new
-        ones: one journal save and one exec for all of a node's pairs."""
+                   argv: list[str], verify: Verify | None = None) -> None:
+        """Keep certificate pairs (cert, key) and move them aside, run `argv` (kubeadm) to make
+        new ones, then keep the new ones only if `verify` finds no fault in them: one journal
+        save and one exec for all of a node's pairs (two more: read back, settle)."""
         backups = self.declare(node, [item for pair in pairs for item in pair])
-        args: list[str] = [str(len(pairs))]
-        for i, (cert, key) in enumerate(pairs):
-            args += [cert[0], backups[2 * i], key[0], backups[2 * i + 1]]
-        run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", *args, *argv],
-            timeout=120 + 30 * len(pairs))
+        regenerate_pairs(node, [(cert[0], backups[2 * i], key[0], backups[2 * i + 1])
+                                for i, (cert, key) in enumerate(pairs)], argv, verify)
 
     def has_backup(self, node: Node, path: str) -> bool:
         return any(e["node"] == node.name and e["path"] == path for e in self.journal.files)
@@ -262,24 +333,57 @@ def unfinished(node: Node, cluster: str) -> Journal | None:
 
 
 def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
-    """Restore every file the run changed, byte for byte, newest change first."""
-    restored = []
+    """Restore every file the run changed, byte for byte, newest change first. A file that
+    cannot be restored is reported, and the rest are restored all the same."""
+    restored: list[str] = []
+    failed: list[str] = []
     for entry in reversed(journal.files):
+        where = f"{entry['node']}:{entry['path']}"
         node = nodes.get(entry["node"])
         if node is None:
-            raise KindfixError(f"node {entry['node']} of run {journal.run_id} no longer exists")
-        if entry["existed"]:
-            current = node.read_file(entry["path"])
-            if current is not None and hashlib.sha256(current).hexdigest() == entry["sha256"]:
-                restored.append(f"{entry['node']}:{entry['path']}")
-                continue  # never changed (a run killed between journal and change)
-            run(node, ["sh", "-c", _RESTORE_SCRIPT, "kindfix-restore", entry["backup"],
-                       entry["path"], entry.get("mode", "644")])
-            got = node.read_file(entry["path"]) or b""
-            if hashlib.sha256(got).hexdigest() != entry["sha256"]:
-                raise KindfixError(f"restored {entry['node']}:{entry['path']} does not match "
-                                   "its backup checksum")
-        else:
-            run(node, ["rm", "-f", entry["path"]])
-        restored.append(f"{entry['node']}:{entry['path']}")
+            failed.append(f"{where} (the node no longer exists)")
+            continue
+        try:
+            if _restore_entry(node, entry):
+                restored.append(where)
+            else:
+                failed.append(f"{where} (restored, but it does not match its backup checksum)")
+        except KindfixError as e:
+            failed.append(f"{where} ({e.message})")
+    if failed:
+        raise KindfixError(
+            f"rollback of run {journal.run_id}: restored {len(restored)} file(s), could not "
+            f"restore {len(failed)}: {'; '.join(failed)}",
+            hint=f"the originals are under {ROOT}/backups/{journal.run_id}/files/ on each node; "
+                 "fix the cause and run `kindfix rollback` again")
     return restored
+
+
+def _restore_entry(node: Node, entry: dict[str, Any]) -> bool:
+    """Put one journaled original back; False when the result does not match its checksum."""
+    if not entry["existed"]:
+        run(node, ["rm", "-f", entry["path"]])
+        return True
+    current = node.read_file(entry["path"])
+    if current is not None and hashlib.sha256(current).hexdigest() == entry["sha256"]:
+        return True  # never changed (a run killed between journal and change)
+    result = node.exec(["sh", "-c", _RESTORE_SCRIPT, "kindfix-restore", entry["backup"],
+                        entry["path"], entry.get("mode", "644")])
+    if result.exit_code == 8:
+        raise KindfixError(f"its backup {entry['backup']} is missing")
+    if not result.ok:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise KindfixError(f"restore exited {result.exit_code}"
+                           + (f": {detail[-1]}" if detail else ""))
+    got = node.read_file(entry["path"]) or b""
+    return bool(hashlib.sha256(got).hexdigest() == entry["sha256"])
+
+
+def forget(recorder: RunRecorder, node: Node, paths: list[str]) -> None:
+    """Drop journal entries of files a refused write never touched (declared for the write, no
+    backup made): rollback must not look for their backups."""
+    gone = {(node.name, p) for p in paths}
+    with recorder._lock:
+        recorder.journal.files[:] = [e for e in recorder.journal.files
+                                     if (e["node"], e["path"]) not in gone]
+    recorder.save()

@@ -43,6 +43,21 @@ complete() {
 }
 """
 
+# A script that makes a temp file sets $t: whatever stops it (a failed command under set -e, a
+# signal) removes the temp file on the way out; a renamed one is forgotten (t=) first.
+TEMP_CLEANUP = r"""
+t=
+trap 'rm -f "$t"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
+"""
+
+# Makes what was renamed survive a crash of the node (the file's data before the rename, the
+# directory entry after it). `sync FILE` is an fsync (coreutils >= 8.24, every kind node); an
+# older sync ignores the arguments and flushes everything, still correct.
+DURABLE = r"""
+durable() { sync "$@" 2>/dev/null || true; }
+"""
+
 # Stops each named static pod's container (the kubelet starts it again); absent ones are skipped
 RESTART_PODS = r"""
 for pod; do
@@ -51,7 +66,7 @@ for pod; do
 done
 """
 
-_WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + r"""
+_WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + TEMP_CLEANUP + DURABLE + r"""
 set -e
 p="$1"; mode="$2"
 d=$(dirname "$p")
@@ -60,7 +75,9 @@ t=$(mktemp "$d/.kindfix.XXXXXX")
 cat > "$t"
 complete "$t" "$3"
 chmod "$mode" "$t"
-mv -f "$t" "$p"
+durable "$t"
+mv -f "$t" "$p"; t=
+durable "$d"
 """
 
 
@@ -95,8 +112,18 @@ def run(node: Node, argv: Sequence[str], stdin: bytes | None = None,
     """exec that raises CommandError on a non-zero exit."""
     result = node.exec(argv, stdin=stdin, timeout=timeout)
     if not result.ok:
-        raise CommandError(argv, result.exit_code, result.stdout, result.stderr, where=node.name)
+        raise CommandError(shown(argv), result.exit_code, result.stdout, result.stderr,
+                           where=node.name)
     return result
+
+
+def shown(argv: Sequence[str]) -> list[str]:
+    """argv as an error shows it: a fixed script (`sh -c SCRIPT NAME ARGS`) by its name, so the
+    one-line error keeps the arguments (the file it was writing), not the script's first lines."""
+    if len(argv) > 3 and tuple(argv[:2]) == ("sh", "-c") and ("\n" in argv[2] or
+                                                             len(argv[2]) > 80):
+        return ["sh", "-c", f"<{argv[3]}>", *argv[4:]]
+    return list(argv)
 
 
 def parse_read_files_output(paths: Sequence[str], output: bytes) -> dict[str, bytes | None]:
@@ -151,7 +178,8 @@ class ContainerNode:
         if result.exit_code in NO_SHELL:  # e.g. a distroless load balancer image
             return {p: self._runtime.get_file(self._name, p) for p in paths}
         if not result.ok:
-            raise CommandError(argv, result.exit_code, result.stdout, result.stderr, self._name)
+            raise CommandError(shown(argv), result.exit_code, result.stdout, result.stderr,
+                               self._name)
         return parse_read_files_output(paths, result.stdout)
 
     def read_file(self, path: str) -> bytes | None:
@@ -164,4 +192,5 @@ class ContainerNode:
         if result.exit_code in NO_SHELL:
             self._runtime.put_file(self._name, path, content, mode)
         elif not result.ok:
-            raise CommandError(argv, result.exit_code, result.stdout, result.stderr, self._name)
+            raise CommandError(shown(argv), result.exit_code, result.stdout, result.stderr,
+                               self._name)

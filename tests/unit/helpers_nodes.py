@@ -87,7 +87,7 @@ def _backup(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecRe
 def _restore(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
     backup, dst, mode = argv[4], argv[5], argv[6]
     if backup not in node.files:
-        return fail(1, f"cp: cannot stat '{backup}': No such file or directory")
+        return fail(8, f"kindfix: no backup {backup}")
     node.files[dst] = node.files[backup]
     node.modes[dst] = int(mode, 8)
     return ok()
@@ -102,7 +102,10 @@ def _keep(node: FakeNode, src: str, dst: str) -> None:
 
 
 def _replace(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    # compare and swap: only over the content the plan was made from (argv[7])
     path, backup = argv[4], argv[5]
+    if journal.content_id(node.files.get(path)) != argv[7]:
+        return fail(journal.CHANGED, f"kindfix: {path} changed since it was read; run again")
     _keep(node, path, backup)
     mode = int(node.files.get(backup + ".mode", b"644").decode().strip(), 8)
     node.write_file(path, stdin or b"", mode)
@@ -110,15 +113,38 @@ def _replace(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecRe
 
 
 def _regenerate(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-    n, rest = int(argv[4]), list(argv[5:])
-    for _ in range(n):
-        crt, b_crt, key, b_key = rest[:4]
-        _keep(node, crt, b_crt)
-        _keep(node, key, b_key)
-        node.files.pop(crt, None)
-        node.files.pop(key, None)
-        rest = rest[4:]
-    return node.exec(rest)
+    # journal._REGENERATE_SCRIPT: a pair left aside comes back, each pair is kept and moved
+    # aside, the command runs; when it fails every pair comes back
+    n = int(argv[4])
+    files = [(argv[5 + i], argv[6 + i]) for k in range(n) for i in (4 * k, 4 * k + 2)]
+    aside = journal.ASIDE
+    for path, _ in files:
+        _move(node, path + aside, path)
+    for path, backup in files:
+        _keep(node, path, backup)
+    for path, _ in files:
+        _move(node, path, path + aside)
+    result = node.exec(argv[5 + 4 * n:])
+    if result.exit_code != 0:
+        for path, _ in files:
+            _move(node, path + aside, path)
+    return result
+
+
+def _move(node: FakeNode, src: str, dst: str) -> None:
+    if src in node.files:
+        node.files[dst] = node.files.pop(src)
+        node.modes[dst] = node.modes.pop(src, 0o644)
+
+
+def _settle(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    how = argv[4]
+    for path in argv[5:]:
+        if how == "commit":
+            node.files.pop(path + journal.ASIDE, None)
+        else:
+            _move(node, path + journal.ASIDE, path)
+    return ok()
 
 
 def _kubeadm_certs(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
@@ -146,6 +172,7 @@ def with_file_commands(node: FakeNode) -> FakeNode:
     node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore_with_mode)
     node.on(("sh", "-c", journal._REPLACE_SCRIPT), _replace)
     node.on(("sh", "-c", journal._REGENERATE_SCRIPT), _regenerate)
+    node.on(("sh", "-c", journal._SETTLE_SCRIPT), _settle)
     node.on(("sh", "-c", KUBEADM_CERTS), _kubeadm_certs)
     return node
 

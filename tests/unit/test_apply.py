@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import signal
+import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -13,13 +16,14 @@ from kindfix.apply import KUBEADM_CONFIG, Applier
 from kindfix.audit import audit
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
-from kindfix.errors import KindfixError
+from kindfix.errors import CommandError, KindfixError
 from kindfix.loadbalancer import HAPROXY_CFG
 from kindfix.node import RESTART_PODS, ContainerNode
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, ok
+from tests.unit.helpers_certs import cert_pem, kubeadm
 from tests.unit.helpers_nodes import DUMPS, applier, dump, fake_nodes
 
 CP = "kind-control-plane"
@@ -69,8 +73,9 @@ def plan_v014() -> tuple[Applier, dict[str, FakeNode], Plan, list[str]]:
     cluster, snaps, plan = _v014()
     nodes = fake_nodes(snaps)
     ap, said = applier(cluster, nodes, snaps)
+    made = kubeadm({n.name: n.ips() for n in cluster.nodes})
     for n in nodes.values():
-        n.on(("kubeadm", "init", "phase", "certs"), ok())
+        n.on(("kubeadm", "init", "phase", "certs"), made)
         n.on(("sh", "-c", RESTART_PODS), ok())
         n.on(("systemctl", "restart", "kubelet"), ok())
     # etcd recovery has its own tests
@@ -122,12 +127,13 @@ def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
     old_crt = node.files[crt]
     present_when_kubeadm_ran: list[bool] = []
 
-    def kubeadm(n: FakeNode, _argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-        present_when_kubeadm_ran.append(crt in n.files or key in n.files)
-        n.files[crt], n.files[key] = b"new cert", b"new key"
-        return ok()
+    made = kubeadm({CP: ap.cluster.control_planes[0].ips()})
 
-    node.on(("kubeadm", "init", "phase", "certs"), kubeadm)
+    def kubeadm_run(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        present_when_kubeadm_ran.append(crt in n.files or key in n.files)
+        return made(n, argv, stdin)  # type: ignore[no-any-return]
+
+    node.on(("kubeadm", "init", "phase", "certs"), kubeadm_run)
     step = Step(f"cert:{CP}:etcd-peer", "regen-cert", CP, "regenerate peer.crt", path=crt,
                 phase="etcd-peer", key_path=key)
     ap.apply(Plan("kind", (step,), "none"))
@@ -137,7 +143,8 @@ def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
     assert present_when_kubeadm_ran == [False]
     backups = {e["path"]: node.files[e["backup"]] for e in ap.recorder.journal.files}
     assert backups == {crt: old_crt, key: b"-----BEGIN RSA PRIVATE KEY-----\nold\n"}
-    assert node.files[crt] == b"new cert"
+    assert node.files[crt] == cert_pem(CP, tuple(ap.cluster.control_planes[0].ips()))
+    assert not any(p.endswith(journal.ASIDE) for p in node.files)  # verified: old pair gone
 
 
 def test_a_nodes_certificates_are_regenerated_in_one_exec_and_one_journal_save() -> None:
@@ -148,14 +155,15 @@ def test_a_nodes_certificates_are_regenerated_in_one_exec_and_one_journal_save()
     ran: list[str] = []
     old_left: list[bool] = []
 
-    def kubeadm(n: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    made = kubeadm({CP: ap.cluster.control_planes[0].ips()})
+
+    def kubeadm_run(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         old_left.append(any(p + ext in n.files for p in phases.values() for ext in (".crt",
                                                                                     ".key")))
         ran.append(argv[4])
-        n.files[phases[argv[4]] + ".crt"] = b"new cert"
-        return ok()
+        return made(n, argv, stdin)  # type: ignore[no-any-return]
 
-    node.on(("kubeadm", "init", "phase", "certs"), kubeadm)
+    node.on(("kubeadm", "init", "phase", "certs"), kubeadm_run)
     steps = tuple(Step(f"cert:{CP}:{phase}", "regen-cert", CP, f"regenerate {phase}",
                        path=base + ".crt", phase=phase, key_path=base + ".key")
                   for phase, base in phases.items())
@@ -250,3 +258,125 @@ def test_fix_lb_works_on_a_load_balancer_without_a_shell() -> None:
         f"signal {LB} SIGHUP" in ap.runtime.log  # type: ignore[attr-defined]
     assert reloaded
     assert "lb:config" in ap.recorder.journal.done
+
+
+# --- failures: every node named, nothing overwritten, Ctrl-C does not wait -------------------
+
+def _file_plan() -> tuple[Applier, dict[str, FakeNode], Plan]:
+    ap, nodes, plan, _ = plan_v014()
+    writes = tuple(s for s in plan.steps if s.kind == "write-file")
+    assert len({s.node for s in writes}) >= 2
+    return ap, nodes, Plan(plan.cluster, writes, "none")
+
+
+def test_every_failed_node_step_is_reported_with_its_node_and_file() -> None:
+    """Before: only the first lane's exception was raised, as a truncated shell script."""
+    ap, nodes, plan = _file_plan()
+    failing = {}
+    for name, node in nodes.items():
+        step = next(s for s in plan.steps if s.node == name)
+        failing[name] = step.path
+
+        def disk_full(n: FakeNode, argv: Sequence[str], _stdin: bytes | None,
+                      path: str = step.path) -> ExecResult:
+            if argv[4] == path:
+                return ExecResult(1, b"", b"cat: write error: No space left on device\n")
+            return ok()
+
+        node.on(("sh", "-c", journal._REPLACE_SCRIPT), disk_full)
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    message = e.value.message
+    assert message.startswith(f"{len(nodes)} node steps failed: ")
+    for name, path in failing.items():
+        assert f"{name}: writing {path} failed: exit 1: cat: write error: No space left on " \
+               "device" in message
+    assert "set -e" not in message and "keep()" not in message
+    assert "\n" not in message
+    assert e.value.hint is not None
+    assert "run `kindfix repair` again" in e.value.hint  # the run can be continued
+
+
+def test_a_failed_write_names_the_script_by_name_and_the_file() -> None:
+    ap, nodes, plan = _file_plan()
+    through_the_engine(ap)
+    step = plan.steps[0]
+    nodes[step.node].on(("sh", "-c", journal._REPLACE_SCRIPT),
+                        lambda *_: ExecResult(5, b"", b"kindfix: incomplete write refused\n"))
+    with pytest.raises(KindfixError) as e:
+        ap.apply(Plan(plan.cluster, (step,), "none"))
+    [(failed, cause)] = e.value.failures  # type: ignore[attr-defined]
+    assert failed == step
+    assert isinstance(cause, CommandError)
+    assert "'<kindfix-replace>' " + step.path in cause.message
+    assert "set -e" not in cause.message
+
+
+def test_a_file_changed_since_it_was_read_is_not_overwritten_and_stops_that_node() -> None:
+    """kind's entrypoint rewrites files while a node boots: a write is a compare and swap
+    against what observe read. Before: the change was overwritten and the backup held it, so
+    rollback then failed its checksum."""
+    ap, nodes, plan = _file_plan()
+    first = plan.steps[0]
+    node = nodes[first.node]
+    node.files[first.path] = b"rewritten by the entrypoint meanwhile\n"
+    later = [s for s in plan.steps if s.node == first.node][1:]
+    before = {s.path: node.files.get(s.path) for s in later}
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    assert e.value.message.startswith(f"{first.node}: writing {first.path} failed: exit "
+                                      f"{journal.CHANGED}: kindfix: {first.path} changed since "
+                                      "it was read; run again")
+    assert e.value.hint is not None and "plans from what is there now" in e.value.hint
+    assert node.files[first.path] == b"rewritten by the entrypoint meanwhile\n"
+    assert {s.path: node.files.get(s.path) for s in later} == before  # that node stopped
+    for other in {s.node for s in plan.steps} - {first.node}:  # the others went on
+        assert all(nodes[other].files[s.path] == s.content for s in plan.steps
+                   if s.node == other)
+    # the journal names only files that were changed: rollback restores all of them
+    journaled = {(x["node"], x["path"]) for x in ap.recorder.journal.files}
+    assert (first.node, first.path) not in journaled
+    restored = journal.rollback(nodes, ap.recorder.journal)
+    assert sorted(restored) == sorted(f"{n}:{p}" for n, p in journaled)
+
+
+def test_ctrl_c_starts_no_new_node_step_and_says_what_was_in_flight() -> None:
+    """Before: the executor's `with` waited for every queued and running lane after Ctrl-C."""
+    cluster, snaps, _ = _v014()
+    nodes: dict[str, FakeNode] = {}
+    steps = []
+    release = threading.Event()
+    started: list[str] = []
+    for i in range(12):  # more lanes than run at once
+        name = f"kind-worker{i}"
+        node = fake_nodes({CP: snaps[CP]})[CP]
+        node.name = name
+        nodes[name] = node
+        steps.append(Step(f"file:{name}:/x", "write-file", name, "rewrite /x", path="/x",
+                          content=b"new"))
+
+        def slow(n: FakeNode, _argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+            started.append(n.name)
+            if len(started) == 2:
+                signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C
+            release.wait(10)
+            return ok()
+
+        node.on(("sh", "-c", journal._REPLACE_SCRIPT), slow)
+    ap, said = applier(cluster, nodes | {CP: fake_nodes({CP: snaps[CP]})[CP]}, {})
+    ap.nodes = nodes
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ap.apply(Plan("kind", tuple(steps), "none"))
+        waited = time.monotonic() - t0
+        in_flight = list(started)
+    finally:
+        release.set()
+    assert waited < 5  # did not wait for the writes in flight
+    assert 2 <= len(in_flight) <= 8
+    [line] = [s for s in said if s.startswith("interrupted; in flight")]
+    for name in in_flight:
+        assert f"{name}: writing /x" in line
+    time.sleep(0.3)  # the released lanes finish; none picks up a new node
+    assert len(started) == len(in_flight)

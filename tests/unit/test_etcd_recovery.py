@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -430,3 +431,49 @@ def test_member_update_restarts_each_etcd_through_the_pod_restart_script() -> No
     ap, _ = applier(cluster, nodes)
     Recovery(ap).member_update()
     assert ("sh", "-c", RESTART_PODS, "kindfix-restart", "etcd") in node.calls
+
+
+# --- an odd etcd.yaml during apply: one line naming the file (issue #9) -----------------------
+
+ODD_MANIFESTS = {
+    "no spec": b"apiVersion: v1\nkind: Pod\nmetadata: {name: etcd}\n",
+    "containers not a list": b"apiVersion: v1\nkind: Pod\nspec: {containers: etcd}\n",
+    "no etcd container": b"apiVersion: v1\nkind: Pod\nspec:\n  containers:\n"
+                        b"  - name: etcd-sidecar\n    image: busybox\n",
+    "a list at the top": b"- spec: {}\n",
+    "no image": b"spec:\n  containers:\n  - name: etcd\n    command: [etcd]\n",
+    "command as one string": b"spec:\n  containers:\n  - name: etcd\n    image: e\n"
+                             b"    command: etcd --name=x\n",
+}
+
+
+NO_COMMAND = {k: v for k, v in ODD_MANIFESTS.items() if k != "no image"}
+
+
+@pytest.mark.parametrize("raw", NO_COMMAND.values(), ids=NO_COMMAND.keys())
+def test_set_flags_on_an_odd_manifest_is_one_line_naming_the_file(raw: bytes) -> None:
+    """Before: StopIteration, KeyError or TypeError (exit 3, a traceback)."""
+    with pytest.raises(KindfixError) as e:
+        set_flags(raw, {"--force-new-cluster": ""}, "kind-control-plane:/kind/kindfix/parked/"
+                  "etcd.yaml")
+    assert e.value.message.startswith("kind-control-plane:/kind/kindfix/parked/etcd.yaml ") \
+        or e.value.message.startswith("kind-control-plane:/kind/kindfix/parked/etcd.yaml: ")
+    assert "\n" not in e.value.message
+
+
+@pytest.mark.parametrize("raw", [v for k, v in ODD_MANIFESTS.items()
+                                 if k != "command as one string"],
+                         ids=[k for k in ODD_MANIFESTS if k != "command as one string"])
+def test_a_snapshot_restore_over_an_odd_observed_manifest_stops_naming_the_file(
+        raw: bytes) -> None:
+    """The etcd image comes from the observed etcd.yaml: an odd one is a one-line error
+    before any member is stopped."""
+    cluster, snaps, nodes = dump("ha-3cp-permuted")
+    first = cluster.control_planes[0].name
+    snaps = {**snaps, first: replace(snaps[first], files={**snaps[first].files, MANIFEST: raw})}
+    ap, _ = applier(cluster, nodes, snaps)
+    with pytest.raises(KindfixError) as e:
+        etcd_recovery.repair(ap, "snapshot-restore")
+    assert e.value.message.startswith((f"{first}:{MANIFEST}: ", f"{first}:{MANIFEST} "))
+    assert "\n" not in e.value.message
+    assert all(PARKED not in n.files for n in nodes.values())  # nothing stopped

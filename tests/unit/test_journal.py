@@ -188,7 +188,7 @@ def test_rollback_raises_when_the_restored_file_does_not_match_its_checksum() ->
 def test_rollback_names_a_node_that_no_longer_exists() -> None:
     node = cp_node()
     rec = _run_that_changed_two_files(node)
-    with pytest.raises(KindfixError, match=r"kind-control-plane .* no longer exists"):
+    with pytest.raises(KindfixError, match=r"kind-control-plane:\S+ \(the node no longer exists"):
         rollback({}, rec.journal)
 
 

@@ -23,18 +23,21 @@ import pytest
 from kindfix import etcd_recovery
 from kindfix.apply import Applier
 from kindfix.discovery import Cluster
+from kindfix.errors import KindfixError
 from kindfix.etcd_recovery import DATA_DIR, MANIFEST, PARKED, Recovery
 from kindfix.journal import JOURNAL_DIR, Journal, RunRecorder
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, fail, ok
+from tests.unit.helpers_certs import kubeadm
 from tests.unit.helpers_etcd import FakeEtcd, member
 from tests.unit.helpers_nodes import applier, dump
 
 IMAGE = "registry.k8s.io/etcd:3.5.10-0"  # the fixtures' etcd image
 DB = f"{DATA_DIR}/member/snap/db"
 SNAPSHOT = f"{DATA_DIR}/.kindfix-snapshot.db"
+STAGED = f"{DATA_DIR}/.kindfix-restore/member/snap/db"  # what the fake keeps of a staged member
 RUN_ID = "20261125T180000Z-0001"  # helpers_nodes.applier's run
 NOT_FOUND = ('ctr: failed to create shim task: OCI runtime create failed: runc create failed: '
              'unable to start container process: exec: "{}": executable file not found in '
@@ -521,6 +524,7 @@ class Side:
     events: list[tuple[str, str]] = field(default_factory=list)  # only what happened
     attempts: Counter[str] = field(default_factory=Counter)
     restores: dict[str, list[str]] = field(default_factory=dict)  # node: its restore argv
+    staged: dict[str, list[str]] = field(default_factory=dict)  # node: its staging argv
     running_at_restore: list[str] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -548,6 +552,7 @@ class Side:
         self.event("park", node.name)
         if argv[4] in node.files:
             node.files.setdefault(f"{argv[5]}/etcd.yaml", node.files.pop(argv[4]))
+            return ok("@@kindfix-parked\n")
         return ok()
 
     def copy(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
@@ -569,11 +574,11 @@ class Side:
         """etcd_recovery._PREPARE_MEMBER: park, wait until etcd is gone, copy, status."""
         manifest, parked, data, backup, image = argv[4:9]
         head = tuple(argv[:4])
-        self.park(node, (*head, manifest, parked), None)
+        parked_it = self.park(node, (*head, manifest, parked), None).stdout
         assert not self.running(node).stdout, "copied while etcd runs"
         self.copy(node, (*head, data, backup), None)
         status = self.status(node, (*head, data, image), None)
-        return ExecResult(status.exit_code, b"@@kindfix-status\n" + status.stdout,
+        return ExecResult(status.exit_code, parked_it + b"@@kindfix-status\n" + status.stdout,
                           status.stderr)
 
     def keep(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
@@ -582,8 +587,27 @@ class Side:
         node.files[SNAPSHOT] = node.files[DB]
         return ok()
 
+    def stage(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        """etcd_recovery._STAGE_RESTORE: the restored member waits beside the data."""
+        self.event("stage", node.name)
+        self.staged[node.name] = list(argv)
+        node.files[STAGED] = node.files[SNAPSHOT]
+        return ok()
+
+    def unprepare(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
+                  ) -> ExecResult:
+        """etcd_recovery._UNPREPARE: etcd back on its own data, the staged files gone."""
+        self.event("unprepare", node.name)
+        how, manifest, parked = argv[4:7]
+        if how == "unpark" and parked in node.files and manifest not in node.files:
+            node.files[manifest] = node.files.pop(parked)
+        for path in (STAGED, SNAPSHOT):
+            node.files.pop(path, None)
+        return ok()
+
     def restore(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         self.event("restore", node.name)
+        node.files.pop(STAGED, None)
         if MANIFEST in node.files:
             self.running_at_restore.append(node.name)
         stale = argv[6]
@@ -638,6 +662,8 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on(("sh", "-c", etcd_recovery._PREPARE_MEMBER), side.prepare)
         node.on(("sh", "-c", etcd_recovery._KEEP_SNAPSHOT), side.keep)
         node.on(("sh", "-c", etcd_recovery._RESTORE), side.restore)
+        node.on(("sh", "-c", etcd_recovery._STAGE_RESTORE), side.stage)
+        node.on(("sh", "-c", etcd_recovery._UNPREPARE), side.unprepare)
         node.on(("rm", "-f", PARKED), side.unpark)
         _watch_snapshot_writes(node, side)
     return cluster, nodes, side
@@ -859,15 +885,21 @@ def test_prepare_then_repair_restores_once(monkeypatch: pytest.MonkeyPatch) -> N
     cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
     ap, said = applier(cluster, nodes, side.snapshots)
     etcd_recovery.prepare(ap)
-    # prepared: every member restored and still stopped
+    # prepared: every member restored beside its data and still stopped; no member's own data
+    # swapped out yet (only the etcd step does that, once the certificates are made)
     assert all(MANIFEST not in nodes[n].files and PARKED in nodes[n].files for n in CPS)
-    assert set(side.restores) == set(CPS)
+    assert set(side.staged) == set(CPS)
+    assert side.restores == {}
+    assert all(nodes[n].files[DB] == _db(n, revisions) for n in CPS)
     assert "etcd:unparked" not in ap.recorder.journal.done
     prepared = side.counts()
     etcd_recovery.repair(ap, "snapshot-restore")
     assert side.counts() - prepared == Counter(
-        [("unpark", n) for n in CPS] + [("leader", "*")])
-    assert outcome(nodes, side, ap) == want
+        [("restore", n) for n in CPS] + [("unpark", n) for n in CPS] + [("leader", "*")])
+    assert all(side.restores[n][4:] == side.staged[n][4:] for n in CPS)  # what was staged
+    got = outcome(nodes, side, ap)
+    assert got["done"] == sorted(want["done"] + [f"etcd:staged:{n}" for n in CPS])
+    assert {**got, "done": want["done"]} == want
     assert said.count("      etcd: preparing the snapshot restore while the certificates are "
                       "made") == 1
 
@@ -877,24 +909,24 @@ def test_apply_prepares_the_restore_beside_the_certificates(
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     restoring = threading.Event()
     seen_restore: list[bool] = []
-    real_restore = side.restore
+    real_stage = side.stage
+    made = kubeadm({cp.name: cp.ips() for cp in cluster.control_planes})
 
-    def restore_and_tell(node: FakeNode, argv: Sequence[str], stdin: bytes | None
-                         ) -> ExecResult:
-        result = real_restore(node, argv, stdin)
+    def stage_and_tell(node: FakeNode, argv: Sequence[str], stdin: bytes | None
+                       ) -> ExecResult:
+        result = real_stage(node, argv, stdin)
         restoring.set()
         return result
 
-    def kubeadm(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+    def slow_kubeadm(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         # a slow kubeadm: the restore gets under way meanwhile (bounded wait)
         seen_restore.append(restoring.wait(5))
         side.event("cert", node.name)
-        node.files[f"/etc/kubernetes/pki/etcd/{argv[4].split('-')[1]}.crt"] = b"new"
-        return ok()
+        return made(node, argv, stdin)  # type: ignore[no-any-return]
 
     for name in CPS:
-        nodes[name].on(("sh", "-c", etcd_recovery._RESTORE), restore_and_tell)
-        nodes[name].on(("kubeadm", "init", "phase", "certs"), kubeadm)
+        nodes[name].on(("sh", "-c", etcd_recovery._STAGE_RESTORE), stage_and_tell)
+        nodes[name].on(("kubeadm", "init", "phase", "certs"), slow_kubeadm)
     steps = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
                        path="/etc/kubernetes/pki/etcd/peer.crt", phase="etcd-peer",
                        key_path="/etc/kubernetes/pki/etcd/peer.key") for n in CPS)
@@ -905,8 +937,10 @@ def test_apply_prepares_the_restore_beside_the_certificates(
 
     assert done == [*(s.key for s in steps), "etcd"]
     assert seen_restore == [True] * 3  # prepared while kubeadm ran
-    assert side.counts("restore") == Counter(("restore", n) for n in CPS)
-    assert side.last("cert") < side.first("unpark")  # started after the certificates
+    assert side.counts("stage", "restore") == Counter(
+        (w, n) for w in ("stage", "restore") for n in CPS)
+    # swapped in and started only after the certificates
+    assert side.last("cert") < side.first("restore") < side.first("unpark")
     assert all(nodes[n].files[DB] == _db(CP2, side.revisions) for n in CPS)
 
 
@@ -923,3 +957,115 @@ def test_an_ipv6_cluster_is_restored_with_ipv6_peer_urls(
     flags = dict(zip(argv[8::2], argv[9::2]))
     assert flags["--initial-advertise-peer-urls"] == "https://[fc00:f853:ccd:e793::2]:2380"
     assert flags["--initial-cluster"] == f"{CP}=https://[fc00:f853:ccd:e793::2]:2380"
+
+
+def _cert_wave(cluster: Cluster, nodes: dict[str, FakeNode], side: Side,
+               failing: str | None) -> Plan:
+    """Each control plane's etcd-peer certificate then the etcd step, as a plan has them;
+    kubeadm on `failing` exits 1 as it does on a kubeadm.conf it cannot read, once the
+    preparation beside it has staged every member's restore (bounded wait)."""
+    made = kubeadm({cp.name: cp.ips() for cp in cluster.control_planes})
+    staged = threading.Event()
+    real_stage = side.stage
+
+    def stage(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        result = real_stage(node, argv, stdin)
+        if set(side.staged) == set(CPS):
+            staged.set()
+        return result
+
+    def run_kubeadm(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        side.event("cert", node.name)
+        if node.name == failing:
+            assert staged.wait(5)
+            return fail(1, "unable to read config from \"/kind/kubeadm.conf\": no kind "
+                           "\"ClusterConfiguration\" is registered for version "
+                           "\"kubeadm.k8s.io/v9\"")
+        return made(node, argv, stdin)  # type: ignore[no-any-return]
+
+    for name in CPS:
+        nodes[name].on(("kubeadm", "init", "phase", "certs"), run_kubeadm)
+        nodes[name].on(("sh", "-c", etcd_recovery._STAGE_RESTORE), stage)
+        nodes[name].files[PEER_CRT] = f"{name}'s old peer cert".encode()
+        nodes[name].files[PEER_KEY] = f"{name}'s old peer key".encode()
+    steps = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
+                       path=PEER_CRT, phase="etcd-peer", key_path=PEER_KEY) for n in CPS)
+    return Plan("kind", (*steps, Step("etcd", "etcd", CP, "etcd membership: snapshot-restore",
+                                      phase="snapshot-restore")), "snapshot-restore")
+
+
+PEER_CRT, PEER_KEY = "/etc/kubernetes/pki/etcd/peer.crt", "/etc/kubernetes/pki/etcd/peer.key"
+
+
+def test_a_failing_kubeadm_leaves_etcd_as_it_was_and_the_next_run_finishes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #9: kubeadm failing on one control plane while the restore was prepared beside the
+    certificates left every etcd manifest parked, every member's data restored and the peer
+    pair gone; a rerun failed at the same place. Now: one line naming the node and the file,
+    the old pairs in place, etcd started again on its own data, and once kubeadm works the
+    next run (continuing the journal) does the whole job."""
+    revisions: dict[str, int | None] = {CP: 48000, CP2: 48999, CP3: 48500}
+    cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
+    plan = _cert_wave(cluster, nodes, side, failing=CP2)
+    manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
+    ap, said = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    message = e.value.message
+    assert message.startswith(f"{CP2}: regenerating {PEER_CRT} failed: exit 1: unable to read "
+                              "config from \"/kind/kubeadm.conf\"")
+    assert "etcd was started again on its own data" in message
+    assert "\n" not in message
+    assert e.value.hint is not None and "kindfix repair" in e.value.hint
+    for name in CPS:
+        node = nodes[name]
+        assert node.files[DB] == _db(name, revisions)  # its own data, never swapped out
+        assert node.files[MANIFEST] == manifests[name]  # etcd runs again
+        assert PARKED not in node.files
+        assert SNAPSHOT not in node.files and STAGED not in node.files
+        assert not any(p.endswith(".kindfix-old") for p in node.files)
+        if name == CP2:
+            assert node.files[PEER_CRT] == f"{name}'s old peer cert".encode()
+            assert node.files[PEER_KEY] == f"{name}'s old peer key".encode()
+    assert side.restores == {}
+    assert set(side.staged) == set(CPS)  # it had got that far
+    assert side.counts("unprepare") == Counter(("unprepare", n) for n in CPS)
+    assert not any(k.startswith("etcd:") for k in ap.recorder.journal.done)
+    assert not any(n.startswith("etcd-") for n in ap.recorder.journal.notes)
+
+    # kubeadm.conf fixed: the next repair continues the journal and finishes the job
+    ap, _ = resumed(cluster, nodes, side)
+    side.staged.clear()
+    plan = _cert_wave(cluster, nodes, side, failing=None)
+    done = ap.apply(plan)
+    assert "etcd" in done
+    assert all(nodes[n].files[DB] == _db(CP2, revisions) for n in CPS)
+    assert all(PARKED not in nodes[n].files and MANIFEST in nodes[n].files for n in CPS)
+    assert side.gw.leader is not None
+
+
+def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that fails on one member (its disk full) while the certificates are made: the
+    run stops with that error, and the members the preparation stopped run again."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    plan = _cert_wave(cluster, nodes, side, failing=None)
+    real = side.prepare
+
+    def prepare(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        result = real(node, argv, stdin)
+        if node.name == CP3:  # parked, then the copy failed: no status marker
+            parked = result.stdout.split(b"@@kindfix-status")[0]
+            return ExecResult(4, parked, b"cp: error writing: No space left on device\n")
+        return result
+
+    for name in CPS:
+        nodes[name].on(("sh", "-c", etcd_recovery._PREPARE_MEMBER), prepare)
+    manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    assert "No space left on device" in e.value.message
+    assert CP3 in e.value.message
+    assert "etcd was started again on its own data" in e.value.message
+    assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests
+    assert side.restores == {}
