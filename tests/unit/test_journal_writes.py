@@ -159,9 +159,12 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
     backup.parent.mkdir()
     backup.write_bytes(b"old\n")
     (tmp_path / "b" / "scheduler.conf.mode").write_text("not-a-mode\n")  # chmod fails
-    p = sh(journal._REPLACE_SCRIPT, str(target), str(backup),
-           hashlib.sha256(b"new\n").hexdigest(), hashlib.sha256(b"old\n").hexdigest())
+    p = subprocess.run(["sh", "-c", journal._REPLACE_SCRIPT, "x", str(target), str(backup),
+                        hashlib.sha256(b"new\n").hexdigest(),
+                        hashlib.sha256(b"old\n").hexdigest()],
+                       input=b"new\n", capture_output=True, timeout=30, check=False)
     assert p.returncode != 0
+    assert b"chmod" in p.stderr  # it got as far as the mode, past the complete copy
     assert target.read_bytes() == b"old\n"
     assert sorted(x.name for x in target.parent.iterdir()) == ["scheduler.conf"]
 
