@@ -52,6 +52,8 @@ _KEY_VALUE = re.compile(
 _FLAG_SPACE = re.compile(rf"(?<![\w-])--{_KEY_TEXT}[ \t]+(?P<value>[^\s-]\S*)", re.IGNORECASE)
 _PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]*?)PRIVATE KEY(?:-----)?")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+# a value redacted already (strict: nothing but closing brackets after it)
+_DONE = re.compile(rf"\\?[\"']?{REDACTED}\\?[\"']?[\s,}}\]]*")
 _ANCHOR_OR_TAG = re.compile(r"(?:[&!]\S*\s+)*")
 
 
@@ -65,8 +67,10 @@ def redact(content: bytes, name: str = "") -> bytes:
 
 def redact_text(text: str, depth: int = 0) -> str:
     structured = _redact_structure(text, depth)
-    strict = structured is None
-    out = _redact_pairs(text if structured is None else structured, strict)
+    if structured is None:
+        out = _redact_pairs(text, strict=True)
+    else:  # keys the parser saw were judged there: the pairs rule is for comments and such
+        out = _redact_pairs(structured[0], strict=False, skip=structured[1])
     out = _FLAG_SPACE.sub(lambda m: m.group()[: m.start("value") - m.start()] + REDACTED, out)
     return _redact_pem(_redact_base64_keys(out))
 
@@ -84,21 +88,25 @@ def secret_in_text(value: str) -> bool:
 
 # --- structured ---------------------------------------------------------------------------
 
-def _redact_structure(text: str, depth: int) -> str | None:
-    """Splice credentials out of YAML/JSON text; None when it does not parse."""
+def _redact_structure(text: str, depth: int) -> tuple[str, set[int]] | None:
+    """Splice credentials out of YAML/JSON text: (the result, where the parser saw mapping
+    keys in it); None when it does not parse."""
     if not _worth_parsing(text):
-        return text
-    spans = _yaml_secret_spans(text, depth)
+        return text, set()
+    keys: set[int] = set()
+    spans = _yaml_secret_spans(text, depth, keys)
     if spans is None:
-        return _redact_json(text)
+        out = _redact_json(text)
+        return None if out is None else (out, set())
     if not spans:
-        return text
+        return text, keys
     out = _splice(text, spans)
     # the splice works on the parser's character offsets: check them by parsing the result
-    again = _yaml_secret_spans(out, depth)
+    keys = set()
+    again = _yaml_secret_spans(out, depth, keys)
     if again is None or again:
         return None
-    return out
+    return out, keys
 
 
 def _worth_parsing(text: str) -> bool:
@@ -116,8 +124,10 @@ def _compose(text: str) -> list[Node] | None:
         return None
 
 
-def _yaml_secret_spans(text: str, depth: int) -> list[tuple[int, int, str]] | None:
-    """(start, end, replacement) of every credential scalar still in `text`."""
+def _yaml_secret_spans(text: str, depth: int, keys: set[int]
+                       ) -> list[tuple[int, int, str]] | None:
+    """(start, end, replacement) of every credential scalar still in `text`; fills `keys`
+    with the offsets of the mapping keys."""
     offset = 1 if text.startswith("\ufeff") else 0
     docs = _compose(text[offset:])
     if docs is None:
@@ -126,6 +136,7 @@ def _yaml_secret_spans(text: str, depth: int) -> list[tuple[int, int, str]] | No
     for doc in docs:
         if isinstance(doc, ScalarNode):  # plain text (a PEM file, a script): the text rules
             continue
+        keys.update(k.start_mark.index + offset for k in _mapping_keys(doc, set()))
         for node in _secret_scalars(doc, depth, set()):
             start, end = node.start_mark.index + offset, node.end_mark.index + offset
             spans[start] = (start, end, _replacement(text[start:end], node.style))
@@ -160,6 +171,19 @@ def _secret_scalars(node: Node, depth: int, seen: set[int]) -> Iterator[ScalarNo
             else:
                 yield from _secret_scalars(key, depth, seen)
                 yield from _secret_scalars(value, depth, seen)
+
+
+def _mapping_keys(node: Node, seen: set[int]) -> Iterator[Node]:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, SequenceNode):
+        for item in node.value:
+            yield from _mapping_keys(item, seen)
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield from _mapping_keys(value, seen)
 
 
 def _is_secret_flag(node: Node) -> bool:
@@ -295,19 +319,21 @@ def _redact_base64_keys(text: str) -> str:
     return _BASE64_RUN.sub(lambda m: REDACTED if _is_base64_key(m.group()) else m.group(), text)
 
 
-def _redact_pairs(text: str, strict: bool) -> str:
-    """`key: value`, `"key": "value"` and `--key=value` pairs with a credential key.
+def _redact_pairs(text: str, strict: bool, skip: set[int] | frozenset[int] = frozenset()
+                  ) -> str:
+    """`key: value`, `"key": "value"` and `--key=value` pairs with a credential key, except
+    keys at the offsets in `skip` (the parser's mapping keys, judged already).
 
     strict (text that did not parse): a value that does not end on its line (open quote or
     bracket, block scalar, continuation lines) is redacted to wherever it could end."""
     out, pos = [], 0
     for m in _KEY_VALUE.finditer(text):
-        if m.start() < pos:
+        if m.start() < pos or skip.intersection((m.start(), m.start() - 1, m.start() - 2)):
             continue
         start = m.end()
         end = _value_end(text, start, m.group("sep").strip(), strict, _column(text, m.start()))
         value = text[start:end]
-        if not strict and (not value.strip() or re.match(r"\\?[\"']?" + REDACTED, value)):
+        if not value.strip() or (re.fullmatch(_DONE, value) if strict else re.match(_DONE, value)):
             continue
         out += [text[pos:start], _masked(value)]
         pos = end
