@@ -59,6 +59,13 @@ MANIFESTS = "/etc/kubernetes/manifests"
 FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
 # KINDBED_KUBELET_SYNC_PERIOD shortens the poll for host tests only.
 SYNC_PERIOD = float(os.environ.get("KINDBED_KUBELET_SYNC_PERIOD") or 1.0)
+# KINDBED_KUBELET_START_DELAY: seconds between the kubelet's start and its first pod sync.
+# A real kind node runs static pods only after systemd, containerd and the kubelet are up: tens
+# of seconds after `docker start` (issue #10); the stand-in starts them at once unless told.
+START_DELAY = "KINDBED_KUBELET_START_DELAY"
+# kind's kubelet unit reads this EnvironmentFile (10-kubeadm.conf); kindbed-init passes no
+# environment to the kubelet, so the knob is also read from this file, where a test can put it.
+DEFAULTS_FILE = "/etc/default/kubelet"
 STOP_GRACE = 5.0
 # pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff; flowcontrol forgets an entry
 # after 2 x the maximum without a failure (hasExpired)
@@ -79,6 +86,23 @@ def kubeadm_flags(text: str) -> list[str]:
         if line.startswith("KUBELET_KUBEADM_ARGS="):
             return " ".join(shlex.split(line.partition("=")[2])).split()
     return []
+
+
+def start_delay(environ: dict[str, str] | None = None) -> float:
+    """KINDBED_KUBELET_START_DELAY from the environment, else from /etc/default/kubelet; 0."""
+    value = (os.environ if environ is None else environ).get(START_DELAY)
+    if value is None:
+        try:
+            text = node_path(DEFAULTS_FILE).read_text()
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            if line.startswith(START_DELAY + "="):
+                value = " ".join(shlex.split(line.partition("=")[2]))
+    try:
+        return max(0.0, float(value or 0))
+    except ValueError:
+        return 0.0
 
 
 def node_ip_from_flags(text: str) -> str | None:
@@ -499,6 +523,11 @@ def main(argv: list[str]) -> int:
     klog.info(
         "kubelet_node_status.go:70", f'"Using node IP" nodeIP="{ip or ""}" source="{FLAGS_ENV}"'
     )
+    delay = start_delay()
+    if delay > 0:
+        klog.info("standin",
+                  f'"Stand-in start delay before the first pod sync" startDelay="{delay:g}s"')
+        stop.wait(delay)
     kubelet = Kubelet(node_name)
     kubelet.adopt()
     while not stop.is_set():
