@@ -1,12 +1,20 @@
 """Proves the cluster healthy before kindfix says so: asks the live components, bounded in time.
 
 etcd: every member has a leader, peer and client URLs are the current IPs, the revision did not go
-back. kube-apiserver /readyz, kube-controller-manager and kube-scheduler /healthz on every control
-plane; the load balancer routes to every apiserver. On a real kind node also `kubectl get nodes`.
+back. kube-apiserver /readyz on every control plane. kube-controller-manager and kube-scheduler
+answer /healthz `ok` whenever they are not the leader (client-go LeaderElector.Check), so one cut
+off from the apiserver looks healthy: their Leases kube-system/<component> must be held by a
+control plane and renewed after the repair began to be verified (read through the apiserver with
+admin.conf's credentials), and on every control plane the apiserver must answer with the
+credentials and server of controller-manager.conf / scheduler.conf (what those components use).
+The load balancer answers, and routes to every apiserver when curl can show which one answered
+(`%{certs}`, curl >= 7.88); with an older curl the check says so instead of claiming the routes.
+Where kubectl exists (kind nodes), `kubectl get nodes` lists every node Ready, with retries.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +27,10 @@ from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.node import Node
 from kindfix.x509 import parse_pem_certificates
+
+ELECTED = (("kube-controller-manager", "/etc/kubernetes/controller-manager.conf"),
+           ("kube-scheduler", "/etc/kubernetes/scheduler.conf"))
+RENEW_SLACK_S = 2.0  # clock granularity between renewTime and the node's `date`
 
 T = TypeVar("T")
 
@@ -48,6 +60,63 @@ _HEALTH_URLS = (
     ("kube-controller-manager /healthz", "https://{host}:10257/healthz"),
     ("kube-scheduler /healthz", "https://{host}:10259/healthz"),
 )
+
+# GET through an apiserver with a kubeconfig's credentials: "$1" kubeconfig, "$2" server (empty:
+# the kubeconfig's own), "$3" path. Prints "@@status <http code or curl error>", the body, then
+# "@@now <node clock>". Inline *-data or file paths, as kubeadm and kind write them.
+_KUBE_GET = r"""
+k=$1; d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+get() { sed -n "s|^ *$1: *||p" "$k" | head -n1 | tr -d '"'; }
+pick() { v=$(get "$1-data"); if [ -n "$v" ]; then printf %s "$v" | base64 -d > "$2"
+         else p=$(get "$1"); [ -z "$p" ] || cp "$p" "$2"; fi; }
+pick certificate-authority "$d/ca"; pick client-certificate "$d/crt"; pick client-key "$d/key"
+server=${2:-$(get server)}
+code=$(curl -sS --max-time 5 --cacert "$d/ca" --cert "$d/crt" --key "$d/key" -o "$d/body" \
+  -w '%{http_code}' "$server$3" 2>"$d/err") || code="error $(tail -n1 "$d/err")"
+echo "@@status $code"; cat "$d/body" 2>/dev/null; echo; echo "@@now $(date +%s)"
+"""
+
+
+@dataclass(frozen=True)
+class KubeGet:
+    status: str  # the HTTP code, or "error <curl's message>"
+    body: str
+    now: float | None  # the node's clock
+
+
+def parse_kube_get(text: str) -> KubeGet:
+    """Pure: _KUBE_GET's output."""
+    _, _, rest = text.partition("@@status ")
+    status, _, rest = rest.partition("\n")
+    body, _, clock = rest.rpartition("@@now ")
+    try:
+        now: float | None = float(clock.strip())
+    except ValueError:
+        now = None
+    return KubeGet(status.strip() or "no answer", body.strip(), now)
+
+
+def kube_get(node: Node, kubeconfig: str, path: str, server: str = "") -> KubeGet:
+    r = node.exec(["sh", "-c", _KUBE_GET, "kindfix-kube-get", kubeconfig, server, path],
+                  timeout=20)
+    if r.exit_code == 127 or "@@status" not in r.text():
+        return KubeGet(f"error {r.stderr.decode(errors='replace').strip()[:120]}", "", None)
+    return parse_kube_get(r.text())
+
+
+def micro_time(text: str) -> float | None:
+    """metav1.MicroTime (RFC 3339, UTC, microseconds) as a Unix time."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.strptime(text.rstrip("Z")[:26].split("+")[0], "%Y-%m-%dT%H:%M:%S.%f"
+                                 ).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        try:
+            return datetime.strptime(text.rstrip("Z")[:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return None
 
 
 def _curl_ok(node: Node, url: str) -> tuple[bool, str]:
@@ -109,8 +178,10 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
 
 
 # N requests through the load balancer in one exec, each printing its HTTP code and the chain the
-# server presented (curl >= 7.88 `%{certs}`; older curl prints nothing for it), then a separator
+# server presented (curl >= 7.88 `%{certs}`; older curl prints nothing for it), then a separator;
+# first curl's version line
 _THROUGH_LB = r"""
+echo "@@kindfix-curl $(curl --version 2>/dev/null | head -n1)"
 i=0
 while [ "$i" -lt "$1" ]; do
   curl -sk --max-time 3 -o /dev/null -w '%{http_code}\n%{certs}\n' "$2" 2>/dev/null
@@ -148,14 +219,22 @@ def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[
     rounds = 2 * len(cluster.control_planes)
     wanted = [cp.name for cp in cluster.control_planes]
 
+    told = [True]  # whether curl showed who answered (curl >= 7.88)
+    version = [""]
+
     def all_routes() -> tuple[bool, str]:
         r = node.exec(["sh", "-c", _THROUGH_LB, "kindfix-through-lb", str(rounds), url],
                       timeout=15 + 4 * rounds)
-        answers = r.text().split("@@kindfix-request")[:rounds]
+        text = r.text()
+        if text.startswith("@@kindfix-curl "):
+            head, _, text = text.partition("\n")
+            version[0] = " ".join(head.split()[1:3])
+        answers = text.split("@@kindfix-request")[:rounds]
         good = [a for a in answers if a.strip().startswith("200")]
         seen = {who for a in good if (who := served_by(cluster, a)) is not None}
         detail = f"{len(good)}/{rounds} requests through {lb.name} answered ok"
-        if not seen:  # curl < 7.88: which apiserver answered cannot be told
+        told[0] = bool(seen) or not good
+        if not seen:
             return len(good) == rounds, detail
         missing = [name for name in wanted if name not in seen]
         if missing:
@@ -163,23 +242,93 @@ def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[
         return len(good) == rounds and not missing, detail
 
     ok, detail = _retry(all_routes, wait)
-    return [Check(lb.name, "load balancer routes to every apiserver", ok, detail)]
+    if told[0]:
+        return [Check(lb.name, "load balancer routes to every apiserver", ok, detail)]
+    # curl < 7.88 (kind images before v0.21) has no %{certs}: the answers alone are proven
+    return [Check(lb.name, "load balancer answers (which apiserver answered is unknown: "
+                  f"{version[0] or 'curl'} has no %{{certs}}, needs >= 7.88)", ok, detail)]
 
 
-def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node]) -> list[Check]:
+def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
     node = nodes[cluster.control_planes[0].name]
     probe = node.exec(["sh", "-c", "command -v kubectl"])
     if not probe.ok:
         return []
-    r = node.exec(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes",
-                   "--no-headers"], timeout=30)
-    lines = r.text().splitlines()
-    # STATUS may carry more than Ready, e.g. "Ready,SchedulingDisabled" for a cordoned node
-    not_ready = [ln.split()[0] for ln in lines
-                 if len(ln.split()) > 1 and "Ready" not in ln.split()[1].split(",")]
-    ok = r.ok and bool(lines) and not not_ready
-    return [Check(cluster.control_planes[0].name, "kubectl get nodes: all Ready", ok,
-                  ", ".join(not_ready) or r.stderr.decode(errors="replace").strip()[:120])]
+
+    def all_ready() -> tuple[bool, str]:
+        r = node.exec(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes",
+                       "--no-headers", "--request-timeout=5s"], timeout=30)
+        lines = r.text().splitlines()
+        # STATUS may carry more than Ready, e.g. "Ready,SchedulingDisabled" for a cordoned node
+        not_ready = [ln.split()[0] for ln in lines
+                     if len(ln.split()) > 1 and "Ready" not in ln.split()[1].split(",")]
+        listed = {ln.split()[0] for ln in lines if ln.split()}
+        missing = [n.name for n in cluster.kube_nodes if n.name not in listed]
+        ok = r.ok and bool(lines) and not not_ready and not missing
+        detail = ", ".join([*(f"{n} not Ready" for n in not_ready),
+                            *(f"{n} not listed" for n in missing)])
+        return ok, detail or r.stderr.decode(errors="replace").strip()[:120]
+
+    ok, detail = _retry(all_ready, wait)
+    return [Check(cluster.control_planes[0].name, "kubectl get nodes: all Ready", ok, detail)]
+
+
+def _lease_checks(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
+    """Each elected component's Lease is held by a control plane and renewed after this check
+    began (read through the first control plane's apiserver with admin.conf)."""
+    first = cluster.control_planes[0]
+    node = nodes[first.name]
+    server = f"https://{first.name}:6443"  # kubeadm puts the node name in apiserver.crt
+    cps = {cp.name for cp in cluster.control_planes}
+    began: dict[str, float] = {}
+
+    def held(component: str) -> tuple[bool, str]:
+        got = kube_get(node, "/etc/kubernetes/admin.conf",
+                       f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}",
+                       server)
+        if got.status != "200":
+            return False, f"{got.status}: {got.body[:120]}".strip(": ")
+        try:
+            spec = json.loads(got.body).get("spec") or {}
+        except ValueError:
+            return False, f"not a Lease: {got.body[:80]}"
+        holder = str(spec.get("holderIdentity") or "")
+        renewed = micro_time(str(spec.get("renewTime") or ""))
+        duration = float(spec.get("leaseDurationSeconds") or 15)
+        now = got.now if got.now is not None else time.time()
+        began.setdefault(component, now)
+        who = holder.rsplit("_", 1)[0]
+        if who not in cps:
+            return False, f"held by {holder or 'nobody'!r}, not a control plane of {cluster.name}"
+        if renewed is None or now - renewed > duration + RENEW_SLACK_S:
+            age = "never" if renewed is None else f"{now - renewed:.0f} s ago"
+            return False, f"held by {who}, last renewed {age} (lease {duration:.0f} s)"
+        if renewed + RENEW_SLACK_S < began[component]:
+            return False, f"held by {who}, not renewed since verification began"
+        return True, f"held by {who}, renewed {max(now - renewed, 0):.0f} s ago"
+
+    def check(component: str) -> Check:
+        ok, detail = _retry(lambda: held(component), wait)
+        return Check(first.name, f"{component} holds and renews its Lease", ok, detail)
+
+    return _each(check, [component for component, _ in ELECTED])
+
+
+def _kubeconfig_checks(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[Check]:
+    """On every control plane, the apiserver answers with each elected component's kubeconfig
+    (its server and credentials): /healthz says ok even for one that cannot reach it."""
+    def check(item: tuple[str, str, str]) -> Check:
+        name, component, kubeconfig = item
+
+        def answers() -> tuple[bool, str]:
+            got = kube_get(nodes[name], kubeconfig, "/healthz")
+            return got.status == "200", f"{kubeconfig}: {got.status} {got.body[:100]}".strip()
+
+        ok, detail = _retry(answers, wait)
+        return Check(name, f"{component} reaches the apiserver", ok, "" if ok else detail)
+
+    return _each(check, [(cp.name, component, kubeconfig) for cp in cluster.control_planes
+                         for component, kubeconfig in ELECTED])
 
 
 def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
@@ -192,11 +341,14 @@ def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
         ok, detail = _retry(lambda: _curl_ok(node, url), wait)
         return Check(name, what, ok, detail)
 
-    # the load balancer and kubectl beside the components: each is its own bounded wait
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # the load balancer, leases, kubeconfigs and kubectl beside the components: each is its own
+    # bounded wait
+    with ThreadPoolExecutor(max_workers=4) as pool:
         lb = pool.submit(_lb_check, cluster, nodes, wait)
-        kubectl = pool.submit(_kubectl_check, cluster, nodes)
+        kubectl = pool.submit(_kubectl_check, cluster, nodes, wait)
+        leases = pool.submit(_lease_checks, cluster, nodes, wait)
+        kubeconfigs = pool.submit(_kubeconfig_checks, cluster, nodes, wait)
         checks += _each(component, [(cp.name, what, url) for cp in cluster.control_planes
                                     for what, url in _HEALTH_URLS])
-        checks += lb.result() + kubectl.result()
+        checks += kubeconfigs.result() + leases.result() + lb.result() + kubectl.result()
     return Verification(tuple(checks))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from kindfix import probes
 from kindfix import verify as verify_module
 from kindfix.discovery import Cluster
+from kindfix.runtime import ExecResult
 from kindfix.verify import verify
 from tests.fakes import FakeNode, ok
 from tests.unit.helpers_etcd import FakeEtcd
@@ -16,6 +21,48 @@ from tests.unit.helpers_nodes import dump
 
 CP, CP2, CP3 = "kind-control-plane", "kind-control-plane2", "kind-control-plane3"
 LB = "kind-external-load-balancer"
+
+
+def micro(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+@dataclass
+class FakeApi:
+    """What verify._KUBE_GET gets from the apiservers: the two Leases (renewed at every read,
+    as a live leader renews every 2 s, unless `frozen`), and per (node, kubeconfig) an error
+    instead of /healthz ok (a stale server or certificate in that kubeconfig)."""
+
+    holders: dict[str, str] = field(default_factory=lambda: {
+        "kube-controller-manager": f"{CP}_0a1b", "kube-scheduler": f"{CP2}_2c3d"})
+    frozen: dict[str, float] = field(default_factory=dict)  # component -> fixed renewTime
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)
+    apiserver_down: bool = False
+    now: float = 1_700_000_000.0
+
+    def attach(self, *nodes: FakeNode) -> None:
+        for node in nodes:
+            node.on(("sh", "-c", verify_module._KUBE_GET), self.handle)
+
+    def handle(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        kubeconfig, _server, path = argv[4], argv[5], argv[6]
+        self.now += 1.0
+        if self.apiserver_down:
+            status, body = "error curl: (7) Failed to connect to port 6443", ""
+        elif (node.name, kubeconfig) in self.broken:
+            status, body = f"error {self.broken[(node.name, kubeconfig)]}", ""
+        elif path == "/healthz":
+            status, body = "200", "ok"
+        else:
+            component = path.rsplit("/", 1)[-1]
+            if component not in self.holders:
+                status, body = "404", '{"kind":"Status","reason":"NotFound"}'
+            else:
+                renewed = self.frozen.get(component, self.now - 0.5)
+                status, body = "200", json.dumps({"kind": "Lease", "spec": {
+                    "holderIdentity": self.holders[component], "leaseDurationSeconds": 15,
+                    "renewTime": micro(renewed)}})
+        return ok(f"@@status {status}\n{body}\n@@now {int(self.now)}\n")
 
 
 def etcd_as_recorded(name: str, **etcd: Any) -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
@@ -35,7 +82,17 @@ def etcd_as_recorded(name: str, **etcd: Any) -> tuple[Cluster, dict[str, FakeNod
     ]
     gw = FakeEtcd(members, leader=probe.leader, revision=probe.revision or 0, **etcd)
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
+    api = FakeApi() if cluster.node(CP2) else FakeApi(holders=dict.fromkeys(
+        ("kube-controller-manager", "kube-scheduler"), f"{cluster.control_planes[0].name}_0a1b"))
+    api.attach(*(nodes[c.name] for c in cluster.control_planes))
+    nodes[cluster.control_planes[0].name].api = api  # type: ignore[attr-defined]
     return cluster, nodes, gw
+
+
+def api_of(nodes: dict[str, FakeNode]) -> FakeApi:
+    api = nodes[CP].api  # type: ignore[attr-defined]
+    assert isinstance(api, FakeApi)
+    return api
 
 
 def healthy_ha() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
@@ -123,11 +180,16 @@ def test_a_backend_the_load_balancer_still_marks_down_is_named() -> None:
                     f"answered ok; no answer from {CP3}")
 
 
-def test_without_serving_certs_from_curl_the_answers_alone_count() -> None:
+def test_without_serving_certs_from_curl_the_check_says_what_it_proved() -> None:
     cluster, nodes, gw = healthy_ha()
     gw.lb_down = {CP3}
     gw.curl_shows_certs = False  # curl < 7.88 has no %{certs}: who answered is unknown
-    assert failures(cluster, nodes) == []
+    v = verify(cluster, nodes, wait=0)
+    assert v.healthy
+    [lb] = [c for c in v.checks if c.node == LB]
+    assert lb.what.startswith("load balancer answers (which apiserver answered is unknown: ")
+    assert "needs >= 7.88" in lb.what
+    assert not any(c.what == "load balancer routes to every apiserver" for c in v.checks)
 
 
 def test_served_by_names_the_control_plane_of_each_apiserver_certificate() -> None:
@@ -172,9 +234,93 @@ def test_kubectl_all_ready_is_healthy() -> None:
     cluster, nodes, _ = healthy_ha()
     node = nodes[CP]
     node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
-    node.on(("kubectl",), ok("kind-control-plane   Ready   control-plane   5m   v1.29.2\n"))
+    node.on(("kubectl",), ok("".join(f"{n.name}   Ready   control-plane   5m   v1.29.2\n"
+                                     for n in cluster.kube_nodes)))
     assert failures(cluster, nodes) == []
     assert any(c[0] == "kubectl" for c in node.calls)
+
+
+def test_kubectl_is_retried_until_every_node_is_listed_ready() -> None:
+    cluster, nodes, _ = healthy_ha()
+    node = nodes[CP]
+    node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
+    answers = [ExecResult(1, b"", b"The connection to the server was refused"),
+               ok(f"{CP}   Ready   control-plane   5m   v1.29.2\n"),
+               ok("".join(f"{n.name}   Ready   control-plane   5m   v1.29.2\n"
+                          for n in cluster.kube_nodes))]
+    node.on(("kubectl",), lambda *_: answers.pop(0) if len(answers) > 1 else answers[0])
+    v = verify(cluster, nodes, wait=5)
+    assert v.healthy, v.failures()
+    assert sum(1 for c in node.calls if c[0] == "kubectl") == 3
+
+
+def test_a_node_kubectl_does_not_list_is_named() -> None:
+    cluster, nodes, _ = healthy_ha()
+    node = nodes[CP]
+    node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
+    node.on(("kubectl",), ok(f"{CP}   Ready   control-plane   5m   v1.29.2\n"))
+    [line] = failures(cluster, nodes)
+    assert line == (f"{CP}: kubectl get nodes: all Ready: {CP2} not listed, {CP3} not listed, "
+                    "kind-worker not listed")
+
+
+def test_leases_held_and_renewed_by_control_planes_verify() -> None:
+    cluster, nodes, _ = healthy_ha()
+    v = verify(cluster, nodes, wait=0)
+    got = {c.what: c for c in v.checks if "Lease" in c.what}
+    assert got["kube-controller-manager holds and renews its Lease"].ok
+    assert got["kube-controller-manager holds and renews its Lease"].detail.startswith(
+        f"held by {CP}, renewed ")
+    assert got["kube-scheduler holds and renews its Lease"].ok
+
+
+def test_a_lease_nobody_renews_fails_even_though_every_healthz_is_ok() -> None:
+    cluster, nodes, _ = healthy_ha()
+    api = api_of(nodes)
+    api.frozen["kube-scheduler"] = api.now - 40  # its holder stopped renewing 40 s ago
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{CP}: kube-scheduler holds and renews its Lease: held by {CP2}, "
+                           "last renewed 4")
+
+
+def test_a_lease_not_renewed_since_verification_began_fails() -> None:
+    cluster, nodes, _ = healthy_ha()
+    api = api_of(nodes)
+    api.frozen["kube-controller-manager"] = api.now - 5  # within its 15 s, but not since
+    [line] = failures(cluster, nodes)  # wait=0: one read, which is when verification began
+    assert line == (f"{CP}: kube-controller-manager holds and renews its Lease: held by {CP}, "
+                    "not renewed since verification began")
+
+
+def test_a_lease_held_by_a_stranger_or_missing_fails() -> None:
+    cluster, nodes, _ = healthy_ha()
+    api = api_of(nodes)
+    api.holders["kube-controller-manager"] = "other-cluster-control-plane_99"
+    del api.holders["kube-scheduler"]
+    lines = failures(cluster, nodes)
+    assert (f"{CP}: kube-controller-manager holds and renews its Lease: held by "
+            "'other-cluster-control-plane_99', not a control plane of kind") in lines
+    assert any(ln.startswith(f"{CP}: kube-scheduler holds and renews its Lease: 404")
+               for ln in lines)
+
+
+def test_a_controller_manager_with_a_stale_kubeconfig_is_named_though_healthz_says_ok() -> None:
+    cluster, nodes, _ = healthy_ha()
+    api_of(nodes).broken[(CP2, "/etc/kubernetes/controller-manager.conf")] = (
+        "curl: (60) SSL: no alternative certificate subject name matches target host name "
+        "'172.18.0.5'")
+    [line] = failures(cluster, nodes)
+    assert line.startswith(f"{CP2}: kube-controller-manager reaches the apiserver: "
+                           "/etc/kubernetes/controller-manager.conf: error curl: (60)")
+
+
+def test_kube_get_output_is_parsed() -> None:
+    got = verify_module.parse_kube_get('@@status 200\n{"a": 1}\n\n@@now 1700000000\n')
+    assert got == verify_module.KubeGet("200", '{"a": 1}', 1_700_000_000.0)
+    got = verify_module.parse_kube_get("@@status error curl: (7) refused\n\n@@now x\n")
+    assert (got.status, got.body, got.now) == ("error curl: (7) refused", "", None)
+    assert verify_module.micro_time("2026-11-27T17:40:00.250000Z") == 1795801200.25
+    assert verify_module.micro_time("garbage") is None
 
 
 def _ipv6_single_cp() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
@@ -200,11 +346,7 @@ def test_a_cordoned_node_is_still_ready() -> None:
     cluster, nodes, _ = healthy_ha()
     node = nodes[CP]
     node.on(("sh", "-c", "command -v kubectl"), ok("/usr/bin/kubectl\n"))
-    node.on(
-        ("kubectl",),
-        ok(
-            "kind-control-plane   Ready   control-plane   5m   v1.29.2\n"
-            "kind-worker   Ready,SchedulingDisabled   <none>   5m   v1.29.2\n"
-        ),
-    )
+    node.on(("kubectl",), ok("".join(
+        f"{n.name}   {'Ready,SchedulingDisabled' if n.name == 'kind-worker' else 'Ready'}   "
+        "<none>   5m   v1.29.2\n" for n in cluster.kube_nodes)))
     assert failures(cluster, nodes) == []
