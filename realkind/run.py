@@ -218,7 +218,8 @@ def containers() -> dict[str, dict]:
 
 
 def rotated_order(before: dict[str, dict]) -> list[str]:
-    """A start order in which (lowest free IP first) every control plane gets another one's IP."""
+    """A start order in which (lowest free IP first) every control plane gets another one's IP
+    (a single control plane: any other IP)."""
     names = sorted(before)
     pool = sorted((before[n]["ip"] for n in names), key=ipaddress.ip_address)
     cps = [n for n in names if before[n]["role"] == "control-plane"]
@@ -226,7 +227,8 @@ def rotated_order(before: dict[str, dict]) -> list[str]:
     best = None
     for perm in itertools.permutations(names):
         new = dict(zip(perm, pool))
-        if all(new[c] != before[c]["ip"] and new[c] in cp_ips for c in cps):
+        # several control planes: each on another one's IP (quorum lost); one: just a new IP
+        if all(new[c] != before[c]["ip"] and (len(cps) == 1 or new[c] in cp_ips) for c in cps):
             moved_others = sum(new[n] != before[n]["ip"] for n in names if n not in cps)
             if best is None or moved_others < best[0]:
                 best = (moved_others, list(perm))
@@ -309,6 +311,15 @@ def lb_problems() -> list[str]:
     return probs
 
 
+def diagnose() -> None:
+    """What the control planes run, for the log of a run that did not end healthy."""
+    c = containers()
+    for n in sorted(x for x in c if c[x]["role"] == "control-plane"):
+        r = node_exec(n, "crictl ps -a 2>/dev/null | head -20; echo; "
+                         "crictl pods 2>/dev/null | head -20; echo; ls -la /etc/kubernetes/manifests")
+        print(f"--- {n} ({c[n]['ip']})\n{r.stdout}{r.stderr}")
+
+
 def verify() -> list[str]:
     probs: list[str] = []
     for name, fn in (("health", health_problems), ("seed", seed_problems),
@@ -346,6 +357,8 @@ def main() -> int:
             except TimeoutError:
                 pass
             verdict_reasons += verify()
+        if verdict_reasons:
+            diagnose()
     except Exception as e:  # noqa: BLE001
         verdict_reasons.append(f"{type(e).__name__}: {e}")
     finally:
