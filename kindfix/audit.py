@@ -492,8 +492,10 @@ def audit(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],
     for node in cluster.kube_nodes:
         snap = snapshots.get(node.name)
         if snap is None:  # a stopped node (a dump of one): nothing of it was read
+            why = (f"node is {node.state}" if not node.running
+                   else "nothing was read from it (not in the dump)")
             findings.append(Finding(node.name, "node", "container state", node.state, "running",
-                                    UNKNOWN, f"node is {node.state}: none of its files were read"))
+                                    UNKNOWN, f"{why}: none of its files were read"))
             continue
         findings += location_findings(snap, node, cluster, patches)
         if node.role == CONTROL_PLANE:

@@ -237,3 +237,11 @@ def test_one_member_up_without_a_leader_is_not_lost() -> None:
     report = audit(cluster, snaps)  # type: ignore[arg-type]
     assert report.etcd.quorum is None
     assert report.etcd.silent == 2
+
+
+def test_a_running_node_missing_from_a_dump_is_unknown() -> None:
+    cluster, snapshots = load_dump(_dump("single-cp-healthy"))
+    del snapshots["kind-worker"]
+    report = audit(cluster, snapshots)
+    assert [(f.node, f.detail) for f in report.unknown] == [
+        ("kind-worker", "nothing was read from it (not in the dump): none of its files were read")]
