@@ -426,6 +426,7 @@ def container_info(data: Mapping[str, Any]) -> ContainerInfo:
             ipv6=_none_if_empty(net.get("GlobalIPv6Address")),
             ipv4_config=_none_if_empty(ipam.get("IPv4Address")),
             ipv6_config=_none_if_empty(ipam.get("IPv6Address")),
+            aliases=tuple(str(a) for a in net.get("Aliases") or ()),
         )
     policy = (data.get("HostConfig") or {}).get("RestartPolicy") or {}
     restart = str(policy.get("Name") or "")

@@ -36,6 +36,7 @@ class Endpoint:
     ipv6: str | None
     ipv4_config: str | None = None  # user-pinned IPAMConfig.IPv4Address, if any
     ipv6_config: str | None = None
+    aliases: tuple[str, ...] = ()  # DNS aliases on this network (Docker adds name and short id)
 
 
 @dataclass(frozen=True)

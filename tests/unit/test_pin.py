@@ -19,14 +19,49 @@ PINNABLE = NetworkInfo("kind", "n1", "bridge", ("172.18.0.0/16", "fc00:f853:ccd:
                        enable_ipv6=True)
 
 
-def engine(network: NetworkInfo = PINNABLE, pinned: tuple[str, ...] = ()) -> FakeRuntime:
-    rt = FakeRuntime(networks={network.name: network})
+class DockerLike(FakeRuntime):
+    """`docker network connect` as the engine answers it: on a network whose IPv4 subnet Docker
+    allocated, --ip is refused (checked first, even for a container already connected); a
+    container already on the network is refused ("endpoint ... already exists"); aliases are
+    kept on the endpoint beside the name and short id Docker adds."""
+
+    auto_subnet: bool = False
+    taken: tuple[str, ...] = ()  # addresses another container took meanwhile
+
+    def network_connect(self, network: str, container: str, ipv4: str | None = None,
+                        ipv6: str | None = None, aliases: Sequence[str] = ()) -> None:
+        if (ipv4 or ipv6) and self.auto_subnet:
+            raise KindfixError("docker network connect kind failed: Error response from daemon: "
+                               "user specified IP address is supported only when connecting "
+                               "to networks with user configured subnets")
+        info = self.containers[container]
+        if network in info.networks:
+            raise KindfixError(f"docker network connect {network} {container} failed: Error "
+                               f"response from daemon: endpoint with name {container} already "
+                               f"exists in network {network}")
+        if ipv4 in self.taken:
+            raise KindfixError(f"docker network connect {network} {container} failed: Error "
+                               f"response from daemon: Address already in use")
+        self.log.append(f"connect {network} {container} {ipv4 or ''}".rstrip()
+                        + (f" aliases={','.join(aliases)}" if aliases else ""))
+        got = ipv4 or self.reconnect_ip.get(container) or "172.18.0.250"
+        self.containers[container] = replace(info, networks={**info.networks, network: Endpoint(
+            network, got, ipv6, ipv4, ipv6, (*aliases, container, info.id[:12]))})
+
+    reconnect_ip: dict[str, str] = {}  # noqa: RUF012 - per instance below
+
+
+def engine(network: NetworkInfo = PINNABLE, pinned: tuple[str, ...] = (),
+           auto_subnet: bool = False) -> DockerLike:
+    rt = DockerLike(networks={network.name: network})
+    rt.auto_subnet = auto_subnet
+    rt.reconnect_ip = {}
     for name, role, ip in (("kind-control-plane", "control-plane", "172.18.0.3"),
                            ("kind-worker", "worker", "172.18.0.2")):
         info = container(name, role, ip)
-        if name in pinned:
-            info = replace(info, networks={"kind": Endpoint("kind", ip, None, ip, None)})
-        rt.add(info)
+        ep = Endpoint("kind", ip, None, ip if name in pinned else None, None,
+                      ("registry-alias", name, info.id[:12]))
+        rt.add(replace(info, networks={"kind": ep}))
     return rt
 
 
@@ -51,7 +86,7 @@ def test_pins_each_unpinned_node_by_disconnect_then_connect_with_its_ip() -> Non
     rt = engine(pinned=("kind-worker",))
     said, _ = run_pin(rt)
     assert rt.log == ["disconnect kind kind-control-plane",
-                      "connect kind kind-control-plane 172.18.0.3"]
+                      "connect kind kind-control-plane 172.18.0.3 aliases=registry-alias"]
     assert said == ["pinning kind-control-plane to 172.18.0.3"]
     ep = rt.containers["kind-control-plane"].networks["kind"]
     assert ep.ipv4_config == "172.18.0.3"
@@ -104,7 +139,8 @@ def test_unpin_reconnects_pinned_nodes_without_an_ip() -> None:
     rt = engine(pinned=("kind-control-plane",))
     said: list[str] = []
     results = unpin(rt, discover(rt, "kind"), said.append)
-    assert rt.log == ["disconnect kind kind-control-plane", "connect kind kind-control-plane"]
+    assert rt.log == ["disconnect kind kind-control-plane",
+                      "connect kind kind-control-plane aliases=registry-alias"]
     assert said == ["unpinning kind-control-plane"]
     [r] = results
     # FakeRuntime hands out 172.18.0.250 to an unpinned connect: the IP changed
@@ -112,24 +148,35 @@ def test_unpin_reconnects_pinned_nodes_without_an_ip() -> None:
     assert rt.containers["kind-control-plane"].networks["kind"].ipv4_config is None
 
 
-class RefusingEngine(FakeRuntime):
-    """Docker refusing `network connect --ip` (address taken meanwhile, or a network whose
-    subnet Docker allocated itself: "user specified IP address is supported only when
-    connecting to networks with user configured subnets")."""
-
-    def network_connect(self, network: str, container: str, ipv4: str | None = None,
-                        ipv6: str | None = None, aliases: Sequence[str] = ()) -> None:
-        if ipv4 or ipv6:
-            self.log.append(f"refused connect {network} {container} {ipv4}")
-            raise KindfixError("Error response from daemon: user specified IP address is "
-                               "supported only when connecting to networks with user "
-                               "configured subnets")
-        super().network_connect(network, container, ipv4, ipv6, aliases)
-
-
-def test_a_refused_pin_leaves_the_node_on_the_network() -> None:
-    rt = RefusingEngine(networks={"kind": PINNABLE})
-    rt.add(container("kind-control-plane", "control-plane", "172.18.0.3"))
-    with pytest.raises(KindfixError, match="user specified IP address"):
+def test_kinds_auto_allocated_subnet_is_refused_before_any_node_is_touched() -> None:
+    """kind's own network: IPv6 subnet given, IPv4 allocated by Docker yet listed by inspect."""
+    rt = engine(auto_subnet=True)
+    before = dict(rt.containers)
+    with pytest.raises(KindfixError, match="Docker refuses fixed IPs on network kind") as e:
         pin(rt, discover(rt, "kind"), lambda _: None)
-    assert "kind" in rt.containers["kind-control-plane"].networks
+    assert "nothing was changed" in e.value.message
+    assert e.value.hint and "--subnet" in e.value.hint
+    assert rt.log == []
+    assert rt.containers == before  # same addresses, aliases and DNS names
+
+
+def test_a_pin_refused_after_the_disconnect_reconnects_with_address_and_aliases() -> None:
+    rt = engine()
+    rt.taken = ("172.18.0.3",)  # another container took the address meanwhile
+    rt.reconnect_ip = {"kind-control-plane": "172.18.0.3"}  # Docker hands it back on reconnect
+    with pytest.raises(KindfixError, match="could not pin kind-control-plane") as e:
+        pin(rt, discover(rt, "kind"), lambda _: None)
+    assert e.value.hint == ("kind-control-plane was reconnected with its address 172.18.0.3 "
+                            "and aliases; nothing is pinned")
+    ep = rt.containers["kind-control-plane"].networks["kind"]
+    assert ep.ipv4 == "172.18.0.3"
+    assert "registry-alias" in ep.aliases
+    assert rt.log[-1] == "connect kind kind-control-plane aliases=registry-alias"
+
+
+def test_a_reconnect_that_got_another_address_says_so() -> None:
+    rt = engine()
+    rt.taken = ("172.18.0.3",)
+    with pytest.raises(KindfixError, match="got 172.18.0.250 instead of 172.18.0.3") as e:
+        pin(rt, discover(rt, "kind"), lambda _: None)
+    assert e.value.hint == "run `kindfix repair` to follow the new address"
