@@ -139,6 +139,13 @@ UNOBSERVABLE = ("etcd", "restart-pod", "restart-kubelet", "start-lb", "fix-lb")
 
 
 def _remember_pending(journal: Journal, plan: Plan) -> None:
+    """Journal the plan's unobservable steps; one the plan supersedes (the same work planned
+    from a newer observation, see _with_unfinished_steps) is dropped, so it never comes back."""
+    planned = {_same_work(s.kind, s.node, s.phase): s.key for s in plan.steps
+               if s.kind in UNOBSERVABLE}
+    journal.pending = [p for p in journal.pending if p["key"] in journal.done
+                       or planned.get(_same_work(p["kind"], p["node"], p["phase"]),
+                                      p["key"]) == p["key"]]
     known = {p["key"] for p in journal.pending}
     journal.pending += [{"key": s.key, "kind": s.kind, "node": s.node, "summary": s.summary,
                          "phase": s.phase}

@@ -246,3 +246,19 @@ def test_a_file_stale_again_is_a_new_step_not_already_done() -> None:
     files = [s for s in plan.steps if s.kind in ("write-file", "regen-cert")]
     assert files
     assert not {s.key for s in plan.steps} & set(killed.done)
+
+
+def test_pending_work_of_a_continued_run_is_superseded_by_the_same_work_planned_now() -> None:
+    """A killed run left its etcd repair pending for other addresses: the plan made from what
+    the cluster shows now has one etcd step, its own, and the stale one leaves the journal."""
+    stale = {"key": "etcd:planned-for-other-addresses", "kind": "etcd",
+             "node": "kind-control-plane", "summary": "etcd membership: member-update",
+             "phase": "member-update"}
+    killed = Journal(RUN, "kind", journal.RUNNING, pending=[dict(stale)])
+    rt, _ = runtime_from_dump("ha-3cp-permuted", ["leaderless"], runs=[killed])
+    plan, continued, _, _, _ = prepare(rt)
+    assert continued is not None
+    etcd_steps = [s for s in plan.steps if s.kind == "etcd"]
+    assert len(etcd_steps) == 1 and etcd_steps[0].key != stale["key"]
+    api._remember_pending(continued, plan)
+    assert [p["key"] for p in continued.pending if p["kind"] == "etcd"] == [etcd_steps[0].key]
