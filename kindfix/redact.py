@@ -32,7 +32,7 @@ _SECRET_NAMES = frozenset({
     "clientkeydata", "token", "idtoken", "refreshtoken", "accesstoken", "password", "passwd",
     "secret", "clientsecret", "tlsbootstraptoken", "certificatekey", "privatekey", "apikey",
 })
-# Any key ending so holds a credential when its value is a scalar (bearerToken, tlsBootstrapToken).
+# Any key ending so holds a credential unless its value is a mapping (tlsBootstrapToken).
 _SECRET_SUFFIXES = ("token", "password", "passwd", "secret", "keydata", "privatekey",
                     "certificatekey", "apikey", "encryptionkey")
 # Whole subtrees that are credentials: a Kubernetes Secret's values.
@@ -49,7 +49,9 @@ _KEY_VALUE = re.compile(
     rf"(?<![\w-])(?P<key>{_KEY_TEXT})(?P<close>\\?[\"']?)(?P<sep>[ \t]*[:=][ \t]*)",
     re.IGNORECASE)
 # `--token abc` (shell scripts, argv lists): the value is the next word
-_FLAG_SPACE = re.compile(rf"(?<![\w-])--{_KEY_TEXT}[ \t]+(?P<value>[^\s-]\S*)", re.IGNORECASE)
+_FLAG_SPACE = re.compile(
+    rf"(?<![\w-])--{_KEY_TEXT}[ \t]+"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\-\"'][^\s\"',}\]]*)", re.IGNORECASE)
 _PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]*?)PRIVATE KEY(?:-----)?")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 # a value redacted already (strict: nothing but closing brackets after it)
@@ -75,9 +77,11 @@ def redact_text(text: str, depth: int = 0) -> str:
     return _redact_pem(_redact_base64_keys(out))
 
 
-def is_secret_key(key: str, scalar_value: bool = True) -> bool:
+def is_secret_key(key: str, leaf_value: bool = True) -> bool:
+    """Whether `key` holds a credential; a key ending like one (bootstrapToken) only when its
+    value is a scalar or a list (leaf_value), not a mapping (which is searched instead)."""
     norm = key.lower().replace("-", "").replace("_", "")
-    return norm in _SECRET_NAMES or (scalar_value and norm.endswith(_SECRET_SUFFIXES))
+    return norm in _SECRET_NAMES or (leaf_value and norm.endswith(_SECRET_SUFFIXES))
 
 
 def secret_in_text(value: str) -> bool:
@@ -164,7 +168,7 @@ def _secret_scalars(node: Node, depth: int, seen: set[int]) -> Iterator[ScalarNo
         secret_env = _secret_env_name(str(fields.get("name", "")))
         for key, value in node.value:
             name = key.value if isinstance(key, ScalarNode) else ""
-            if is_secret_key(name, isinstance(value, ScalarNode)) or (
+            if is_secret_key(name, not isinstance(value, MappingNode)) or (
                     secret_kind and name in _SECRET_KIND_FIELDS) or (
                     secret_env and name == "value"):
                 yield from _all_scalars(value, set())
@@ -260,7 +264,7 @@ def redact_data(data: Any, depth: int = 0) -> Any:
     if isinstance(data, dict):
         secret_kind = data.get("kind") == "Secret"
         secret_env = _secret_env_name(str(data.get("name", "")))
-        return {k: _redact_all(v) if is_secret_key(str(k), not isinstance(v, (dict, list)))
+        return {k: _redact_all(v) if is_secret_key(str(k), not isinstance(v, dict))
                 or (secret_kind and k in _SECRET_KIND_FIELDS) or (secret_env and k == "value")
                 else redact_data(v, depth) for k, v in data.items()}
     if isinstance(data, list):

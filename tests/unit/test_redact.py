@@ -147,6 +147,8 @@ FORMS: dict[str, Callable[[list[str], Any], tuple[list[str], str]]] = {
     "flag": lambda p, _: (p, "command:\n- kubeadm\n- join\n- --token\n- " + p[0]
                           + "\n- --discovery-token=" + p[-1] + "\n"),
     "comment": lambda p, d: (p, "a: 1\n# password: " + p[0] + "\n" + as_yaml(d)),
+    "env-flags": lambda p, _: (p, f'KUBELET_KUBEADM_ARGS="--node-ip=172.18.0.3 --token {p[0]} '
+                               f'--password=\'{" ".join(p)}\'"\n'),
 }
 
 
@@ -176,6 +178,37 @@ def test_no_generated_secret_survives_in_a_diff(doc: tuple[list[str], str]) -> N
     diff = unified_diff(FileChange("kind-control-plane", "/etc/kubernetes/x.conf", old, new, ()))
     assert "+server: https://172.18.0.9:6443" in diff
     assert not leaked(parts, diff), diff
+
+
+HOSTILE = [
+    b'{"\\u0074oken": "ZqS1"}',  # a key spelled with an escape
+    b"? token\n: ZqS1\n",  # explicit key syntax
+    b"a: 1\r\ntoken: ZqS1\r\nb: 2\r\n",
+    b"\xef\xbb\xbftoken: ZqS1\n",  # byte-order mark
+    b"TOKEN: ZqS1\nClient_Key_Data: ZqS2\n",
+    b"token: >-\n  ZqS1\n  ZqS2\nnext: 1\n",
+    b'token: "ZqS1\n  ZqS2"\n',
+    b"- {name: x, token: ZqS1}\n- [--password, ZqS2]\n",
+    b"data:\n  config: |\n    users:\n    - user:\n        token: ZqS1\n",  # embedded kubeconfig
+    b"kind: Secret\ndata:\n  foo: ZqS1\nstringData: {bar: ZqS2}\n",
+    b"env:\n- name: ETCD_PASSWORD\n  value: ZqS1\n",
+    b"\xff\xfe token: ZqS1\n",  # not UTF-8
+    b"token:\n- ZqS1\n- ZqS2\nx: [\n",  # does not parse
+    b'"password"  :  "ZqS1", "x": 1\n}',
+    b'KUBELET_KUBEADM_ARGS="--token=ZqS1 --password ZqS2"\n',
+    b'kubeadm join --token "ZqS1 x" --certificate-key ZqS2\n',
+    b"x: !!binary |\n  LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlF\n",  # base64 of a key
+    b"token: &a ZqS1\nother: *a\n",
+    b'{"key": "-----BEGIN PRIVATE KEY-----\\nZqS1\\n-----END PRIVATE KEY-----\\n", "a": 1}',
+    b'a:\n  b:\n    c: [1, {password: "Zq\\"S1"}]\n',
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_forms_leak_nothing(text: bytes) -> None:
+    out = redact(text)
+    for piece in (b"ZqS1", b"ZqS2", b"S1", b"LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRV"):
+        assert piece not in out, out
 
 
 def test_parsed_content_is_left_byte_for_byte() -> None:
