@@ -267,6 +267,27 @@ def load_images(tags: Sequence[str]) -> float:
     return time.monotonic() - t0
 
 
+def prune_old_images(keep: Sequence[str], repo: str = "kindbed-node") -> list[str]:
+    """Remove podman's `repo` tags other than `keep`, built over an hour ago, used by nothing.
+
+    Every stand-in change makes a new node tag (images.node_tag) and `load_images` copies it
+    over; the rule is images.prune_old_node_images' (the hour spares a concurrent run, and
+    `podman rmi` without -f refuses an image a container uses).
+    """
+    wanted = {t.split("/")[-1] for t in keep}
+    out = _run(["podman", "images", f"localhost/{repo}", "--format", "{{.Repository}}:{{.Tag}}"])
+    removed = []
+    for tag in out.stdout.split():
+        if tag.split("/")[-1] in wanted:
+            continue
+        created = _run(["podman", "image", "inspect", "-f", "{{.Created.Unix}}", tag]).stdout
+        if not created.strip().isdigit() or time.time() - int(created) < img.PRUNE_AFTER_S:
+            continue
+        if _run(["podman", "rmi", tag]).returncode == 0:
+            removed.append(tag)
+    return removed
+
+
 # --- the bed -------------------------------------------------------------------------------
 
 

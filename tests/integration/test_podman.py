@@ -85,6 +85,7 @@ def podman_engine() -> podman.PodmanEngine:
 def podman_images(podman_engine: podman.PodmanEngine, bed_images: img.Images) -> img.Images:
     seconds = podman.load_images([bed_images.node])
     timed("docker save | podman load (node image; 0 = already there)", seconds)
+    podman.prune_old_images([bed_images.node])
     return bed_images
 
 
