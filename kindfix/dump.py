@@ -234,14 +234,23 @@ def _str_map(raw: Any, path: Path, where: str) -> dict[str, str]:
 
 
 def _endpoint(raw: Any, path: Path, where: str) -> Endpoint:
-    fields = ("network", "ipv4", "ipv6", "ipv4_config", "ipv6_config")
-    if not isinstance(raw, dict) or set(raw) - set(fields) or "network" not in raw:
+    fields = {f.name: f for f in dataclasses.fields(Endpoint)}
+    if not isinstance(raw, dict) or set(raw) - set(fields) or not isinstance(
+            raw.get("network"), str):
         raise _bad(path, f"{where} is not an endpoint object ({', '.join(fields)})")
-    if not isinstance(raw["network"], str) or not all(
-            isinstance(raw.get(f), (str, type(None))) for f in fields):
-        raise _bad(path, f"{where} has a field that is neither a string nor null")
-    return Endpoint(raw["network"], raw.get("ipv4"), raw.get("ipv6"), raw.get("ipv4_config"),
-                    raw.get("ipv6_config"))
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "aliases":  # a list in JSON, a tuple in the dataclass
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise _bad(path, f"{where}.aliases is not a list of strings")
+            values[name] = tuple(value)
+            continue
+        if not isinstance(value, (str, type(None))):
+            raise _bad(path, f"{where}.{name} is neither a string nor null")
+        values[name] = value
+    values.setdefault("ipv4", None)
+    values.setdefault("ipv6", None)
+    return Endpoint(**values)
 
 
 def _container_from_json(raw: Any, path: Path | None = None, index: int = 0) -> ContainerInfo:

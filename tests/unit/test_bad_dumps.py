@@ -165,6 +165,9 @@ CASES: list[tuple[str, Mutation, str, str]] = [
      "is not an endpoint object"),
     ("endpoint-ipv4-a-number", _container(_with("networks", {"kind": {
         "network": "kind", "ipv4": 172}})), MANIFEST, "neither a string nor null"),
+    ("endpoint-aliases-a-string", _container(_with("networks", {"kind": {
+        "network": "kind", "ipv4": "172.18.0.3", "aliases": "kind-control-plane"}})), MANIFEST,
+     "aliases is not a list of strings"),
     ("container-twice", _manifest(lambda m: {**m, "containers": m["containers"] * 2}),
      MANIFEST, "lists a container twice"),
     ("unread-an-object", _manifest(_with("unread", {})), MANIFEST, "'unread' is not a list"),
