@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,50 @@ def test_ipv6_only_network_is_an_error() -> None:
     data[0]["subnets"] = data[0]["subnets"][:1]
     with pytest.raises(podman.PodmanError, match="no IPv4 subnet"):
         podman.ipv4_subnet(data)
+
+
+class FakePodmanCLI:
+    """Answers `podman network inspect|create` as podman 4.3 does; records every argv."""
+
+    def __init__(self, exists: bool = False, create_errors: tuple[str, ...] = ()) -> None:
+        self.exists = exists
+        self.create_errors = list(create_errors)
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str], timeout_s: float = 0) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(argv))
+        if argv[2] == "inspect":
+            if self.exists:
+                return subprocess.CompletedProcess(argv, 0, INSPECT, "")
+            return subprocess.CompletedProcess(argv, 125, "", "Error: network kind: not found")
+        if self.create_errors:
+            return subprocess.CompletedProcess(argv, 125, "", self.create_errors.pop(0))
+        self.exists = True
+        return subprocess.CompletedProcess(argv, 0, "kind\n", "")
+
+    def creates(self) -> list[list[str]]:
+        return [c for c in self.calls if c[2] == "create"]
+
+
+def test_existing_kind_network_is_used_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = FakePodmanCLI(exists=True)
+    monkeypatch.setattr(podman, "_run", cli)
+    assert podman.ensure_kind_network("kind", {"l": "1"}) == ("kind", "10.89.0.0/24")
+    assert cli.creates() == []
+
+
+def test_subnet_overlap_tries_kinds_next_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = FakePodmanCLI(create_errors=(
+        'Error: subnet fc00:f853:ccd:e793::/64 is already being used by a cni configuration',))
+    monkeypatch.setattr(podman, "_run", cli)
+    assert podman.ensure_kind_network("kind", {}) == ("kind", "10.89.0.0/24")
+    subnets = [c[c.index("--subnet") + 1] for c in cli.creates()]
+    assert subnets == [podman.kind_ula_subnet("kind", 0), podman.kind_ula_subnet("kind", 1)]
+
+
+def test_other_create_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = FakePodmanCLI(create_errors=("Error: netavark: permission denied",))
+    monkeypatch.setattr(podman, "_run", cli)
+    with pytest.raises(podman.PodmanError, match="podman network create kind failed: .*denied"):
+        podman.ensure_kind_network("kind", {})
+    assert len(cli.creates()) == 1
