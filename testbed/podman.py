@@ -48,6 +48,8 @@ SERVICE_LOG = Path("/var/log/podman-service.log")
 ULIMITS_CONF = Path("/etc/containers/containers.conf.d/50-kindbed-ulimits.conf")
 KIND_NETWORK = "kind"  # kind's fixedNetworkName
 # netavark gives container-name DNS through aardvark-dns (kind nodes reach each other by name);
+# a fresh podman 4.3 picks it by itself (`podman info`: networkBackend), so the conf below leaves
+# the backend alone: forcing it would hide the networks of a podman that already uses CNI.
 # without --no-install-recommends apt would also pull buildah, dbus-user-session and more.
 PACKAGES = ("podman", "netavark", "aardvark-dns")
 APT_TIMEOUT_S = 900
@@ -115,8 +117,6 @@ def ulimits_conf(nofile: tuple[int, int], nproc: tuple[int, int]) -> str:
         "# what this machine allows (`error setting rlimit type 7: operation not permitted`)\n"
         "[containers]\n"
         f"default_ulimits = [{', '.join(limits)}]\n"
-        "\n[network]\n"
-        'network_backend = "netavark"\n'
     )
 
 
