@@ -63,8 +63,10 @@ def _what(step: Step) -> str:
 def _cause(err: KindfixError) -> str:
     """The part of an error that says why, without the command's script."""
     if isinstance(err, CommandError):
-        lines = err.stderr.decode(errors="replace").strip().splitlines()
-        return f"exit {err.exit_code}" + (f": {lines[-1].strip()}" if lines else "")
+        # the last line that says something (kubeadm ends every error with a --v=5 advice)
+        lines = [ln.strip() for ln in err.stderr.decode(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("To see the stack trace")]
+        return f"exit {err.exit_code}" + (f": {lines[-1]}" if lines else "")
     return err.message
 
 

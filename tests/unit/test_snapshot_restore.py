@@ -980,7 +980,8 @@ def _cert_wave(cluster: Cluster, nodes: dict[str, FakeNode], side: Side,
             assert staged.wait(5)
             return fail(1, "unable to read config from \"/kind/kubeadm.conf\": no kind "
                            "\"ClusterConfiguration\" is registered for version "
-                           "\"kubeadm.k8s.io/v9\"")
+                           "\"kubeadm.k8s.io/v9\"\nTo see the stack trace of this error "
+                           "execute with --v=5 or higher\n")
         return made(node, argv, stdin)  # type: ignore[no-any-return]
 
     for name in CPS:
