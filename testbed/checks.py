@@ -4,11 +4,17 @@ Shared by the integration tests and the demo. TESTBED.md: health alone proves no
 swapped cluster can report healthy with stale peer URLs), so the verdict compares every
 advertised address with the container's current IP: etcd member peer/client URLs, cert SANs,
 the load balancer's backend addresses; and it asks each component for its health.
+kube-controller-manager and kube-scheduler answer /healthz `ok` whenever they are not the leader
+(client-go LeaderElector.Check), so their health is proven otherwise: their Leases
+kube-system/<component> (read through the apiserver with admin.conf's credentials) must be held
+by a control plane of the bed and renewed within the lease duration, and no instance may have
+logged `error retrieving resource lock` in the last 10 s (one cut off from the apiserver).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +29,33 @@ COMPONENT_URLS = {
     "kube-scheduler": "https://127.0.0.1:10259/healthz",
 }
 SEED_PREFIX = "/registry/kindbed/"
+ELECTED = ("kube-controller-manager", "kube-scheduler")
+LEASE_DURATION = 15
+# two components renew a Lease every 2 s: members read a moment apart may be a few revisions
+# apart; diverged members (a restore from another snapshot) differ by far more
+REVISION_SLACK = 10
+# Reads each named Lease through this node's apiserver with admin.conf's inline credentials,
+# then prints the node's clock (renewTime is compared with it)
+READ_LEASES = r"""
+d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+for f in client-certificate-data:crt client-key-data:key certificate-authority-data:ca; do
+  sed -n "s/^ *${f%%:*}: *//p" /etc/kubernetes/admin.conf | head -n1 | base64 -d > "$d/${f##*:}"
+done
+for l; do
+  curl -sS --max-time 5 --cacert "$d/ca" --cert "$d/crt" --key "$d/key" \
+    "https://$(hostname):6443/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/$l"
+  echo; echo @@lease
+done
+date +%s
+"""
+LOCK_ERRORS = r"""
+for c; do
+  id=$(crictl ps -q --name "^$c\$" | head -n1)
+  [ -n "$id" ] && crictl logs --since 10s "$id" 2>&1 |
+    grep 'error retrieving resource lock' | tail -n1 | sed "s|^|$c: |"
+done
+true
+"""
 
 
 def _last_line(text: str) -> str:
@@ -64,6 +97,14 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str  # holderIdentity, "<hostname>_<uuid>"
+    age: float | None  # seconds since renewTime, by the node's clock
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class LbServer:
     name: str
     addr: str
@@ -80,6 +121,7 @@ class Report:
     health: tuple[Health, ...]
     lb: tuple[LbServer, ...]
     lb_error: str
+    leases: tuple[Lease, ...] = ()
     reasons: tuple[str, ...] = field(default=())
 
     @property
@@ -148,8 +190,42 @@ def cert_sans(bed: Bed, node: str) -> list[CertSans]:
     return out
 
 
+def _micro_time(text: str) -> float:
+    from datetime import datetime, timezone
+
+    return datetime.strptime(text.rstrip("Z")[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+def parse_leases(text: str, names: tuple[str, ...] = ELECTED) -> tuple[Lease, ...]:
+    """Pure: READ_LEASES' output."""
+    *answers, clock = text.split("@@lease")
+    try:
+        now = float(clock.strip())
+    except ValueError:
+        now = time.time()
+    out = []
+    for name, raw in zip(names, answers):
+        try:
+            spec = json.loads(raw)["spec"]
+            out.append(Lease(name, str(spec.get("holderIdentity", "")),
+                             now - _micro_time(spec["renewTime"])))
+        except (ValueError, KeyError, TypeError):
+            out.append(Lease(name, "", None, raw.strip()[:200] or "no answer"))
+    return tuple(out)
+
+
+def leases(bed: Bed, node: str) -> tuple[Lease, ...]:
+    res = bed.exec(node, ["sh", "-c", READ_LEASES, "read-leases", *ELECTED])
+    return parse_leases(res.stdout)
+
+
 def component_health(bed: Bed, node: str) -> list[Health]:
     out = []
+    errors = bed.exec(node, ["sh", "-c", LOCK_ERRORS, "lock-errors", *ELECTED]).stdout
+    for comp in ELECTED:
+        line = next((ln for ln in errors.splitlines() if ln.startswith(f"{comp}: ")), "")
+        out.append(Health(node, f"{comp} leader election", not line, line[:300]))
     for comp, url in COMPONENT_URLS.items():
         res = bed.exec(node, ["curl", "-sk", "--max-time", "3", "-w", "\n%{http_code}", url])
         body, _, code = res.stdout.rpartition("\n")
@@ -210,7 +286,7 @@ def _etcd_reasons(cps: list[str], seeded: int, r: Report) -> list[str]:
         elif (d.keys or 0) < seeded:
             reasons.append(f"etcd on {d.node} has {d.keys} seeded keys, expected {seeded}")
     revisions = {d.revision for d in r.data if d.revision is not None}
-    if len(revisions) > 1:
+    if revisions and max(revisions) - min(revisions) > REVISION_SLACK:
         reasons.append(f"etcd revisions differ between members: {sorted(revisions)}")
     return reasons
 
@@ -232,6 +308,21 @@ def _lb_reasons(cps: list[str], r: Report) -> list[str]:
     return reasons
 
 
+def _lease_reasons(cps: list[str], r: Report) -> list[str]:
+    reasons = []
+    for lease in r.leases:
+        holder = lease.holder.rsplit("_", 1)[0]
+        if lease.error or lease.age is None:
+            reasons.append(f"lease kube-system/{lease.name} unreadable: {lease.error}")
+        elif holder not in cps:
+            reasons.append(f"lease kube-system/{lease.name} held by {lease.holder!r}, "
+                           "not a control plane")
+        elif lease.age > LEASE_DURATION:
+            reasons.append(f"lease kube-system/{lease.name} held by {holder} not renewed for "
+                           f"{lease.age:.0f} s")
+    return reasons
+
+
 def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
     """Pure: every reason the bed is not healthy (empty means healthy)."""
     reasons = [f"{name} is not running" for name, ip in r.ips.items() if ip is None]
@@ -242,6 +333,7 @@ def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
         if r.ips.get(c.node) and r.ips[c.node] not in c.ips
     ]
     reasons += [f"{h.component} on {h.node} unhealthy: {h.detail}" for h in r.health if not h.ok]
+    reasons += _lease_reasons(bed.control_planes, r)
     if bed.lb:
         reasons += _lb_reasons(bed.control_planes, r)
     return tuple(reasons)
@@ -257,6 +349,7 @@ def check_bed(bed: Bed) -> Report:
         data_f = [pool.submit(member_data, bed, n) for n in running_cps]
         certs_f = [pool.submit(cert_sans, bed, n) for n in running_cps]
         health_f = [pool.submit(component_health, bed, n) for n in running_cps]
+        leases_f = pool.submit(leases, bed, running_cps[0]) if running_cps else None
         members, err = members_f.result()
         lb, lb_err = lb_f.result()
         r = Report(
@@ -268,6 +361,7 @@ def check_bed(bed: Bed) -> Report:
             health=tuple(h for f in health_f for h in f.result()),
             lb=lb,
             lb_error=lb_err,
+            leases=leases_f.result() if leases_f else (),
         )
     return Report(**{**r.__dict__, "reasons": verdict(bed, r)})
 
