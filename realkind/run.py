@@ -244,6 +244,16 @@ def break_cluster() -> dict[str, tuple[str, str]]:
         sh(["docker", "stop", "-t", "10", *sorted(before)], timeout=300)
         for name in order:
             sh(["docker", "start", name])
+    with Timer("nodes booted after the break (kubelet active)"):
+        nodes = [n for n in before if before[n]["role"] != "external-load-balancer"]
+        wait_for("kubelet active on every node", lambda: all(
+            node_exec(n, "systemctl is-active kubelet", timeout=20).stdout.strip() == "active"
+            for n in nodes), timeout=300, interval=3)
+    # a user runs kindfix some time after the restart, when the kubelets have restarted (and
+    # crash-looped) the static pods: wait that long here too
+    settle = float(os.environ.get("REALKIND_SETTLE_AFTER_BREAK", "30"))
+    log(f"waiting {settle:.0f} s before the audit (REALKIND_SETTLE_AFTER_BREAK)")
+    time.sleep(settle)
     after = containers()
     moves = {n: (before[n]["ip"], after[n]["ip"]) for n in sorted(before)}
     for n, (a, b) in moves.items():
