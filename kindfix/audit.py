@@ -175,6 +175,8 @@ def unjudgeable(loc: Location, ref: Ref, value: str) -> str | None:
     """Why a found value cannot be judged (it would otherwise pass as 'no address'), or None."""
     if not ref.text:
         return f"{value!r} is a YAML {'number or boolean' if value else 'scalar'}, not a string"
+    if not value.strip():  # kubeadm and kind never write an empty address
+        return "empty value"
     bad = malformed(value)
     if bad:
         return f"malformed address {bad[0]!r}"

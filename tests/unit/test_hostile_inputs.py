@@ -117,6 +117,8 @@ CASES = [
                                                    "--advertise-address=172.18.0.405")),
     Case("apiserver-leading-zero", CP, APISERVER, sub("--advertise-address=172.18.0.3",
                                                       "--advertise-address=172.018.0.3")),
+    Case("apiserver-empty-advertise-address", CP, APISERVER, sub(
+        "--advertise-address=172.18.0.3", "--advertise-address=")),
     Case("apiserver-5000-digit-int", CP, APISERVER, append(b"x: " + b"9" * 5000 + b"\n")),
     Case("apiserver-impossible-date", CP, APISERVER, append(b"x: 2001-13-45\n")),
     Case("apiserver-nul-byte", CP, APISERVER, append(b"x: a\x00b\n")),
