@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -54,6 +55,9 @@ _FLAG_SPACE = re.compile(
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\-\"'][^\s\"',}\]]*)", re.IGNORECASE)
 _PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]*?)PRIVATE KEY(?:-----)?")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+# not after a backslash: `\x41...` is an escape, the stand-in must not split it
+_LONG_BASE64 = re.compile(r"(?<![\\A-Za-z0-9+/])[A-Za-z0-9+/]{80,}={0,2}")
+_STAND_IN = "B64"
 # a value redacted already (strict: nothing but closing brackets after it)
 _DONE = re.compile(rf"\\?[\"']?{REDACTED}\\?[\"']?[\s,}}\]]*")
 _ANCHOR_OR_TAG = re.compile(r"(?:[&!]\S*\s+)*")
@@ -133,18 +137,47 @@ def _yaml_secret_spans(text: str, depth: int, keys: set[int]
     """(start, end, replacement) of every credential scalar still in `text`; fills `keys`
     with the offsets of the mapping keys."""
     offset = 1 if text.startswith("\ufeff") else 0
-    docs = _compose(text[offset:])
+    short, where = _shortened(text[offset:])
+    docs = _compose(short)
     if docs is None:
         return None
+
+    def at(index: int) -> int:
+        return where(index) + offset
+
     spans: dict[int, tuple[int, int, str]] = {}
     for doc in docs:
         if isinstance(doc, ScalarNode):  # plain text (a PEM file, a script): the text rules
             continue
-        keys.update(k.start_mark.index + offset for k in _mapping_keys(doc, set()))
+        keys.update(at(k.start_mark.index) for k in _mapping_keys(doc, set()))
         for node in _secret_scalars(doc, depth, set()):
-            start, end = node.start_mark.index + offset, node.end_mark.index + offset
+            start, end = at(node.start_mark.index), at(node.end_mark.index)
             spans[start] = (start, end, _replacement(text[start:end], node.style))
     return sorted(spans.values())
+
+
+def _shortened(text: str) -> tuple[str, Callable[[int], int]]:
+    """`text` with each long base64 run (certificates, keys: most of a kubeconfig) cut to a
+    short stand-in, and the map from its offsets back to `text`'s. The pure-Python scanner
+    reads every character: this makes a kubeconfig several times cheaper to parse. A base64
+    run holding a key is still caught by the text rules, which see the whole text."""
+    parts: list[str] = []
+    ends: list[int] = []  # offset in the short text right after each stand-in
+    removed: list[int] = []  # characters removed up to and including that stand-in
+    pos = total = 0
+    for m in _LONG_BASE64.finditer(text):
+        parts += [text[pos:m.start()], _STAND_IN]
+        total += len(m.group()) - len(_STAND_IN)
+        ends.append(m.end() - total)
+        removed.append(total)
+        pos = m.end()
+    parts.append(text[pos:])
+
+    def where(index: int) -> int:
+        k = bisect.bisect_right(ends, index)
+        return index + (removed[k - 1] if k else 0)
+
+    return "".join(parts), where
 
 
 def _secret_scalars(node: Node, depth: int, seen: set[int]) -> Iterator[ScalarNode]:

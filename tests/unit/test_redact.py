@@ -133,6 +133,14 @@ def _base64_pem(parts: list[str]) -> tuple[list[str], str]:
     return [encoded[30:]], f"users:\n- user:\n    client-certificate-data: {encoded}\n"
 
 
+def _long_values(parts: list[str], doc: Any) -> tuple[list[str], str]:
+    """Values longer than the parser's base64 stand-in threshold, beside long benign ones."""
+    long = "".join(parts) * 5
+    return [long], ("clusters:\n- cluster:\n    certificate-authority-data: " + "QUJD" * 40
+                    + "\n    server: https://172.18.0.3:6443\nusers:\n- user:\n"
+                    f"    client-key-data: {long}\n    token: \"{long}\"\n" + as_yaml(doc))
+
+
 # (secrets, text) from (secrets, document): the forms kindfix may read or print
 FORMS: dict[str, Callable[[list[str], Any], tuple[list[str], str]]] = {
     "yaml": lambda p, d: (p, as_yaml(d)),
@@ -147,6 +155,7 @@ FORMS: dict[str, Callable[[list[str], Any], tuple[list[str], str]]] = {
     "flag": lambda p, _: (p, "command:\n- kubeadm\n- join\n- --token\n- " + p[0]
                           + "\n- --discovery-token=" + p[-1] + "\n"),
     "comment": lambda p, d: (p, "a: 1\n# password: " + p[0] + "\n" + as_yaml(d)),
+    "long-values": _long_values,
     "env-flags": lambda p, _: (p, f'KUBELET_KUBEADM_ARGS="--node-ip=172.18.0.3 --token {p[0]} '
                                f'--password=\'{" ".join(p)}\'"\n'),
 }
