@@ -56,6 +56,7 @@ class EtcdState:
     answering: tuple[str, ...] = ()  # control planes whose etcd answered on any port
     leaderless: tuple[str, ...] = ()  # of those, the ones that said they have no leader
     evidence: tuple[str, ...] = ()  # stale etcd addresses/certificates: why etcd needs work
+    moved: tuple[str, ...] = ()  # members the evidence shows at a new address
     waited: float = 0.0  # seconds of start-up wait behind this state (settle.py)
 
     @property
@@ -368,10 +369,13 @@ def etcd_state(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot],
     evidence = tuple(dict.fromkeys(
         [f"{f.node}:{f.source}" for f in findings if f.component == "etcd" and f.status == STALE]
         + [f"etcd member list#{name}.peerURLs" for name in stale]))
+    moved = tuple(dict.fromkeys(
+        [f.node for f in findings if f.component == "etcd" and f.status == STALE
+         and cluster.node(f.node) is not None] + list(stale)))
     size = len(members) or len(cluster.control_planes)
     state = EtcdState(quorum=True if with_leader else None, members=members,
                       stale_members=stale, revisions=revisions, size=size, answering=answering,
-                      leaderless=leaderless, evidence=evidence)
+                      leaderless=leaderless, evidence=evidence, moved=moved)
     if state.leaderless_majority and evidence:
         return replace(state, quorum=False)
     return state

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kindfix.audit import AuditReport, certificate_findings
+from kindfix.audit import AuditReport, EtcdState, certificate_findings
 from kindfix.discovery import Cluster
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
@@ -118,21 +118,33 @@ def etcd_work(report: AuditReport, certs: Iterable[Step] = ()) -> bool:
         c.phase.startswith("etcd") for c in certs)
 
 
+def _why_no_etcd_work(state: EtcdState) -> str:
+    if state.quorum is None and state.size:
+        waited = f" within {state.waited:.0f} s" if state.waited else ""
+        return (f"etcd has not shown a leader{waited} ({state.silent} of {state.size} members "
+                "silent), and no file shows a stale etcd address: left alone (unknown is not "
+                "lost); rerun once it runs")
+    return "etcd membership and certificates are current"
+
+
 def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -> tuple[str, str]:
     """(strategy, why) from what the members said."""
     state = report.etcd
     if not etcd_work:
-        if state.quorum is None and state.size:
-            waited = f" within {state.waited:.0f} s" if state.waited else ""
-            return "none", (f"etcd has not shown a leader{waited} ({state.silent} of "
-                            f"{state.size} members silent), and no file shows a stale etcd "
-                            "address: left alone (unknown is not lost); rerun once it runs")
-        return "none", "etcd membership and certificates are current"
+        return "none", _why_no_etcd_work(state)
     if requested != "auto":
         return requested, f"--etcd-strategy {requested} requested"
     if state.quorum:
         return "member-update", ("quorum intact: update each stale member's peer URL through "
                                  "the cluster, one member at a time")
+    if state.quorum is None and len(state.moved) > state.size // 2:
+        # Their peers dial the old addresses (wrong member, or none; kind#1689): a majority
+        # that moved cannot be counted on to elect a leader, and member-update needs one.
+        return "snapshot-restore", (
+            f"{len(state.moved)} of {state.size} members moved (stale etcd certificates or "
+            "addresses) and etcd is not answering yet: restore the most up-to-date member's "
+            "data onto all of them with their current peer URLs; etcd gets a new cluster ID "
+            "(--etcd-strategy force-new-cluster keeps WAL-only writes, slower)")
     if state.quorum is False:
         return "snapshot-restore", (
             "quorum lost: stop every member, copy every data dir, restore the most up-to-date "

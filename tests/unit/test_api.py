@@ -144,13 +144,28 @@ def test_evidence_in_the_files_acts_at_once_without_waiting(fake_time: FakeTime)
     assert fake_time.now == 0
 
 
-def test_evidence_with_etcd_not_started_yet_decides_later_without_waiting(
-        fake_time: FakeTime) -> None:
+def test_evidence_with_etcd_not_started_yet_acts_without_waiting(fake_time: FakeTime) -> None:
+    """All members moved (permuted): they cannot elect, restore at once (as the bench needs);
+    one of three moved: the other two may well have quorum, decide once the files are fixed."""
     rt, probe = runtime_from_dump("ha-3cp-permuted", ["silent"])
-    plan, _, _, _said, report = prepare(rt)
+    plan, _, _, _, report = prepare(rt)
     assert report.etcd.quorum is None
+    assert sorted(report.etcd.moved) == sorted(CPS)
+    assert plan.etcd_strategy == "snapshot-restore"
+    assert fake_time.now == 0 and all(probe.asked[cp] == 1 for cp in CPS)
+
+    rt, probe = runtime_from_dump("ha-3cp-healthy", ["silent"])
+    _move(rt, CPS[2], "172.18.0.77")
+    plan, _, _, _, report = prepare(rt)
+    assert report.etcd.moved == (CPS[2],)
     assert plan.etcd_strategy == "decide"
     assert fake_time.now == 0 and all(probe.asked[cp] == 1 for cp in CPS)
+
+
+def _move(rt: FakeRuntime, name: str, ipv4: str) -> None:
+    info = rt.containers[name]
+    net = next(iter(info.networks))
+    rt.containers[name] = replace(info, networks={net: replace(info.networks[net], ipv4=ipv4)})
 
 
 def test_members_that_answer_without_a_leader_through_the_wait_have_lost_quorum(
@@ -237,10 +252,7 @@ def test_a_file_stale_again_is_a_new_step_not_already_done() -> None:
     first = _keys("single-cp-restart-v0.15")
     killed = Journal(RUN, "kind", journal.RUNNING, done=first)
     rt, _ = runtime_from_dump("single-cp-restart-v0.15", runs=[killed])
-    cp = rt.containers[CPS[0]]
-    net = next(iter(cp.networks))
-    rt.containers[CPS[0]] = replace(cp, networks={net: replace(cp.networks[net],
-                                                               ipv4="172.18.0.77")})
+    _move(rt, CPS[0], "172.18.0.77")
     plan, continued, _, _, _ = prepare(rt)
     assert continued is not None
     files = [s for s in plan.steps if s.kind in ("write-file", "regen-cert")]
