@@ -32,6 +32,7 @@ REDACTED = "REDACTED"
 _SECRET_NAMES = frozenset({
     "clientkeydata", "token", "idtoken", "refreshtoken", "accesstoken", "password", "passwd",
     "secret", "clientsecret", "tlsbootstraptoken", "certificatekey", "privatekey", "apikey",
+    "authorization",  # KubeletConfiguration staticPodURLHeader, HTTP headers
 })
 # Any key ending so holds a credential unless its value is a mapping (tlsBootstrapToken).
 _SECRET_SUFFIXES = ("token", "password", "passwd", "secret", "keydata", "privatekey",
@@ -39,12 +40,16 @@ _SECRET_SUFFIXES = ("token", "password", "passwd", "secret", "keydata", "private
 # Whole subtrees that are credentials: a Kubernetes Secret's values.
 _SECRET_KIND_FIELDS = ("data", "stringData")
 # `env: [{name: ETCD_PASSWORD, value: ...}]` (pods, kubeconfig exec plugins): the name tells
-_SECRET_ENV_WORDS = ("token", "password", "passwd", "secret", "apikey", "privatekey", "credential")
+_SECRET_ENV_WORDS = ("token", "password", "passwd", "secret", "apikey", "privatekey", "credential",
+                     "authorization")
 # Nested text (a ConfigMap holding a kubeconfig) is redacted as a document of its own, this deep.
 _MAX_NESTING = 3
 
 _KEY_TEXT = (r"[A-Za-z0-9_-]*?(?:token|password|passwd|secret|key[-_]?data|private[-_]?key|"
-             r"certificate[-_]?key|api[-_]?key|encryption[-_]?key)")
+             r"certificate[-_]?key|api[-_]?key|encryption[-_]?key|authorization)")
+# `Bearer <token>` (an HTTP header, curl output): the credential is the next word
+_BEARER = re.compile(r"(?<![\w-])(?P<scheme>bearer|basic)[ \t]+(?P<value>[A-Za-z0-9._~+/-]{8,}=*)",
+                     re.IGNORECASE)
 # a credential key in text: not part of a longer word, maybe quoted (or JSON-escaped quoted)
 _KEY_VALUE = re.compile(
     rf"(?<![\w-])(?P<key>{_KEY_TEXT})(?P<close>\\?[\"']?)(?P<sep>[ \t]*[:=][ \t]*)",
@@ -77,7 +82,8 @@ def redact_text(text: str, depth: int = 0) -> str:
         out = _redact_pairs(text, strict=True)
     else:  # keys the parser saw were judged there: the pairs rule is for comments and such
         out = _redact_pairs(structured[0], strict=False, skip=structured[1])
-    out = _FLAG_SPACE.sub(lambda m: m.group()[: m.start("value") - m.start()] + REDACTED, out)
+    for rule in (_FLAG_SPACE, _BEARER):
+        out = rule.sub(lambda m: m.group()[: m.start("value") - m.start()] + REDACTED, out)
     return _redact_pem(_redact_base64_keys(out))
 
 

@@ -210,6 +210,8 @@ HOSTILE = [
     b"token: &a ZqS1\nother: *a\n",
     b'{"key": "-----BEGIN PRIVATE KEY-----\\nZqS1\\n-----END PRIVATE KEY-----\\n", "a": 1}',
     b'a:\n  b:\n    c: [1, {password: "Zq\\"S1"}]\n',
+    b"staticPodURLHeader:\n  Authorization: [Bearer ZqS1.x]\n",  # KubeletConfiguration
+    b"< HTTP/1.1 401\n> Authorization: Bearer ZqS1abcdefgh\n",  # curl -v output
 ]
 
 
