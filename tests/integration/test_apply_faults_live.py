@@ -57,7 +57,8 @@ def _permute_all(bed: Bed) -> None:
 def test_kubeadm_failing_on_one_control_plane_loses_no_member_and_the_next_run_finishes(
         make_bed: Callable[..., Bed]) -> None:
     bed = make_bed(control_planes=3, workers=0, generation="v0.15", lb="by-name", seed_keys=50)
-    wait_healthy(bed)
+    # (no wait_healthy here: on a loaded machine the bed's lease writers can keep the members'
+    # revisions apart for a while; the seeded keys are what must survive)
     # the seeded data (leases are renewed meanwhile: their values legitimately change)
     keys = [replace(d, kvs=frozenset(kv for kv in d.kvs if kv[0].startswith("/registry/kindbed/")))
             for d in (etcd_data(bed, n) for n in bed.control_planes)]
