@@ -73,7 +73,8 @@ def _refuses_fixed_ips(runtime: Runtime, network: str, name: str, ep: Endpoint) 
     except KindfixError as e:
         if NOT_USER_SUBNET in e.message:
             return True
-        if "already exists" in e.message:
+        # Docker: "endpoint with name X already exists"; podman: "network is already connected"
+        if "already exists" in e.message or "already connected" in e.message:
             return False
         raise
     return False  # connected twice cannot happen; Docker accepted the address

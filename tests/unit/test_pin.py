@@ -180,3 +180,21 @@ def test_a_reconnect_that_got_another_address_says_so() -> None:
     with pytest.raises(KindfixError, match="got 172.18.0.250 instead of 172.18.0.3") as e:
         pin(rt, discover(rt, "kind"), lambda _: None)
     assert e.value.hint == "run `kindfix repair` to follow the new address"
+
+
+class PodmanLike(DockerLike):
+    def network_connect(self, network: str, container: str, ipv4: str | None = None,
+                        ipv6: str | None = None, aliases: Sequence[str] = ()) -> None:
+        if network in self.containers[container].networks:
+            raise KindfixError(f"podman network connect {network} {container} failed: "
+                               f"container {container}: network is already connected")
+        super().network_connect(network, container, ipv4, ipv6, aliases)
+
+
+def test_podmans_already_connected_answer_means_fixed_ips_are_accepted() -> None:
+    rt = PodmanLike(networks={"kind": PINNABLE})
+    rt.reconnect_ip = {}
+    rt.add(container("kind-control-plane", "control-plane", "172.18.0.3"))
+    results, _ = pin(rt, discover(rt, "kind"), lambda _: None)
+    assert [(r.node, r.changed) for r in results] == [("kind-control-plane", True)]
+    assert rt.log[-1] == "connect kind kind-control-plane 172.18.0.3"
