@@ -1009,7 +1009,7 @@ def test_a_failing_kubeadm_leaves_etcd_as_it_was_and_the_next_run_finishes(
     cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
     plan = _cert_wave(cluster, nodes, side, failing=CP2)
     manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
-    ap, said = applier(cluster, nodes, side.snapshots)
+    ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError) as e:
         ap.apply(plan)
     message = e.value.message
