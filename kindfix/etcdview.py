@@ -203,8 +203,16 @@ def _diagnose(quorum: bool | None, rows: list[MemberRow], views: list[ListView]
         lines.append(f"quorum: LOST ({size - len(serving)} of {size} members cannot serve; "
                      f"{size // 2 + 1} needed)")
     else:
-        lines.append("quorum: unknown (members not answering yet: starting, or crash-looping); "
-                     "ask again in a few seconds")
+        leaderless = [r.node for r in rows if r.state == NO_LEADER]
+        silent = [r.node for r in rows if r.state in (STARTING, NOT_PROBED)]
+        why = []
+        if leaderless:
+            why.append(f"{len(leaderless)} answer without a leader: electing one, or unable to "
+                       "reach each other")
+        if silent:
+            why.append(f"{len(silent)} not answering yet: starting, or crash-looping")
+        lines.append(f"quorum: unknown ({'; '.join(why) or 'no member answered'}); nothing in "
+                     "the files shows it lost: ask again in a few seconds")
     for r in rows:
         for note in r.notes:
             lines.append(f"{r.node}: {note}")

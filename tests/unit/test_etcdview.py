@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from kindfix.etcdview import NO_LEADER, SERVING, etcd_view
+from kindfix.audit import audit
+from kindfix.etcdview import NO_LEADER, SERVING, STARTING, etcd_view
 from kindfix.observe import NodeSnapshot
 from kindfix.probes import ETCD_PROBE
 from kindfix.runtime import ExecResult
@@ -74,6 +75,20 @@ def test_a_stale_peer_url_in_the_member_list_is_shown_and_named() -> None:
                "address 172.18.0.4" in line for line in view.diagnosis)
 
 
+def test_a_member_that_has_not_answered_yet_is_unknown_not_lost() -> None:
+    cluster, snapshots, _ = dump("ha-3cp-healthy")
+    silent = ExecResult(0, b"\n@@kindfix-section member-list 7\ncurl: (7) Failed to connect\n"
+                        b"@@kindfix-section status 7\n\n@@kindfix-section health 7\n\n"
+                        b"@@kindfix-section metrics 1\n\n@@kindfix-section end 0\n", b"")
+    snapshots = {n: replace(s, commands={**s.commands, ETCD_PROBE: silent})
+                 for n, s in snapshots.items()}
+    view = etcd_view(cluster, snapshots, audit(cluster, snapshots))
+    assert [m.state for m in view.members] == [STARTING] * 3
+    assert view.quorum is not False
+    assert any("unknown" in line for line in view.diagnosis)
+    assert not any(m.most_up_to_date for m in view.members)
+
+
 @pytest.mark.parametrize(("dump_name", "code"), [("ha-3cp-healthy", 0),
                                                   ("ha-3cp-permuted", 4)])
 def test_cli_health_exit_code_and_json(run: Run, dump_name: str, code: int,  # noqa: F811
@@ -95,3 +110,19 @@ def test_cli_members_table_names_the_newest_member(run: Run) -> None:  # noqa: F
     assert r.code == 0
     assert "most up to date: kind-control-plane2" in r.out
     assert "(etcd.yaml)" in r.out and "no leader" in r.out
+
+
+def test_leaderless_members_without_evidence_are_said_to_be_electing_not_lost() -> None:
+    cluster, snapshots, _ = dump("ha-3cp-healthy")  # files all current: no evidence
+    leaderless = ExecResult(0, b"\n@@kindfix-section member-list 28\nskipped: etcd reports no "
+                            b"leader\n@@kindfix-section status 28\n\n@@kindfix-section health 0\n"
+                            b'{"health":"false"}\n@@kindfix-section metrics 0\n'
+                            b"etcd_server_has_leader 0\netcd_debugging_mvcc_current_revision 7\n"
+                            b"@@kindfix-section end 0\n", b"")
+    snapshots = {n: replace(s, commands={**s.commands, ETCD_PROBE: leaderless})
+                 for n, s in snapshots.items()}
+    view = etcd_view(cluster, snapshots)
+    assert view.quorum is None
+    assert [m.state for m in view.members] == [NO_LEADER] * 3
+    assert "3 answer without a leader" in view.diagnosis[0]
+    assert "LOST" not in view.diagnosis[0]
