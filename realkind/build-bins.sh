@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${REALKIND_CACHE:-/var/cache/realkind}
 export GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 GOTOOLCHAIN=local
 P=${REALKIND_GO_P:-2}
+TIMEV=; [ -x /usr/bin/time ] && TIMEV="/usr/bin/time -v"   # max RSS in the build log when available
 mkdir -p "$CACHE/logs"
 
 kube_ldflags() {
@@ -68,7 +69,7 @@ while IFS='|' read -r name wrapper pkg kind; do
   log="$CACHE/logs/build-$name.log"
   echo "bin $name: building $pkg (log $log)"
   start=$(date +%s)
-  if ! (cd "$wdir" && nice -n 10 /usr/bin/time -v go build -p "$P" $tags -ldflags "$ld" -o "$out/$name.tmp" "$pkg") >"$log" 2>&1; then
+  if ! (cd "$wdir" && nice -n 10 $TIMEV go build -p "$P" $tags -ldflags "$ld" -o "$out/$name.tmp" "$pkg") >"$log" 2>&1; then
     echo "bin $name: FAILED after $(( $(date +%s) - start )) s; tail of $log:" >&2; tail -20 "$log" >&2; exit 1
   fi
   mv "$out/$name.tmp" "$out/$name"
