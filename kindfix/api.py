@@ -229,6 +229,49 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
     return cluster, nodes, snapshots, report, plan, journal, said
 
 
+@dataclass(frozen=True)
+class Applied:
+    run_id: str | None
+    applied: tuple[str, ...]
+    verification: Verification
+
+
+def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[str, Node],
+                     snapshots: Mapping[str, NodeSnapshot], plan: Plan, journal: Journal | None,
+                     *, confirm: Callable[[Plan], bool], progress: Callable[[str], None],
+                     verify_wait: float, min_revision: int, what: str = "repair") -> Applied:
+    """After a confirmation: journal the run, apply the plan (continuing `journal` when given),
+    then verify the cluster and record how the run ended. Shared by repair and restore."""
+    applied: tuple[str, ...] = ()
+    run_id = journal.run_id if journal else None
+    if not plan.empty:
+        if not confirm(plan):
+            raise KindfixError(f"{what} cancelled; nothing was changed")
+        journal = journal or Journal(new_run_id(), name)
+        journal.status = RUNNING  # a kill from here on leaves it to be continued
+        recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
+        _remember_pending(journal, plan)
+        recorder.save()
+        run_id = journal.run_id
+        progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")
+        try:
+            applied = tuple(Applier(runtime, cluster, nodes, snapshots, recorder,
+                                    progress).apply(plan))
+        except BaseException:
+            journal.status = INTERRUPTED  # continued by the next repair (a killed run too)
+            recorder.save()
+            raise
+    if cluster.load_balancer and not cluster.load_balancer.running:
+        cluster = discover(runtime, name)
+        nodes = {n.name: node_factory(runtime)(n) for n in cluster.nodes}
+    progress("verifying: etcd, apiserver, controller-manager, scheduler, load balancer")
+    verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait)
+    if journal is not None and run_id is not None:
+        journal.status = DONE if verification.healthy else UNHEALTHY
+        RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
+    return Applied(run_id, applied, verification)
+
+
 def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str = "auto",
            confirm: Callable[[Plan], bool] = lambda _: True,
            progress: Callable[[str], None] = lambda _: None,
@@ -239,35 +282,12 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
             runtime, name, strategy, etcd_wait=etcd_wait, progress=progress)
         if dry_run:
             return RepairOutcome(name, plan, dry_run=True, warnings=said)
-        applied: tuple[str, ...] = ()
-        run_id = journal.run_id if journal else None
         resumed = journal is not None
-        if not plan.empty:
-            if not confirm(plan):
-                raise KindfixError("repair cancelled; nothing was changed")
-            journal = journal or Journal(new_run_id(), name)
-            journal.status = RUNNING  # a kill from here on leaves it to be continued
-            recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
-            _remember_pending(journal, plan)
-            recorder.save()
-            run_id = journal.run_id
-            progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")
-            try:
-                applied = tuple(Applier(runtime, cluster, nodes, snapshots, recorder,
-                                        progress).apply(plan))
-            except BaseException:
-                journal.status = INTERRUPTED  # continued by the next repair (a killed run too)
-                recorder.save()
-                raise
-        if cluster.load_balancer and not cluster.load_balancer.running:
-            cluster = discover(runtime, name)
-            nodes = {n.name: node_factory(runtime)(n) for n in cluster.nodes}
-        progress("verifying: etcd, apiserver, controller-manager, scheduler, load balancer")
         before = max(report.etcd.revisions.values(), default=0)
-        verification = verify(cluster, nodes, min_revision=before, wait=verify_wait)
-        if journal is not None and run_id is not None:
-            journal.status = DONE if verification.healthy else UNHEALTHY
-            RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
+        done = apply_and_verify(runtime, name, cluster, nodes, snapshots, plan, journal,
+                                confirm=confirm, progress=progress, verify_wait=verify_wait,
+                                min_revision=before)
+        run_id, applied, verification = done.run_id, done.applied, done.verification
         pinned: tuple[PinResult, ...] = ()
         warnings: tuple[str, ...] = said
         if pin_after and verification.healthy:

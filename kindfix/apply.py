@@ -254,7 +254,7 @@ class Applier:
         return verify
 
     def _etcd(self, step: Step) -> None:
-        etcd_recovery.repair(self, step.phase)
+        etcd_recovery.repair(self, step.phase, step.content or None)
 
     def _restart_pod(self, step: Step) -> None:
         self._restart_pods([step])

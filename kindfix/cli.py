@@ -26,6 +26,7 @@ from kindfix.names import validate_cluster_name
 from kindfix.plan import STRATEGIES, Plan
 from kindfix.retention import PruneResult
 from kindfix.runtime import Runtime
+from kindfix.verify import Verification
 
 OUTPUT: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option(
     "-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table",
@@ -171,24 +172,50 @@ def collect(obj: Context, name: str, output: Path) -> None:
     echo(f"audit it offline with: kindfix audit --from-dump {path}")
 
 
-def _plan_text(plan: Plan, show_diffs: bool = True) -> str:
+def plan_text(plan: Plan, show_diffs: bool = True, empty: str = "every address is current",
+               notes: str = "etcd") -> str:
     if plan.empty:
-        return f"Plan for cluster {plan.cluster}: nothing to do, every address is current."
+        return f"Plan for cluster {plan.cluster}: nothing to do, {empty}."
     lines = [f"Plan for cluster {plan.cluster} ({len(plan.steps)} steps):"]
     for i, step in enumerate(plan.steps, 1):
         lines.append(f"  {i:2}. [{step.node}] {step.summary}")
         if show_diffs and step.diff:
             lines += ["        " + d for d in step.diff.rstrip("\n").splitlines()]
-    lines += [f"  etcd: {why}" for why in plan.explanation]
+    lines += [f"  {notes}: {why}" for why in plan.explanation]
     return "\n".join(lines)
 
 
+def interaction(fmt: str, yes: bool, plan_text: Callable[[Plan], str] = plan_text
+                ) -> tuple[Callable[[str], None], Callable[[Plan], bool]]:
+    """Progress lines (with elapsed seconds; on stderr unless the output is a table) and the
+    confirmation before the first change, for the commands that change a cluster."""
+    table = fmt == "table"
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        echo(f"{time.monotonic() - started:6.1f}s {line}", err=not table)
+
+    def confirm(plan: Plan) -> bool:
+        if table:
+            echo(plan_text(plan))
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise errors.KindfixError("refusing to change the cluster without confirmation",
+                                      hint="rerun with --yes, or --dry-run to only see the plan")
+        return click.confirm("Apply this plan?", default=False)
+
+    return progress, confirm
+
+
+def checks_text(verification: Verification | None) -> list[str]:
+    return [f"  {'ok  ' if c.ok else 'FAIL'} {c.node}: {c.what}"
+            + (f" ({c.detail})" if c.detail and not c.ok else "")
+            for c in (verification.checks if verification is not None else ())]
+
+
 def _outcome_text(outcome: RepairOutcome) -> str:
-    lines = []
-    if outcome.verification is not None:
-        for c in outcome.verification.checks:
-            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.node}: {c.what}"
-                         + (f" ({c.detail})" if c.detail and not c.ok else ""))
+    lines = checks_text(outcome.verification)
     for p in outcome.pinned:
         lines.append(f"  pinned {p.node} to {', '.join(ip for ip in (p.ipv4, p.ipv6) if ip)}")
     lines += [f"  warning: {w}" for w in outcome.warnings]
@@ -222,29 +249,15 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
     Exit 0 when the cluster is verified healthy, 4 when it is not, 1 on errors.
     """
     table = fmt == "table"
-    started = time.monotonic()
-
-    def progress(line: str) -> None:
-        echo(f"{time.monotonic() - started:6.1f}s {line}", err=not table)
-
-    def confirm(plan: Plan) -> bool:
-        if table:
-            echo(_plan_text(plan))
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise errors.KindfixError("refusing to change the cluster without confirmation",
-                                      hint="rerun with --yes, or --dry-run to only see the plan")
-        return click.confirm("Apply this plan?", default=False)
-
+    progress, confirm = interaction(fmt, yes)
     outcome = api.repair(obj.runtime, name, dry_run=dry_run, strategy=etcd_strategy,
                          confirm=confirm, progress=progress, pin_after=pin_after,
                          verify_wait=verify_timeout, etcd_wait=etcd_start_wait)
     if dry_run:
-        emit(fmt, outcome, lambda: _plan_text(outcome.plan) + "\n(dry run: nothing changed)")
+        emit(fmt, outcome, lambda: plan_text(outcome.plan) + "\n(dry run: nothing changed)")
         return
     if table and outcome.plan.empty:
-        echo(_plan_text(outcome.plan))
+        echo(plan_text(outcome.plan))
     emit_verdict(fmt, outcome, "healthy", outcome.healthy, lambda: _outcome_text(outcome))
 
 
@@ -322,7 +335,7 @@ def unlock(obj: Context, name: str, force: bool) -> None:
 @click.pass_obj
 def pin(obj: Context, name: str) -> None:
     """Pin every node to its current IP (docker network disconnect/connect --ip)."""
-    results, warnings = api.pin(obj.runtime, name, click.echo)
+    results, warnings = api.pin(obj.runtime, name, echo)
     for r in results:
         state = "pinned" if r.changed else "already pinned"
         echo(f"{r.node}: {state} at {', '.join(ip for ip in (r.ipv4, r.ipv6) if ip)}")
@@ -335,7 +348,7 @@ def pin(obj: Context, name: str) -> None:
 @click.pass_obj
 def unpin(obj: Context, name: str) -> None:
     """Let Docker assign node IPs again (the address may change: run `kindfix audit`)."""
-    for r in api.unpin(obj.runtime, name, click.echo):
+    for r in api.unpin(obj.runtime, name, echo):
         echo(f"{r.node}: unpinned, now {r.ipv4}" + (" (changed)" if r.changed else ""))
 
 
@@ -381,8 +394,9 @@ def main(argv: list[str] | None = None, obj: Context | None = None) -> None:
 
 
 # Command groups in modules of their own; imported last, as they build on the helpers above.
-from kindfix.cli_backup import backup  # noqa: E402
+from kindfix.cli_backup import backup, restore  # noqa: E402
 from kindfix.cli_etcd import etcd  # noqa: E402
 
 cli.add_command(etcd)
 cli.add_command(backup)
+cli.add_command(restore)

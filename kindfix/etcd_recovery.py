@@ -226,6 +226,8 @@ class Recovery:
         self.nodes = {n.name: ap.nodes[n.name] for n in self.cps}
         self.cancel: threading.Event | None = None  # a preparation's stop signal
         self.parked_now: set[str] = set()  # members whose etcd this process stopped
+        self.from_backup = False  # restoring a `kindfix backup`'s snapshot (`source`)
+        self.source: bytes | None = None
 
     def peer_url(self, cp: ClusterNode) -> str:
         """In the family the member advertised before (the observed, unchanged etcd.yaml)."""
@@ -447,7 +449,14 @@ class Recovery:
         no member's own data is swapped out before the etcd step itself."""
         best, tool, image = self._restore_source()
         self.check()
-        self._stage_snapshot(best)
+        if not self.from_backup:
+            self._stage_snapshot(best)
+        elif self.source is not None:
+            self._stage_given(self.source)
+        elif any(self.stage(f"snapshot:{cp.name}") for cp in self.cps):
+            raise KindfixError("the backup's etcd snapshot is not on every member yet, and "
+                               "this run does not have it", hint="continue with `kindfix "
+                               "restore DIR` (the same backup directory)")
         members = ",".join(f"{cp.name}={self.peer_url(cp)}" for cp in self.cps)
         self.check()
         self.each(lambda cp: self._restore_member(cp, tool, image, members, stage_only))
@@ -482,8 +491,12 @@ class Recovery:
                                 f"through `ctr run {image}`")
         _, _, best, st = max(ranked, key=lambda r: r[:2])
         tool = str(st["tool"])
-        self.say(f"most up-to-date member: {best.name} (revision {st['revision']}, "
-                 f"{st.get('totalKey', '?')} keys; {tool} from {image})")
+        if self.from_backup:
+            self.say(f"every member stopped and copied; restoring the backup with {tool} "
+                     f"from {image}")
+        else:
+            self.say(f"most up-to-date member: {best.name} (revision {st['revision']}, "
+                     f"{st.get('totalKey', '?')} keys; {tool} from {image})")
         self.add_note("etcd-tool", tool)
         self.add_note("etcd-best", best.name)
         return best, tool, image
@@ -551,6 +564,21 @@ class Recovery:
         def put(cp: ClusterNode) -> None:
             self.check()
             self.nodes[cp.name].write_file(snapshot, content, mode=0o600)  # sha256-checked
+            self.done(f"snapshot:{cp.name}")
+
+        map_all(put, todo, what=lambda cp: cp.name)
+
+    def _stage_given(self, content: bytes) -> None:
+        """A backup's snapshot as .kindfix-snapshot.db in every member's data dir."""
+        todo = [cp for cp in self.cps if self.stage(f"snapshot:{cp.name}")]
+        if todo:
+            self.say(f"copying the backup's snapshot ({len(content)} bytes) to "
+                     f"{', '.join(cp.name for cp in todo)}")
+
+        def put(cp: ClusterNode) -> None:
+            self.check()
+            self.nodes[cp.name].write_file(f"{DATA_DIR}/.kindfix-snapshot.db", content,
+                                           mode=0o600)  # sha256-checked
             self.done(f"snapshot:{cp.name}")
 
         map_all(put, todo, what=lambda cp: cp.name)
@@ -759,7 +787,12 @@ class Preparation:
         return ["etcd was started again on its own data (the prepared restore is undone)"]
 
 
-def repair(ap: Applier, strategy: str) -> None:
+RESTORE_BACKUP = "restore-backup"  # `kindfix restore`: snapshot restore from a backup's data
+
+
+def repair(ap: Applier, strategy: str, snapshot: bytes | None = None) -> None:
+    """Run an etcd strategy. RESTORE_BACKUP restores every member from `snapshot` (a backup's)
+    through the snapshot-restore path; continued after a kill, it uses the copies it staged."""
     rec = Recovery(ap)
     started = rec.note("etcd-strategy")
     if started is not None:  # a killed run (or the preparation) already stopped etcd
@@ -774,6 +807,10 @@ def repair(ap: Applier, strategy: str) -> None:
         return
     if started is None:
         rec.add_note("etcd-strategy", strategy)
+    if strategy == RESTORE_BACKUP:
+        rec.from_backup, rec.source = True, snapshot
+        rec.snapshot_restore()  # no fall-back: only a restore tool can put a backup back
+        return
     if strategy == "snapshot-restore":
         try:
             rec.snapshot_restore()

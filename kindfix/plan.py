@@ -156,7 +156,7 @@ def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -
                       "member-update if a leader appears, else snapshot-restore")
 
 
-def _restart_steps(files: list[Step], certs: list[Step]) -> list[Step]:
+def restart_steps(files: list[Step], certs: list[Step]) -> list[Step]:
     """Restarts of what reads a changed file only at start; each restart's identity names the
     changes it follows, so a later change of the same file asks for a new restart."""
     steps = []
@@ -210,7 +210,7 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
     strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work(report, certs))
     # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
     files = _file_steps(changes)
-    steps = files + certs + _restart_steps(files, certs)
+    steps = files + certs + restart_steps(files, certs)
     if strategy != "none":
         steps.append(Step(f"etcd:{etcd_target(cluster)}", "etcd", cluster.control_planes[0].name,
                           f"etcd membership: {strategy} ({why})", phase=strategy))

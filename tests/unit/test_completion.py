@@ -40,6 +40,8 @@ def clusters(*names: str) -> FakeRuntime:
 def test_subcommands_complete(shell: str, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
     offered = complete(monkeypatch, capsys, shell, "kindfix re", clusters())
+    assert set(offered) == {"repair", "restore"}
+    offered = complete(monkeypatch, capsys, shell, "kindfix rep", clusters())
     assert set(offered) == {"repair"}
     offered = complete(monkeypatch, capsys, shell, "kindfix ", clusters())
     assert {"audit", "repair", "clusters", "nodes", "pin", "collect"} <= set(offered)
