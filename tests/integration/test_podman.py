@@ -157,9 +157,6 @@ def test_kindfix_repairs_a_podman_cluster_end_to_end(podman_bed: Bed) -> None:
     assert_no_key_lost(bed, before)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="pin.py's pre-check knows Docker's 'already exists' but podman 4.3 says "
-                          "'network is already connected' (reported; pinning itself works here)")
 def test_pin_keeps_addresses_across_a_restart_on_podman(podman_bed: Bed) -> None:
     # podman moves every node on every restart (testbed/podman.py): pinning matters more here
     bed = podman_bed
