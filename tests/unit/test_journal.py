@@ -409,3 +409,22 @@ def test_concurrent_saves_share_writes_and_the_last_write_holds_every_change() -
     assert 1 <= len(writes) < 8  # grouped: a caller whose change was written returns at once
     rec.mark_done("step-0")  # nothing new: no write
     assert len(writes) < 8
+
+
+def test_rollback_on_a_node_without_a_shell_goes_through_the_archive_api() -> None:
+    """kind's haproxy image (v0.12-v0.31) has no sh: the restore script exits 127 there, and
+    the original comes back through read_file/write_file (docker cp) instead."""
+    cfg = "/usr/local/etc/haproxy/haproxy.cfg"
+    original = b"backend kube-apiservers\n  server a 172.18.0.3:6443\n"
+    lb = FakeNode("kind-external-load-balancer", "external-load-balancer",
+                  files={cfg: b"rewritten\n", f"{cfg}.kindfix-run1": original})
+    entry = {"node": lb.name, "path": cfg, "existed": True, "mode": "600",
+             "sha256": hashlib.sha256(original).hexdigest(), "backup": f"{cfg}.kindfix-run1"}
+    assert journal._restore_entry(lb, entry) is True
+    assert lb.files[cfg] == original
+    assert lb.modes[cfg] == 0o600
+    assert lb.unhandled  # the shell was tried first, and was not there
+    del lb.files[f"{cfg}.kindfix-run1"]
+    lb.files[cfg] = b"rewritten\n"
+    with pytest.raises(KindfixError, match="is missing"):
+        journal._restore_entry(lb, entry)
