@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from kindfix.pin import pin as pin_ips
 from kindfix.pin import unpin as unpin_ips
 from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import Runtime
+from kindfix.scope import scope_plan
 from kindfix.verify import Verification, verify
 
 
@@ -100,6 +101,7 @@ class RepairOutcome:
     verification: Verification | None = None
     pinned: tuple[PinResult, ...] = ()
     warnings: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # a scoped repair's steps not taken (scope.py)
 
     @property
     def healthy(self) -> bool:
@@ -276,15 +278,19 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
            confirm: Callable[[Plan], bool] = lambda _: True,
            progress: Callable[[str], None] = lambda _: None,
            pin_after: bool = False, verify_wait: float = 60,
-           etcd_wait: float = settle.DEFAULT_WAIT) -> RepairOutcome:
+           etcd_wait: float = settle.DEFAULT_WAIT, only: Collection[str] = (),
+           nodes: Collection[str] = ()) -> RepairOutcome:
     with cluster_lock(runtime, name, "repair", progress):
-        cluster, nodes, snapshots, report, plan, journal, said = prepare_repair(
+        cluster, members, snapshots, report, plan, journal, said = prepare_repair(
             runtime, name, strategy, etcd_wait=etcd_wait, progress=progress)
+        scoped = scope_plan(plan, cluster, only, nodes)
+        plan = scoped.plan
         if dry_run:
-            return RepairOutcome(name, plan, dry_run=True, warnings=said)
+            return RepairOutcome(name, plan, dry_run=True, warnings=said,
+                                 left_out=scoped.left_out)
         resumed = journal is not None
         before = max(report.etcd.revisions.values(), default=0)
-        done = apply_and_verify(runtime, name, cluster, nodes, snapshots, plan, journal,
+        done = apply_and_verify(runtime, name, cluster, members, snapshots, plan, journal,
                                 confirm=confirm, progress=progress, verify_wait=verify_wait,
                                 min_revision=before)
         run_id, applied, verification = done.run_id, done.applied, done.verification
@@ -294,7 +300,7 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
             results, warns = pin_ips(runtime, discover(runtime, name), progress)
             pinned, warnings = tuple(results), said + tuple(warns)
         return RepairOutcome(name, plan, run_id, resumed, False, applied, verification, pinned,
-                             warnings)
+                             warnings, scoped.left_out)
 
 
 def rollback(runtime: Runtime, name: str, run_id: str | None = None) -> tuple[str, list[str]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from kindfix import __version__, api, completion, errors, render, settle
+from kindfix import __version__, api, completion, errors, render, scope, settle
 from kindfix.api import RepairOutcome
 from kindfix.audit import AuditReport
 from kindfix.discovery import Cluster, default_cluster_name
@@ -175,6 +175,8 @@ def collect(obj: Context, name: str, output: Path) -> None:
 def plan_text(plan: Plan, show_diffs: bool = True, empty: str = "every address is current",
                notes: str = "etcd") -> str:
     if plan.empty:
+        if plan.scope:
+            return f"Plan for cluster {plan.cluster}: nothing to do in scope ({plan.scope})."
         return f"Plan for cluster {plan.cluster}: nothing to do, {empty}."
     lines = [f"Plan for cluster {plan.cluster} ({len(plan.steps)} steps):"]
     for i, step in enumerate(plan.steps, 1):
@@ -182,6 +184,8 @@ def plan_text(plan: Plan, show_diffs: bool = True, empty: str = "every address i
         if show_diffs and step.diff:
             lines += ["        " + d for d in step.diff.rstrip("\n").splitlines()]
     lines += [f"  {notes}: {why}" for why in plan.explanation]
+    if plan.scope:
+        lines.append(f"  scope: {plan.scope}")
     return "\n".join(lines)
 
 
@@ -219,6 +223,10 @@ def _outcome_text(outcome: RepairOutcome) -> str:
     for p in outcome.pinned:
         lines.append(f"  pinned {p.node} to {', '.join(ip for ip in (p.ipv4, p.ipv6) if ip)}")
     lines += [f"  warning: {w}" for w in outcome.warnings]
+    if outcome.left_out:
+        lines.append(f"  not repaired (out of scope; the checks above cover the whole cluster): "
+                     f"{len(outcome.left_out)} step(s)")
+        lines += [f"    - {s}" for s in outcome.left_out]
     verdict = "healthy" if outcome.healthy else "NOT healthy"
     run = f" (run {outcome.run_id}; undo files with `kindfix rollback {outcome.run_id}`)" \
         if outcome.run_id and outcome.applied else ""
@@ -240,10 +248,16 @@ def _outcome_text(outcome: RepairOutcome) -> str:
               type=click.IntRange(min=0),
               help="Seconds to wait for etcd to start when no member has a leader yet and no "
                    "file shows a stale etcd address (0: do not wait; etcd is then left alone).")
+@click.option("--only", "only", multiple=True, type=click.Choice(list(scope.PARTS)),
+              help="Repair only this part (repeatable); what it strictly needs comes along "
+                   "and the plan says so.")
+@click.option("--node", "on_nodes", multiple=True, shell_complete=completion.node_names,
+              help="Repair only on this node (repeatable).")
 @OUTPUT
 @click.pass_obj
 def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str,
-           pin_after: bool, verify_timeout: int, etcd_start_wait: int, fmt: str) -> None:
+           pin_after: bool, verify_timeout: int, etcd_start_wait: int, only: tuple[str, ...],
+           on_nodes: tuple[str, ...], fmt: str) -> None:
     """Plan, apply and verify the repair of a cluster whose node IPs changed.
 
     Exit 0 when the cluster is verified healthy, 4 when it is not, 1 on errors.
@@ -252,7 +266,8 @@ def repair(obj: Context, name: str, dry_run: bool, yes: bool, etcd_strategy: str
     progress, confirm = interaction(fmt, yes)
     outcome = api.repair(obj.runtime, name, dry_run=dry_run, strategy=etcd_strategy,
                          confirm=confirm, progress=progress, pin_after=pin_after,
-                         verify_wait=verify_timeout, etcd_wait=etcd_start_wait)
+                         verify_wait=verify_timeout, etcd_wait=etcd_start_wait, only=only,
+                         nodes=on_nodes)
     if dry_run:
         emit(fmt, outcome, lambda: plan_text(outcome.plan) + "\n(dry run: nothing changed)")
         return

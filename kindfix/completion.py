@@ -32,3 +32,17 @@ def cluster_names(ctx: click.Context, _param: click.Parameter, incomplete: str
     except Exception:  # the docker SDK raises its own types; completion stays quiet
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def node_names(ctx: click.Context, _param: click.Parameter, incomplete: str
+               ) -> list[CompletionItem]:
+    """The nodes of the cluster named by --name (or the default one)."""
+    from kindfix.discovery import default_cluster_name
+    from kindfix.runtime import KIND_CLUSTER_LABEL
+    cluster = ctx.params.get("name") or default_cluster_name()
+    try:
+        containers = _runtime(ctx).list_containers({KIND_CLUSTER_LABEL: cluster})
+    except Exception:  # as cluster_names: completion stays quiet
+        return []
+    return [CompletionItem(c.name) for c in sorted(containers, key=lambda c: c.name)
+            if c.name.startswith(incomplete)]

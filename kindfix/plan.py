@@ -66,6 +66,7 @@ class Plan:
     steps: tuple[Step, ...]
     etcd_strategy: str  # none | member-update | force-new-cluster | snapshot-restore | decide
     explanation: tuple[str, ...] = field(default_factory=tuple)
+    scope: str = ""  # a scoped repair (scope.py): what it holds and what it left out
 
     @property
     def empty(self) -> bool:

@@ -15,7 +15,7 @@ from testbed.bed import Bed
 from testbed.breaking import permute
 from testbed.images import etcd_binaries
 
-from .repair_helpers import etcd_data, kindfix, wait_booted, wait_healthy
+from .repair_helpers import etcd_data, fingerprint, kindfix, wait_booted, wait_healthy
 
 pytestmark = pytest.mark.docker
 
@@ -122,3 +122,31 @@ def test_backup_break_restore(make_bed: Callable[..., Bed], tmp_path: Path) -> N
     flags = bed.exec(bed.workers[0], ["cat", "/var/lib/kubelet/kubeadm-flags.env"]).stdout
     assert "# edited" not in flags
     assert kindfix(bed, "audit").exit_code == 0
+
+
+def test_a_scoped_repair_touches_nothing_outside_its_scope(make_bed: Callable[..., Bed]
+                                                           ) -> None:
+    """`repair --only kubeconfigs` on a bed whose IPs moved (kind before v0.8: nothing was
+    rewritten at boot): the kubeconfigs change, every other file kindfix may touch - manifests,
+    kubeadm.conf, kubeadm-flags.env, certificates - keeps its hash; a full repair then heals."""
+    bed = make_bed(control_planes=1, workers=1, generation="none", seed_keys=10)
+    wait_healthy(bed)
+    permute(bed)
+    wait_booted(bed)
+    certs = ("/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/etcd/server.crt",
+             "/etc/kubernetes/pki/etcd/peer.crt")
+    before = fingerprint(bed)
+    cert_hashes = {c: _sha(bed, bed.control_planes[0], c) for c in certs}
+
+    scoped = kindfix(bed, "repair", "--yes", "--only", "kubeconfigs")
+    assert scoped.exit_code in (0, 4), scoped  # the rest is left stale on purpose
+    assert "scope: kubeconfigs" in scoped.stdout, scoped
+    changed = before.changed_files(fingerprint(bed))
+    assert changed, scoped
+    assert all(p.endswith(".conf") and "/etc/kubernetes/" in p and "/manifests/" not in p
+               for p in changed), changed
+    assert {c: _sha(bed, bed.control_planes[0], c) for c in certs} == cert_hashes
+
+    full = kindfix(bed, "repair", "--yes")
+    assert full.exit_code == 0, full
+    wait_healthy(bed)

@@ -76,3 +76,14 @@ def test_source_scripts_exist_for_each_shell(monkeypatch: pytest.MonkeyPatch,
         with pytest.raises(SystemExit):
             main([], obj=Context(FakeRuntime))
         assert marker in capsys.readouterr().out
+
+
+def test_node_completes_the_nodes_of_the_named_cluster(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    rt = clusters("kind", "dev")
+    rt.add(container("dev-worker", "worker", "172.18.0.9", cluster="dev"))
+    assert complete(monkeypatch, capsys, "bash", "kindfix repair --name dev --node ", rt) == [
+        "dev-control-plane", "dev-worker"]
+    assert complete(monkeypatch, capsys, "bash", "kindfix repair --node ki", rt) == [
+        "kind-control-plane"]
