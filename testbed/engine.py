@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -24,20 +25,22 @@ class EngineError(RuntimeError):
     """The engine could not be reached, installed or started."""
 
 
-def _client() -> docker.DockerClient:
-    return docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=120)
-
-
-def ping() -> docker.DockerClient | None:
-    """A client when the engine answers now, else None."""
-    if not SOCKET.exists():
+def ping_socket(socket: Path, **client_args: Any) -> docker.DockerClient | None:
+    """A client for the Docker-compatible API on `socket` when it answers now, else None
+    (dockerd's here; Podman's in testbed/podman.py)."""
+    if not socket.exists():
         return None
     try:
-        client = _client()
+        client = docker.DockerClient(base_url=f"unix://{socket}", timeout=120, **client_args)
         client.ping()
     except Exception:
         return None
     return client
+
+
+def ping() -> docker.DockerClient | None:
+    """A client when the engine answers now, else None."""
+    return ping_socket(SOCKET)
 
 
 # What the bed needs on the host, by the command that tells it is there: the engine, and

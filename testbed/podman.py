@@ -42,6 +42,7 @@ import docker
 
 from testbed import images as img
 from testbed.bed import Bed, NetworkFactory, create_bed
+from testbed.engine import ping_socket
 
 SOCKET = Path("/run/podman/podman.sock")
 SERVICE_LOG = Path("/var/log/podman-service.log")
@@ -133,20 +134,9 @@ def ipv4_subnet(inspect: Sequence[Mapping[str, object]]) -> str:
 # --- the engine ----------------------------------------------------------------------------
 
 
-def _client() -> docker.DockerClient:
-    return docker.DockerClient(base_url=f"unix://{SOCKET}", version="auto", timeout=120)
-
-
 def ping() -> docker.DockerClient | None:
     """A client when the socket answers now, else None."""
-    if not SOCKET.exists():
-        return None
-    try:
-        client = _client()
-        client.ping()
-    except Exception:
-        return None
-    return client
+    return ping_socket(SOCKET, version="auto")
 
 
 def install_podman() -> float:
