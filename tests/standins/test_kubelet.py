@@ -4,9 +4,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import pytest
 import yaml
 from conftest import NodeRoot, pod_manifest, wait_for
 
@@ -201,6 +203,18 @@ class _Health(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture
+def health_port() -> Iterator[int]:
+    """A loopback server answering each path with _Health.codes (the probes' target)."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield int(srv.server_address[1])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def probed_manifest(port: int, startup: str, liveness: str) -> str:
     def probe(path: str, threshold: int) -> dict[str, object]:
         return {"httpGet": {"host": "127.0.0.1", "path": path, "port": port, "scheme": "HTTP"},
@@ -213,17 +227,16 @@ def probed_manifest(port: int, startup: str, liveness: str) -> str:
     return str(yaml.safe_dump(doc))
 
 
-def test_a_failing_startup_probe_restarts_the_container(node: NodeRoot) -> None:
+def test_a_failing_startup_probe_restarts_the_container(node: NodeRoot,
+                                                         health_port: int) -> None:
     """kubeadm's etcd startupProbe (/health?serializable=false): a member that never gets a
     leader is killed after failureThreshold x periodSeconds."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     _Health.codes = {"/health": 503, "/livez": 200}
+    node.image(tools=SLEEPER)
+    node.write("/etc/kubernetes/manifests/etcd.yaml",
+               probed_manifest(health_port, "/health", "/livez"))
+    k = kubelet.Kubelet("n1")
     try:
-        node.image(tools=SLEEPER)
-        node.write("/etc/kubernetes/manifests/etcd.yaml",
-                   probed_manifest(srv.server_address[1], "/health", "/livez"))
-        k = kubelet.Kubelet("n1")
         k.sync_once()
         first = one_running("etcd")
         wait_for("killed by the startup probe", exited, timeout=10)
@@ -234,19 +247,16 @@ def test_a_failing_startup_probe_restarts_the_container(node: NodeRoot) -> None:
         assert one_running("etcd").attempt == 1
     finally:
         k.stopping.set()
-        srv.shutdown()
-        srv.server_close()
 
 
-def test_a_passing_startup_probe_hands_over_to_the_liveness_probe(node: NodeRoot) -> None:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+def test_a_passing_startup_probe_hands_over_to_the_liveness_probe(node: NodeRoot,
+                                                                  health_port: int) -> None:
     _Health.codes = {"/health": 200, "/livez": 200}
+    node.image(tools=SLEEPER)
+    node.write("/etc/kubernetes/manifests/apiserver.yaml",
+               probed_manifest(health_port, "/health", "/livez"))
+    k = kubelet.Kubelet("n1")
     try:
-        node.image(tools=SLEEPER)
-        node.write("/etc/kubernetes/manifests/apiserver.yaml",
-                   probed_manifest(srv.server_address[1], "/health", "/livez"))
-        k = kubelet.Kubelet("n1")
         k.sync_once()
         first = one_running("etcd")
         time.sleep(1.5)  # startup passed, liveness passing: still the same container
@@ -256,8 +266,6 @@ def test_a_passing_startup_probe_hands_over_to_the_liveness_probe(node: NodeRoot
         wait_for("killed by the liveness probe", exited, timeout=10)
     finally:
         k.stopping.set()
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_missing_image_creates_no_container(node: NodeRoot) -> None:
