@@ -222,3 +222,20 @@ def applier(cluster: Cluster, nodes: dict[str, FakeNode],
     first = journal_node or nodes[cluster.control_planes[0].name]
     rec = RunRecorder(Journal("20261125T180000Z-0001", cluster.name), first)
     return Applier(runtime, cluster, nodes, snapshots or {}, rec, said.append), said
+
+
+def runtime_from_dump(name: str) -> tuple[FakeRuntime, dict[str, NodeSnapshot]]:
+    """The engine and nodes of a fixture dump: files from the dump, probes answered with the
+    output the dump recorded for the same argv, no journal yet. The snapshots come along for
+    tests that answer the probes their own way."""
+    cluster, snapshots, nodes = dump(name)
+    rt = FakeRuntime()
+    for n in cluster.nodes:
+        node = nodes.get(n.name)
+        if node is not None:
+            for argv, result in snapshots[n.name].commands.items():
+                node.on(argv, result)
+            node.on(("ls", "-1", journal.JOURNAL_DIR), ExecResult(2, b"", b"No such file"))
+        rt.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
+                         ipv6=n.ipv6), node)
+    return rt, snapshots

@@ -12,8 +12,8 @@ import pytest
 from kindfix import api, journal, probes, settle
 from kindfix.journal import Journal
 from kindfix.runtime import ExecResult
-from tests.fakes import FakeNode, FakeRuntime, container
-from tests.unit.helpers_nodes import dump
+from tests.fakes import FakeNode, FakeRuntime
+from tests.unit.helpers_nodes import runtime_from_dump as from_dump
 
 CPS = ("kind-control-plane", "kind-control-plane2", "kind-control-plane3")
 TIMEOUT = "curl: (28) Operation timed out after 3001 milliseconds with 0 bytes received"
@@ -62,20 +62,13 @@ class Scripted:
 
 def runtime_from_dump(name: str, script: Sequence[str] = ("up",),
                       runs: Sequence[Journal] = ()) -> tuple[FakeRuntime, Scripted]:
-    cluster, snapshots, nodes = dump(name)
+    rt, snapshots = from_dump(name)
     recorded = {n: s.commands[probes.ETCD_PROBE] for n, s in snapshots.items()
                 if probes.ETCD_PROBE in s.commands}
     probe = Scripted(script, recorded)
-    rt = FakeRuntime()
-    for n in cluster.nodes:
-        node = nodes.get(n.name)
-        if node is not None:
-            for argv, result in snapshots[n.name].commands.items():
-                node.on(argv, result)
-            node.on(probes.ETCD_PROBE, probe)
-            node.on(("ls", "-1", journal.JOURNAL_DIR), _ls_journals)
-        rt.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
-                         ipv6=n.ipv6), node)
+    for node in rt.nodes.values():
+        node.on(probes.ETCD_PROBE, probe)
+        node.on(("ls", "-1", journal.JOURNAL_DIR), _ls_journals)
     for j in runs:
         rt.nodes[CPS[0]].files[f"{journal.JOURNAL_DIR}/{j.run_id}.json"] = j.to_json()
     return rt, probe

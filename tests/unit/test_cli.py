@@ -129,21 +129,10 @@ def test_a_node_name_given_as_cluster_points_at_the_cluster(run: Run) -> None:
 
 
 def runtime_from_dump(name: str) -> FakeRuntime:
-    """The engine and nodes of a fixture dump: files from the dump, probes answered with the
-    output the dump recorded for the same argv."""
-    from tests.unit.helpers_nodes import dump
+    """The engine and nodes of a fixture dump (helpers_nodes.runtime_from_dump)."""
+    from tests.unit.helpers_nodes import runtime_from_dump as from_dump
 
-    cluster, snapshots, nodes = dump(name)
-    rt = FakeRuntime()
-    for n in cluster.nodes:
-        node = nodes.get(n.name)
-        if node is not None:
-            for argv, result in snapshots[n.name].commands.items():
-                node.on(argv, result)
-            node.on(("ls", "-1", "/kind/kindfix/journal"), ExecResult(2, b"", b"No such file"))
-        rt.add(container(n.name, n.role, n.ipv4, cluster=cluster.name, state=n.state,
-                         ipv6=n.ipv6), node)
-    return rt
+    return from_dump(name)[0]
 
 
 def test_repair_dry_run_json_reports_the_plan_and_changes_nothing(run: Run) -> None:
