@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,15 +26,33 @@ class EngineError(RuntimeError):
     """The engine could not be reached, installed or started."""
 
 
-def ping_socket(socket: Path, **client_args: Any) -> docker.DockerClient | None:
-    """A client for the Docker-compatible API on `socket` when it answers now, else None
+def accepts_connections(path: Path) -> bool:
+    """Whether something listens on the unix socket `path` (a plain connect, always closed).
+
+    While dockerd or `podman system service` starts, the socket file can exist with nobody
+    listening yet. The SDK's unix transport does not close its socket when connect fails
+    (docker-py#3356), so asking it then leaks a socket, which pytest reports as an error."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def ping_socket(path: Path, **client_args: Any) -> docker.DockerClient | None:
+    """A client for the Docker-compatible API on `path` when it answers now, else None
     (dockerd's here; Podman's in testbed/podman.py)."""
-    if not socket.exists():
+    if not path.exists() or not accepts_connections(path):
         return None
+    client = None
     try:
-        client = docker.DockerClient(base_url=f"unix://{socket}", timeout=120, **client_args)
+        client = docker.DockerClient(base_url=f"unix://{path}", timeout=120, **client_args)
         client.ping()
     except Exception:
+        if client is not None:
+            client.close()
         return None
     return client
 
