@@ -217,6 +217,67 @@ def test_copy_data_fails_on_a_copy_that_differs(tmp_path: Path) -> None:
     assert not dst.exists()  # only dst.tmp: a later run copies again
 
 
+def _stub(name: str, body: str) -> str:
+    return f"{name}() {{\n{body}\n}}\n"
+
+
+# etcd_running stub: prints a command line on the calls listed in $RUNNING_ON (1-based), counting
+# its calls in the file $CALLS.
+_ETCD_RUNNING_ON = _stub("etcd_running", r"""
+n=$(($(cat "$CALLS" 2>/dev/null || echo 0) + 1)); echo "$n" > "$CALLS"
+case " $RUNNING_ON " in *" $n "*) echo "etcd --data-dir=/var/lib/etcd";; esac""")
+
+
+@pytest.mark.parametrize(("running_on", "calls"), [
+    ("", 4),             # never ran: four quiet checks
+    ("1 2", 6),          # stopping: two busy checks, then four quiet ones
+    ("1 3 5", 9),        # restarted by the kubelet after a quiet check: quiet counts from 0 again
+])
+def test_wait_stopped_needs_four_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
+                                                        calls: int) -> None:
+    counter = tmp_path / "calls"
+    p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + etcd_recovery._WAIT_STOPPED],
+                       capture_output=True, timeout=30, check=False,
+                       env={**os.environ, "CALLS": str(counter), "RUNNING_ON": running_on})
+    assert p.returncode == 0, p.stderr
+    assert int(counter.read_text()) == calls
+
+
+def _copy_checked(tmp_path: Path, copy_codes: str) -> tuple[subprocess.CompletedProcess[bytes],
+                                                             list[str]]:
+    """_COPY_CHECKED with copy_data answering the codes in $CODES in turn and a wait_stopped
+    that records each call."""
+    log = tmp_path / "log"
+    stubs = (_stub("copy_data", r"""
+k=0; [ ! -f "$LOG" ] || k=$(grep -c copy "$LOG" || true)
+set -- $CODES; shift "$k"
+echo copy >> "$LOG"; return "$1" """)
+             + _stub("wait_stopped", 'echo wait >> "$LOG"'))
+    p = subprocess.run(["sh", "-c", stubs + etcd_recovery._COPY_CHECKED, "t", "src", "dst"],
+                       capture_output=True, timeout=30, check=False,
+                       env={**os.environ, "LOG": str(log), "CODES": copy_codes})
+    return p, log.read_text().split()
+
+
+def test_copy_checked_copies_again_after_etcd_wrote_during_the_copy(tmp_path: Path) -> None:
+    p, log = _copy_checked(tmp_path, "4 0")
+    assert p.returncode == 0, p.stderr
+    assert log == ["copy", "wait", "copy"]
+    assert b"copying again once it is stopped" in p.stderr
+
+
+def test_copy_checked_gives_up_after_three_differing_copies(tmp_path: Path) -> None:
+    p, log = _copy_checked(tmp_path, "4 4 4 0")
+    assert p.returncode == 4
+    assert log == ["copy", "wait", "copy", "wait", "copy"]
+
+
+def test_copy_checked_does_not_retry_other_failures(tmp_path: Path) -> None:
+    p, log = _copy_checked(tmp_path, "3 0")
+    assert p.returncode == 3
+    assert log == ["copy"]
+
+
 def test_copy_data_without_a_data_dir_fails(tmp_path: Path) -> None:
     p = sh(etcd_recovery._COPY_DATA, str(tmp_path / "none"), str(tmp_path / "dst"))
     assert p.returncode == 3

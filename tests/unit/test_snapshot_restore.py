@@ -658,6 +658,7 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on(("sh", "-c", etcd_recovery._ETCD_RUNNING), side.running)
         node.on(("sh", "-c", etcd_recovery._PARK), side.park)
         node.on(("sh", "-c", etcd_recovery._COPY_DATA), side.copy)
+        node.on(("sh", "-c", etcd_recovery._COPY_STOPPED), side.copy)
         node.on(("sh", "-c", etcd_recovery._SNAPSHOT_STATUS), side.status)
         node.on(("sh", "-c", etcd_recovery._PREPARE_MEMBER), side.prepare)
         node.on(("sh", "-c", etcd_recovery._KEEP_SNAPSHOT), side.keep)
