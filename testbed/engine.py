@@ -86,16 +86,19 @@ def _dockerd_running() -> bool:
     )
 
 
-# dockerd outlives this process on purpose; keeping the handle avoids Popen's ResourceWarning
-_DAEMONS: list[subprocess.Popen[bytes]] = []
+def start_daemon(argv: list[str], log_path: Path) -> None:
+    """Start a daemon (dockerd, `podman system service`) that outlives this process on purpose,
+    logging to `log_path`. `setsid -f` (util-linux, on every Debian) forks it into its own
+    session and returns at once, so this process holds no handle to a child that is still
+    running when it exits (Popen warns about that at interpreter exit)."""
+    with log_path.open("ab") as log:
+        subprocess.run(["setsid", "-f", *argv], stdout=log, stderr=log,
+                       stdin=subprocess.DEVNULL, timeout=30, check=True)
 
 
 def start_dockerd() -> None:
-    """Start dockerd detached, logging to DOCKERD_LOG (it outlives this process on purpose)."""
-    with DOCKERD_LOG.open("ab") as log:
-        _DAEMONS.append(subprocess.Popen(
-            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        ))
+    """Start dockerd detached, logging to DOCKERD_LOG."""
+    start_daemon(["dockerd"], DOCKERD_LOG)
 
 
 def wait_for_engine(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:

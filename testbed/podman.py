@@ -42,7 +42,7 @@ import docker
 
 from testbed import images as img
 from testbed.bed import Bed, NetworkFactory, create_bed
-from testbed.engine import ping_socket
+from testbed.engine import ping_socket, start_daemon
 
 SOCKET = Path("/run/podman/podman.sock")
 SERVICE_LOG = Path("/var/log/podman-service.log")
@@ -170,22 +170,9 @@ def write_ulimits_conf(path: Path = ULIMITS_CONF) -> bool:
     return True
 
 
-# The service outlives this process on purpose (like dockerd); the handle avoids ResourceWarning.
-_SERVICES: list[subprocess.Popen[bytes]] = []
-
-
 def start_service() -> None:
     SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    with SERVICE_LOG.open("ab") as log:
-        _SERVICES.append(
-            subprocess.Popen(
-                ["podman", "system", "service", "--time=0", f"unix://{SOCKET}"],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
+    start_daemon(["podman", "system", "service", "--time=0", f"unix://{SOCKET}"], SERVICE_LOG)
 
 
 def ensure_podman(timeout_s: float = START_TIMEOUT_S) -> PodmanEngine:

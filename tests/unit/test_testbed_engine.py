@@ -6,14 +6,17 @@ unclosed (docker-py#3356), and pytest (warnings are errors here) reported the Re
 from __future__ import annotations
 
 import gc
+import os
 import socket
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
 import docker.api.client
 import pytest
 
-from testbed.engine import ping_socket
+from testbed.engine import ping_socket, start_daemon
 
 # conftest's guard refuses to build SDK clients in unmarked tests; these talk only to their own
 # socket in tmp_path, so they get the real constructor back.
@@ -43,3 +46,24 @@ def test_socket_file_without_listener_leaks_nothing(tmp_path: Path,
             gc.collect()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
+
+
+def test_start_daemon_leaves_no_child_behind(tmp_path: Path) -> None:
+    """dockerd and the podman service outlive the test run: no Popen handle to a running child
+    may be left for interpreter exit (it printed 'subprocess ... is still running' in CI)."""
+    marker = f"kindfix-daemon-test-{os.getpid()}"
+    log = tmp_path / "daemon.log"
+    start_daemon(["sh", "-c", "sleep 20; true", marker], log)  # $0 = marker, kept by `; true`
+    try:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)  # no child of ours: setsid forked it away
+        running = ""
+        for _ in range(50):  # the fork may still be on its way: at most 5 s
+            running = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True,
+                                     timeout=10, check=False).stdout.strip()
+            if running:
+                break
+            time.sleep(0.1)
+        assert running, "the daemon is not running"
+    finally:
+        subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
