@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kindfix.audit import parse_file
+from kindfix.audit.locations import parse_file
 from kindfix.patches import (
     CONTROL_PLANE,
     LOAD_BALANCER,

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kindfix.audit import location_findings
+from kindfix.audit.locations import location_findings
 from kindfix.discovery import Cluster, ClusterNode
 from kindfix.findings import STALE
 from kindfix.observe import NodeSnapshot

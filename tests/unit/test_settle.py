@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from kindfix import settle
-from kindfix.audit import EtcdState
+from kindfix.audit.etcd import EtcdState
 
 CPS = ("cp1", "cp2", "cp3")
 
