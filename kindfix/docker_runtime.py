@@ -2,22 +2,20 @@
 
 Thread-safe: the SDK client is created once under a lock and its connection pool is sized for
 an audit that execs into every node at once; each exec owns its own hijacked socket.
+
+The exec stream itself is docker_exec.py; reading `inspect` JSON is docker_inspect.py.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import selectors
 import shlex
-import socket
-import ssl
-import struct
 import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -25,16 +23,16 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
+from kindfix.docker_exec import close_stream, pump
+from kindfix.docker_inspect import container_info, network_info
 from kindfix.dockerhost import PODMAN_ROOT_SOCKET, EngineEndpoint, resolve_endpoint
 from kindfix.errors import KindfixError
-from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
+from kindfix.runtime import ContainerInfo, ExecResult, NetworkInfo
 
 # An exec without an explicit timeout is still bounded (a hung node must not hang kindfix).
 DEFAULT_EXEC_TIMEOUT = 300.0
 # Audit execs into every node concurrently; the SDK's default pool of 10 would churn sockets.
 _POOL_SIZE = 64
-_CHUNK = 65536
-_FRAME_HEADER = struct.Struct(">BxxxL")
 # The SDK's connection errors are long nested reprs; show the part a user can act on.
 _REASONS = (
     ("No such file or directory", "no socket there"),
@@ -45,32 +43,6 @@ _REASONS = (
 # After the output stream ends the engine may report the exec as running for a moment.
 _INSPECT_POLLS = 500  # x 10 ms: a loaded engine gets 5 s to record the exit code
 _INSPECT_POLL_INTERVAL = 0.01
-
-
-class FrameDemuxer:
-    """Splits Docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size BE)."""
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self._pending += data
-        while len(self._pending) >= _FRAME_HEADER.size:
-            stream, size = _FRAME_HEADER.unpack_from(self._pending)
-            end = _FRAME_HEADER.size + size
-            if len(self._pending) < end:
-                return
-            payload = self._pending[_FRAME_HEADER.size : end]
-            # 0 (stdin echo) and 1 are output; 2 is stderr, 3 the engine's own error stream.
-            (self.stdout if stream in (0, 1) else self.stderr).extend(payload)
-            del self._pending[:end]
-
-    @property
-    def truncated(self) -> bool:
-        """True when the stream ended inside a frame."""
-        return bool(self._pending)
 
 
 class DockerRuntime:
@@ -226,7 +198,7 @@ class DockerRuntime:
             )["Id"]
             sock = api.exec_start(exec_id, socket=True)
         try:
-            demux = _pump(sock, stdin, time.monotonic() + limit)
+            demux = pump(sock, stdin, time.monotonic() + limit)
         except TimeoutError as err:
             shown = f"{self.name} exec {shlex.quote(container)} {shlex.join(argv)}"
             raise KindfixError(
@@ -234,7 +206,7 @@ class DockerRuntime:
                 hint="the node may be overloaded or the command hung; it may still be running",
             ) from err
         finally:
-            _close(sock)
+            close_stream(sock)
         with self._errors("exec inspect", "container", container):
             exit_code = self._exit_code(api, exec_id)
         return ExecResult(exit_code, bytes(demux.stdout), bytes(demux.stderr))
@@ -319,139 +291,3 @@ def _tls_config(ep: EngineEndpoint) -> docker.tls.TLSConfig | bool:
     cert = (ep.client_cert, ep.client_key) if ep.client_cert and ep.client_key else None
     verify: bool | str = (ep.ca_cert or True) if ep.tls_verify else False
     return docker.tls.TLSConfig(client_cert=cert, ca_cert=ep.ca_cert, verify=verify)
-
-
-def _raw_socket(sock: Any) -> Any:
-    # Over unix/tcp the SDK returns the SocketIO wrapper of the real socket.
-    return getattr(sock, "_sock", sock)
-
-
-def _buffered_output(sock: Any) -> bytes:
-    """Bytes the HTTP layer already read past the upgrade response's headers, if any.
-
-    http.client reads headers through a buffered reader, which can swallow the first frames;
-    with the socket non-blocking, peek() returns only what is buffered.
-    """
-    try:
-        reader = sock._response.raw._fp.fp
-        return bytes(reader.peek())
-    except (AttributeError, OSError, ValueError):
-        return b""
-
-
-def _pump(sock: Any, stdin: bytes | None, deadline: float) -> FrameDemuxer:
-    """Sends stdin (then half-closes) while reading frames until EOF, all before `deadline`.
-
-    One selector loop rather than write-then-read: a command that writes a lot before it has
-    read all its stdin would otherwise deadlock against us.
-    """
-    raw = _raw_socket(sock)
-    raw.setblocking(False)
-    demux = FrameDemuxer()
-    demux.feed(_buffered_output(sock))
-    to_send = memoryview(stdin) if stdin is not None else None
-    sent = 0
-    with selectors.DefaultSelector() as sel:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if to_send is not None else 0)
-        sel.register(raw, events)
-        if to_send is not None and len(to_send) == 0:
-            _finish_stdin(sel, raw)
-            to_send = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            for _key, mask in sel.select(remaining):
-                if mask & selectors.EVENT_WRITE and to_send is not None:
-                    try:
-                        sent += raw.send(to_send[sent : sent + _CHUNK])
-                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                        pass
-                    except OSError:  # the command exited without reading all of stdin
-                        sent = len(to_send)
-                    if sent >= len(to_send):
-                        _finish_stdin(sel, raw)
-                        to_send = None
-                if mask & selectors.EVENT_READ and not _drain(raw, demux):
-                    return demux
-
-
-def _drain(raw: Any, demux: FrameDemuxer) -> bool:
-    """Reads what is available into `demux`; False at end of stream.
-
-    TLS keeps decrypted bytes of a record the selector no longer sees (`pending()`), so read
-    until it is empty, or the loop would wait for data that already arrived.
-    """
-    while True:
-        try:
-            data = raw.recv(_CHUNK)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        if not data:
-            return False
-        demux.feed(data)
-        if not (isinstance(raw, ssl.SSLSocket) and raw.pending()):
-            return True
-
-
-def _finish_stdin(sel: selectors.BaseSelector, raw: Any) -> None:
-    """Half-close: the command sees EOF on stdin while we keep reading its output."""
-    sel.modify(raw, selectors.EVENT_READ)
-    with suppress(OSError):
-        raw.shutdown(socket.SHUT_WR)
-
-
-def _close(sock: Any) -> None:
-    # The wrapper, the HTTP response and the socket all hold the connection; close each once.
-    for closable in (getattr(sock, "_response", None), sock, _raw_socket(sock)):
-        if closable is not None:
-            with suppress(OSError, ValueError):
-                closable.close()
-
-
-def _none_if_empty(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-def container_info(data: Mapping[str, Any]) -> ContainerInfo:
-    """ContainerInfo from `docker inspect` JSON (pure; also used on dumps)."""
-    config = data.get("Config") or {}
-    networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
-    endpoints = {}
-    for net_name, net in networks.items():
-        ipam = net.get("IPAMConfig") or {}
-        endpoints[net_name] = Endpoint(
-            network=net_name,
-            ipv4=_none_if_empty(net.get("IPAddress")),
-            ipv6=_none_if_empty(net.get("GlobalIPv6Address")),
-            ipv4_config=_none_if_empty(ipam.get("IPv4Address")),
-            ipv6_config=_none_if_empty(ipam.get("IPv6Address")),
-            aliases=tuple(str(a) for a in net.get("Aliases") or ()),
-        )
-    policy = (data.get("HostConfig") or {}).get("RestartPolicy") or {}
-    restart = str(policy.get("Name") or "")
-    if restart == "on-failure" and policy.get("MaximumRetryCount"):
-        restart = f"on-failure:{policy['MaximumRetryCount']}"
-    return ContainerInfo(
-        id=str(data.get("Id", "")),
-        name=str(data.get("Name", "")).lstrip("/"),
-        image=str(config.get("Image") or data.get("Image") or ""),
-        state=str((data.get("State") or {}).get("Status", "")),
-        labels=dict(config.get("Labels") or {}),
-        networks=endpoints,
-        restart_policy=restart,
-    )
-
-
-def network_info(data: Mapping[str, Any]) -> NetworkInfo:
-    """NetworkInfo from `docker network inspect` JSON (pure; also used on dumps)."""
-    pools = (data.get("IPAM") or {}).get("Config") or []
-    return NetworkInfo(
-        name=str(data.get("Name", "")),
-        id=str(data.get("Id", "")),
-        driver=str(data.get("Driver", "")),
-        subnets=tuple(str(p["Subnet"]) for p in pools if p.get("Subnet")),
-        ip_ranges=tuple(str(p["IPRange"]) for p in pools if p.get("IPRange")),
-        gateways=tuple(str(p["Gateway"]) for p in pools if p.get("Gateway")),
-        enable_ipv6=bool(data.get("EnableIPv6", False)),
-    )

@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kindfix.docker_runtime import DockerRuntime, FrameDemuxer, container_info, network_info
+from kindfix.docker_exec import FrameDemuxer
+from kindfix.docker_inspect import container_info, network_info
+from kindfix.docker_runtime import DockerRuntime
 from kindfix.dockerhost import EngineEndpoint
 from kindfix.errors import KindfixError
 
