@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kindfix.audit import AuditReport, EtcdState, certificate_findings
+from kindfix.audit import AuditReport, EtcdState
 from kindfix.discovery import Cluster
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
@@ -87,17 +87,17 @@ def _file_steps(changes: list[FileChange]) -> list[Step]:
             for c in changes]
 
 
-def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], patches: Patches
-                ) -> list[Step]:
+def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: AuditReport,
+                patches: Patches) -> list[Step]:
+    """A new certificate wherever audit found one that does not cover its node (or missing)."""
+    stale = {(f.node, f.source) for f in report.findings if f.status == STALE}
     steps = []
     for node in cluster.control_planes:
         snap = snapshots.get(node.name)
         if snap is None:
             continue
-        stale = {f.source.split("#")[0] for f in certificate_findings(snap, node, patches)
-                 if f.status == STALE}
         for spec in patches.certificates_for(node.role):
-            if spec.file in stale:
+            if (node.name, f"{spec.file}#SAN") in stale:
                 steps.append(Step(
                     f"cert:{node.name}:{spec.phase}:{content_id(snap.file(spec.file))}>"
                     f"{','.join(node.ips())}",
@@ -206,8 +206,8 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
     for node in cluster.kube_nodes:
         snap = snapshots.get(node.name)
         if snap is not None:
-            changes += file_changes(snap, node, cluster, patches)
-    certs = _cert_steps(cluster, snapshots, patches)
+            changes += file_changes(snap, node, cluster, patches, report.findings)
+    certs = _cert_steps(cluster, snapshots, report, patches)
     strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work(report, certs))
     # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
     files = _file_steps(changes)

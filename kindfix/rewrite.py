@@ -1,7 +1,8 @@
 """New content for every file whose addresses are stale: key by key, never a global swap.
 
-Pure: (node, its snapshot, the cluster) in, {path: new bytes} out. Only locations that audit
-would call stale are changed, so a healthy node yields no rewrite at all.
+Pure: (node, its snapshot, the cluster, audit's findings about that snapshot) in, the changed
+files out. Only the values audit called stale change, so a healthy node yields no rewrite at
+all; the audit is not run again here.
 
 A node with any location audit calls `unknown` (a file missing or unparseable, a key not where
 kubeadm puts it, a malformed address, an unreadable certificate) is not planned at all, and with
@@ -12,11 +13,11 @@ The user fixes or restores the file (`kindfix audit` names each one) and runs re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kindfix.addresses import Literal, by_family, loopback, node_ips, replace_ips, same_ip
-from kindfix.audit import certificate_findings, judge, located_values, location_findings
+from kindfix.audit import located_values
 from kindfix.discovery import Cluster, ClusterNode
 from kindfix.errors import KindfixError
 from kindfix.findings import STALE, UNKNOWN, Finding
@@ -109,12 +110,17 @@ def _reason(f: Finding) -> str:
     return f.detail if f.detail.startswith(where) else f"{f.node}:{f.source}: {f.detail}"
 
 
-def refuse_unknown(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
-                   patches: Patches) -> None:
-    """KindfixError naming the first location of the node that could not be read or judged."""
-    findings = location_findings(snapshot, node, cluster, patches)
-    if node.role == CONTROL_PLANE:
-        findings += certificate_findings(snapshot, node, patches)
+def declared_findings(findings: Iterable[Finding], node: ClusterNode, patches: Patches
+                      ) -> list[Finding]:
+    """The node's findings about the files patches declares for its role (its locations and
+    certificates), in audit's order; etcd membership and load balancer findings are not."""
+    files = {loc.file for loc in patches.locations_for(node.role)}
+    files |= {c.file for c in patches.certificates_for(node.role)}
+    return [f for f in findings if f.node == node.name and f.source.split("#")[0] in files]
+
+
+def refuse_unknown(findings: Iterable[Finding]) -> None:
+    """KindfixError naming the first location that audit could not read or judge."""
     unknown = [f for f in findings if f.status == UNKNOWN]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -125,29 +131,46 @@ def refuse_unknown(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
 
 
 def file_changes(snapshot: NodeSnapshot, node: ClusterNode, cluster: Cluster,
-                 patches: Patches) -> list[FileChange]:
-    refuse_unknown(snapshot, node, cluster, patches)
-    # which files hold a stale address, read with the fast read-only loader; only those are
-    # parsed again for round-trip editing
-    stale_files = {loc.file for loc, ref in located_values(snapshot, node.role, patches, {})
-                   if judge(loc, ref.get(), node, cluster)[0] == STALE}
+                 patches: Patches, findings: Iterable[Finding]) -> list[FileChange]:
+    """The rewrites of the node's files, from audit's findings about this same snapshot: the
+    values audit called stale change, nothing else. Refuses (KindfixError) when audit could
+    not read or judge a location of the node."""
+    mine = declared_findings(findings, node, patches)
+    refuse_unknown(mine)
+    ids = {loc.id for loc in patches.locations_for(node.role)}
+    # audit's verdict on each value of a location, in the order the file holds them
+    verdicts: dict[str, list[Finding]] = {}
+    for f in mine:
+        loc_id = f.source.partition("#")[2]
+        if loc_id in ids:
+            verdicts.setdefault(loc_id, []).append(f)
+    stale_files = {f.source.split("#")[0] for fs in verdicts.values() for f in fs
+                   if f.status == STALE}
     if not stale_files:
         return []
     docs: dict[str, Document] = {}
     changed: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
     for loc, ref in located_values(snapshot, node.role, patches, docs, editable=True,
                                    files=stale_files):
         value = ref.get()
-        if judge(loc, value, node, cluster)[0] != STALE:
+        index = seen[loc.id] = seen.get(loc.id, -1) + 1
+        found = verdicts.get(loc.id, [])
+        if index >= len(found) or not value.startswith(found[index].advertised):
+            # only when the findings come from another read of the node than `snapshot`
+            raise KindfixError(f"will not plan a repair: {node.name}:{loc.file} holds "
+                               f"{value[:80]!r} at {loc.id}, which audit did not see there",
+                               hint="the file changed while kindfix read it: run repair again")
+        if found[index].status != STALE:
             continue
         replacement = new_value(loc, value, node, cluster, snapshot)
         if replacement != value:
             ref.set(replacement)
             changed.setdefault(loc.file, []).append(loc.id)
     out = []
-    for path, ids in changed.items():
+    for path, ids_changed in changed.items():
         old = snapshot.file(path) or b""
         new = docs[path].dump()
         if new != old:
-            out.append(FileChange(node.name, path, old, new, tuple(ids)))
+            out.append(FileChange(node.name, path, old, new, tuple(ids_changed)))
     return out

@@ -116,3 +116,25 @@ def test_identities_are_stable_for_the_same_observation() -> None:
 def test_no_etcd_work_without_evidence_even_when_a_strategy_is_requested() -> None:
     plan = plan_for("ha-3cp-healthy", "snapshot-restore")
     assert plan.empty and plan.etcd_strategy == "none"
+
+
+def test_the_plan_follows_the_audit_findings_it_is_given() -> None:
+    """Planning works from the report, not from a second audit of the snapshots: findings that
+    say a certificate and a file are current plan neither."""
+    from dataclasses import replace
+
+    from kindfix.findings import OK
+
+    cluster, snaps = load_dump(DUMPS / "single-cp-restart-v0.14")
+    report = audit(cluster, snaps)
+    plan = make_plan(cluster, snaps, report)
+    assert "apiserver" in {s.phase for s in plan.steps if s.kind == "regen-cert"}
+    assert "/etc/kubernetes/scheduler.conf" in {s.path for s in plan.steps}
+    current = ("/etc/kubernetes/pki/apiserver.crt#SAN",
+               "/etc/kubernetes/scheduler.conf#scheduler.server")
+    said = replace(report, findings=tuple(replace(f, status=OK) if f.source in current else f
+                                          for f in report.findings))
+    again = make_plan(cluster, snaps, said)
+    assert "apiserver" not in {s.phase for s in again.steps if s.kind == "regen-cert"}
+    assert "/etc/kubernetes/scheduler.conf" not in {s.path for s in again.steps}
+    assert "/etc/kubernetes/controller-manager.conf" in {s.path for s in again.steps}

@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kindfix.audit import audit
 from kindfix.audit.locations import location_findings
 from kindfix.discovery import Cluster, ClusterNode
-from kindfix.findings import STALE
+from kindfix.errors import KindfixError
+from kindfix.findings import OK, STALE, UNKNOWN
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import Location, load_patches
 from kindfix.rewrite import APISERVER_CRT, file_changes, loopback_host, new_value
@@ -137,11 +139,12 @@ def test_dual_stack_node_ip_keeps_each_family() -> None:
 def _rewritten(name: str) -> tuple[Cluster, dict[str, NodeSnapshot], int]:
     cluster, snaps, _ = dump(name)
     patches = load_patches()
+    findings = audit(cluster, snaps).findings
     count = 0
     out = {}
     for node in cluster.kube_nodes:
         snap = snaps[node.name]
-        changes = file_changes(snap, node, cluster, patches)
+        changes = file_changes(snap, node, cluster, patches, findings)
         count += len(changes)
         for c in changes:
             assert c.node == node.name
@@ -176,9 +179,49 @@ def test_when_the_entrypoint_fixed_every_file_nothing_is_rewritten(name: str) ->
 def test_only_the_addressed_scalars_change() -> None:
     cluster, snaps, _ = dump("single-cp-restart-v0.14")
     node = cluster.control_planes[0]
-    changes = {c.path: c for c in file_changes(snaps[node.name], node, cluster, load_patches())}
+    changes = {c.path: c for c in file_changes(snaps[node.name], node, cluster, load_patches(),
+                                               audit(cluster, snaps).findings)}
     cm = changes["/etc/kubernetes/controller-manager.conf"]
     diff = [(a, b) for a, b in zip(cm.old.splitlines(), cm.new.splitlines()) if a != b]
     assert len(cm.old.splitlines()) == len(cm.new.splitlines())
     assert diff == [(b"    server: https://172.18.0.3:6443", b"    server: https://127.0.0.1:6443")]
     assert cm.locations == ("controller-manager.server",)
+
+
+# --- the rewrite follows audit's findings, it does not judge again ----------------------------
+
+
+def test_only_what_the_findings_call_stale_is_rewritten() -> None:
+    cluster, snaps, _ = dump("single-cp-restart-v0.14")
+    node = cluster.control_planes[0]
+    findings = audit(cluster, snaps).findings
+    cm = "/etc/kubernetes/controller-manager.conf#controller-manager.server"
+    assert any(f.source == cm and f.status == STALE for f in findings)
+    said_ok = tuple(replace(f, status=OK) if f.source == cm else f for f in findings)
+    changes = file_changes(snaps[node.name], node, cluster, load_patches(), said_ok)
+    paths = {c.path for c in changes}
+    assert "/etc/kubernetes/controller-manager.conf" not in paths
+    assert "/etc/kubernetes/scheduler.conf" in paths  # still stale in the findings
+
+
+def test_an_unknown_finding_refuses_the_node() -> None:
+    cluster, snaps, _ = dump("single-cp-restart-v0.14")
+    node = cluster.control_planes[0]
+    findings = list(audit(cluster, snaps).findings)
+    findings.append(replace(findings[0], status=UNKNOWN, detail="file is missing",
+                            source="/etc/kubernetes/scheduler.conf"))
+    with pytest.raises(KindfixError, match=r"will not plan a repair: .*scheduler\.conf"):
+        file_changes(snaps[node.name], node, cluster, load_patches(), findings)
+
+
+def test_findings_of_another_read_of_the_node_are_refused() -> None:
+    cluster, snaps, _ = dump("single-cp-restart-v0.14")
+    node = cluster.control_planes[0]
+    findings = audit(cluster, snaps).findings
+    path = "/etc/kubernetes/scheduler.conf"
+    raw = snaps[node.name].file(path)
+    assert raw is not None
+    edited = raw.replace(b"server: https://", b"server: https://x")  # not what audit saw
+    snap = replace(snaps[node.name], files={**snaps[node.name].files, path: edited})
+    with pytest.raises(KindfixError, match="which audit did not see there"):
+        file_changes(snap, node, cluster, load_patches(), findings)
