@@ -13,10 +13,10 @@ engine: install
 # Unit tests (in-memory fake nodes, fixture dumps), the wheel as users install it (tests/packaging)
 # and integration tests on the kind-shaped test bed (real Docker engine, real etcd, real haproxy).
 # `engine` installs what a fresh Debian 12 machine lacks (docker.io, debootstrap) and starts dockerd.
-test: engine
+test: engine shellcheck
 	$(PYTHON) -m pytest -p no:cacheprovider tests
 
-unit: install
+unit: install shellcheck
 	$(PYTHON) -m pytest -p no:cacheprovider -m "not docker and not packaging" tests
 
 # Build a 3-control-plane kind-shaped cluster, break it the way Docker does, audit and repair it.
@@ -26,9 +26,18 @@ demo: engine
 bench: engine
 	$(PYTHON) bench/run.py
 
-lint:
+# shellcheck checks the node scripts (kindfix/scripts); Debian packages it, so a Debian machine
+# without it gets it here (root, as on CI); elsewhere install it by hand (brew, dnf: shellcheck).
+lint: shellcheck
 	$(PYTHON) -m ruff check kindfix tests testbed bench
 	$(PYTHON) -m mypy
+	shellcheck -s sh kindfix/scripts/*.sh kindfix/scripts/lib/*.sh
+
+.PHONY: shellcheck
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install shellcheck (make lint needs it)" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 
 # A real kind v0.30 HA cluster: kind CLI, kubeadm, kubelet, apiserver, etcd, containerd built from Go
 # modules; broken the way Docker breaks it, repaired by kindfix (realkind/README.md). Cold: long.

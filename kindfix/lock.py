@@ -23,6 +23,7 @@ Stale or live: how kindfix decides (never on age alone: a repair may legitimatel
 - Live: anything else. `kindfix unlock --force` breaks even that (the user's call).
 Every removal (release, break) checks the token under a short mutex (`mkdir <lock>.break`), so
 a lock is never removed by someone who saw a different holder.
+The node side is kindfix/scripts/lock-{acquire,status,remove,heartbeat}.sh.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from kindfix.discovery import Cluster, discover
 from kindfix.errors import KindfixError
 from kindfix.names import validate_cluster_name
 from kindfix.node import ContainerNode, Node, run
+from kindfix.nodescripts import script
 from kindfix.runtime import Runtime
 
 LOCK = "/kind/kindfix/lock"
@@ -53,59 +55,6 @@ MAX_HOLD_S = 6 * 3600  # the heartbeat stops after this; the lock then goes stal
 _ATTEMPTS = 3  # a lock released or broken between our try and our look: try again, bounded
 
 _MARK = "@@kindfix"
-
-# "$1" lock path, "$2" our token; stdin: the owner JSON. Prints "@@kindfix acquired", or
-# "@@kindfix held <now> <mtime>" and the lock's content, or "@@kindfix retry" when the lock
-# vanished between the link and the look.
-_ACQUIRE = r"""
-lock="$1"; token="$2"
-mkdir -p "$(dirname "$lock")" || exit 3
-chmod 700 "$(dirname "$lock")" 2>/dev/null
-t="$lock.$token"
-{ printf '%s\n' "$token"; date +%s; cat; printf '\n'; } > "$t" || { rm -f "$t"; exit 3; }
-if ln "$t" "$lock" 2>/dev/null; then rm -f "$t"; echo "@@kindfix acquired"; exit 0; fi
-rm -f "$t"
-if [ -e "$lock" ]; then
-  printf '@@kindfix held %s %s\n' "$(date +%s)" "$(stat -c %Y "$lock" 2>/dev/null || echo 0)"
-  cat "$lock" 2>/dev/null
-else
-  echo "@@kindfix retry"
-fi
-"""
-
-# "$1" lock path. Prints "@@kindfix free" or the "held" header and content as above.
-_STATUS = r"""
-lock="$1"
-if [ -e "$lock" ]; then
-  printf '@@kindfix held %s %s\n' "$(date +%s)" "$(stat -c %Y "$lock" 2>/dev/null || echo 0)"
-  cat "$lock" 2>/dev/null
-else
-  echo "@@kindfix free"
-fi
-"""
-
-# "$1" lock path, "$2" the token the caller saw. Removes the lock only if it still holds that
-# token, under a mutex every remover takes (a remover killed inside it leaves the mutex
-# behind: older than 30 s it is taken over). Bounded: 50 tries, 0.1 s apart.
-_REMOVE = r"""
-lock="$1"; token="$2"; m="$lock.break"; i=0
-until mkdir "$m" 2>/dev/null; do
-  i=$((i+1)); [ "$i" -le 50 ] || { echo "kindfix: $m stays busy" >&2; exit 4; }
-  now=$(date +%s); mt=$(stat -c %Y "$m" 2>/dev/null || echo "$now")
-  [ $((now - mt)) -gt 30 ] && rmdir "$m" 2>/dev/null && continue
-  sleep 0.1
-done
-first=""; read -r first < "$lock" 2>/dev/null
-if [ -n "$first" ] && [ "$first" = "$token" ]; then rm -f "$lock"; r=removed; else r=kept; fi
-rmdir "$m"
-echo "@@kindfix $r"
-"""
-
-# "$1" lock path, "$2" our token: refresh our heartbeat, or say the lock is no longer ours.
-_HEARTBEAT = r"""
-first=""; read -r first < "$1" 2>/dev/null
-if [ "$first" = "$2" ]; then touch -c "$1" && echo "@@kindfix alive"; else echo "@@kindfix lost"; fi
-"""
 
 
 @dataclass(frozen=True)
@@ -285,13 +234,15 @@ def lock_node(runtime: Runtime, cluster: Cluster) -> Node:
 
 
 def status(node: Node) -> Holder | None:
-    state, holder = parse_status(run(node, ["sh", "-c", _STATUS, "kindfix-lock", LOCK]).stdout)
+    out = run(node, ["sh", "-c", script("lock-status"), "kindfix-lock", LOCK]).stdout
+    state, holder = parse_status(out)
     return holder if state == "held" else None
 
 
 def remove(node: Node, token: str) -> bool:
     """Remove the lock if it still holds `token`; True when it did."""
-    out = run(node, ["sh", "-c", _REMOVE, "kindfix-unlock", LOCK, token], timeout=30).stdout
+    out = run(node, ["sh", "-c", script("lock-remove"), "kindfix-unlock", LOCK, token],
+              timeout=30).stdout
     return parse_status(out)[0] == "removed"
 
 
@@ -314,7 +265,8 @@ class _Heartbeat:
         deadline = time.monotonic() + MAX_HOLD_S
         while not self._stop.wait(self._interval) and time.monotonic() < deadline:
             try:
-                out = self._node.exec(["sh", "-c", _HEARTBEAT, "kindfix-heartbeat", LOCK,
+                out = self._node.exec(["sh", "-c", script("lock-heartbeat"), "kindfix-heartbeat",
+                                       LOCK,
                                        self._token], timeout=30)
             except KindfixError:
                 continue  # a slow or briefly unreachable node: the next beat tries again
@@ -350,8 +302,8 @@ def acquire(node: Node, cluster: str, command: str,
     token = secrets.token_hex(8)
     record = json.dumps(owner_record(command, me), separators=(",", ":")).encode()
     for _ in range(_ATTEMPTS):
-        out = run(node, ["sh", "-c", _ACQUIRE, "kindfix-lock", LOCK, token], stdin=record,
-                  timeout=30).stdout
+        out = run(node, ["sh", "-c", script("lock-acquire"), "kindfix-lock", LOCK, token],
+                  stdin=record, timeout=30).stdout
         state, holder = parse_status(out)
         if state == "acquired":
             return token

@@ -8,12 +8,26 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from kindfix import lock as lock_mod
 from kindfix import node as node_mod
+from kindfix import nodescripts
 from kindfix.errors import KindfixError
 from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
 
 Handler = Callable[["FakeNode", Sequence[str], "bytes | None"], ExecResult]
+
+# Stands for "a shipped node script" in a handler key: ("sh", "-c", SCRIPT, name, *args).
+SCRIPT = "<kindfix node script>"
+
+
+def _key(argv: Sequence[str]) -> tuple[str, ...]:
+    """argv as handlers are keyed: a shipped script's text replaced by its name
+    (kindfix/nodescripts.py), so a fake follows the script's name whatever its text."""
+    argv = tuple(argv)
+    if argv[:2] == ("sh", "-c") and len(argv) > 2:
+        name = nodescripts.name_of(argv[2])
+        if name is not None:
+            return ("sh", "-c", SCRIPT, name, *argv[3:])
+    return argv
 
 
 def ok(stdout: str | bytes = b"", stderr: bytes = b"") -> ExecResult:
@@ -29,7 +43,9 @@ class FakeNode:
     """A node whose files live in a dict and whose commands are answered by handlers.
 
     Handlers are matched by argv prefix, longest first; an unmatched command exits 127 like a
-    shell that does not know it, and is recorded in `unhandled`.
+    shell that does not know it, and is recorded in `unhandled`. A shipped node script
+    (kindfix/scripts/) is matched by its name: `on_script(name, handler)`; `ran(name)` lists its
+    calls. `on(("sh", "-c", text), ...)` with a shipped script's text means the same.
     """
 
     name: str
@@ -46,27 +62,44 @@ class FakeNode:
         self.handlers.setdefault(("sh", "-c", node_mod._READ_FILES_SCRIPT), _read_script)
         self.handlers.setdefault(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), _write_script)
         self.handlers.setdefault(("sh", "-c", "true"), lambda *_: ok())  # "has it a shell?"
-        # the cluster lock's scripts (kindfix/lock.py; run for real in test_lock.py)
-        for script, handler in ((lock_mod._ACQUIRE, _lock_acquire),
-                                (lock_mod._STATUS, _lock_status),
-                                (lock_mod._REMOVE, _lock_remove),
-                                (lock_mod._HEARTBEAT, _lock_heartbeat)):
-            self.handlers.setdefault(("sh", "-c", script), handler)
+        # the cluster lock's scripts (kindfix/scripts/lock-*.sh; run for real in test_lock.py)
+        for name, handler in (("lock-acquire", _lock_acquire), ("lock-status", _lock_status),
+                              ("lock-remove", _lock_remove),
+                              ("lock-heartbeat", _lock_heartbeat)):
+            self.handlers.setdefault(("sh", "-c", SCRIPT, name), handler)
 
     def on(self, prefix: Sequence[str], handler: Handler | ExecResult) -> FakeNode:
         if isinstance(handler, ExecResult):
             result = handler
-            self.handlers[tuple(prefix)] = lambda *_: result
+            self.handlers[_key(prefix)] = lambda *_: result
         else:
-            self.handlers[tuple(prefix)] = handler
+            self.handlers[_key(prefix)] = handler
         return self
+
+    def on_script(self, name: str, handler: Handler | ExecResult) -> FakeNode:
+        """Answer the shipped node script `name` (kindfix/scripts/<name>.sh) with `handler`."""
+        nodescripts.script(name)  # a misspelt name fails here, not as a silent 127 later
+        return self.on(("sh", "-c", SCRIPT, name), handler)
+
+    def handler(self, name: str) -> Handler:
+        """The handler that answers the shipped node script `name` now."""
+        return self.handlers[("sh", "-c", SCRIPT, name)]
+
+    def forget_script(self, name: str) -> None:
+        """Let the shipped node script `name` go unanswered (exit 127, as without a shell)."""
+        self.handlers.pop(("sh", "-c", SCRIPT, name), None)
+
+    def ran(self, name: str) -> list[tuple[str, ...]]:
+        """The calls of the shipped node script `name`, in order (argv as sent)."""
+        return [c for c in self.calls if _key(c)[2:4] == (SCRIPT, name)]
 
     def exec(self, argv: Sequence[str], stdin: bytes | None = None,
              timeout: float | None = None) -> ExecResult:
         argv = tuple(argv)
         self.calls.append(argv)
+        key = _key(argv)
         for prefix in sorted(self.handlers, key=len, reverse=True):
-            if argv[: len(prefix)] == prefix:
+            if key[: len(prefix)] == prefix:
                 return self.handlers[prefix](self, argv, stdin)
         self.unhandled.append(argv)
         return ExecResult(127, b"", f"{argv[0]}: command not found".encode())

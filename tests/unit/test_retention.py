@@ -79,7 +79,7 @@ def test_prune_dry_run_lists_and_deletes_nothing(run: Run) -> None:
         ["20261110T100000Z-0000", "done", "would"]]
     assert lines[-1] == "2 run(s) would delete (dry run: nothing changed)"
     assert (cp.files, worker.files) == before
-    assert not any(c[2:3] == (lock._ACQUIRE,) for c in cp.calls)  # a listing takes no lock
+    assert not cp.ran("lock-acquire")  # a listing takes no lock
 
 
 def test_prune_deletes_old_finished_runs_on_every_node_under_the_lock(run: Run) -> None:
@@ -91,7 +91,7 @@ def test_prune_deletes_old_finished_runs_on_every_node_under_the_lock(run: Run) 
     kept = {"20261114T100000Z-0004", "20261113T100000Z-0003", "20261112T100000Z-0002"}
     assert run_ids(cp) == kept
     assert run_ids(worker) == kept
-    assert [c[2] for c in cp.calls if c[:2] == ("sh", "-c")].count(lock._ACQUIRE) == 1
+    assert len(cp.ran("lock-acquire")) == 1
     assert lock.LOCK not in cp.files  # released
     assert [d["action"] for d in data["runs"]] == ["keep", "keep", "keep", "delete", "delete"]
 

@@ -1,0 +1,101 @@
+"""The shell scripts kindfix runs inside nodes (`sh -c SCRIPT $0 ARGS...`), shipped as package data
+in kindfix/scripts/: one `<name>.sh` per script, shared functions in kindfix/scripts/lib/.
+
+Why files: each is read, reviewed and checked as shell (`make lint` runs `shellcheck -s sh` on
+every file; tests/unit/test_nodescripts.py runs `sh -n` and shellcheck on every composed script),
+and a test runs each with a real `sh`. Arguments always travel as argv, never in the text.
+
+Composition: some scripts share functions that must behave the same everywhere (`durable`, the
+fsync; `complete`, the refusal of a partial write; `keep`, the first backup; the temp-file trap).
+Each lives once, in lib/<part>.sh. A file names what it needs in its header comment,
+`# needs: part part`; `script(name)` puts the parts first (a part's own needs before it, each part
+once, in the order named), then the body: one text for `sh -c`. Chosen over self-contained files
+so a fix to one of those functions reaches every script that uses it. The leading comment block
+of every file (what it does, its arguments, its output) is kept out of the text sent to the node.
+
+The test fakes (tests/fakes.py) recognise a script by its name through `name_of`, so a changed
+script needs no change to a fake.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_DIR = "scripts"
+_LIB = "lib"
+_NEEDS = re.compile(r"^#\s*needs:(.*)$")
+
+
+def _read(*parts: str) -> str:
+    path = resources.files("kindfix").joinpath(_DIR)
+    for part in parts:  # one step at a time: a zipped package's joinpath takes one name
+        path = path.joinpath(part)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LookupError(f"kindfix ships no node script {'/'.join(parts)}") from None
+
+
+def _split(text: str) -> tuple[list[str], str]:
+    """(needs, body): the header comment block names the needs and is dropped from the body."""
+    lines = text.splitlines(keepends=True)
+    needs: list[str] = []
+    i = 0
+    while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
+        m = _NEEDS.match(lines[i].rstrip("\n"))
+        if m:
+            needs.extend(m.group(1).split())
+        i += 1
+    return needs, "".join(lines[i:])
+
+
+@cache
+def _part(name: str) -> tuple[tuple[str, ...], str]:
+    needs, body = _split(_read(_LIB, f"{name}.sh"))
+    return tuple(needs), body
+
+
+def _resolve(needs: list[str] | tuple[str, ...], seen: list[str], chain: tuple[str, ...]) -> None:
+    for need in needs:
+        if need in chain:
+            raise LookupError(f"node script parts need each other: {' -> '.join((*chain, need))}")
+        if need not in seen:
+            _resolve(_part(need)[0], seen, (*chain, need))
+            seen.append(need)
+
+
+@cache
+def script(name: str) -> str:
+    """The text of node script `name` (kindfix/scripts/<name>.sh) with the parts it needs."""
+    needs, body = _split(_read(f"{name}.sh"))
+    parts: list[str] = []
+    _resolve(needs, parts, (name,))
+    return "".join(_part(p)[1] for p in parts) + body
+
+
+@cache
+def names() -> tuple[str, ...]:
+    """Every shipped script (not the parts), sorted."""
+    root = resources.files("kindfix").joinpath(_DIR)
+    return tuple(sorted(p.name[: -len(".sh")] for p in root.iterdir()
+                        if p.name.endswith(".sh") and p.is_file()))
+
+
+@cache
+def parts() -> tuple[str, ...]:
+    """Every shared part in lib/, sorted."""
+    root = resources.files("kindfix").joinpath(_DIR).joinpath(_LIB)
+    return tuple(sorted(p.name[: -len(".sh")] for p in root.iterdir()
+                        if p.name.endswith(".sh") and p.is_file()))
+
+
+@cache
+def _by_text() -> dict[str, str]:
+    return {script(n): n for n in names()}
+
+
+def name_of(text: str) -> str | None:
+    """The name of the shipped script whose text this is, else None (the reverse of `script`)."""
+    return _by_text().get(text)
