@@ -12,6 +12,7 @@ copy, retried while they differ.
 
 Everything on the host is 0600 in 0700 directories, and the manifest holds the sha256 of every
 file, so a restore can refuse a backup that changed.
+The node side is kindfix/scripts/backup-files.sh and backup-etcd-live.sh.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from kindfix.discovery import Cluster, ClusterNode, discover, require_running
 from kindfix.errors import KindfixError
 from kindfix.etcd import CURL_COULD_NOT_CONNECT, LOOPBACKS
 from kindfix.node import Node, run
+from kindfix.nodescripts import script
 from kindfix.observe import NodeSnapshot, snapshot_cluster
 from kindfix.patches import CONTROL_PLANE
 from kindfix.runtime import Runtime
@@ -44,35 +46,6 @@ NODE_ROOT = "/"
 DATA_DIR = "/var/lib/etcd"
 NODE_PATHS = ("/etc/kubernetes", "/kind/kubeadm.conf", "/var/lib/kubelet/kubeadm-flags.env")
 SNAPSHOT_TIMEOUT_S = 120
-
-# Only the paths that exist (tar fails on a missing one and would drop the rest of the archive).
-# $1 is the root the paths are relative to: / in a node.
-_TAR_PATHS = r"""
-cd "$1" || exit 1
-shift
-for p in "$@"; do shift; [ -e "$p" ] && set -- "$@" "$p"; done
-[ $# -gt 0 ] || exit 0
-exec tar -cf - "$@"
-"""
-
-# A live copy of a data dir without quorum: no writes apply without a leader, so the backend
-# (member/snap/db, what a snapshot restore uses) is still; it is checked by its sum before and
-# after the copy, retried while they differ. The WAL is copied as it is (a leaderless member
-# still appends its election state to it; tar's exit 1, "file changed as we read it", is
-# expected there). The preallocated WAL segment (*.tmp) is skipped as repair skips it.
-_COPY_DATA_LIVE = r"""
-set -e
-cd "$1"
-t=$(mktemp); trap 'rm -f "$t"' EXIT
-for try in 1 2 3 4 5; do
-  a=$(sha256sum member/snap/db)
-  tar -czf "$t" --warning=no-file-changed --exclude='*.tmp' member || [ $? = 1 ]
-  b=$(sha256sum member/snap/db)
-  if [ "$a" = "$b" ]; then cat "$t"; printf '%s\n' "$b" >&2; exit 0; fi
-  sleep 1
-done
-echo "member/snap/db kept changing while it was copied ($try tries)" >&2; exit 75
-"""
 
 _PEM_KEY = b"PRIVATE KEY-----"
 
@@ -207,7 +180,7 @@ def _fresh_directory(directory: Path) -> None:
 
 
 def _node_files(node: Node, root: Path, include_keys: bool) -> list[BackedUpFile]:
-    argv = ["sh", "-c", _TAR_PATHS, "kindfix-backup-files", NODE_ROOT,
+    argv = ["sh", "-c", script("backup-files"), "kindfix-backup-files", NODE_ROOT,
             *(p.lstrip("/") for p in NODE_PATHS)]
     result = run(node, argv, timeout=120)
     files = []
@@ -250,7 +223,7 @@ def _etcd_snapshot(node: Node, root: Path, revision: int | None) -> EtcdBackup:
 
 
 def _etcd_data_dir(node: Node, root: Path, revision: int | None) -> EtcdBackup:
-    result = run(node, ["sh", "-c", _COPY_DATA_LIVE, "kindfix-backup-etcd", DATA_DIR],
+    result = run(node, ["sh", "-c", script("backup-etcd-live"), "kindfix-backup-etcd", DATA_DIR],
                  timeout=300)
     said = result.stderr.decode(errors="replace").split()
     archived = {path: hashlib.sha256(content).hexdigest()
