@@ -1,4 +1,8 @@
-"""Planning: a pure function from observations to the numbered steps of a repair.
+"""Planning: a pure function from observations and their audit to the numbered steps of a repair.
+
+Planning works from the audit's findings (which values, which certificates are stale); it does
+not judge the files again. What restarts after a change is data too (`restart` in
+patches/addresses.yaml).
 
 Each step says what it will do in one line, with a redacted unified diff for file changes.
 A healthy cluster yields an empty plan.
@@ -16,18 +20,11 @@ from kindfix.discovery import Cluster
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
 from kindfix.observe import NodeSnapshot
-from kindfix.patches import Patches, load_patches
+from kindfix.patches import KUBELET, POD_PREFIX, Patches, load_patches, restart_pod
 from kindfix.redact import redact
 from kindfix.rewrite import FileChange, file_changes
 
 STRATEGIES = ("auto", "member-update", "force-new-cluster", "snapshot-restore")
-KUBELET_FILES = ("/var/lib/kubelet/kubeadm-flags.env", "/etc/kubernetes/kubelet.conf")
-# static pods that only *reference* a file: the kubelet does not notice when it changes
-POD_FOR_FILE = {
-    "/etc/kubernetes/controller-manager.conf": "kube-controller-manager",
-    "/etc/kubernetes/scheduler.conf": "kube-scheduler",
-    "/etc/kubernetes/pki/apiserver.crt": "kube-apiserver",
-}
 
 
 def content_id(content: bytes | None) -> str:
@@ -157,23 +154,43 @@ def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -
                       "member-update if a leader appears, else snapshot-restore")
 
 
-def restart_steps(files: list[Step], certs: list[Step]) -> list[Step]:
-    """Restarts of what reads a changed file only at start; each restart's identity names the
-    changes it follows, so a later change of the same file asks for a new restart."""
-    steps = []
+def restart_steps(files: list[Step], certs: list[Step], patches: Patches | None = None
+                  ) -> list[Step]:
+    """Restarts of what reads a changed file only at start, as patches/addresses.yaml says
+    (`restart`): one per node and pod, then one kubelet restart per node. Each restart's
+    identity names the changes it follows, so a later change of the same file asks for a new
+    restart."""
+    patches = patches or load_patches()
     causes: dict[tuple[str, str], list[str]] = {}
     for s in files + certs:
         causes.setdefault((s.node, s.path), []).append(s.key)
+    pods: dict[tuple[str, str], tuple[list[str], list[str]]] = {}  # (node, pod): paths, keys
+    kubelets: dict[str, tuple[list[str], list[str]]] = {}  # node: paths, keys
     for (node, path), keys in sorted(causes.items()):
-        pod = POD_FOR_FILE.get(path)
-        if pod:
-            steps.append(Step(f"restart:{node}:{pod}:{_ids_of(keys)}", "restart-pod", node,
-                              f"restart {pod} (it reads {path} only at start)", phase=pod))
-    for node in sorted({s.node for s in files if s.path in KUBELET_FILES}):
-        keys = [s.key for s in files if s.node == node and s.path in KUBELET_FILES]
-        steps.append(Step(f"kubelet:{node}:{_ids_of(keys)}", "restart-kubelet", node,
-                          "restart the kubelet (its flags or kubeconfig changed)"))
+        for rule in patches.restarts_for(path):
+            pod = restart_pod(rule)
+            paths, ids = pods.setdefault((node, pod), ([], [])) if pod else \
+                kubelets.setdefault(node, ([], []))
+            paths.append(path)
+            ids += keys
+    steps = [Step(f"restart:{node}:{pod}:{_ids_of(keys)}", "restart-pod", node,
+                  f"restart {pod} (it reads {', '.join(paths)} only at start)", phase=pod)
+             for (node, pod), (paths, keys) in pods.items()]
+    steps += [Step(f"kubelet:{node}:{_ids_of(keys)}", "restart-kubelet", node,
+                   f"restart the kubelet (it reads {', '.join(paths)} only at start)")
+              for node, (paths, keys) in sorted(kubelets.items())]
     return steps
+
+
+def restart_follows(restart: Step, cause: Step, patches: Patches | None = None) -> bool:
+    """Whether `restart` is one that the changed file or certificate `cause` asks for
+    (restart_steps' rule, for a scoped repair that keeps the change)."""
+    if restart.node != cause.node or not cause.path:
+        return False
+    rules = (patches or load_patches()).restarts_for(cause.path)
+    if restart.kind == "restart-pod":
+        return f"{POD_PREFIX}{restart.phase}" in rules
+    return restart.kind == "restart-kubelet" and KUBELET in rules
 
 
 def etcd_target(cluster: Cluster) -> str:
@@ -201,6 +218,8 @@ def _lb_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[S
 
 def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: AuditReport,
               etcd_strategy: str = "auto", patches: Patches | None = None) -> Plan:
+    """The repair of what `report` (the audit of these very snapshots, with the same patches)
+    found stale."""
     patches = patches or load_patches()
     changes: list[FileChange] = []
     for node in cluster.kube_nodes:
@@ -211,7 +230,7 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
     strategy, why = choose_etcd_strategy(report, etcd_strategy, etcd_work(report, certs))
     # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
     files = _file_steps(changes)
-    steps = files + certs + restart_steps(files, certs)
+    steps = files + certs + restart_steps(files, certs, patches)
     if strategy != "none":
         steps.append(Step(f"etcd:{etcd_target(cluster)}", "etcd", cluster.control_planes[0].name,
                           f"etcd membership: {strategy} ({why})", phase=strategy))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
-from kindfix.plan import KUBELET_FILES, POD_FOR_FILE, Plan, Step
+from kindfix.plan import Plan, Step, restart_follows
 
 ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 ETCD_CERTS = ("etcd-server", "etcd-peer")  # kubeadm cert phases whose SANs etcd peers check
@@ -42,15 +42,6 @@ def part_of(step: Step) -> str:
 
 def _etcd_cert(step: Step) -> bool:
     return step.kind == "regen-cert" and step.phase in ETCD_CERTS
-
-
-def _restart_follows(restart: Step, cause: Step) -> bool:
-    """A restart that a changed file or certificate asks for (plan.restart_steps' rule)."""
-    if restart.node != cause.node:
-        return False
-    if restart.kind == "restart-pod":
-        return POD_FOR_FILE.get(cause.path) == restart.phase
-    return cause.kind == "write-file" and cause.path in KUBELET_FILES
 
 
 @dataclass(frozen=True)
@@ -110,7 +101,7 @@ def scope_plan(plan: Plan, cluster: Cluster, only: Collection[str] = (),
                            "the old addresses)", hint="add --only etcd, or leave certs out")
     for s in plan.steps:  # what reads a changed file only at start must restart to see it
         if s.kind in ("restart-pod", "restart-kubelet") and s.key not in keep and any(
-                _restart_follows(s, c) for c in plan.steps if c.key in keep):
+                restart_follows(s, c) for c in plan.steps if c.key in keep):
             need(s, "the change above is read only at start")
     steps = tuple(replace(s, summary=f"{s.summary} [not asked for: {needed[s.key]}]")
                   if s.key in needed else s for s in plan.steps if s.key in keep)

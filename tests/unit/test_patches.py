@@ -13,6 +13,7 @@ from kindfix.patches import (
     WORKER,
     load_patches,
     parse_patches,
+    restart_pod,
 )
 from kindfix.yamlpath import PARSERS, Document, parse_path
 from tests.unit.helpers_nodes import DUMPS, dump
@@ -98,16 +99,55 @@ def test_generation_of_unknown_or_missing_entrypoints() -> None:
 
 def test_parse_patches_rejects_a_typo_in_a_path() -> None:
     raw = {"files": {"control-plane": ["/a"]},
-           "locations": [{"id": "x", "component": "c", "file": "/a", "path": "spec.[unclosed"}]}
+           "locations": [{"id": "x", "component": "c", "file": "/a", "path": "spec.[unclosed",
+                          "restart": "none"}]}
     with pytest.raises(ValueError, match="bad path"):
         parse_patches(raw)
 
 
 def test_roles_default_to_control_plane() -> None:
     p = parse_patches({"files": {"worker": ["/b"]},
-                       "locations": [{"id": "x", "component": "c", "file": "/b", "path": "a.b"},
+                       "locations": [{"id": "x", "component": "c", "file": "/b", "path": "a.b",
+                                      "restart": "none"},
                                      {"id": "y", "component": "c", "file": "/b", "path": "a",
-                                      "roles": ["worker"]}]})
+                                      "roles": ["worker"], "restart": "none"}]})
     assert [loc.id for loc in p.locations_for(CONTROL_PLANE)] == ["x"]
     assert [loc.id for loc in p.locations_for(WORKER)] == ["y"]
     assert p.files_for(LOAD_BALANCER) == ()
+
+
+# --- restart rules (issue #12) -----------------------------------------------------------------
+
+
+def _one(**fields: object) -> dict[str, object]:
+    loc = {"id": "x", "component": "c", "file": "/b", "path": "a"}
+    return {"files": {"worker": ["/b"]}, "locations": [{**loc, **fields}]}
+
+
+def test_a_location_must_say_what_restarts_when_it_changes() -> None:
+    with pytest.raises(ValueError, match=r"location 'x' has no `restart`"):
+        parse_patches(_one())
+    for bad in ("pod", "pod/", "pod/Kube", "restart", 3):
+        with pytest.raises(ValueError, match=r"location 'x': bad restart"):
+            parse_patches(_one(restart=bad))
+    raw = {**_one(restart="none"),
+           "certificates": [{"id": "c.crt", "component": "c", "file": "/c.crt", "phase": "p"}]}
+    with pytest.raises(ValueError, match=r"certificate 'c.crt' has no `restart`"):
+        parse_patches(raw)
+
+
+def test_the_shipped_restart_rules_by_file() -> None:
+    """What the data says today: kubeconfigs and the serving certificate their pod reads only at
+    start, the kubelet's flags and kubeconfig; manifests are recreated by the kubelet itself."""
+    patches = load_patches()
+    assert {path: patches.restarts_for(path) for path in
+            {x.file for x in (*patches.locations, *patches.certificates)}
+            if patches.restarts_for(path)} == {
+        "/etc/kubernetes/controller-manager.conf": ("pod/kube-controller-manager",),
+        "/etc/kubernetes/scheduler.conf": ("pod/kube-scheduler",),
+        "/etc/kubernetes/pki/apiserver.crt": ("pod/kube-apiserver",),
+        "/etc/kubernetes/kubelet.conf": ("kubelet",),
+        "/var/lib/kubelet/kubeadm-flags.env": ("kubelet",)}
+    assert patches.restarts_for("/etc/kubernetes/manifests/etcd.yaml") == ()
+    assert restart_pod("pod/kube-scheduler") == "kube-scheduler"
+    assert restart_pod("kubelet") is None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from kindfix.audit import audit
 from kindfix.dump import load_dump
 from kindfix.loadbalancer import lb_rewrites
-from kindfix.plan import Plan, content_id, make_plan
+from kindfix.patches import PATCHES_DIR, Patches, load_patches
+from kindfix.plan import Plan, content_id, make_plan, restart_follows, restart_steps
 from kindfix.yamlpath import YamlDocument
 
 DUMPS = Path(__file__).parents[2] / "fixtures" / "dumps"
@@ -138,3 +142,64 @@ def test_the_plan_follows_the_audit_findings_it_is_given() -> None:
     assert "apiserver" not in {s.phase for s in again.steps if s.kind == "regen-cert"}
     assert "/etc/kubernetes/scheduler.conf" not in {s.path for s in again.steps}
     assert "/etc/kubernetes/controller-manager.conf" in {s.path for s in again.steps}
+
+
+# --- restarts follow the data (issue #12) -----------------------------------------------------
+
+AGENT = "/etc/kubernetes/example-agent.conf"
+
+
+def _patches_with_location(tmp_path: Path, restart: str) -> Patches:
+    """A copy of the shipped data with one more location: a kubeconfig of a reader kindfix has
+    no code for."""
+    yaml = YAML(typ="safe")
+    raw = yaml.load((PATCHES_DIR / "addresses.yaml").read_text())
+    raw["files"]["control-plane"].append(AGENT)
+    raw["locations"].append({"id": "example-agent.server", "component": "example-agent",
+                             "file": AGENT, "required": True, "path": "clusters[*].cluster.server",
+                             "restart": restart})
+    with (tmp_path / "addresses.yaml").open("w") as out:
+        yaml.dump(raw, out)
+    return load_patches(tmp_path)
+
+
+@pytest.mark.parametrize(("restart", "kind", "phase"), [
+    ("pod/example-agent", "restart-pod", "example-agent"),
+    ("kubelet", "restart-kubelet", ""),
+])
+def test_a_new_location_in_the_data_gets_its_restart_planned(
+        tmp_path: Path, restart: str, kind: str, phase: str) -> None:
+    patches = _patches_with_location(tmp_path, restart)
+    cluster, snaps = load_dump(DUMPS / "single-cp-restart-v0.14")
+    cp = cluster.control_planes[0].name
+    stale = b"clusters:\n- cluster:\n    server: https://172.18.0.3:6443\n  name: kind\n"
+    snaps = {**snaps, cp: replace(snaps[cp], files={**snaps[cp].files, AGENT: stale})}
+    plan = make_plan(cluster, snaps, audit(cluster, snaps, patches), patches=patches)
+    [write] = [s for s in plan.steps if s.path == AGENT]
+    assert b"server: https://172.18.0.2:6443" in write.content
+    restarts = [s for s in plan.steps if s.kind == kind and s.node == cp and AGENT in s.summary]
+    assert [s.phase for s in restarts] == [phase], [s.summary for s in plan.steps]
+    [restart_step] = restarts
+    assert plan.steps.index(write) < plan.steps.index(restart_step)
+    assert restart_follows(restart_step, write, patches)  # a scoped repair keeps it with the file
+    # the shipped data knows no such reader: nothing restarts for the file
+    assert not any(AGENT in s.summary for s in restart_steps([write], []) if s.kind == kind)
+
+
+def test_restarts_as_planned_from_the_shipped_data() -> None:
+    """One restart per node and reader, in the order of the files that ask for it, with the
+    identity and summary shape the journal and the applier know."""
+    plan = plan_for("single-cp-restart-v0.14")
+    restarts = [s for s in plan.steps if s.kind in ("restart-pod", "restart-kubelet")]
+    assert [(s.kind, s.node, s.phase) for s in restarts] == [
+        ("restart-pod", "kind-control-plane", "kube-controller-manager"),
+        ("restart-pod", "kind-control-plane", "kube-apiserver"),
+        ("restart-pod", "kind-control-plane", "kube-scheduler")]
+    assert restarts[0].key.startswith("restart:kind-control-plane:kube-controller-manager:")
+    assert restarts[0].summary == ("restart kube-controller-manager (it reads "
+                                   "/etc/kubernetes/controller-manager.conf only at start)")
+    kubelet = restart_steps([replace(restarts[0], kind="write-file", key="k", node="n",
+                                     path="/var/lib/kubelet/kubeadm-flags.env")], [])
+    assert [(s.kind, s.node, s.key, s.summary) for s in kubelet] == [
+        ("restart-kubelet", "n", "kubelet:n:" + hashlib.sha256(b"k").hexdigest()[:16],
+         "restart the kubelet (it reads /var/lib/kubelet/kubeadm-flags.env only at start)")]
