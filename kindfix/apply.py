@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 
-from kindfix import backoff, etcd_recovery
+from kindfix import backoff, etcd_recovery, kubelet
 from kindfix import lanes as lanes_mod
 from kindfix.addresses import by_family
 from kindfix.audit import advertise_family
 from kindfix.discovery import Cluster
 from kindfix.errors import CommandError, KindfixError
-from kindfix.journal import CHANGED, RunRecorder, Verify, forget
+from kindfix.journal import CHANGED, RunRecorder, Verify, content_id, forget
 from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites, reload_haproxy, write_configs
 from kindfix.node import RESTART_PODS, ContainerNode, Node, run
 from kindfix.observe import NodeSnapshot, snapshot_node
@@ -26,6 +26,8 @@ Progress = Callable[[str], None]
 KUBEADM_CONFIG = "/kind/kubeadm.conf"
 # one kubeadm run per phase (kubeadm takes one), all of a node's phases in one exec
 KUBEADM_CERTS = 'set -e; c=$1; shift; for p; do kubeadm init phase certs "$p" --config "$c"; done'
+# journal key (and note) of the kubelet restart owed after a node's manifests were written
+REFRESH = "kubelet-refresh"
 # Per-node steps of one kind that go as one batch (the method takes the node's list)
 BATCHED = {"write-file": "_write_files", "regen-cert": "_regen_certs",
            "restart-pod": "_restart_pods"}
@@ -90,6 +92,7 @@ class Applier:
         wave fails the preparation is stopped and undone (etcd starts again on its own data)."""
         numbered = list(enumerate(plan.steps, 1))
         done: list[str] = []
+        self._continue_refreshes()
         etcd_step = next((s for s in plan.steps if s.kind == "etcd"), None)
         prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
             etcd_step.phase == "snapshot-restore"
@@ -213,6 +216,13 @@ class Applier:
         node = self._node(steps[0].node)
         originals = [(s.path, self._original(s)) for s in steps]
         new = [s.path for s in steps if not self.recorder.has_backup(node, s.path)]
+        pods = kubelet.manifest_pods([s.path for s in steps])
+        written = content_id(" ".join(s.key for s in steps).encode())[:12]
+        refresh = f"{REFRESH}:{node.name}:{written}"
+        if pods and not self.recorder.is_done(refresh):
+            # journaled before the first write: a run killed after it restarts the kubelet on
+            # the next `kindfix repair`, whose plan no longer has these (written) files
+            self._note(f"{REFRESH}={refresh} {','.join(pods)}")
         self.recorder.declare(node, originals)
         for k, (step, (_, original)) in enumerate(zip(steps, originals)):
             try:
@@ -221,6 +231,32 @@ class Applier:
                 if e.exit_code in (CHANGED, 5):  # refused before anything changed
                     forget(self.recorder, node, [s.path for s in steps[k:] if s.path in new])
                 raise LaneFailed(step, e) from e
+        if pods and not self.recorder.is_done(refresh):
+            # before the next wave: the etcd preparation parks etcd.yaml from here on
+            kubelet.refresh(node, pods, self._say)
+            self.recorder.mark_done(refresh)
+
+    def _note(self, note: str) -> None:
+        with self.recorder._lock:
+            if note not in self.recorder.journal.notes:
+                self.recorder.journal.notes.append(note)
+        self.recorder.save()
+
+    def _say(self, text: str) -> None:
+        self.progress(f"      {text}")
+
+    def _continue_refreshes(self) -> None:
+        """Kubelet restarts a killed run owed after writing manifests (see _write_files)."""
+        for note in list(self.recorder.journal.notes):
+            if not note.startswith(REFRESH + "="):
+                continue
+            key, _, pods = note.partition("=")[2].partition(" ")
+            name = key.split(":")[1]
+            if not self.recorder.is_done(key) and name in self.nodes and pods:
+                self.progress(f"continuing: the kubelet on {name} has not acted on its "
+                              "changed manifests yet")
+                kubelet.refresh(self.nodes[name], pods.split(","), self._say)
+                self.recorder.mark_done(key)
 
     def _regen_certs(self, steps: list[Step]) -> None:
         node = self._node(steps[0].node)

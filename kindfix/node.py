@@ -58,13 +58,47 @@ DURABLE = r"""
 durable() { sync "$@" 2>/dev/null || true; }
 """
 
-# Stops each named static pod's container (the kubelet starts it again); absent ones are skipped
+# Restarts each named static pod whose manifest did not change (it reads a changed kubeconfig or
+# certificate only at start): stops its running container, then removes the exited ones. The
+# removal matters: a real kubelet counts a `crictl stop` as a failure of the container and
+# restarts it only after its CrashLoopBackOff (>= 10 s, doubling; realkind finding 2b), and it
+# takes the back-off from the newest exited container (kuberuntime doBackOff): with none left,
+# its next sync starts the container at once. A kubelet restart would not do it: a new kubelet
+# adopts running containers whose pod is unchanged. Absent pods are skipped.
 RESTART_PODS = r"""
 for pod; do
   ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
   [ -z "$ids" ] || crictl stop $ids >/dev/null || exit
+  old=$(crictl ps -a -q --state exited --name "^$pod\$" 2>/dev/null)
+  [ -z "$old" ] || crictl rm $old >/dev/null 2>&1 || true
 done
 """
+
+# Makes the kubelet act on static pod manifests kindfix changed (args: the pods whose manifest
+# changed). A kubelet that started while no API server answered (every control plane after a
+# Docker restart) never terminates a static pod whose manifest changed or went: deletePod skips
+# "because sources aren't ready yet" and housekeeping waits for sourcesReady, which needs the
+# API server, which needs etcd (kubernetes#116880, #109596; realkind finding 1); the new pod
+# waits for the old one for ever, and the old one's containers keep being restarted under
+# back-off (finding 2). A new kubelet knows only the manifests on disk and has no back-off, but
+# it leaves an unknown pod's containers running (the same missing sources): so stop the kubelet,
+# stop and remove the old pods' containers, start it. Prints "@@kindfix no-systemctl" (exit 0)
+# where there is no systemctl: the caller says what that means.
+REFRESH_KUBELET = r"""
+command -v systemctl >/dev/null 2>&1 || { echo "@@kindfix no-systemctl"; exit 0; }
+systemctl stop kubelet || exit
+trap 'systemctl start kubelet' EXIT
+for pod; do
+  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
+  [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
+  old=$(crictl ps -a -q --state exited --name "^$pod\$" 2>/dev/null)
+  [ -z "$old" ] || crictl rm $old >/dev/null 2>&1 || true
+done
+trap - EXIT
+systemctl start kubelet
+"""
+NO_SYSTEMCTL = "@@kindfix no-systemctl"
+MANIFESTS_DIR = "/etc/kubernetes/manifests/"
 
 _WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + TEMP_CLEANUP + DURABLE + r"""
 set -e

@@ -665,6 +665,7 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on(("sh", "-c", etcd_recovery._RESTORE), side.restore)
         node.on(("sh", "-c", etcd_recovery._STAGE_RESTORE), side.stage)
         node.on(("sh", "-c", etcd_recovery._UNPREPARE), side.unprepare)
+        node.on(("systemctl", "restart", "kubelet"), ok())
         node.on(("rm", "-f", PARKED), side.unpark)
         _watch_snapshot_writes(node, side)
     return cluster, nodes, side
@@ -744,6 +745,11 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         assert PARKED not in node.files
         assert SNAPSHOT not in node.files
         assert f"      etcd: {name} is a member of the restored cluster" in said
+        # the kubelet restarted once the restored manifest is back (realkind finding 1: one
+        # that started without an API server may sit on it)
+        assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
+            "restored data at once)" in said
+        assert ("systemctl", "restart", "kubelet") in node.calls
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
