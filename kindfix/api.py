@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from kindfix import dump, etcd_recovery, retention, settle
+from kindfix import dump, resume, retention, settle
 from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
@@ -31,11 +31,10 @@ from kindfix.lock import Holder, cluster_lock
 from kindfix.names import validate_cluster_name
 from kindfix.node import ContainerNode, Node
 from kindfix.observe import NodeSnapshot, snapshot_cluster
-from kindfix.patches import CONTROL_PLANE
 from kindfix.pin import PinResult
 from kindfix.pin import pin as pin_ips
 from kindfix.pin import unpin as unpin_ips
-from kindfix.plan import Plan, Step, make_plan
+from kindfix.plan import Plan, make_plan
 from kindfix.runtime import Runtime
 from kindfix.scope import scope_plan
 from kindfix.verify import Verification, verify
@@ -108,82 +107,15 @@ class RepairOutcome:
         return self.verification is not None and self.verification.healthy
 
 
-def _with_parked_etcd(snapshots: dict[str, NodeSnapshot], nodes: Mapping[str, Node]
-                      ) -> tuple[dict[str, NodeSnapshot], tuple[str, ...]]:
-    """A run killed mid-recovery leaves etcd.yaml parked: read it where audit expects it.
-    Also returns the nodes where it is parked."""
-    out = dict(snapshots)
-    parked_on = []
-    for name, snap in snapshots.items():
-        if snap.role == CONTROL_PLANE and snap.file(etcd_recovery.MANIFEST) is None:
-            parked = nodes[name].read_file(etcd_recovery.PARKED)
-            if parked is not None:
-                out[name] = replace(snap, files={**snap.files, etcd_recovery.MANIFEST: parked})
-                parked_on.append(name)
-    return out, tuple(parked_on)
-
-
 def _observe_for_repair(cluster: Cluster, nodes: Mapping[str, Node], runtime: Runtime
                         ) -> tuple[dict[str, NodeSnapshot], AuditReport]:
-    snapshots, parked_on = _with_parked_etcd(snapshot_cluster(cluster, node_factory(runtime)),
-                                             nodes)
-    report = audit(cluster, snapshots)
-    if parked_on:
-        # etcd stopped by kindfix itself (an unfinished recovery) is evidence, not "starting"
-        evidence = tuple(f"{n}:{etcd_recovery.PARKED} (etcd parked by an unfinished repair)"
-                         for n in parked_on)
-        report = replace(report, etcd=replace(report.etcd,
-                                               evidence=report.etcd.evidence + evidence))
-    return snapshots, report
-
-
-UNOBSERVABLE = ("etcd", "restart-pod", "restart-kubelet", "start-lb", "fix-lb")
-
-
-def _remember_pending(journal: Journal, plan: Plan) -> None:
-    """Journal the plan's unobservable steps; one the plan supersedes (the same work planned
-    from a newer observation, see _with_unfinished_steps) is dropped, so it never comes back."""
-    planned = {_same_work(s.kind, s.node, s.phase): s.key for s in plan.steps
-               if s.kind in UNOBSERVABLE}
-    journal.pending = [p for p in journal.pending if p["key"] in journal.done
-                       or planned.get(_same_work(p["kind"], p["node"], p["phase"]),
-                                      p["key"]) == p["key"]]
-    known = {p["key"] for p in journal.pending}
-    journal.pending += [{"key": s.key, "kind": s.kind, "node": s.node, "summary": s.summary,
-                         "phase": s.phase}
-                        for s in plan.steps if s.kind in UNOBSERVABLE and s.key not in known]
-
-
-def _same_work(kind: str, node: str, phase: str) -> tuple[str, ...]:
-    """What makes two unobservable steps the same work whatever their identity: one etcd
-    repair, one load balancer fix, one restart of a pod (or kubelet) per node."""
-    if kind == "etcd" or kind in ("start-lb", "fix-lb"):
-        return (kind,)
-    return (kind, node, phase)
-
-
-def _with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
-    """Steps a killed run planned but did not finish, whose effect the files do not show. The
-    plan's own step wins over a pending one for the same work (a newer identity: it was
-    planned from what the cluster shows now)."""
-    have = {_same_work(s.kind, s.node, s.phase) for s in plan.steps}
-    extra = [Step(p["key"], p["kind"], p["node"], f"{p['summary']} (unfinished in run "
-                  f"{journal.run_id})", phase=p["phase"])
-             for p in journal.pending if p["key"] not in journal.done
-             and _same_work(p["kind"], p["node"], p["phase"]) not in have]
-    if not extra:
-        return plan
-    order = {kind: i for i, kind in enumerate(UNOBSERVABLE)}
-    steps = [s for s in plan.steps if s.kind not in UNOBSERVABLE]
-    rest = sorted([s for s in plan.steps if s.kind in UNOBSERVABLE] + extra,
-                  key=lambda s: order[s.kind])
-    strategy = next((s.phase for s in rest if s.kind == "etcd"), plan.etcd_strategy)
-    return replace(plan, steps=(*steps, *rest), etcd_strategy=strategy)
-
-
-def _pending_etcd(journal: Journal | None) -> bool:
-    return journal is not None and any(
-        p["kind"] == "etcd" and p["key"] not in journal.done for p in journal.pending)
+    """Snapshots and their audit, with an etcd manifest a killed run parked read where audit
+    expects it (resume.py)."""
+    snapshots = snapshot_cluster(cluster, node_factory(runtime))
+    parked = {name: nodes[name].read_file(resume.PARKED)
+              for name in resume.parked_manifests_wanted(snapshots)}
+    snapshots, parked_on = resume.with_parked_etcd(snapshots, parked)
+    return snapshots, resume.parked_is_evidence(audit(cluster, snapshots), parked_on)
 
 
 def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
@@ -214,7 +146,7 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
                 f"`kindfix rollback {last.run_id}`)",)
         progress(said[0])
     snapshots, report = _observe_for_repair(cluster, nodes, runtime)
-    if etcd_wait > 0 and settle.needs_wait(report.etcd) and not _pending_etcd(journal):
+    if etcd_wait > 0 and settle.needs_wait(report.etcd) and not resume.pending_etcd(journal):
         progress(f"etcd shows no leader yet and no file shows a stale etcd address: waiting up "
                  f"to {etcd_wait:.0f} s for it to start (--etcd-start-wait)")
         settled = settle.wait_for_etcd(lambda: settle.poll_etcd(cluster, nodes), etcd_wait,
@@ -227,7 +159,7 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
         report = settle.conclude(report, cluster, settled)
     plan = make_plan(cluster, snapshots, report, strategy)
     if journal is not None:
-        plan = _with_unfinished_steps(plan, journal)
+        plan = resume.with_unfinished_steps(plan, journal)
     return cluster, nodes, snapshots, report, plan, journal, said
 
 
@@ -252,7 +184,7 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
         journal = journal or Journal(new_run_id(), name)
         journal.status = RUNNING  # a kill from here on leaves it to be continued
         recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
-        _remember_pending(journal, plan)
+        resume.remember_pending(journal, plan)
         recorder.save()
         run_id = journal.run_id
         progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")

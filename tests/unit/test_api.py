@@ -1,6 +1,6 @@
 """The repair flow of kindfix/api.py over a FakeRuntime built from fixture dumps: when etcd is
-waited for, what is planned after the wait (issue #10), and which earlier run is continued
-(issue #9)."""
+waited for, what is planned after the wait (issue #10), which earlier run is continued
+(issue #9), and an etcd manifest a killed run parked read where audit expects it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from kindfix import api, journal, probes, settle
+from kindfix import api, journal, probes, resume, settle
+from kindfix.audit import AuditReport
+from kindfix.errors import KindfixError
 from kindfix.journal import Journal
+from kindfix.plan import Plan
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, FakeRuntime
 from tests.unit.helpers_nodes import runtime_from_dump as from_dump
@@ -101,7 +104,7 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
 
 
 def prepare(rt: FakeRuntime, wait: float = settle.DEFAULT_WAIT
-            ) -> tuple[api.Plan, Journal | None, tuple[str, ...], list[str], api.AuditReport]:
+            ) -> tuple[Plan, Journal | None, tuple[str, ...], list[str], AuditReport]:
     said: list[str] = []
     _, _, _, report, plan, continued, warnings = api.prepare_repair(
         rt, "kind", etcd_wait=wait, progress=said.append)
@@ -265,5 +268,40 @@ def test_pending_work_of_a_continued_run_is_superseded_by_the_same_work_planned_
     assert continued is not None
     etcd_steps = [s for s in plan.steps if s.kind == "etcd"]
     assert len(etcd_steps) == 1 and etcd_steps[0].key != stale["key"]
-    api._remember_pending(continued, plan)
+    resume.remember_pending(continued, plan)
     assert [p["key"] for p in continued.pending if p["kind"] == "etcd"] == [etcd_steps[0].key]
+
+
+# --- a killed run's parked etcd manifest (resume.py through api's observation) ---------------
+
+
+def test_an_etcd_manifest_a_killed_run_parked_is_observed_and_is_evidence(
+        fake_time: FakeTime) -> None:
+    """Killed while etcd was stopped: the manifests sit where the recovery parked them. They are
+    read there (not `missing`, which would refuse the repair), the parking is evidence (no wait
+    for an etcd that kindfix itself stopped), and the pending etcd work is continued."""
+    pending = {"key": "etcd:killed", "kind": "etcd", "node": CPS[0],
+               "summary": "etcd membership: snapshot-restore", "phase": "snapshot-restore"}
+    killed = Journal(RUN, "kind", journal.INTERRUPTED, pending=[pending])
+    rt, _ = runtime_from_dump("ha-3cp-healthy", ["silent"], runs=[killed])
+    for cp in CPS:
+        files = rt.nodes[cp].files
+        files[resume.PARKED] = files.pop(resume.MANIFEST)
+    plan, continued, _, said, report = prepare(rt)
+    assert continued is not None
+    assert sorted(report.etcd.evidence) == sorted(
+        f"{cp}:{resume.PARKED} (etcd parked by an unfinished repair)" for cp in CPS)
+    assert not report.unknown, report.unknown
+    assert not any("waiting" in line for line in said)
+    assert fake_time.now == 0
+    # the etcd work planned from the evidence now supersedes the one the killed run left
+    [etcd] = [s for s in plan.steps if s.kind == "etcd"]
+    assert etcd.key != "etcd:killed" and plan.etcd_strategy == etcd.phase != "none"
+
+
+def test_a_missing_etcd_manifest_with_nothing_parked_stays_unknown() -> None:
+    rt, _ = runtime_from_dump("ha-3cp-healthy")
+    del rt.nodes[CPS[1]].files[resume.MANIFEST]
+    with pytest.raises(KindfixError, match=f"will not plan a repair: {CPS[1]}:"
+                                           f"{resume.MANIFEST}"):
+        prepare(rt)
