@@ -88,6 +88,7 @@ REFRESH_KUBELET = r"""
 command -v systemctl >/dev/null 2>&1 || { echo "@@kindfix no-systemctl"; exit 0; }
 systemctl stop kubelet || exit
 trap 'systemctl start kubelet' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
 for pod; do
   ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
   [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true

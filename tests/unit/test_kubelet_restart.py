@@ -1,0 +1,149 @@
+"""The kubelet restarts kindfix does so a kubelet without an API server acts (kindfix/kubelet.py,
+the refresh after written manifests in kindfix/apply.py, RESTART_PODS / REFRESH_KUBELET)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kindfix import kubelet
+from kindfix.apply import REFRESH
+from kindfix.node import REFRESH_KUBELET, RESTART_PODS
+from kindfix.plan import Plan, Step
+from kindfix.runtime import ExecResult
+from tests.fakes import FakeNode, ok
+from tests.unit.test_apply import CP, plan_v014
+
+APISERVER = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+ETCD = "/etc/kubernetes/manifests/etcd.yaml"
+
+
+def test_manifest_pods_are_named_after_their_files() -> None:
+    assert kubelet.manifest_pods([ETCD, "/etc/kubernetes/scheduler.conf", APISERVER, ETCD]) == \
+        ["etcd", "kube-apiserver"]
+    assert kubelet.manifest_pods(["/etc/kubernetes/manifests/x/y.yaml", "/kind/kubeadm.conf"]) \
+        == []
+
+
+def test_no_systemctl_is_said_not_failed() -> None:
+    node = FakeNode("n1", "control-plane")  # unhandled: exit 127, as a missing binary
+    said: list[str] = []
+    assert kubelet.restart(node, "because", said.append) is False
+    assert any("no systemctl on the node" in s for s in said)
+
+
+def _manifest_plan(ap_nodes: dict[str, FakeNode]) -> Plan:
+    old = ap_nodes[CP].files.get(APISERVER, b"")
+    steps = (Step(f"file:{CP}:apiserver", "write-file", CP, "rewrite kube-apiserver.yaml",
+                  path=APISERVER, content=old + b"# moved\n"),
+             Step(f"file:{CP}:etcd", "write-file", CP, "rewrite etcd.yaml", path=ETCD,
+                  content=ap_nodes[CP].files.get(ETCD, b"") + b"# moved\n"))
+    return Plan("kind", steps, "none")
+
+
+def test_written_manifests_make_the_kubelet_act_before_the_next_wave() -> None:
+    ap, nodes, _, said = plan_v014()
+    order: list[str] = []
+
+    def refresh(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        assert n.files[APISERVER].endswith(b"# moved\n")  # after the writes
+        order.append(" ".join(argv[4:]))
+        return ok()
+
+    nodes[CP].on(("sh", "-c", REFRESH_KUBELET), refresh)
+    plan = _manifest_plan(nodes)
+    ap.apply(plan)
+    assert order == ["kube-apiserver etcd"]
+    assert any(s.endswith("restarting the kubelet so it acts on the changed manifests "
+                          "(kube-apiserver, etcd; their old containers are stopped and removed "
+                          "meanwhile)") for s in said)
+    [key] = [k for k in ap.recorder.journal.done if k.startswith(REFRESH)]
+    # a second run (all done) restarts nothing
+    ap.apply(plan)
+    assert order == ["kube-apiserver etcd"]
+    assert key in ap.recorder.journal.done
+
+
+def test_a_killed_run_restarts_the_kubelet_it_owed() -> None:
+    ap, nodes, _, said = plan_v014()
+    calls: list[list[str]] = []
+    nodes[CP].on(("sh", "-c", REFRESH_KUBELET), lambda _n, argv, _: calls.append(
+        list(argv[4:])) or ok())
+    # killed after writing the manifests: their steps done, the refresh not
+    plan = _manifest_plan(nodes)
+    key = f"{REFRESH}:{CP}:abc"
+    ap.recorder.journal.notes.append(f"{REFRESH}={key} kube-apiserver,etcd")
+    ap.recorder.journal.done.extend(s.key for s in plan.steps)
+    ap.apply(plan)
+    assert calls == [["kube-apiserver", "etcd"]]
+    assert key in ap.recorder.journal.done
+    assert f"continuing: the kubelet on {CP} has not acted on its changed manifests yet" in said
+
+
+# --- the node scripts, run by a real sh over a fake crictl and systemctl ---------------------
+
+def _tools(tmp_path: Path, crictl_ps: str) -> tuple[dict[str, str], Path]:
+    """A PATH with a crictl and a systemctl that log their arguments; `crictl ps` answers
+    crictl_ps for --state exited and "run1" otherwise."""
+    log = tmp_path / "log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "crictl").write_text(
+        f'#!/bin/sh\necho "crictl $*" >> {log}\n'
+        'case "$*" in *"--state exited"*) echo "' + crictl_ps + '";; ps*) echo run1;; esac\n')
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(f.stat().st_mode | stat.S_IXUSR)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}, log
+
+
+def test_restart_pods_removes_the_exited_container_so_no_back_off_applies(tmp_path: Path
+                                                                          ) -> None:
+    env, log = _tools(tmp_path, "old1")
+    subprocess.run(["sh", "-c", RESTART_PODS, "x", "kube-scheduler"], env=env, check=True)
+    lines = log.read_text().splitlines()
+    assert "crictl stop run1" in lines
+    assert lines[-1] == "crictl rm old1"
+    assert lines.index("crictl stop run1") < lines.index("crictl rm old1")
+
+
+@pytest.mark.parametrize("crictl_ps", ["old1", ""])
+def test_refresh_stops_the_kubelet_around_the_container_removal(tmp_path: Path,
+                                                                crictl_ps: str) -> None:
+    env, log = _tools(tmp_path, crictl_ps)
+    subprocess.run(["sh", "-c", REFRESH_KUBELET, "x", "etcd"], env=env, check=True)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "systemctl stop kubelet"
+    assert lines[-1] == "systemctl start kubelet"
+    assert "crictl stop --timeout 10 run1" in lines
+    assert ("crictl rm old1" in lines) == bool(crictl_ps)
+
+
+def test_refresh_starts_the_kubelet_again_when_interrupted(tmp_path: Path) -> None:
+    env, log = _tools(tmp_path, "old1")
+    # stopped while crictl hangs (the exec timed out): the kubelet must not stay stopped
+    (tmp_path / "bin" / "crictl").write_text(f'#!/bin/sh\necho "crictl $*" >> {log}\n'
+                                             'exec sleep 5\n')
+    proc = subprocess.Popen(["sh", "-c", REFRESH_KUBELET, "x", "etcd"], env=env)
+    deadline = time.monotonic() + 5
+    while "crictl" not in (log.read_text() if log.exists() else "") and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 143
+    assert log.read_text().splitlines()[-1] == "systemctl start kubelet"
+
+
+def test_refresh_without_systemctl_says_so(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", "-c", REFRESH_KUBELET, "x", "etcd"],
+                         env={**os.environ, "PATH": str(tmp_path)}, capture_output=True,
+                         text=True, check=False, executable="/bin/sh")
+    assert out.returncode == 0
+    assert "@@kindfix no-systemctl" in out.stdout
