@@ -5,6 +5,7 @@ Layout inside the nodes (mode 0600 for backups):
   /kind/kindfix/backups/<run-id>/files/<path>     original bytes of each changed file
   /kind/kindfix/backups/<run-id>/etcd-data/       copy of the etcd data dir, before membership work
   /kind/kindfix/journal/<run-id>.json             on the first control plane: what was done
+The node side is kindfix/scripts/journal-{backup,replace,regenerate,settle,restore}.sh.
 """
 
 from __future__ import annotations
@@ -20,117 +21,21 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kindfix.errors import KindfixError
-from kindfix.node import COMPLETE_OR_ABORT, DURABLE, NO_SHELL, TEMP_CLEANUP, Node, run
+from kindfix.node import NO_SHELL, Node, run
+from kindfix.nodescripts import script
 
 ROOT = "/kind/kindfix"
 JOURNAL_DIR = f"{ROOT}/journal"
 
-_BACKUP_SCRIPT = TEMP_CLEANUP + DURABLE + r"""
-set -e
-src="$1"; dst="$2"
-if [ -e "$dst" ]; then exit 0; fi   # the first backup in a run is the original: keep it
-mkdir -p "$(dirname "$dst")"
-chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
-t="$dst.tmp"
-cp -p "$src" "$t"
-chmod 600 "$t"
-durable "$t"
-mv "$t" "$dst"; t=
-durable "$(dirname "$dst")"
-"""
-
-# Keeps the original of "$1" as "$2" (mode 0600, its own mode in "$2.mode") unless the run
-# already has it: the first backup in a run is the original. Durable before it returns: the
-# change it guards may be renamed over the original right after.
-_KEEP_ORIGINAL = DURABLE + r"""
-keep() {
-  [ -e "$1" ] && [ ! -e "$2" ] || return 0
-  mkdir -p "$(dirname "$2")"
-  chmod 700 /kind/kindfix /kind/kindfix/backups 2>/dev/null || true
-  cp -p "$1" "$2.tmp" || { rm -f "$2.tmp"; return 1; }
-  stat -c %a "$1" > "$2.mode"
-  chmod 600 "$2.tmp" "$2.mode"; durable "$2.tmp" "$2.mode"; mv "$2.tmp" "$2"
-  durable "$(dirname "$2")"
-}
-"""
-
 # Exit code of a write refused because the file is no longer what the plan was made from.
 CHANGED = 7
-
-# One exec per changed file: compare and swap. Only when "$1" still has the sha256 the plan
-# was made from ("$4"; "absent": it did not exist) is the original kept and stdin written
-# atomically with its mode. kind's entrypoint rewrites files while a node boots: a change made
-# since observe is never overwritten (the next run plans from it).
-_REPLACE_SCRIPT = _KEEP_ORIGINAL + COMPLETE_OR_ABORT + TEMP_CLEANUP + r"""
-set -e
-now=absent
-[ ! -e "$1" ] || now=$(sha256sum < "$1" | cut -d' ' -f1)
-if [ "$now" != "$4" ]; then
-  echo "kindfix: $1 changed since it was read; run again" >&2; exit 7
-fi
-keep "$1" "$2"
-mode=$(cat "$2.mode" 2>/dev/null || echo 644)
-d=$(dirname "$1"); mkdir -p "$d"
-t=$(mktemp "$d/.kindfix.XXXXXX"); cat > "$t"; complete "$t" "$3"
-chmod "$mode" "$t"; durable "$t"
-mv -f "$t" "$1"; t=
-durable "$d"
-"""
 
 # Where a certificate or key waits, beside itself, while kubeadm makes the new one.
 ASIDE = ".kindfix-old"
 
-# One exec per node for its certificates ("$1" pairs follow as cert, cert backup, key, key
-# backup, then the command: kubeadm). kubeadm keeps any existing CA-signed pair whatever its
-# SANs (DOMAIN.md), so each pair is kept (backup) and moved aside first; when the command fails
-# every pair moves back. On success the old pairs stay aside until the new ones are verified
-# (_SETTLE_SCRIPT). A pair a killed run left aside is the old one: it moves back first.
-_REGENERATE_SCRIPT = _KEEP_ORIGINAL + r"""
-set -e
-n=$1; shift
-each() {  # each FN ARGS...: FN file backup, for every certificate and key
-  f=$1; shift; i=0
-  while [ "$i" -lt "$n" ]; do "$f" "$1" "$2"; "$f" "$3" "$4"; shift 4; i=$((i+1)); done
-}
-back() { [ ! -e "$1.kindfix-old" ] || mv -f "$1.kindfix-old" "$1"; }
-aside() { [ ! -e "$1" ] || mv -f "$1" "$1.kindfix-old"; }
-command_of() { shift $((4*n)); "$@"; }
-each back "$@"
-each keep "$@"
-each aside "$@"
-if command_of "$@"; then exit 0; else rc=$?; fi
-each back "$@"
-exit "$rc"
-"""
-
-# "$1" commit: the new pairs are verified, the old ones go (the backups keep them);
-# "$1" revert: the new pairs failed verification, the old ones move back. Then the files.
-_SETTLE_SCRIPT = DURABLE + r"""
-set -e
-how=$1; shift
-for f; do
-  [ -e "$f.kindfix-old" ] || continue
-  if [ "$how" = commit ]; then rm -f "$f.kindfix-old"; else mv -f "$f.kindfix-old" "$f"; fi
-done
-durable "$(dirname "$1")"
-"""
-
-_RESTORE_SCRIPT = TEMP_CLEANUP + DURABLE + r"""
-set -e
-backup="$1"; dst="$2"; mode="$3"
-[ -f "$backup" ] || { echo "kindfix: no backup $backup" >&2; exit 8; }
-[ -f "$backup.mode" ] && mode=$(cat "$backup.mode")
-t=$(mktemp "$(dirname "$dst")/.kindfix.XXXXXX")
-cp "$backup" "$t"
-chmod "$mode" "$t"
-durable "$t"
-mv -f "$t" "$dst"; t=
-durable "$(dirname "$dst")"
-"""
-
 
 def content_id(content: bytes | None) -> str:
-    """What _REPLACE_SCRIPT compares the file with: its sha256, or "absent"."""
+    """What journal-replace.sh compares the file with: its sha256, or "absent"."""
     return hashlib.sha256(content).hexdigest() if content is not None else "absent"
 
 
@@ -140,15 +45,16 @@ Verify = Callable[[dict[str, bytes | None]], "str | None"]
 
 def regenerate_pairs(node: Node, pairs: list[tuple[str, str, str, str]], argv: list[str],
                      verify: Verify | None) -> None:
-    """_REGENERATE_SCRIPT over (cert, cert backup, key, key backup) tuples, then _SETTLE_SCRIPT:
+    """journal-regenerate.sh over (cert, cert backup, key, key backup) tuples, then
+    journal-settle.sh:
     the old pairs go only once the new certificates pass `verify`, else they come back."""
     args = [str(len(pairs)), *(p for pair in pairs for p in pair)]
-    run(node, ["sh", "-c", _REGENERATE_SCRIPT, "kindfix-regenerate", *args, *argv],
+    run(node, ["sh", "-c", script("journal-regenerate"), "kindfix-regenerate", *args, *argv],
         timeout=120 + 30 * len(pairs))
     files = [p for cert, _, key, _ in pairs for p in (cert, key)]
     fault = verify(node.read_files([cert for cert, _, _, _ in pairs])) if verify else None
-    run(node, ["sh", "-c", _SETTLE_SCRIPT, "kindfix-settle", "revert" if fault else "commit",
-               *files])
+    run(node, ["sh", "-c", script("journal-settle"), "kindfix-settle",
+               "revert" if fault else "commit", *files])
     if fault:
         raise KindfixError(f"{fault}; the old certificate and key are back",
                            hint="check /kind/kubeadm.conf on that node, then run `kindfix "
@@ -249,7 +155,7 @@ class RunRecorder:
                      ) -> None:
         """Keep the original, then write `content` atomically: one exec."""
         [backup] = self.declare(node, [(path, original)])
-        run(node, ["sh", "-c", _REPLACE_SCRIPT, "kindfix-replace", path, backup,
+        run(node, ["sh", "-c", script("journal-replace"), "kindfix-replace", path, backup,
                    hashlib.sha256(content).hexdigest(), content_id(original)], stdin=content)
 
     def regenerate(self, node: Node, pairs: list[tuple[tuple[str, bytes | None],
@@ -275,7 +181,7 @@ class RunRecorder:
         entry = self._entry(node, path, original, mode)
         dst = entry["backup"]
         if original is not None:
-            run(node, ["sh", "-c", _BACKUP_SCRIPT, "kindfix-backup", path, dst])
+            run(node, ["sh", "-c", script("journal-backup"), "kindfix-backup", path, dst])
         self.journal.files.append(entry)
         self.save()
         if move and original is not None:
@@ -367,7 +273,7 @@ def _restore_entry(node: Node, entry: dict[str, Any]) -> bool:
     current = node.read_file(entry["path"])
     if current is not None and hashlib.sha256(current).hexdigest() == entry["sha256"]:
         return True  # never changed (a run killed between journal and change)
-    result = node.exec(["sh", "-c", _RESTORE_SCRIPT, "kindfix-restore", entry["backup"],
+    result = node.exec(["sh", "-c", script("journal-restore"), "kindfix-restore", entry["backup"],
                         entry["path"], entry.get("mode", "644")])
     if result.exit_code in NO_SHELL:  # kind's distroless haproxy: through the archive API
         original = node.read_file(entry["backup"])

@@ -6,12 +6,13 @@ every file; tests/unit/test_nodescripts.py runs `sh -n` and shellcheck on every 
 and a test runs each with a real `sh`. Arguments always travel as argv, never in the text.
 
 Composition: some scripts share functions that must behave the same everywhere (`durable`, the
-fsync; `complete`, the refusal of a partial write; `keep`, the first backup; the temp-file trap).
-Each lives once, in lib/<part>.sh. A file names what it needs in its header comment,
+fsync; `complete_or_abort`, the refusal of a partial write; `keep`, the first backup; the temp-file
+trap). Each lives once, in lib/<part>.sh. A file names what it needs in its header comment,
 `# needs: part part`; `script(name)` puts the parts first (a part's own needs before it, each part
-once, in the order named), then the body: one text for `sh -c`. Chosen over self-contained files
-so a fix to one of those functions reaches every script that uses it. The leading comment block
-of every file (what it does, its arguments, its output) is kept out of the text sent to the node.
+once, in the order named), then the body: one text for `sh -c`. Chosen over self-contained files so
+a fix to one of those functions reaches every script that uses it. The leading comment block of
+every file (what it does, its arguments, its output) is kept out of the text sent to the node, but
+for its shellcheck directives.
 
 The test fakes (tests/fakes.py) recognise a script by its name through `name_of`, so a changed
 script needs no change to a fake.
@@ -26,6 +27,7 @@ from importlib import resources
 _DIR = "scripts"
 _LIB = "lib"
 _NEEDS = re.compile(r"^#\s*needs:(.*)$")
+_DIRECTIVE = re.compile(r"^#\s*shellcheck\s")
 
 
 def _read(*parts: str) -> str:
@@ -39,16 +41,20 @@ def _read(*parts: str) -> str:
 
 
 def _split(text: str) -> tuple[list[str], str]:
-    """(needs, body): the header comment block names the needs and is dropped from the body."""
+    """(needs, body): the header comment block names the needs and is dropped from the body,
+    except shellcheck directives (they apply to the command after them, in the text as sent)."""
     lines = text.splitlines(keepends=True)
     needs: list[str] = []
+    kept: list[str] = []
     i = 0
     while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
         m = _NEEDS.match(lines[i].rstrip("\n"))
         if m:
             needs.extend(m.group(1).split())
+        elif _DIRECTIVE.match(lines[i]):
+            kept.append(lines[i])
         i += 1
-    return needs, "".join(lines[i:])
+    return needs, "".join(kept + lines[i:])
 
 
 @cache

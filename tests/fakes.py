@@ -38,6 +38,12 @@ def fail(code: int = 1, stderr: str = "failed") -> ExecResult:
     return ExecResult(code, b"", stderr.encode())
 
 
+def script_of(argv: Sequence[str]) -> str | None:
+    """The name of the shipped node script an argv runs, else None."""
+    key = _key(argv)
+    return key[3] if key[2:3] == (SCRIPT,) else None
+
+
 @dataclass
 class FakeNode:
     """A node whose files live in a dict and whose commands are answered by handlers.
@@ -91,7 +97,7 @@ class FakeNode:
 
     def ran(self, name: str) -> list[tuple[str, ...]]:
         """The calls of the shipped node script `name`, in order (argv as sent)."""
-        return [c for c in self.calls if _key(c)[2:4] == (SCRIPT, name)]
+        return [c for c in self.calls if script_of(c) == name]
 
     def exec(self, argv: Sequence[str], stdin: bytes | None = None,
              timeout: float | None = None) -> ExecResult:

@@ -73,7 +73,7 @@ def _ls(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult
 
 
 def _backup(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-    # the contract of journal._BACKUP_SCRIPT (run for real in test_journal.py)
+    # the contract of kindfix/scripts/journal-backup.sh (run for real in test_journal.py)
     src, dst = argv[4], argv[5]
     if dst in node.files:
         return ok()
@@ -94,7 +94,7 @@ def _restore(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecR
 
 
 def _keep(node: FakeNode, src: str, dst: str) -> None:
-    # journal._KEEP_ORIGINAL: the first copy in a run wins; the mode travels in "<dst>.mode"
+    # scripts/lib/keep-original.sh: the first copy in a run wins; the mode travels in "<dst>.mode"
     if src in node.files and dst not in node.files:
         node.files[dst] = node.files[src]
         node.files[dst + ".mode"] = f"{node.modes.get(src, 0o644):o}\n".encode()
@@ -113,7 +113,7 @@ def _replace(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecRe
 
 
 def _regenerate(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-    # journal._REGENERATE_SCRIPT: a pair left aside comes back, each pair is kept and moved
+    # scripts/journal-regenerate.sh: a pair left aside comes back, each pair is kept and moved
     # aside, the command runs; when it fails every pair comes back
     n = int(argv[4])
     files = [(argv[5 + i], argv[6 + i]) for k in range(n) for i in (4 * k, 4 * k + 2)]
@@ -168,11 +168,11 @@ def with_file_commands(node: FakeNode) -> FakeNode:
     node.on(("rm", "-f"), _rm)
     node.on(("stat", "-c", "%a"), _stat_mode)
     node.on(("ls", "-1"), _ls)
-    node.on(("sh", "-c", journal._BACKUP_SCRIPT), _backup)
-    node.on(("sh", "-c", journal._RESTORE_SCRIPT), _restore_with_mode)
-    node.on(("sh", "-c", journal._REPLACE_SCRIPT), _replace)
-    node.on(("sh", "-c", journal._REGENERATE_SCRIPT), _regenerate)
-    node.on(("sh", "-c", journal._SETTLE_SCRIPT), _settle)
+    node.on_script("journal-backup", _backup)
+    node.on_script("journal-restore", _restore_with_mode)
+    node.on_script("journal-replace", _replace)
+    node.on_script("journal-regenerate", _regenerate)
+    node.on_script("journal-settle", _settle)
     node.on(("sh", "-c", KUBEADM_CERTS), _kubeadm_certs)
     return node
 

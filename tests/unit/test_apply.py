@@ -22,7 +22,7 @@ from kindfix.node import RESTART_PODS, ContainerNode
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step, make_plan
 from kindfix.runtime import ExecResult
-from tests.fakes import FakeNode, ok
+from tests.fakes import FakeNode, ok, script_of
 from tests.unit.helpers_certs import cert_pem, kubeadm
 from tests.unit.helpers_nodes import DUMPS, applier, dump, fake_nodes
 
@@ -38,7 +38,7 @@ class Events:
 
     def watch(self, node: FakeNode) -> None:
         write, replace = (node.handlers[("sh", "-c", node_mod._WRITE_FILE_SCRIPT)],
-                          node.handlers[("sh", "-c", journal._REPLACE_SCRIPT)])
+                          node.handler("journal-replace"))
 
         def on_write(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
             if argv[4].startswith(journal.JOURNAL_DIR):
@@ -51,7 +51,7 @@ class Events:
             return replace(n, argv, stdin)
 
         node.on(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), on_write)
-        node.on(("sh", "-c", journal._REPLACE_SCRIPT), on_replace)
+        node.on_script("journal-replace", on_replace)
 
 
 def through_the_engine(ap: Applier) -> None:
@@ -115,8 +115,7 @@ def test_a_step_already_done_is_skipped() -> None:
     assert first.key not in done
     assert nodes[first.node].files[first.path] == before
     assert any(line.endswith(f"already done: {first.summary}") for line in said)
-    assert not any(c[2] == journal._REPLACE_SCRIPT and c[4] == first.path
-                   for c in nodes[first.node].calls if len(c) > 4)
+    assert not any(c[4] == first.path for c in nodes[first.node].ran("journal-replace"))
 
 
 def test_regen_cert_moves_the_pair_to_the_backup_then_runs_kubeadm() -> None:
@@ -170,7 +169,7 @@ def test_a_nodes_certificates_are_regenerated_in_one_exec_and_one_journal_save()
     journal_writes = len(nodes[CP].calls)
     ap.apply(Plan("kind", steps, "none"))
     calls = nodes[CP].calls[journal_writes:]
-    assert len([c for c in calls if c[2:3] == (journal._REGENERATE_SCRIPT,)]) == 1
+    assert len([c for c in calls if script_of(c) == "journal-regenerate"]) == 1
     assert ran == ["etcd-server", "etcd-peer"]
     assert old_left[0] is False  # both old pairs were moved before kubeadm first ran
     assert {s.key for s in steps} <= set(ap.recorder.journal.done)
@@ -184,7 +183,7 @@ def test_restarts_follow_the_files_on_each_node() -> None:
     pods = [p for c in calls if c[:2] == ("sh", "-c") and c[3:4] == ("kindfix-restart",)
             for p in c[4:]]
     assert {"kube-controller-manager", "kube-scheduler"} <= set(pods)
-    last_write = max(i for i, c in enumerate(calls) if c[2:3] == (journal._REPLACE_SCRIPT,))
+    last_write = max(i for i, c in enumerate(calls) if script_of(c) == "journal-replace")
     first_restart = min(i for i, c in enumerate(calls) if c[3:4] == ("kindfix-restart",))
     assert last_write < first_restart
 
@@ -195,7 +194,7 @@ def test_steps_of_many_nodes_keep_each_nodes_plan_order() -> None:
     assert len({s.node for s in per_node}) >= 2
     ap.apply(Plan(plan.cluster, tuple(per_node), "none"))
     for name, node in nodes.items():
-        wrote = [c[4] for c in node.calls if c[2:3] == (journal._REPLACE_SCRIPT,)]
+        wrote = [c[4] for c in node.calls if script_of(c) == "journal-replace"]
         assert wrote == [s.path for s in per_node if s.node == name]
         for s in per_node:
             if s.node == name:
@@ -215,7 +214,7 @@ def test_fix_lb_rewrites_literal_haproxy_backends_then_reloads() -> None:
     new = lb.files[HAPROXY_CFG].decode()
     for cp in cluster.control_planes:
         assert f"server {cp.name} {cp.ipv4}:6443" in new
-    replaced = next(i for i, c in enumerate(lb.calls) if c[2:3] == (journal._REPLACE_SCRIPT,))
+    replaced = next(i for i, c in enumerate(lb.calls) if script_of(c) == "journal-replace")
     reloads = [i for i, c in enumerate(lb.calls) if c in RELOADS]
     signalled = f"signal {LB} SIGHUP" in ap.runtime.log  # type: ignore[attr-defined]
     assert reloads or signalled  # haproxy reads its config again only on SIGHUP
@@ -245,9 +244,10 @@ def test_fix_lb_works_on_a_load_balancer_without_a_shell() -> None:
     # only haproxy, cp, mkdir and kill, no sh
     cluster, snaps, nodes = dump("ha-3cp-healthy")
     lb = nodes[LB]
-    for script in (node_mod._READ_FILES_SCRIPT, node_mod._WRITE_FILE_SCRIPT,
-                   journal._REPLACE_SCRIPT, journal._BACKUP_SCRIPT):
+    for script in (node_mod._READ_FILES_SCRIPT, node_mod._WRITE_FILE_SCRIPT):
         lb.handlers.pop(("sh", "-c", script), None)
+    for name in ("journal-replace", "journal-backup"):
+        lb.forget_script(name)
     lb.on(("kill", "-s", "HUP", "1"), ok())
     before = dict(lb.files)
     ap, _ = applier(cluster, nodes, snaps)
@@ -283,7 +283,7 @@ def test_every_failed_node_step_is_reported_with_its_node_and_file() -> None:
                 return ExecResult(1, b"", b"cat: write error: No space left on device\n")
             return ok()
 
-        node.on(("sh", "-c", journal._REPLACE_SCRIPT), disk_full)
+        node.on_script("journal-replace", disk_full)
     with pytest.raises(KindfixError) as e:
         ap.apply(plan)
     message = e.value.message
@@ -301,8 +301,8 @@ def test_a_failed_write_names_the_script_by_name_and_the_file() -> None:
     ap, nodes, plan = _file_plan()
     through_the_engine(ap)
     step = plan.steps[0]
-    nodes[step.node].on(("sh", "-c", journal._REPLACE_SCRIPT),
-                        lambda *_: ExecResult(5, b"", b"kindfix: incomplete write refused\n"))
+    nodes[step.node].on_script(
+        "journal-replace", lambda *_: ExecResult(5, b"", b"kindfix: incomplete write refused\n"))
     with pytest.raises(KindfixError) as e:
         ap.apply(Plan(plan.cluster, (step,), "none"))
     [(failed, cause)] = e.value.failures  # type: ignore[attr-defined]
@@ -362,7 +362,7 @@ def test_ctrl_c_starts_no_new_node_step_and_says_what_was_in_flight() -> None:
             release.wait(10)
             return ok()
 
-        node.on(("sh", "-c", journal._REPLACE_SCRIPT), slow)
+        node.on_script("journal-replace", slow)
     ap, said = applier(cluster, nodes | {CP: fake_nodes({CP: snaps[CP]})[CP]}, {})
     ap.nodes = nodes
     t0 = time.monotonic()

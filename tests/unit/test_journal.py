@@ -17,6 +17,7 @@ from kindfix.journal import (
     unfinished,
 )
 from kindfix.node import ContainerNode
+from kindfix.nodescripts import script
 from tests.fakes import FakeNode, fail
 from tests.unit.helpers_nodes import LocalRuntime, local_node, sh, with_file_commands
 
@@ -48,8 +49,7 @@ def test_first_backup_in_a_run_keeps_the_original() -> None:
     assert entry["mode"] == "600"
     assert entry["existed"] is True
     assert entry["backup"].startswith(f"{journal.ROOT}/backups/{rec.run_id}/files/etc/")
-    backups = [c for c in node.calls if c[:3] == ("sh", "-c", journal._BACKUP_SCRIPT)]
-    assert len(backups) == 1
+    assert len(node.ran("journal-backup")) == 1
 
 
 def test_backup_is_journaled_on_the_journal_node_with_mode_0600() -> None:
@@ -70,7 +70,7 @@ def test_backup_of_a_missing_file_records_that_it_did_not_exist() -> None:
     [entry] = rec.journal.files
     assert entry["existed"] is False
     assert entry["sha256"] is None
-    assert not any(c[:2] == ("sh", "-c") and c[2] == journal._BACKUP_SCRIPT for c in node.calls)
+    assert not node.ran("journal-backup")
 
 
 def test_move_removes_the_file_after_backing_it_up() -> None:
@@ -81,7 +81,7 @@ def test_move_removes_the_file_after_backing_it_up() -> None:
     rec.backup_file(node, crt, node.files[crt], mode=0o600, move=True)
     assert crt not in node.files
     assert node.files[rec.journal.files[0]["backup"]] == b"-----BEGIN CERTIFICATE-----\nold\n"
-    backup_call = node.calls.index(("sh", "-c", journal._BACKUP_SCRIPT, "kindfix-backup", crt,
+    backup_call = node.calls.index(("sh", "-c", script("journal-backup"), "kindfix-backup", crt,
                                     rec.journal.files[0]["backup"]))
     assert node.calls.index(("rm", "-f", crt)) > backup_call
 
@@ -173,7 +173,7 @@ def test_rollback_restores_in_reverse_order_and_deletes_created_files() -> None:
     assert node.modes[MANIFEST] == 0o600
     assert "/home/new.yaml" not in node.files
     rm = node.calls.index(("rm", "-f", "/home/new.yaml"))
-    restore = next(i for i, c in enumerate(node.calls) if c[2] == journal._RESTORE_SCRIPT)
+    restore = node.calls.index(node.ran("journal-restore")[0])
     assert rm < restore
 
 
@@ -198,16 +198,16 @@ def test_backup_script_keeps_the_original_and_leaves_no_temp_file(tmp_path: Path
     src, dst = tmp_path / "etc" / "etcd.yaml", tmp_path / "backups" / "r1" / "files" / "etcd.yaml"
     src.parent.mkdir()
     src.write_bytes(b"first\n")
-    assert sh(journal._BACKUP_SCRIPT, str(src), str(dst)).returncode == 0
+    assert sh(script("journal-backup"), str(src), str(dst)).returncode == 0
     src.write_bytes(b"second\n")
-    assert sh(journal._BACKUP_SCRIPT, str(src), str(dst)).returncode == 0
+    assert sh(script("journal-backup"), str(src), str(dst)).returncode == 0
     assert dst.read_bytes() == b"first\n"
     assert oct(dst.stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in dst.parent.iterdir()) == ["etcd.yaml"]
 
 
 def test_backup_script_fails_when_the_source_is_gone(tmp_path: Path) -> None:
-    p = sh(journal._BACKUP_SCRIPT, str(tmp_path / "absent"), str(tmp_path / "b" / "absent"))
+    p = sh(script("journal-backup"), str(tmp_path / "absent"), str(tmp_path / "b" / "absent"))
     assert p.returncode != 0
     assert not (tmp_path / "b" / "absent").exists()
 
@@ -216,7 +216,7 @@ def test_restore_script_puts_back_bytes_and_mode(tmp_path: Path) -> None:
     backup, dst = tmp_path / "backup", tmp_path / "target"
     backup.write_bytes(bytes(range(256)))
     dst.write_bytes(b"rewritten")
-    assert sh(journal._RESTORE_SCRIPT, str(backup), str(dst), "640").returncode == 0
+    assert sh(script("journal-restore"), str(backup), str(dst), "640").returncode == 0
     assert dst.read_bytes() == bytes(range(256))
     assert oct(dst.stat().st_mode & 0o777) == "0o640"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup", "target"]
@@ -354,7 +354,7 @@ def test_regenerate_runs_the_command_without_the_old_pair(local_root: Path) -> N
 def test_the_journal_names_a_file_before_it_is_changed() -> None:
     journal_node = cp_node()
     node = FakeNode("kind-worker", "worker", files={"/kind/kubeadm.conf": b"old"})
-    node.on(("sh", "-c", journal._REPLACE_SCRIPT), lambda *_: fail(137, "killed"))
+    node.on_script("journal-replace", lambda *_: fail(137, "killed"))
     rec = RunRecorder(Journal("20261125T180000Z-0012", "kind"), journal_node)
     with pytest.raises(CommandError):
         rec.replace_file(node, "/kind/kubeadm.conf", b"old", b"new")
@@ -370,7 +370,7 @@ def test_rollback_leaves_a_file_that_never_changed_alone() -> None:
                               "backup": "/nowhere", "existed": True,
                               "sha256": hashlib.sha256(b"untouched").hexdigest(), "mode": "644"})
     assert rollback({node.name: node}, rec.journal) == [f"{node.name}:/kind/kubeadm.conf"]
-    assert not any(journal._RESTORE_SCRIPT in c for c in node.calls)
+    assert not node.ran("journal-restore")
     assert node.files["/kind/kubeadm.conf"] == b"untouched"
 
 

@@ -15,6 +15,7 @@ from kindfix import journal
 from kindfix import node as node_mod
 from kindfix.errors import CommandError, KindfixError
 from kindfix.journal import Journal, RunRecorder, rollback
+from kindfix.nodescripts import script
 from tests.fakes import FakeNode
 from tests.unit.helpers_nodes import local_node, sh, with_file_commands
 
@@ -159,7 +160,7 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
     backup.parent.mkdir()
     backup.write_bytes(b"old\n")
     (tmp_path / "b" / "scheduler.conf.mode").write_text("not-a-mode\n")  # chmod fails
-    p = subprocess.run(["sh", "-c", journal._REPLACE_SCRIPT, "x", str(target), str(backup),
+    p = subprocess.run(["sh", "-c", script("journal-replace"), "x", str(target), str(backup),
                         hashlib.sha256(b"new\n").hexdigest(),
                         hashlib.sha256(b"old\n").hexdigest()],
                        input=b"new\n", capture_output=True, timeout=30, check=False)
@@ -175,7 +176,7 @@ def test_an_incomplete_node_write_leaves_no_temp_file_and_a_restore_neither(
     dst.write_bytes(b"current\n")
     (tmp_path / "backup").write_bytes(b"original\n")
     (tmp_path / "backup.mode").write_text("bogus\n")
-    p = sh(journal._RESTORE_SCRIPT, str(tmp_path / "backup"), str(dst), "600")
+    p = sh(script("journal-restore"), str(tmp_path / "backup"), str(dst), "600")
     assert p.returncode != 0
     assert dst.read_bytes() == b"current\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["backup", "backup.mode", "etcd.yaml"]
@@ -204,7 +205,7 @@ def test_a_replaced_file_and_its_backup_are_synced_before_and_after_the_rename(
     target, backup = tmp_path / "etc" / "admin.conf", tmp_path / "b" / "admin.conf"
     target.parent.mkdir()
     target.write_bytes(b"old\n")
-    p = subprocess.run(["sh", "-c", journal._REPLACE_SCRIPT, "x", str(target), str(backup),
+    p = subprocess.run(["sh", "-c", script("journal-replace"), "x", str(target), str(backup),
                         hashlib.sha256(b"new\n").hexdigest(),
                         hashlib.sha256(b"old\n").hexdigest()],
                        input=b"new\n", capture_output=True, env=env, timeout=30, check=False)
@@ -258,3 +259,20 @@ def test_rollback_restores_the_rest_and_names_every_file_it_could_not_restore() 
     assert "\n" not in message
     assert node.files[paths[0]] == f"{paths[0]} original\n".encode()  # the rest: restored
     assert e.value.hint is not None and "kindfix rollback" in e.value.hint
+
+
+def test_a_replace_whose_stdin_ended_early_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    """journal-replace.sh renames only a complete copy (scripts/lib/complete-or-abort.sh): a
+    client killed mid-stream ends stdin early, and the partial file must not replace the old."""
+    target, backup = tmp_path / "etc" / "admin.conf", tmp_path / "b" / "admin.conf"
+    target.parent.mkdir()
+    target.write_bytes(b"old\n")
+    p = subprocess.run(["sh", "-c", script("journal-replace"), "x", str(target), str(backup),
+                        hashlib.sha256(b"new content\n").hexdigest(),
+                        hashlib.sha256(b"old\n").hexdigest()],
+                       input=b"new co", capture_output=True, timeout=30, check=False)
+    assert p.returncode == 5, p.stderr
+    assert b"incomplete write refused" in p.stderr
+    assert target.read_bytes() == b"old\n"
+    assert sorted(x.name for x in target.parent.iterdir()) == ["admin.conf"]
+    assert backup.read_bytes() == b"old\n"  # the original was kept before the write began
