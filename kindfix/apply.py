@@ -38,7 +38,7 @@ class StepsFailed(KindfixError):
 
     def __init__(self, failures: list[tuple[Step, KindfixError]], notes: list[str]) -> None:
         self.failures = failures
-        said = [f"{_what(step)} failed: {_cause(err)}" for step, err in failures]
+        said = [f"{_what(step)} failed: {_cause(err, step)}" for step, err in failures]
         head = said[0] if len(said) == 1 else f"{len(said)} node steps failed: " + \
             "; ".join(said)
         changed = any(getattr(err, "exit_code", None) == CHANGED for _, err in failures)
@@ -62,13 +62,15 @@ def _what(step: Step) -> str:
     return f"{step.node}: {step.summary}"
 
 
-def _cause(err: KindfixError) -> str:
-    """The part of an error that says why, without the command's script."""
+def _cause(err: KindfixError, step: Step) -> str:
+    """The part of an error that says why, without the command's script; names the node the
+    command failed on when that is not the step's own (the etcd step runs on every member)."""
     if isinstance(err, CommandError):
         # the last line that says something (kubeadm ends every error with a --v=5 advice)
         lines = [ln.strip() for ln in err.stderr.decode(errors="replace").splitlines()
                  if ln.strip() and not ln.startswith("To see the stack trace")]
-        return f"exit {err.exit_code}" + (f": {lines[-1]}" if lines else "")
+        where = f"on {err.where}: " if err.where and err.where != step.node else ""
+        return f"{where}exit {err.exit_code}" + (f": {lines[-1]}" if lines else "")
     return err.message
 
 

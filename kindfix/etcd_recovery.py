@@ -79,7 +79,14 @@ rm -rf "$dst.tmp"
 mkdir -p "$dst.tmp"
 cd "$src"
 find . -type d -exec mkdir -p "$dst.tmp/{}" \;
-find . -type f ! -name '*.tmp' -exec cp -p --parents -t "$dst.tmp" {} +
+# checked here rather than left to set -e (no clean-up, no reason said): a failed cp (a full
+# disk) gives its space back and says why in its last line; it is not a differing copy (exit 4),
+# so it is not retried.
+if ! e=$(find . -type f ! -name '*.tmp' -exec cp -p --parents -t "$dst.tmp" {} + 2>&1); then
+  rm -rf "$dst.tmp"
+  echo "copying $src to $dst failed: $(printf '%s\n' "$e" | head -n 1)" >&2
+  exit 7
+fi
 a=$(find . -type f ! -name '*.tmp' -exec cksum {} + | sort)
 b=$(cd "$dst.tmp" && find . -type f -exec cksum {} + | sort)
 [ "$a" = "$b" ] || { echo "copy of $src differs from the original" >&2; exit 4; }
@@ -173,7 +180,10 @@ done
 _COPY_CHECKED = r"""
 n=1
 while :; do
-  rc=0; copy_data "$1" "$2" || rc=$?
+  # not `copy_data ... || rc=$?`: POSIX sh ignores set -e inside a command under `||`
+  set +e
+  copy_data "$1" "$2"; rc=$?
+  set -e
   [ "$rc" -eq 4 ] && [ "$n" -lt 3 ] || exit "$rc"
   n=$((n+1))
   echo "etcd ran during the copy of $1; copying again once it is stopped" >&2

@@ -239,13 +239,11 @@ def test_disk_full_then_space_freed_the_next_run_finishes_the_job(bed: Bed,
     assert_no_key_lost(bed, disk_full.seeded)
 
 
-# Fails on today's code: the data-dir copy's `cp` runs inside a shell function called under `||`
-# (copy_checked), where `set -e` does not apply, so "No space left on device" is ignored, the
-# checksum comparison then says "copy ... differs from the original", the copy is retried three
-# times and the partial copy stays, keeping the disk full (on a real node etcd's own WAL is on
-# that disk). The fix belongs in etcd_recovery._COPY_DATA (see tests/unit/test_fault_reports.py).
-@pytest.mark.xfail(strict=True, reason="#9: a full disk is reported as a differing copy and the "
-                                       "partial copy is kept (etcd_recovery._COPY_DATA)")
+# Failed before the fix in etcd_recovery._COPY_DATA/_COPY_CHECKED: the data-dir copy's `cp` ran in
+# a shell function called under `||`, where `set -e` does not apply, so "No space left on device"
+# was ignored, the checksums then differed ("copy ... differs from the original"), the copy was
+# retried three times and the partial copy stayed, keeping the disk full (on a real node etcd's own
+# WAL is on that disk). Unit test: tests/unit/test_fault_reports.py.
 def test_disk_full_error_says_so_and_gives_the_space_back(disk_full: Faulted) -> None:
     line = assert_one_clear_error(disk_full.exit_code, disk_full.output)
     assert "No space left on device" in line, line
@@ -288,13 +286,9 @@ def node_stopped(request: pytest.FixtureRequest, bed: Bed) -> Faulted:
     return Faulted(victim, before, exit_code, output, after, final, healthy_within(bed), seeded)
 
 
-def test_node_stopped_mid_run_fails_in_one_line_naming_the_node(
-        request: pytest.FixtureRequest, node_stopped: Faulted) -> None:
-    if request.node.callspec.params["node_stopped"] == LATE:
-        # today: "etcd membership (snapshot-restore) failed: exit 143": the etcd step's error
-        # keeps the node only in the CommandError (apply._cause drops err.where)
-        request.applymarker(pytest.mark.xfail(strict=True, reason="#9: the etcd step's error "
-                                              "does not name the node (apply._cause)"))
+def test_node_stopped_mid_run_fails_in_one_line_naming_the_node(node_stopped: Faulted) -> None:
+    # LATE once said only "etcd membership (snapshot-restore) failed: exit 143" (apply._cause
+    # dropped the CommandError's node)
     assert_one_clear_error(node_stopped.exit_code, node_stopped.output, node_stopped.victim)
 
 

@@ -1,7 +1,6 @@
 """What a failed repair says when the fault is on a node (issue #9, found by the live fault
-injection in tests/integration/test_faults_live.py). Both are strict xfails: the fixes belong in
-etcd_recovery.py and apply.py, which another change had uncommitted hunks in; the fix makes them
-XPASS, which fails the suite until the marker goes."""
+injection in tests/integration/test_faults_live.py); both failed before their fixes in
+etcd_recovery.py (_COPY_DATA, _COPY_CHECKED) and apply.py (_cause)."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import os
 import stat
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from kindfix import etcd_recovery
 from kindfix.apply import StepsFailed
@@ -47,13 +44,9 @@ def _full_disk_cp(tmp_path: Path) -> dict[str, str]:
             "CALLS": str(tmp_path / "calls")}
 
 
-# copy_checked calls copy_data under `||`, where POSIX sh ignores `set -e`: a failed cp goes
-# unnoticed, the checksums then differ (exit 4, "differs from the original"), the copy is retried
-# and the partial copy is kept. Fix (etcd_recovery._COPY_DATA): check cp's status explicitly,
-# e.g. `if ! e=$(find ... -exec cp ... {} + 2>&1); then rm -rf "$dst.tmp"; echo "copying $src
-# to $dst failed: $(printf '%s\n' "$e" | head -n 1)" >&2; exit 7; fi`.
-@pytest.mark.xfail(strict=True, reason="#9: a full disk during the etcd data copy is reported as "
-                                       "a differing copy, retried, and the partial copy kept")
+# copy_checked once called copy_data under `||`, where POSIX sh ignores `set -e`: a failed cp went
+# unnoticed, the checksums then differed (exit 4, "differs from the original"), the copy was
+# retried and the partial copy kept.
 def test_a_full_disk_during_the_data_copy_is_said_once_and_leaves_no_partial_copy(
         tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
@@ -85,12 +78,9 @@ def test_the_full_disk_shim_fails_like_a_full_disk(tmp_path: Path) -> None:
     assert copied.stat().st_size == 4096
 
 
-# A control plane stopped while the etcd step runs: the command on it dies (exit 143/137) and
-# the error is "etcd membership (snapshot-restore) failed: exit 143", without the node: the
-# etcd step's own node is the first control plane, the failing one is only in err.where, which
-# apply._cause drops. Fix: name err.where in the cause when it is not the step's node.
-@pytest.mark.xfail(strict=True, reason="#9: the etcd step's error does not name the node whose "
-                                       "command failed (apply._cause drops err.where)")
+# A control plane stopped while the etcd step runs: the command on it dies (exit 143/137). The
+# error once said "etcd membership (snapshot-restore) failed: exit 143", without the node: the etcd
+# step's own node is the first control plane, the failing one only in err.where.
 def test_a_failed_etcd_command_on_another_node_is_named_in_the_error() -> None:
     step = Step(key="etcd", kind="etcd", node="kind-control-plane",
                 summary="etcd membership: snapshot-restore", phase="snapshot-restore")
