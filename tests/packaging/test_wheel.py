@@ -78,6 +78,22 @@ def test_the_wheel_holds_the_data_and_not_the_test_bed(installed: Installed) -> 
     assert "kindfix/patches/addresses.yaml" in names
     assert "kindfix/py.typed" in names
     assert not [n for n in names if n.startswith(("testbed/", "tests/", "fixtures/"))]
+    # every node script and shared part (kindfix/nodescripts.py reads them at run time)
+    shipped = sorted(p.relative_to(REPO).as_posix()
+                     for p in (REPO / "kindfix" / "scripts").rglob("*.sh"))
+    assert shipped
+    assert [n for n in shipped if n not in names] == []
+
+
+def test_the_installed_package_reads_its_node_scripts(installed: Installed) -> None:
+    # from the installed wheel, not the checkout: each script composes (its parts are there)
+    code = ("from kindfix import nodescripts as n; names = n.names(); "
+            "assert 'lock-acquire' in names and 'journal-replace' in names, names; "
+            "assert 'complete_or_abort()' in n.script('journal-replace'); "
+            "print(n.__file__, len(names))")
+    done = installed.run("python", "-c", code)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert str(REPO) not in done.stdout
 
 
 def test_version_and_help_from_outside_the_checkout(installed: Installed) -> None:
