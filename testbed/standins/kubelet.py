@@ -27,6 +27,19 @@ Copies:
   restart. Stopping the node (kindbed-init) is what kills them.
 - Labels/annotations and /var/log/pods/<ns>_<pod>_<uid>/<name>/<attempt>.log as the kubelet
   writes them; pod name = <metadata.name>-<node name>.
+- Sources ready (pkg/kubelet/config/sources.go, kubelet.go deletePod / HandlePodCleanups): a
+  kubelet deletes pods only once every pod source is ready, and the API server source is ready
+  only after it listed pods, so a kubelet whose API server has not answered since it started
+  (every control plane after a Docker restart: etcd, hence the API server, is down) never
+  terminates a static pod whose manifest changed or was removed: "Failed to delete pod"
+  err="skipping delete because sources aren't ready yet" (kubernetes#116880, #109596). The old
+  pod stays, its containers keep being restarted under back-off, and the new pod (new UID) is
+  not started while the old one is there; pods left running by an earlier kubelet whose
+  manifest changed or went are left alone (housekeeping is skipped) until the sources are
+  ready. Ready = `GET <server>/readyz` of /etc/kubernetes/kubelet.conf answered 200 once since
+  this process started (polled every second); a new kubelet process starts not ready again and
+  knows only the manifests on disk. KINDBED_KUBELET_SOURCES=always (environment or
+  /etc/default/kubelet) makes the sources ready at once: the kinder stand-in of before.
 - Reads --node-ip from /var/lib/kubelet/kubeadm-flags.env only to log it.
 Limits: no API server, no readiness/exec/tcpSocket probes, no volumes/namespaces/cgroups, one
 sandbox per pod with no network; an image is "present" when /var/lib/kindbed/images/<image-dir>/
@@ -66,6 +79,11 @@ START_DELAY = "KINDBED_KUBELET_START_DELAY"
 # kind's kubelet unit reads this EnvironmentFile (10-kubeadm.conf); kindbed-init passes no
 # environment to the kubelet, so the knob is also read from this file, where a test can put it.
 DEFAULTS_FILE = "/etc/default/kubelet"
+# KINDBED_KUBELET_SOURCES: "api" (default): the pod sources are ready once the API server
+# answered; "always": ready at once (no finding-1 deadlock; the stand-in before it copied it)
+SOURCES = "KINDBED_KUBELET_SOURCES"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+SOURCES_POLL = 1.0
 STOP_GRACE = 5.0
 # pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff; flowcontrol forgets an entry
 # after 2 x the maximum without a failure (hasExpired)
@@ -88,17 +106,47 @@ def kubeadm_flags(text: str) -> list[str]:
     return []
 
 
-def start_delay(environ: dict[str, str] | None = None) -> float:
-    """KINDBED_KUBELET_START_DELAY from the environment, else from /etc/default/kubelet; 0."""
-    value = (os.environ if environ is None else environ).get(START_DELAY)
+def _setting(name: str, environ: dict[str, str] | None = None) -> str | None:
+    """A knob from the environment, else from the node's /etc/default/kubelet."""
+    value = (os.environ if environ is None else environ).get(name)
     if value is None:
         try:
             text = node_path(DEFAULTS_FILE).read_text()
         except OSError:
             text = ""
         for line in text.splitlines():
-            if line.startswith(START_DELAY + "="):
+            if line.startswith(name + "="):
                 value = " ".join(shlex.split(line.partition("=")[2]))
+    return value
+
+
+def sources_always_ready(environ: dict[str, str] | None = None) -> bool:
+    """KINDBED_KUBELET_SOURCES=always: the kinder stand-in (sources ready without an API)."""
+    return (_setting(SOURCES, environ) or "api").strip() == "always"
+
+
+def api_server(kubeconfig: str) -> str | None:
+    """The first cluster's server URL of a kubeconfig (kind's kubelet.conf has one)."""
+    for line in kubeconfig.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "server" and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+def api_answers(server: str, timeout: float = 2.0) -> bool:
+    """GET <server>/readyz answers 200 (what the kubelet's pod list needs: a serving API)."""
+    host, _, port = server.removeprefix("https://").partition("/")[0].rpartition(":")
+    if not host or not port.isdigit():
+        return False  # kubeadm always writes host:port
+    ok, _ = http_probe({"httpGet": {"host": host.strip("[]"), "port": int(port),
+                                    "path": "/readyz", "scheme": "HTTPS"}}, timeout)
+    return ok
+
+
+def start_delay(environ: dict[str, str] | None = None) -> float:
+    """KINDBED_KUBELET_START_DELAY from the environment, else from /etc/default/kubelet; 0."""
+    value = _setting(START_DELAY, environ)
     try:
         return max(0.0, float(value or 0))
     except ValueError:
@@ -177,6 +225,25 @@ class Kubelet:
         self.pull_backoff = Backoff()
         self.probers: dict[str, Prober] = {}
         self.stopping = threading.Event()
+        # pkg/kubelet/config SourcesReady: set once, for the life of this process
+        self.sources_ready = threading.Event()
+        if sources_always_ready():
+            self.sources_ready.set()
+        self.orphans: list[str] = []  # sandboxes of an earlier kubelet no manifest wants now
+        self.refused: set[str] = set()  # pod UIDs whose "skipping delete" was logged
+
+    def watch_sources(self) -> None:
+        """Until the API server answers once: poll kubelet.conf's server (a daemon thread)."""
+        while not self.sources_ready.is_set() and not self.stopping.is_set():
+            try:
+                server = api_server(node_path(KUBELET_CONF).read_text())
+            except OSError:
+                server = None
+            if server and api_answers(server):
+                klog.info("config.go:105", '"All pod sources are ready" source="api"')
+                self.sources_ready.set()
+                return
+            self.stopping.wait(SOURCES_POLL)
 
     def backoff_key(self, ps: PodState, cname: str) -> str:
         """kuberuntime getStableKey: pod name, namespace, UID and container name."""
@@ -363,10 +430,20 @@ class Kubelet:
             ):
                 self.pods[pod.path] = PodState(pod, sandbox)
                 continue
-            for c in self.containers_of(str(sandbox["id"])):
+            self.orphans.append(str(sandbox["id"]))
+        self.clean_orphans()
+
+    def clean_orphans(self) -> None:
+        """Housekeeping (HandlePodCleanups) kills pods no source wants, only once the sources
+        are ready; until then their containers keep running, and nobody restarts them."""
+        if not self.sources_ready.is_set():
+            return
+        for pod_id in self.orphans:
+            for c in self.containers_of(pod_id):
                 stop_container(c, STOP_GRACE)
                 state.remove_container(c.id)
-            state.remove_pod(str(sandbox["id"]))
+            state.remove_pod(pod_id)
+        self.orphans = []
 
     def sync_once(self, now: float | None = None) -> None:
         # wall time: a container's finishedAt (the back-off's event time) is wall time too
@@ -380,9 +457,19 @@ class Kubelet:
             klog.error(
                 "file.go:187", f'"Could not process manifest file" err="{err}" path="{path}"'
             )
+        self.clean_orphans()
         for path in list(self.pods):
             if path not in wanted or wanted[path].config_hash != self.pods[path].pod.config_hash:
-                self.remove_pod(path)
+                if self.sources_ready.is_set():
+                    self.remove_pod(path)
+                    continue
+                # kubelet.go deletePod; the old pod stays and blocks the new one (same path)
+                ps = self.pods[path]
+                if ps.pod.config_hash not in self.refused:
+                    self.refused.add(ps.pod.config_hash)
+                    klog.error("kubelet.go:2440", f'"Failed to delete pod" '
+                               f'pod="{ps.pod.namespace}/{ps.full_name}" err="skipping delete '
+                               "because sources aren't ready yet\"")
         for path, pod in wanted.items():
             if path not in self.pods:
                 self.add_pod(pod)
@@ -529,6 +616,7 @@ def main(argv: list[str]) -> int:
                   f'"Stand-in start delay before the first pod sync" startDelay="{delay:g}s"')
         stop.wait(delay)
     kubelet = Kubelet(node_name)
+    threading.Thread(target=kubelet.watch_sources, daemon=True, name="sources").start()
     kubelet.adopt()
     while not stop.is_set():
         kubelet.sync_once()

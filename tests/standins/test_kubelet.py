@@ -17,6 +17,13 @@ from testbed.standins import kubelet, state
 SLEEPER = {"sleeper": 'echo "up $*"; echo "err $FOO" >&2; exec sleep 60\n'}
 
 
+@pytest.fixture(autouse=True)
+def api_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests copy a kubelet whose API server answers (pod sources ready); the one that
+    started without it is test_kubelet_sources.py's."""
+    monkeypatch.setenv(kubelet.SOURCES, "always")
+
+
 def running(name: str) -> list[state.Container]:
     return [c for c in state.load_containers() if c.name == name and c.state == state.RUNNING]
 
