@@ -4,6 +4,8 @@ both ways, and a script's parts come first, once each."""
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,3 +107,41 @@ def test_the_fake_node_answers_a_script_by_its_name() -> None:
     assert node.exec(["sh", "-c", nodescripts.script("lock-heartbeat") + " "]).exit_code == 127
     with pytest.raises(LookupError):
         node.on_script("lock-hartbeat", ok())
+
+
+# Long scripts still kept as Python strings, by constant name (names survive a module's move):
+# etcd_recovery.py and probes.py are converted separately (issue #12); the list only shrinks.
+PENDING = {"_COPY_DATA", "_RESTORE", "_ETCD_SCRIPT"}
+LONG = 15  # lines: issue #12's "no shell script of 15+ lines as a Python string"
+_SHELLISH = re.compile(r'\$\(|"\$[0-9@]|\bthen\b|\bdone\b|\besac\b')
+
+
+def long_shell_strings(source: str) -> list[tuple[str, int]]:
+    """(assigned name, line) of every string constant of LONG+ lines that reads as shell."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        name = target.id if isinstance(target, ast.Name) else ast.dump(target)
+        for c in ast.walk(node.value):
+            if (isinstance(c, ast.Constant) and isinstance(c.value, str)
+                    and len(c.value.strip("\n").splitlines()) >= LONG
+                    and _SHELLISH.search(c.value)):
+                found.append((name, c.lineno))
+    return found
+
+
+def test_the_guard_finds_a_long_script_in_a_string() -> None:
+    script = "\n".join(['for p in "$@"; do'] + ["  : step"] * 14 + ["done"])
+    assert long_shell_strings(f"_S = r'''\n{script}\n'''\nDOC = '''{'x' * 20}'''\n") == [
+        ("_S", 1)]
+
+
+def test_no_long_shell_script_is_left_as_a_python_string() -> None:
+    package = Path(nodescripts.__file__).parent
+    found = [(f"{p.relative_to(package.parent)}:{line}", name)
+             for p in sorted(package.rglob("*.py"))
+             for name, line in long_shell_strings(p.read_text(encoding="utf-8"))
+             if name not in PENDING]
+    assert found == [], "node scripts belong in kindfix/scripts/*.sh (kindfix/nodescripts.py)"
