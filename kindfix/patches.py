@@ -29,6 +29,13 @@ POD_PREFIX = "pod/"
 _RESTART = re.compile(r"none|kubelet|pod/[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
+# what a location must hold (`expect`) and how repair makes it so (`repair`)
+EXPECTS = ("node-ip", "members", "endpoint")
+ENDPOINT = "endpoint"
+LOCAL_ENDPOINT = "local-endpoint"
+REPAIRS = ("node-ip", "loopback", "members", ENDPOINT, LOCAL_ENDPOINT)
+
+
 def restart_pod(rule: str) -> str | None:
     """The static pod (container name) a `pod/NAME` restart rule names, else None."""
     return rule[len(POD_PREFIX):] if rule.startswith(POD_PREFIX) else None
@@ -43,7 +50,7 @@ class Location:
     format: str = "yaml"
     roles: tuple[str, ...] = (CONTROL_PLANE,)
     expect: str = "node-ip"  # node-ip | members | endpoint
-    repair: str = "node-ip"  # node-ip | loopback | members
+    repair: str = "node-ip"  # node-ip | loopback | members | endpoint | local-endpoint
     family: int | None = None  # text files: which address family the value is
     # kind/kubeadm always write it for this role: not finding it is reported (status unknown),
     # never passed over. `one_of` names a requirement several locations share (the same value in
@@ -139,6 +146,10 @@ def parse_patches(raw: dict[str, Any]) -> Patches:
     locations = []
     for item in raw["locations"]:
         _check_restart(item, "location")
+        for key, allowed in (("expect", EXPECTS), ("repair", REPAIRS)):
+            if item.get(key, allowed[0]) not in allowed:
+                raise ValueError(f"location {item.get('id', '?')!r}: bad {key} {item[key]!r} "
+                                 f"(one of {', '.join(allowed)})")
         fields = {k: v for k, v in item.items() if k != "roles"}
         loc = Location(**fields, **_tuple(item, "roles"))
         parse_path(loc.path)  # fail early on a typo in the data

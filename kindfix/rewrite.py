@@ -22,7 +22,7 @@ from kindfix.discovery import Cluster, ClusterNode
 from kindfix.errors import KindfixError
 from kindfix.findings import STALE, UNKNOWN, Finding
 from kindfix.observe import NodeSnapshot
-from kindfix.patches import CONTROL_PLANE, Location, Patches
+from kindfix.patches import CONTROL_PLANE, ENDPOINT, LOCAL_ENDPOINT, Location, Patches
 from kindfix.x509 import parse_pem_certificates
 from kindfix.yamlpath import Document
 
@@ -98,9 +98,9 @@ def new_value(loc: Location, value: str, node: ClusterNode, cluster: Cluster,
         return _loopback_server(value, node, snapshot)
     if loc.repair == "members":
         return _members(value, cluster)
-    if loc.expect == "endpoint":
-        target = node if node.role == CONTROL_PLANE and "kubelet" in loc.file else (
-            cluster.endpoint() or node)
+    if loc.repair in (ENDPOINT, LOCAL_ENDPOINT):
+        local = loc.repair == LOCAL_ENDPOINT and node.role == CONTROL_PLANE
+        target = node if local else (cluster.endpoint() or node)
         return replace_ips(value, _swap_to(by_family(target.ipv4, target.ipv6)))
     return replace_ips(value, _swap_to(current))
 

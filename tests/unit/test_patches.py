@@ -37,7 +37,11 @@ def test_every_location_path_parses_and_names_a_known_format() -> None:
             assert parse_path(loc.path), loc.id
         assert set(loc.roles) <= {CONTROL_PLANE, WORKER, LOAD_BALANCER}, loc.id
         assert loc.expect in ("node-ip", "members", "endpoint"), loc.id
-        assert loc.repair in ("node-ip", "loopback", "members"), loc.id
+        assert loc.repair in ("node-ip", "loopback", "members", "endpoint", "local-endpoint"), \
+            loc.id
+        # an endpoint is repaired as one, and only an endpoint
+        assert (loc.expect == "endpoint") == (loc.repair in ("endpoint", "local-endpoint")), \
+            loc.id
     ids = [loc.id for loc in patches.locations]
     assert len(ids) == len(set(ids))
 
@@ -130,6 +134,9 @@ def test_a_location_must_say_what_restarts_when_it_changes() -> None:
     for bad in ("pod", "pod/", "pod/Kube", "restart", 3):
         with pytest.raises(ValueError, match=r"location 'x': bad restart"):
             parse_patches(_one(restart=bad))
+    for key, bad in (("repair", "endpoints"), ("expect", "loopback")):
+        with pytest.raises(ValueError, match=rf"location 'x': bad {key} '{bad}'"):
+            parse_patches(_one(restart="none", **{key: bad}))
     raw = {**_one(restart="none"),
            "certificates": [{"id": "c.crt", "component": "c", "file": "/c.crt", "phase": "p"}]}
     with pytest.raises(ValueError, match=r"certificate 'c.crt' has no `restart`"):

@@ -126,6 +126,11 @@ def test_endpoint_values_follow_the_endpoint_except_a_control_planes_kubelet() -
     worker = cluster.workers[0]
     assert new_value(loc("kubelet.server"), stale, worker, cluster,
                      NodeSnapshot(worker.name, worker.role, {})) == f"https://{lb.ipv4}:6443"
+    # which endpoint is the data's (`repair`), not a rule on the file's name
+    local_admin = replace(loc("admin.server"), repair="local-endpoint")
+    assert new_value(local_admin, stale, cp2, cluster, snap) == f"https://{cp2.ipv4}:6443"
+    kubelet_to_lb = replace(loc("kubelet.server"), repair="endpoint")
+    assert new_value(kubelet_to_lb, stale, cp2, cluster, snap) == f"https://{lb.ipv4}:6443"
 
 
 def test_dual_stack_node_ip_keeps_each_family() -> None:
