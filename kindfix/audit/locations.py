@@ -12,11 +12,12 @@ from collections.abc import Container, Iterator, Mapping
 
 from kindfix.addresses import by_family, malformed, node_ips, same_ip
 from kindfix.discovery import Cluster, ClusterNode
+from kindfix.docpath import Document, Ref
 from kindfix.errors import KindfixError
 from kindfix.findings import NA, OK, STALE, UNKNOWN, Finding
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import Location, Patches
-from kindfix.yamlpath import Document, Ref, parse_document
+from kindfix.yamlpath import parse_document
 
 # Files larger than this are not parsed: the biggest a kind node holds (kubeadm.conf, a manifest)
 # is a few KiB, and pure-Python YAML costs ~1 s per 100 KiB.

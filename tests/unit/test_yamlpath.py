@@ -4,15 +4,11 @@ import time
 
 import pytest
 
+from kindfix.docpath import parse_path
 from kindfix.errors import KindfixError
-from kindfix.yamlpath import (
-    EnvFlagDocument,
-    MultiYamlDocument,
-    TextDocument,
-    YamlDocument,
-    parse_document,
-    parse_path,
-)
+from kindfix.flatdoc import EnvFlagDocument, TextDocument
+from kindfix.yamldoc import MultiYamlDocument, YamlDocument
+from kindfix.yamlpath import parse_document
 
 ETCD = b"""apiVersion: v1
 kind: Pod
