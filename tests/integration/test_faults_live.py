@@ -16,8 +16,11 @@ most: a copy of every etcd data dir (a 64 MB WAL segment each) before membership
 the file backups, so the run gets as far as the data copy. A read-only mount would fail the
 first small write instead, a path test_apply_faults_live's kubeadm case already covers.
 
-Budget: one bed for the module; measured on 2 shared cores: see the [timing] lines (-s). The
-later stop point (after etcd's data was swapped) is `slow` (KINDFIX_SLOW=1).
+Budget: one bed for the module; 3 min 46 s on 2 shared cores (bed 32 s, full disk 125 s, node
+stopped 95 s), 5 min 2 s beside a Go build (65/178/120 s); the [timing] lines with -s. The later
+stop point (after etcd's data was swapped) is `slow` (KINDFIX_SLOW=1, its own bed, about 3 min):
+there kindfix leaves every member's etcd parked (none had a leader before, so no working member
+is lost; the next run completes the restore).
 """
 
 from __future__ import annotations
@@ -280,7 +283,9 @@ def node_stopped(request: pytest.FixtureRequest, bed: Bed) -> Faulted:
     container.start()
     wait_booted(bed)
     print(f"{victim}: {ip} before the stop, {bed.ips()[victim]} after the start")
-    after = members_settled(bed, before)
+    # etcd comes back by itself only where kindfix says it started it again
+    said_started = any("etcd was started again" in e for e in error_lines(output))
+    after = members_settled(bed, before, SETTLE_S if said_started else 15.0)
     final = kindfix(bed, "repair", "--yes")
     timed(f"3-CP repair after {victim} was started again", final.seconds)
     return Faulted(victim, before, exit_code, output, after, final, healthy_within(bed), seeded)
