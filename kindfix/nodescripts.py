@@ -23,6 +23,10 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc from 3.11 on; importlib.abc warns from 3.12
+    from importlib.abc import Traversable
 
 _DIR = "scripts"
 _LIB = "lib"
@@ -30,8 +34,13 @@ _NEEDS = re.compile(r"^#\s*needs:(.*)$")
 _DIRECTIVE = re.compile(r"^#\s*shellcheck\s")
 
 
+def _root() -> Traversable:
+    """kindfix/scripts where kindfix is installed (a directory, or inside a zip)."""
+    return resources.files("kindfix").joinpath(_DIR)
+
+
 def _read(*parts: str) -> str:
-    path = resources.files("kindfix").joinpath(_DIR)
+    path = _root()
     for part in parts:  # one step at a time: a zipped package's joinpath takes one name
         path = path.joinpath(part)
     try:
@@ -84,7 +93,7 @@ def script(name: str) -> str:
 @cache
 def names() -> tuple[str, ...]:
     """Every shipped script (not the parts), sorted."""
-    root = resources.files("kindfix").joinpath(_DIR)
+    root = _root()
     return tuple(sorted(p.name[: -len(".sh")] for p in root.iterdir()
                         if p.name.endswith(".sh") and p.is_file()))
 
@@ -92,7 +101,7 @@ def names() -> tuple[str, ...]:
 @cache
 def parts() -> tuple[str, ...]:
     """Every shared part in lib/, sorted."""
-    root = resources.files("kindfix").joinpath(_DIR).joinpath(_LIB)
+    root = _root().joinpath(_LIB)
     return tuple(sorted(p.name[: -len(".sh")] for p in root.iterdir()
                         if p.name.endswith(".sh") and p.is_file()))
 

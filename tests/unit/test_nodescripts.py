@@ -75,7 +75,7 @@ def test_parts_come_first_each_once_their_own_needs_before_them(tmp_path: Path,
     (root / "scripts" / "lib" / "c.sh").write_text("# needs: c\n:\n")
     (root / "scripts" / "s.sh").write_text("# s\n# needs: b a\n\nb\n# body comment stays\n")
     (root / "scripts" / "loop.sh").write_text("# needs: c\n:\n")
-    monkeypatch.setattr(nodescripts.resources, "files", lambda _pkg: root)
+    monkeypatch.setattr(nodescripts, "_root", lambda: root / "scripts")
     for cached in (nodescripts.script, nodescripts._part, nodescripts.names, nodescripts._by_text):
         cached.cache_clear()
     try:
