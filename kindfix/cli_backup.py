@@ -9,7 +9,7 @@ import click
 
 from kindfix import render
 from kindfix.backup import MANIFEST, Backup, backup_cluster
-from kindfix.cli import (
+from kindfix.cli_common import (
     OUTPUT,
     Context,
     checks_text,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kindfix import api, dump, errors, render
-from kindfix.cli import OUTPUT, Context, emit, name_option
+from kindfix.cli_common import OUTPUT, Context, emit, name_option
 from kindfix.etcdview import EtcdView, MemberRow, etcd_view
 
 
