@@ -12,7 +12,8 @@ import pytest
 from kindfix import probes
 from kindfix.audit import audit
 from kindfix.discovery import discover
-from kindfix.dump import MANIFEST, _container_from_json, collect, load_dump, write_dump
+from kindfix.dump import MANIFEST, collect, load_dump, write_dump
+from kindfix.dump_load import _container_from_json
 from kindfix.errors import CommandError, KindfixError
 from kindfix.observe import NodeSnapshot, snapshot_cluster
 from kindfix.redact import redact
