@@ -69,7 +69,9 @@ def _cause(err: KindfixError, step: Step) -> str:
         # the last line that says something (kubeadm ends every error with a --v=5 advice)
         lines = [ln.strip() for ln in err.stderr.decode(errors="replace").splitlines()
                  if ln.strip() and not ln.startswith("To see the stack trace")]
-        where = f"on {err.where}: " if err.where and err.where != step.node else ""
+        # node steps name their node already; the etcd step's line names none
+        named = step.kind != "etcd" and err.where == step.node
+        where = f"on {err.where}: " if err.where and not named else ""
         return f"{where}exit {err.exit_code}" + (f": {lines[-1]}" if lines else "")
     return err.message
 
