@@ -30,7 +30,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import docker
@@ -310,3 +310,57 @@ def test_node_stopped_mid_run_then_started_the_next_run_finishes_the_job(
     assert node_stopped.final.exit_code == 0, node_stopped.final
     assert node_stopped.report.healthy, list(node_stopped.report.reasons)
     assert_no_key_lost(bed, node_stopped.seeded)
+
+
+# --- (a') the full disk while quorum holds: one control plane moved ---------------------------
+# Above, every member moved, so none has a leader before the run and "no fewer with a leader"
+# holds trivially. Here only the third control plane moves (it swaps addresses with the worker):
+# two members keep quorum, the repair is a member update, which copies every data dir first
+# while etcd runs; the full disk is on the first control plane, a healthy member.
+
+
+@pytest.mark.slow
+@_skip_unless_slow
+def test_disk_full_on_a_healthy_member_during_a_member_update_keeps_quorum(
+        make_bed: Callable[..., Bed]) -> None:
+    if shutil.which("nsenter") is None or os.geteuid() != 0:
+        pytest.skip("needs nsenter as root on the engine's host (mounts in a node)")
+    t0 = time.monotonic()
+    bed = make_bed(control_planes=3, workers=1, generation="v0.15", lb="by-name", seed_keys=50)
+    timed("create 3-CP + worker + LB bed", time.monotonic() - t0)
+    seeded = _seeded(bed)
+    ips = bed.ips()
+    by_ip = sorted(bed.nodes, key=lambda n: ipaddress.ip_address(ips[n] or "0.0.0.0"))
+    moved, worker = bed.control_planes[2], bed.workers[0]
+    i, j = by_ip.index(moved), by_ip.index(worker)
+    by_ip[i], by_ip[j] = worker, moved
+    perm = permute(bed, order=by_ip)
+    assert sorted(perm.moved) == sorted([moved, worker]), perm
+    wait_booted(bed)
+    before = members_settled(bed, Members(2, 2), timeout_s=60)
+    assert before.with_leader == 2, before  # the unmoved two keep quorum
+    victim = bed.control_planes[0]
+    mounted = _nsenter(bed, victim, _FILL)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount in {victim}'s namespace: {mounted.stderr.strip()}")
+    try:
+        failed = kindfix(bed, "repair", "--yes")
+        timed("3-CP member update with a full disk on a healthy member", failed.seconds)
+        print(failed.stderr)
+        free = _free_bytes(bed, victim, BACKUPS)
+        during = members_settled(bed, before)
+    finally:
+        freed = _nsenter(bed, victim, _FREE)
+    assert freed.returncode == 0, freed.stderr
+    print(f"etcd members before {before}, after the failed run {during}")
+    # "<node>:" (not only the backup path's etcd-<node>/data) and the real cause
+    line = assert_one_clear_error(failed.exit_code, failed.stdout + failed.stderr, f"{victim}:",
+                                  "No space left on device")
+    assert during.with_leader >= before.with_leader, line
+    assert free >= 2 * 1024 * 1024, free  # the partial copy gave its space back
+    final = kindfix(bed, "repair", "--yes")
+    timed("3-CP member update once space was freed", final.seconds)
+    assert final.exit_code == 0, final
+    report = healthy_within(bed)
+    assert report.healthy, list(report.reasons)
+    assert_no_key_lost(bed, seeded)

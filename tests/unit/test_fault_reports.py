@@ -99,3 +99,16 @@ def test_a_failed_file_step_names_its_node_and_file() -> None:
     message = StepsFailed([(step, err)], []).message
     assert "kind-control-plane2: writing /etc/kubernetes/manifests/etcd.yaml" in message
     assert ENOSPC in message
+
+
+def test_a_failed_etcd_command_on_the_etcd_steps_own_node_is_named_too() -> None:
+    """The etcd step is listed under the first control plane but its error line ("etcd
+    membership (member-update) failed: ...") names no node: a full disk on that node was named
+    only inside the backup path (found by the live member-update fault)."""
+    step = Step(key="etcd", kind="etcd", node="kind-control-plane",
+                summary="etcd membership: member-update", phase="member-update")
+    err = CommandError(["sh", "-c", "<kindfix-copy>", "/var/lib/etcd"], 7,
+                       stderr=f"cp: error writing 'x': {ENOSPC}\n".encode(),
+                       where="kind-control-plane")
+    message = StepsFailed([(step, err)], []).message
+    assert "on kind-control-plane: exit 7" in message, message
