@@ -34,7 +34,7 @@ ETCD_DATA = "/var/lib/etcd"
 JOURNAL_DIR = "/kind/kindfix/journal"
 REPAIR_TIMEOUT_S = 300.0  # a 3-CP force-new-cluster repair takes about 60 s on 2 cores
 HEALTHY_WAIT_S = 60.0
-PROGRESS = re.compile(r"^\s*\d+\.\ds ")  # cli.py: f"{elapsed:6.1f}s {line}"
+PROGRESS = re.compile(r"^\s*\d+\.\ds ")  # cli_common.py: f"{elapsed:6.1f}s {line}"
 
 
 # --- running kindfix ------------------------------------------------------------------------

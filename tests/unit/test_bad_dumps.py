@@ -1,4 +1,4 @@
-"""Malformed and hostile dumps (kindfix/dump.py): each is one error line naming the file, exit 1.
+"""Malformed and hostile dumps (kindfix/dump_load.py): each is one error line naming the file, exit 1.
 
 Every case starts from a copy of a good fixture dump and breaks one thing, then runs
 `kindfix audit --from-dump` through the CLI fixture. Never exit 3 (a crash), never "consistent"
