@@ -687,7 +687,11 @@ class Recovery:
                 left.append(f"{cp.name}: could not start etcd again (exit {result.exit_code}), "
                             f"its manifest is in {PARKED}")
 
-        run_all(undo, self.cps)
+        for outcome in run_all(undo, self.cps):  # a node that stopped meanwhile raises
+            if outcome.error is not None:
+                why = (str(outcome.error).splitlines() or ["?"])[0][:200]
+                left.append(f"{outcome.item.name}: could not start etcd again ({why}), its "
+                            f"manifest may be in {PARKED}")
         if not left:
             with self.rec._lock:
                 self.rec.journal.done[:] = [k for k in self.rec.journal.done
