@@ -9,10 +9,17 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from kindfix import etcd_recovery
 from kindfix.apply import StepsFailed
-from kindfix.errors import CommandError
+from kindfix.errors import CommandError, KindfixError
+from kindfix.etcd_recovery import MANIFEST, PARKED
 from kindfix.plan import Step
+from kindfix.runtime import ExecResult
+from tests.unit.helpers_nodes import applier
+
+CP = "kind-control-plane"
 
 ENOSPC = "No space left on device"
 
@@ -112,3 +119,31 @@ def test_a_failed_etcd_command_on_the_etcd_steps_own_node_is_named_too() -> None
                        where="kind-control-plane")
     message = StepsFailed([(step, err)], []).message
     assert "on kind-control-plane: exit 7" in message, message
+
+
+def test_a_member_whose_node_stopped_is_not_said_to_run_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control plane stopped while the restore was prepared (live: `docker stop` at "etcd:
+    stopping etcd on"): the wave fails, and undoing the preparation cannot reach that node
+    (the exec raises). The error said "etcd was started again on its own data" and the journal
+    forgot the etcd stages, while the stopped node's manifest stayed parked: once started again
+    it ran no etcd (3 members running before, 2 after)."""
+    from tests.unit.test_snapshot_restore import CP2, CP3, _cert_wave, _restore_cluster
+
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    plan = _cert_wave(cluster, nodes, side, failing=CP2)
+
+    def stopped(*_: object) -> ExecResult:
+        raise KindfixError(f"container {CP3} is not running")
+
+    nodes[CP3].on(("sh", "-c", etcd_recovery._UNPREPARE), stopped)
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    message = e.value.message
+    assert "etcd was started again" not in message, message
+    assert f"{CP3}: could not start etcd again" in message, message
+    assert "\n" not in message
+    for name in (CP, CP2):  # the reachable members do run again
+        assert nodes[name].files[MANIFEST] is not None and PARKED not in nodes[name].files
+    assert any(k.startswith("etcd:") for k in ap.recorder.journal.done)  # not forgotten
