@@ -128,7 +128,14 @@ def test_a_member_whose_node_stopped_is_not_said_to_run_again(
     (the exec raises). The error said "etcd was started again on its own data" and the journal
     forgot the etcd stages, while the stopped node's manifest stayed parked: once started again
     it ran no etcd (3 members running before, 2 after)."""
-    from tests.unit.test_snapshot_restore import CP2, CP3, _cert_wave, _restore_cluster
+    from tests.unit.test_snapshot_restore import (
+        CP2,
+        CP3,
+        CPS,
+        _cert_wave,
+        _restore_cluster,
+        resumed,
+    )
 
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     plan = _cert_wave(cluster, nodes, side, failing=CP2)
@@ -145,5 +152,15 @@ def test_a_member_whose_node_stopped_is_not_said_to_run_again(
     assert f"{CP3}: could not start etcd again" in message, message
     assert "\n" not in message
     for name in (CP, CP2):  # the reachable members do run again
-        assert nodes[name].files[MANIFEST] is not None and PARKED not in nodes[name].files
-    assert any(k.startswith("etcd:") for k in ap.recorder.journal.done)  # not forgotten
+        assert MANIFEST in nodes[name].files and PARKED not in nodes[name].files
+    assert PARKED in nodes[CP3].files and MANIFEST not in nodes[CP3].files
+    # they run again, so the next run must stop and copy them afresh: the etcd stages go
+    assert not any(k.startswith("etcd:") for k in ap.recorder.journal.done)
+
+    # the node started again: the next run finishes the job from its parked manifest
+    nodes[CP3].on(("sh", "-c", etcd_recovery._UNPREPARE), side.unprepare)
+    ap, _ = resumed(cluster, nodes, side)
+    side.staged.clear()
+    assert "etcd" in ap.apply(_cert_wave(cluster, nodes, side, failing=None))
+    assert all(PARKED not in nodes[n].files and MANIFEST in nodes[n].files for n in CPS)
+    assert side.gw.leader is not None
