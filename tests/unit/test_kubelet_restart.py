@@ -4,6 +4,7 @@ the refresh after written manifests in kindfix/apply.py, RESTART_PODS / REFRESH_
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kindfix import kubelet
+from kindfix import etcd_recovery, kubelet
 from kindfix.apply import REFRESH
 from kindfix.node import REFRESH_KUBELET, RESTART_PODS
 from kindfix.plan import Plan, Step
@@ -146,4 +147,36 @@ def test_refresh_without_systemctl_says_so(tmp_path: Path) -> None:
                          env={**os.environ, "PATH": str(tmp_path)}, capture_output=True,
                          text=True, check=False, executable="/bin/sh")
     assert out.returncode == 0
+    assert "@@kindfix no-systemctl" in out.stdout
+
+
+def test_park_restarts_the_kubelet_after_the_manifest_went_and_before_the_stop(
+        tmp_path: Path) -> None:
+    env, log = _tools(tmp_path, "")
+    manifest = tmp_path / "etcd.yaml"
+    manifest.write_text("kind: Pod\n")
+    (tmp_path / "bin" / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $* manifest=$(ls {manifest} 2>/dev/null)" >> {log}\n')
+    out = subprocess.run(["sh", "-c", etcd_recovery._PARK, "x", str(manifest),
+                          str(tmp_path / "parked")], env=env, capture_output=True, text=True,
+                         check=True)
+    assert "@@kindfix-parked" in out.stdout
+    lines = log.read_text().splitlines()
+    # the new kubelet must not know the etcd pod: the manifest is gone when it starts
+    assert lines.index("systemctl restart kubelet manifest=") < \
+        lines.index("crictl stop --timeout 10 run1")
+    assert (tmp_path / "parked" / "etcd.yaml").read_text() == "kind: Pod\n"
+
+
+def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
+    env, _ = _tools(tmp_path, "")
+    (tmp_path / "bin" / "systemctl").unlink()
+    core = tmp_path / "core"  # what the script needs, and no systemctl (the host may have one)
+    core.mkdir()
+    for tool in ("mkdir", "cp", "rm"):
+        (core / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
+    env["PATH"] = f"{tmp_path / 'bin'}:{core}"
+    out = subprocess.run(["sh", "-c", etcd_recovery._PARK, "x", str(tmp_path / "etcd.yaml"),
+                          str(tmp_path / "parked")], env=env, capture_output=True, text=True,
+                         check=True)
     assert "@@kindfix no-systemctl" in out.stdout
