@@ -173,7 +173,7 @@ def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
     (tmp_path / "bin" / "systemctl").unlink()
     core = tmp_path / "core"  # what the script needs, and no systemctl (the host may have one)
     core.mkdir()
-    for tool in ("mkdir", "cp", "rm"):
+    for tool in ("sh", "mkdir", "cp", "rm"):
         (core / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
     env["PATH"] = f"{tmp_path / 'bin'}:{core}"
     out = subprocess.run(["sh", "-c", etcd_recovery._PARK, "x", str(tmp_path / "etcd.yaml"),
