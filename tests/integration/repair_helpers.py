@@ -9,6 +9,7 @@ they do for a user. Every wait is bounded.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import queue
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from testbed.bed import Bed
+from testbed.breaking import permute
 from testbed.checks import Report, check_bed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -340,3 +342,19 @@ TIMINGS: dict[str, float] = {}
 def timed(label: str, seconds: float) -> None:
     TIMINGS[label] = round(seconds, 1)
     print(f"[timing] {label}: {seconds:.1f}s")
+
+
+# `slow` marks the long extras; the skipif keeps them out of `make test` until the KINDFIX_SLOW
+# switch exists in a conftest (then the skipif can go)
+skip_unless_slow = pytest.mark.skipif(os.environ.get("KINDFIX_SLOW") != "1",
+                                      reason="long-running; set KINDFIX_SLOW=1")
+
+
+def permute_all(bed: Bed) -> None:
+    """Every node moves, also on a bed permuted before (rotate by current IP)."""
+    ips = bed.ips()
+    by_ip = sorted(bed.nodes, key=lambda n: ipaddress.ip_address(ips[n] or "0.0.0.0"))
+    perm = permute(bed, order=by_ip[1:] + by_ip[:1])
+    assert sorted(perm.moved) == sorted(bed.nodes), perm
+    wait_booted(bed)
+    timed("permute", perm.seconds)

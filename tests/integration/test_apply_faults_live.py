@@ -6,7 +6,6 @@ without losing a key. One bed (3 CP + LB, kind v0.15 image), about 3 minutes on 
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,16 +13,15 @@ from dataclasses import replace
 import pytest
 
 from testbed.bed import Bed
-from testbed.breaking import permute
 
 from .repair_helpers import (
     assert_no_key_lost,
     assert_one_error_line,
     etcd_data,
     kindfix,
+    permute_all,
     sha256_in,
     timed,
-    wait_booted,
     wait_healthy,
 )
 
@@ -46,13 +44,6 @@ def members_with_a_leader(bed: Bed) -> int:
     return n
 
 
-def _permute_all(bed: Bed) -> None:
-    ips = bed.ips()
-    by_ip = sorted(bed.nodes, key=lambda n: ipaddress.ip_address(ips[n] or "0.0.0.0"))
-    perm = permute(bed, order=by_ip[1:] + by_ip[:1])
-    assert sorted(perm.moved) == sorted(bed.nodes), perm
-    wait_booted(bed)
-
 
 def test_kubeadm_failing_on_one_control_plane_loses_no_member_and_the_next_run_finishes(
         make_bed: Callable[..., Bed]) -> None:
@@ -62,7 +53,7 @@ def test_kubeadm_failing_on_one_control_plane_loses_no_member_and_the_next_run_f
     # the seeded data (leases are renewed meanwhile: their values legitimately change)
     keys = [replace(d, kvs=frozenset(kv for kv in d.kvs if kv[0].startswith("/registry/kindbed/")))
             for d in (etcd_data(bed, n) for n in bed.control_planes)]
-    _permute_all(bed)
+    permute_all(bed)
     victim = bed.control_planes[1]
     conf = bed.exec(victim, ["cat", KUBEADM_CONF]).stdout
     assert "kubeadm.k8s.io/v1beta" in conf

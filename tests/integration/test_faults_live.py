@@ -49,14 +49,13 @@ from .repair_helpers import (
     etcd_data,
     kindfix,
     live_repair,
+    permute_all,
+    skip_unless_slow,
     timed,
     wait_booted,
 )
 
 pytestmark = pytest.mark.docker
-
-_skip_unless_slow = pytest.mark.skipif(os.environ.get("KINDFIX_SLOW") != "1",
-                                       reason="long-running; set KINDFIX_SLOW=1")
 
 BACKUPS = "/kind/kindfix/backups"
 FULL_SIZE = "4m"
@@ -159,16 +158,6 @@ def _seeded(bed: Bed) -> list[EtcdData]:
             for d in (etcd_data(bed, n) for n in bed.control_planes)]
 
 
-def _permute_all(bed: Bed) -> None:
-    """Every node moves, also on a bed permuted before (rotate by current IP)."""
-    ips = bed.ips()
-    by_ip = sorted(bed.nodes, key=lambda n: ipaddress.ip_address(ips[n] or "0.0.0.0"))
-    perm = permute(bed, order=by_ip[1:] + by_ip[:1])
-    assert sorted(perm.moved) == sorted(bed.nodes), perm
-    wait_booted(bed)
-    timed("permute", perm.seconds)
-
-
 @dataclass(frozen=True)
 class Faulted:
     victim: str
@@ -201,7 +190,7 @@ def disk_full(bed: Bed) -> Faulted:
     if shutil.which("nsenter") is None or os.geteuid() != 0:
         pytest.skip("needs nsenter as root on the engine's host (mounts in a node)")
     seeded = _seeded(bed)
-    _permute_all(bed)
+    permute_all(bed)
     victim = bed.control_planes[1]
     mounted = _nsenter(bed, victim, _FILL)
     if mounted.returncode != 0:
@@ -262,12 +251,12 @@ LATE = "etcd: swapping in"  # past the point of no return: restored data goes in
 
 
 @pytest.fixture(scope="module", params=[
-    EARLY, pytest.param(LATE, marks=[pytest.mark.slow, _skip_unless_slow])])
+    EARLY, pytest.param(LATE, marks=[pytest.mark.slow, skip_unless_slow])])
 def node_stopped(request: pytest.FixtureRequest, bed: Bed) -> Faulted:
     seeded = _seeded(bed) if healthy_within(bed, 5).healthy else [
         EtcdData(bed.control_planes[0], 0, frozenset(
             (f"/registry/kindbed/seed-{i}", f"value-{i}") for i in range(1, bed.seeded_keys + 1)))]
-    _permute_all(bed)
+    permute_all(bed)
     victim = bed.control_planes[2]
     before = members_settled(bed, Members(len(bed.control_planes), 0), timeout_s=30)
     container = bed.client.containers.get(victim)
@@ -327,7 +316,7 @@ def test_node_stopped_mid_run_then_started_the_next_run_finishes_the_job(
 
 
 @pytest.mark.slow
-@_skip_unless_slow
+@skip_unless_slow
 def test_disk_full_on_a_healthy_member_during_a_member_update_keeps_quorum(
         make_bed: Callable[..., Bed]) -> None:
     if shutil.which("nsenter") is None or os.geteuid() != 0:

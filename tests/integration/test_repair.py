@@ -39,17 +39,13 @@ from .repair_helpers import (
     live_repair,
     running_containers,
     sha256_in,
+    skip_unless_slow,
     timed,
     wait_booted,
     wait_healthy,
 )
 
 pytestmark = pytest.mark.docker
-
-# `slow` marks the long extras; the skipif keeps them out of `make test` until the KINDFIX_SLOW
-# switch exists in a conftest (then the skipif can go)
-_skip_unless_slow = pytest.mark.skipif(os.environ.get("KINDFIX_SLOW") != "1",
-                                       reason="long-running; set KINDFIX_SLOW=1")
 
 
 # --- beds ----------------------------------------------------------------------------------------
@@ -332,7 +328,7 @@ def test_killed_repairs_are_continued_as_one_run_with_a_readable_journal(
 
 
 @pytest.mark.slow
-@_skip_unless_slow
+@skip_unless_slow
 @pytest.mark.parametrize(("marker", "strategy"), [(m, "auto") for m in KILL_POINTS]
                          + [(m, "force-new-cluster") for m in FNC_KILL_POINTS])
 def test_repair_killed_once_then_run_again_ends_healthy(ha_bed: Bed, marker: str,
