@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from kindfix import etcd
+from kindfix import etcd, probes
 from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
@@ -146,6 +146,22 @@ def _each(check: Callable[[T], Check], items: Sequence[T]) -> list[Check]:
         return list(pool.map(check, items))
 
 
+def _member_list_and_status(node: Node, wait: float
+                             ) -> tuple[list[probes.EtcdMember], dict[str, Any]] | str:
+    """The member list and status from a member that just had a leader, retried for up to
+    `wait` seconds: right after a repair a member can go away for a moment (a kubelet that
+    restarts or replaces its pod), which is "not yet", not a reason to stop verifying with a
+    traceback-like error. The last error when it never answered."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return etcd.members(node), etcd.call(node, "/v3/maintenance/status")
+        except KindfixError as err:
+            if time.monotonic() >= deadline:
+                return err.message
+        time.sleep(0.5)
+
+
 def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int, wait: float
                  ) -> list[Check]:
     def has_leader(name: str) -> Check:
@@ -158,7 +174,11 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
     leader = next((nodes[c.node] for c in checks if c.ok), None)
     if leader is None:
         return checks
-    members = etcd.members(leader)
+    listed = _member_list_and_status(leader, wait)
+    if isinstance(listed, str):
+        checks.append(Check(leader.name, "etcd member list and status read", False, listed))
+        return checks
+    members, st = listed
     for m in members:
         member_node = cluster.node(m.name)
         want = member_node.ips() if member_node else ()
@@ -170,7 +190,6 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
     missing = {cp.name for cp in cluster.control_planes} - {m.name for m in members}
     checks += [Check(name, "etcd member present", False, "not in the member list")
                for name in sorted(missing)]
-    st = etcd.status(leader) or {}
     revision = int(st.get("header", {}).get("revision", 0))
     checks.append(Check(cluster.control_planes[0].name, "etcd revision kept",
                         revision >= min_revision, f"revision {revision} (before: {min_revision})"))

@@ -350,3 +350,34 @@ def test_a_cordoned_node_is_still_ready() -> None:
         f"{n.name}   {'Ready,SchedulingDisabled' if n.name == 'kind-worker' else 'Ready'}   "
         "<none>   5m   v1.29.2\n" for n in cluster.kube_nodes)))
     assert failures(cluster, nodes) == []
+
+
+def _member_list_refused(gw: FakeEtcd, times: int) -> None:
+    """The member list request is refused `times` times (the member went away for a moment
+    after it had answered with a leader), as a live etcd whose pod is being replaced does."""
+    left = [times]
+
+    def before(g: FakeEtcd) -> None:
+        if g.requests[-1][1] == "/v3/cluster/member/list" and left[0] > 0:
+            left[0] -= 1
+            g.serving = lambda _node: False
+        else:
+            g.serving = None
+
+    gw.before = before
+
+
+def test_etcd_going_away_for_a_moment_after_its_leader_check_is_waited_for() -> None:
+    cluster, nodes, gw = healthy_ha()
+    _member_list_refused(gw, 2)
+    v = verify(cluster, nodes, min_revision=gw.revision, wait=5)
+    assert v.healthy, v.failures()
+    assert [r[1] for r in gw.requests].count("/v3/cluster/member/list") == 3
+
+
+def test_etcd_that_never_lists_its_members_is_a_failed_check_not_an_error() -> None:
+    cluster, nodes, gw = healthy_ha()
+    _member_list_refused(gw, 1000)
+    lines = failures(cluster, nodes, min_revision=gw.revision)
+    assert any("etcd member list and status read" in ln and "did not answer" in ln
+               for ln in lines), lines
