@@ -226,7 +226,7 @@ class Applier:
         if pods and not self.recorder.is_done(refresh):
             # journaled before the first write: a run killed after it restarts the kubelet on
             # the next `kindfix repair`, whose plan no longer has these (written) files
-            self._note(f"{REFRESH}={refresh} {','.join(pods)}")
+            self.recorder.add_note(f"{REFRESH}={refresh} {','.join(pods)}", once=True)
         self.recorder.declare(node, originals)
         for k, (step, (_, original)) in enumerate(zip(steps, originals)):
             try:
@@ -239,12 +239,6 @@ class Applier:
             # before the next wave: the etcd preparation parks etcd.yaml from here on
             kubelet.refresh(node, pods, self._say)
             self.recorder.mark_done(refresh)
-
-    def _note(self, note: str) -> None:
-        with self.recorder._lock:
-            if note not in self.recorder.journal.notes:
-                self.recorder.journal.notes.append(note)
-        self.recorder.save()
 
     def _say(self, text: str) -> None:
         self.progress(f"      {text}")

@@ -492,8 +492,7 @@ class Recovery:
                      if n.startswith(key + "=")), None)
 
     def add_note(self, key: str, value: str) -> None:
-        self.rec.journal.notes.append(f"{key}={value}")
-        self.rec.save()
+        self.rec.add_note(f"{key}={value}")
 
     def snapshot_restore(self) -> None:
         self.prepare_restore()

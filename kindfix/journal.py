@@ -128,6 +128,15 @@ class RunRecorder:
     def is_done(self, key: str) -> bool:
         return key in self.journal.done
 
+    def add_note(self, note: str, once: bool = False) -> None:
+        """Journal a note (`key=value`; readers take the latest per key) and save; with `once`,
+        a note already there is not added again."""
+        with self._lock:
+            if once and note in self.journal.notes:
+                return
+            self.journal.notes.append(note)
+        self.save()
+
     def mark_done(self, *keys: str) -> None:
         with self._lock:
             self.journal.done.extend(k for k in keys if k not in self.journal.done)
