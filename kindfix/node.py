@@ -14,106 +14,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kindfix.errors import CommandError, KindfixError
+from kindfix.nodescripts import script
 from kindfix.runtime import ExecResult, Runtime
 
-# Reads every path given as an argument; for each prints a header line
-# "@@kindfix <ok|missing|unreadable> <index>" followed, when ok, by one line of base64.
-# A fixed script: paths travel as argv, never interpolated into shell text.
-_READ_FILES_SCRIPT = r"""
-i=0
-for p in "$@"; do
-  if [ -f "$p" ] && [ -r "$p" ]; then
-    printf '@@kindfix ok %d\n' "$i"; base64 -w0 < "$p"; printf '\n'
-  elif [ -e "$p" ]; then
-    printf '@@kindfix unreadable %d\n' "$i"
-  else
-    printf '@@kindfix missing %d\n' "$i"
-  fi
-  i=$((i+1))
-done
-"""
-
-# Writes stdin to a temp file next to the target, sets the mode, then renames over it.
-# Renames only a complete copy: a client killed mid-stream ends stdin early, and a partial file
-# must never replace the original. "$1" is the temp file, "$2" the sha256 it must have.
-COMPLETE_OR_ABORT = r"""
-complete() {
-  [ "$(sha256sum < "$1" | cut -d' ' -f1)" = "$2" ] && return 0
-  rm -f "$1"; echo "kindfix: incomplete write refused" >&2; exit 5
-}
-"""
-
-# A script that makes a temp file sets $t: whatever stops it (a failed command under set -e, a
-# signal) removes the temp file on the way out; a renamed one is forgotten (t=) first.
-TEMP_CLEANUP = r"""
-t=
-trap 'rm -f "$t"' EXIT
-trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
-"""
-
-# Makes what was renamed survive a crash of the node (the file's data before the rename, the
-# directory entry after it). `sync FILE` is an fsync (coreutils >= 8.24, every kind node); an
-# older sync ignores the arguments and flushes everything, still correct.
-DURABLE = r"""
-durable() { sync "$@" 2>/dev/null || true; }
-"""
-
-# Restarts each named static pod whose manifest did not change (it reads a changed kubeconfig or
-# certificate only at start): stops its running container, then removes the exited ones. The
-# removal matters: a real kubelet counts a `crictl stop` as a failure of the container and
-# restarts it only after its CrashLoopBackOff (>= 10 s, doubling; realkind finding 2b), and it
-# takes the back-off from the newest exited container (kuberuntime doBackOff): with none left,
-# its next sync starts the container at once. A kubelet restart would not do it: a new kubelet
-# adopts running containers whose pod is unchanged. Absent pods are skipped.
-RESTART_PODS = r"""
-for pod; do
-  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
-  [ -z "$ids" ] || crictl stop $ids >/dev/null || exit
-  old=$(crictl ps -a -q --state exited --name "^$pod\$" 2>/dev/null)
-  [ -z "$old" ] || crictl rm $old >/dev/null 2>&1 || true
-done
-"""
-
-# Makes the kubelet act on static pod manifests kindfix changed (args: the pods whose manifest
-# changed). A kubelet that started while no API server answered (every control plane after a
-# Docker restart) never terminates a static pod whose manifest changed or went: deletePod skips
-# "because sources aren't ready yet" and housekeeping waits for sourcesReady, which needs the
-# API server, which needs etcd (kubernetes#116880, #109596; realkind finding 1); the new pod
-# waits for the old one for ever, and the old one's containers keep being restarted under
-# back-off (finding 2). A new kubelet knows only the manifests on disk and has no back-off, but
-# it leaves an unknown pod's containers running (the same missing sources): so stop the kubelet,
-# stop and remove the old pods' containers, start it. Prints "@@kindfix no-systemctl" (exit 0)
-# where there is no systemctl: the caller says what that means.
-REFRESH_KUBELET = r"""
-command -v systemctl >/dev/null 2>&1 || { echo "@@kindfix no-systemctl"; exit 0; }
-systemctl stop kubelet || exit
-trap 'systemctl start kubelet' EXIT
-trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
-for pod; do
-  ids=$(crictl ps -q --name "^$pod\$" 2>/dev/null)
-  [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
-  old=$(crictl ps -a -q --state exited --name "^$pod\$" 2>/dev/null)
-  [ -z "$old" ] || crictl rm $old >/dev/null 2>&1 || true
-done
-trap - EXIT
-systemctl start kubelet
-"""
-NO_SYSTEMCTL = "@@kindfix no-systemctl"
+# The node scripts (kindfix/scripts/, composed by kindfix/nodescripts.py), by the names callers
+# and tests know them: the batched read, the atomic write, the two static pod restarts.
+_READ_FILES_SCRIPT = script("read-files")
+_WRITE_FILE_SCRIPT = script("write-file")
+RESTART_PODS = script("restart-pods")
+REFRESH_KUBELET = script("refresh-kubelet")
+NO_SYSTEMCTL = "@@kindfix no-systemctl"  # what refresh-kubelet.sh prints without systemctl
 MANIFESTS_DIR = "/etc/kubernetes/manifests/"
-
-_WRITE_FILE_SCRIPT = COMPLETE_OR_ABORT + TEMP_CLEANUP + DURABLE + r"""
-set -e
-p="$1"; mode="$2"
-d=$(dirname "$p")
-mkdir -p "$d"
-t=$(mktemp "$d/.kindfix.XXXXXX")
-cat > "$t"
-complete "$t" "$3"
-chmod "$mode" "$t"
-durable "$t"
-mv -f "$t" "$p"; t=
-durable "$d"
-"""
 
 
 # exit codes of an exec whose program does not exist or cannot run (no shell in the image)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from kindfix import node as node_mod
 from kindfix import nodescripts
 from kindfix.errors import KindfixError
 from kindfix.runtime import ContainerInfo, Endpoint, ExecResult, NetworkInfo
@@ -65,8 +64,8 @@ class FakeNode:
     def __post_init__(self) -> None:
         # The batched read and atomic write scripts of ContainerNode, answered from the dict
         # with the output contract kindfix.node documents (tested for real in test_node.py).
-        self.handlers.setdefault(("sh", "-c", node_mod._READ_FILES_SCRIPT), _read_script)
-        self.handlers.setdefault(("sh", "-c", node_mod._WRITE_FILE_SCRIPT), _write_script)
+        self.handlers.setdefault(("sh", "-c", SCRIPT, "read-files"), _read_script)
+        self.handlers.setdefault(("sh", "-c", SCRIPT, "write-file"), _write_script)
         self.handlers.setdefault(("sh", "-c", "true"), lambda *_: ok())  # "has it a shell?"
         # the cluster lock's scripts (kindfix/scripts/lock-*.sh; run for real in test_lock.py)
         for name, handler in (("lock-acquire", _lock_acquire), ("lock-status", _lock_status),

@@ -37,8 +37,7 @@ class Events:
         self.log: list[tuple[str, str, object]] = []
 
     def watch(self, node: FakeNode) -> None:
-        write, replace = (node.handlers[("sh", "-c", node_mod._WRITE_FILE_SCRIPT)],
-                          node.handler("journal-replace"))
+        write, replace = node.handler("write-file"), node.handler("journal-replace")
 
         def on_write(n: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
             if argv[4].startswith(journal.JOURNAL_DIR):

@@ -58,7 +58,7 @@ def test_written_manifests_make_the_kubelet_act_before_the_next_wave() -> None:
         order.append(" ".join(argv[4:]))
         return ok()
 
-    nodes[CP].on(("sh", "-c", REFRESH_KUBELET), refresh)
+    nodes[CP].on_script("refresh-kubelet", refresh)
     plan = _manifest_plan(nodes)
     ap.apply(plan)
     assert order == ["kube-apiserver etcd"]
@@ -75,7 +75,7 @@ def test_written_manifests_make_the_kubelet_act_before_the_next_wave() -> None:
 def test_a_killed_run_restarts_the_kubelet_it_owed() -> None:
     ap, nodes, _, said = plan_v014()
     calls: list[list[str]] = []
-    nodes[CP].on(("sh", "-c", REFRESH_KUBELET), lambda _n, argv, _: calls.append(
+    nodes[CP].on_script("refresh-kubelet", lambda _n, argv, _: calls.append(
         list(argv[4:])) or ok())
     # killed after writing the manifests: their steps done, the refresh not
     plan = _manifest_plan(nodes)
@@ -113,6 +113,40 @@ def test_restart_pods_removes_the_exited_container_so_no_back_off_applies(tmp_pa
     assert "crictl stop run1" in lines
     assert lines[-1] == "crictl rm old1"
     assert lines.index("crictl stop run1") < lines.index("crictl rm old1")
+
+
+def _failing_stop(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """_tools whose crictl lists two running containers and whose `crictl stop` exits 3."""
+    env, log = _tools(tmp_path, "old1")
+    (tmp_path / "bin" / "crictl").write_text(
+        f'#!/bin/sh\necho "crictl $*" >> {log}\n'
+        'case "$*" in stop*) echo "stop refused" >&2; exit 3;; *"--state exited"*) echo old1;; '
+        'ps*) printf "run1\\nrun2\\n";; esac\n')
+    return env, log
+
+
+def test_restart_pods_fails_the_step_when_a_stop_fails(tmp_path: Path) -> None:
+    # both scripts share lib/stop-then-remove.sh; only this one fails on a failed stop
+    env, log = _failing_stop(tmp_path)
+    out = subprocess.run(["sh", "-c", RESTART_PODS, "x", "kube-scheduler", "etcd"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 3
+    assert "stop refused" in out.stderr
+    lines = log.read_text().splitlines()
+    assert "crictl stop run1 run2" in lines  # one stop for all the pod's containers
+    assert not any("etcd" in ln for ln in lines)  # the next pod is not touched
+
+
+def test_refresh_goes_on_when_a_stop_fails(tmp_path: Path) -> None:
+    env, log = _failing_stop(tmp_path)
+    out = subprocess.run(["sh", "-c", REFRESH_KUBELET, "x", "kube-scheduler", "etcd"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0
+    assert out.stderr == ""  # quiet
+    lines = log.read_text().splitlines()
+    assert "crictl stop --timeout 10 run1 run2" in lines
+    assert lines.count("crictl rm old1") == 2  # both pods' exited containers removed
+    assert lines[-1] == "systemctl start kubelet"
 
 
 @pytest.mark.parametrize("crictl_ps", ["old1", ""])
