@@ -20,33 +20,12 @@ from dataclasses import dataclass
 
 from kindfix.discovery import Cluster
 from kindfix.node import Node
+from kindfix.nodescripts import script
 
 PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 WAIT_S = 30.0
 POLL_S = 1.0
 PROGRESS_EVERY_S = 5.0
-
-# For each static pod container name: "running", "cleared" (its exited containers removed),
-# "failed" (crictl rm refused) or "absent" (no container at all: e.g. its manifest is parked)
-_CLEAR = r"""
-for c; do
-  if [ -n "$(crictl ps -q --state running --name "^$c\$" 2>/dev/null)" ]; then
-    echo "$c running"; continue
-  fi
-  ids=$(crictl ps -a -q --state exited --name "^$c\$" 2>/dev/null)
-  if [ -z "$ids" ]; then echo "$c absent"
-  elif crictl rm $ids >/dev/null 2>&1; then echo "$c cleared"
-  else echo "$c failed"; fi
-done
-"""
-
-# Prints the names of the given static pod containers that run now
-_RUNNING = r"""
-for c; do
-  [ -z "$(crictl ps -q --state running --name "^$c\$" 2>/dev/null)" ] || echo "$c"
-done
-"""
-
 
 @dataclass(frozen=True)
 class Cleared:
@@ -56,7 +35,7 @@ class Cleared:
 
 
 def parse_clear(text: str) -> dict[str, str]:
-    """Pure: _CLEAR's output as pod -> state."""
+    """Pure: backoff-clear.sh's output as pod -> state."""
     out = {}
     for line in text.splitlines():
         name, _, state = line.strip().partition(" ")
@@ -66,7 +45,8 @@ def parse_clear(text: str) -> dict[str, str]:
 
 
 def _clear_node(node: Node) -> Cleared:
-    r = node.exec(["sh", "-c", _CLEAR, "kindfix-clear-backoff", *PODS], timeout=60)
+    r = node.exec(["sh", "-c", script("backoff-clear"), "kindfix-clear-backoff", *PODS],
+                  timeout=60)
     states = parse_clear(r.text()) if r.ok else {}
     cleared = tuple(p for p, s in states.items() if s in ("cleared", "failed"))
     if not r.ok or any(s == "failed" for s in states.values()):
@@ -77,7 +57,7 @@ def _clear_node(node: Node) -> Cleared:
 
 
 def _running(node: Node, pods: tuple[str, ...]) -> set[str]:
-    r = node.exec(["sh", "-c", _RUNNING, "kindfix-running", *pods], timeout=30)
+    r = node.exec(["sh", "-c", script("backoff-running"), "kindfix-running", *pods], timeout=30)
     return set(r.text().split()) if r.ok else set()
 
 

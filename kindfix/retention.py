@@ -16,13 +16,12 @@ from typing import ClassVar
 
 from kindfix.journal import JOURNAL_DIR, ROOT, Journal
 from kindfix.node import NO_SHELL, Node
+from kindfix.nodescripts import script
 
 FINISHED = ("done", "rolled-back")
 RUN_ID = re.compile(r"\d{8}T\d{6}Z-\d{4}")  # journal.new_run_id
 DELETE = "delete"
 KEEP = "keep"
-
-_DELETE_SCRIPT = 'for p; do rm -rf -- "$p" || exit; done'
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,8 @@ def backup_paths(journal: Journal, node_names: list[str]) -> dict[str, list[str]
 
 def _delete(node: Node, paths: list[str]) -> str | None:
     """None when deleted, else why not."""
-    result = node.exec(["sh", "-c", _DELETE_SCRIPT, "kindfix-prune", *paths], timeout=120)
+    result = node.exec(["sh", "-c", script("prune-backups"), "kindfix-prune", *paths],
+                       timeout=120)
     if result.exit_code in NO_SHELL:
         return f"left {len(paths)} backup path(s) on {node.name}: it has no shell to delete with"
     if not result.ok:

@@ -12,6 +12,7 @@ import pytest
 
 from kindfix import backoff
 from kindfix.discovery import Cluster, discover
+from kindfix.nodescripts import script
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, FakeRuntime, container, fail, ok
 
@@ -49,8 +50,8 @@ def cluster_with(*crictls: Crictl) -> tuple[Cluster, dict[str, FakeNode]]:
     for i, c in enumerate(crictls):
         name = CP if i == 0 else f"{CP}{i + 1}"
         node = FakeNode(name)
-        node.on(("sh", "-c", backoff._CLEAR), c.clear)
-        node.on(("sh", "-c", backoff._RUNNING), c.running)
+        node.on_script("backoff-clear", c.clear)
+        node.on_script("backoff-running", c.running)
         node.on(("systemctl", "restart", "kubelet"), ok())
         rt.add(container(name, "control-plane", f"172.18.0.{i + 2}"), node)
         nodes[name] = node
@@ -79,8 +80,8 @@ def test_exited_control_plane_containers_are_removed_and_waited_for() -> None:
     assert said == [f"[{CP}] cleared restart back-off of kube-apiserver, kube-scheduler "
                     "(removed exited containers)"]
     assert ("systemctl", "restart", "kubelet") not in nodes[CP].calls
-    assert any(call[:3] == ("sh", "-c", backoff._RUNNING) for call in nodes[CP].calls)
-    assert not any(call[:3] == ("sh", "-c", backoff._RUNNING) for call in nodes[CP2].calls)
+    assert nodes[CP].ran("backoff-running")
+    assert not nodes[CP2].ran("backoff-running")
 
 
 def test_when_crictl_rm_fails_the_kubelet_is_restarted() -> None:
@@ -105,7 +106,7 @@ def test_the_wait_is_bounded_and_shows_progress(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_node_whose_script_fails_gets_its_kubelet_restarted() -> None:
     cluster, nodes = cluster_with(Crictl({}))
-    nodes[CP].on(("sh", "-c", backoff._CLEAR), fail(1, "crictl: not found"))
+    nodes[CP].on_script("backoff-clear", fail(1, "crictl: not found"))
     [done] = backoff.clear(cluster, nodes, lambda _: None, wait=0)
     assert done.kubelet_restarted
 
@@ -130,14 +131,14 @@ elif args[0] == "rm":
 '''
 
 
-def run_script(tmp_path: Path, script: str, state: str, *pods: str, **env: str) -> str:
+def run_script(tmp_path: Path, name: str, state: str, *pods: str, **env: str) -> str:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     crictl = bin_dir / "crictl"
     crictl.write_text(FAKE_CRICTL.replace("/usr/bin/env python3", sys.executable))
     crictl.chmod(0o755)
     (tmp_path / "state").write_text(state)
-    r = subprocess.run(["sh", "-c", script, "x", *pods], capture_output=True, text=True,
+    r = subprocess.run(["sh", "-c", script(name), "x", *pods], capture_output=True, text=True,
                        check=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
                                         "CRICTL_STATE": str(tmp_path / "state"), **env})
     return r.stdout
@@ -148,16 +149,16 @@ def test_the_clear_script_removes_only_exited_containers_of_pods_not_running(
     state = ("a1 kube-apiserver exited\na2 kube-apiserver exited\n"
              "e1 etcd running\ne0 etcd exited\n"
              "s1 kube-scheduler-extra exited\n")
-    out = run_script(tmp_path, backoff._CLEAR, state, *backoff.PODS)
+    out = run_script(tmp_path, "backoff-clear", state, *backoff.PODS)
     assert backoff.parse_clear(out) == {"etcd": "running", "kube-apiserver": "cleared",
                                         "kube-controller-manager": "absent",
                                         "kube-scheduler": "absent"}
     # etcd runs: its old exited container stays (it is in no back-off that matters)
     assert (tmp_path / "state").read_text() == "e1 etcd running\ne0 etcd exited\n" \
         "s1 kube-scheduler-extra exited\n"
-    out = run_script(tmp_path, backoff._CLEAR, "a1 kube-apiserver exited\n", "kube-apiserver",
+    out = run_script(tmp_path, "backoff-clear", "a1 kube-apiserver exited\n", "kube-apiserver",
                      CRICTL_RM_FAILS="1")
     assert out == "kube-apiserver failed\n"
-    out = run_script(tmp_path, backoff._RUNNING, "e1 etcd running\na1 kube-apiserver exited\n",
+    out = run_script(tmp_path, "backoff-running", "e1 etcd running\na1 kube-apiserver exited\n",
                      "etcd", "kube-apiserver")
     assert out == "etcd\n"

@@ -11,6 +11,7 @@ import pytest
 
 from kindfix import lock, retention
 from kindfix.journal import JOURNAL_DIR, Journal
+from kindfix.nodescripts import script
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, FakeRuntime, container, ok
 from tests.unit.helpers_nodes import local_node, with_file_commands
@@ -40,7 +41,7 @@ def test_the_rule_keeps_the_newest_and_every_unfinished_run() -> None:
 
 
 def _delete_handler(node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-    # retention._DELETE_SCRIPT: rm -rf of each argument (run for real below)
+    # prune-backups.sh: rm -rf of each argument (run for real below)
     for path in argv[4:]:
         for p in [p for p in node.files if p == path or p.startswith(path.rstrip("/") + "/")]:
             del node.files[p]
@@ -51,7 +52,7 @@ def cluster_with_runs(statuses: Sequence[str]) -> tuple[FakeRuntime, FakeNode, F
     rt = FakeRuntime()
     cp, worker = with_file_commands(FakeNode(CP)), with_file_commands(FakeNode(WORKER, "worker"))
     for n in (cp, worker):
-        n.on(("sh", "-c", retention._DELETE_SCRIPT), _delete_handler)
+        n.on_script("prune-backups", _delete_handler)
     for j in runs_of(*statuses):
         cp.files[f"{JOURNAL_DIR}/{j.run_id}.json"] = j.to_json()
         for n in (cp, worker):
@@ -98,8 +99,8 @@ def test_prune_deletes_old_finished_runs_on_every_node_under_the_lock(run: Run) 
 
 def test_prune_keeps_the_journals_when_a_node_could_not_delete(run: Run) -> None:
     rt, cp, worker = cluster_with_runs(["done", "done", "done"])
-    worker.on(("sh", "-c", retention._DELETE_SCRIPT),
-              ExecResult(1, b"", b"rm: cannot remove '/kind/kindfix/backups': Read-only"))
+    worker.on_script("prune-backups",
+                     ExecResult(1, b"", b"rm: cannot remove '/kind/kindfix/backups': Read-only"))
     r = run(["runs", "--prune", "--keep", "1"], rt)
     assert r.code == 0
     assert "note: could not delete on kind-worker: rm: cannot remove" in r.out
@@ -117,7 +118,7 @@ def test_the_delete_script_for_real(tmp_path: Path) -> None:
     journal_file.write_bytes(b"{}")
     keep = tmp_path / "backups" / "other"
     keep.mkdir()
-    node.exec(["sh", "-c", retention._DELETE_SCRIPT, "kindfix-prune",
+    node.exec(["sh", "-c", script("prune-backups"), "kindfix-prune",
                str(tmp_path / "backups" / "run one"), str(journal_file)])
     assert not (tmp_path / "backups" / "run one").exists()
     assert not journal_file.exists()

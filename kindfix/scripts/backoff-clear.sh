@@ -1,0 +1,15 @@
+# Clearing the kubelet's CrashLoopBackOff (kindfix/backoff.py): for each static pod container
+# name in "$@" prints one line "<name> <state>": "running", "cleared" (its exited containers
+# removed: with none left the kubelet starts it at its next sync, kuberuntime doBackOff),
+# "failed" (crictl rm refused) or "absent" (no container at all: e.g. its manifest is parked).
+for c; do
+  if [ -n "$(crictl ps -q --state running --name "^$c\$" 2>/dev/null)" ]; then
+    echo "$c running"; continue
+  fi
+  ids=$(crictl ps -a -q --state exited --name "^$c\$" 2>/dev/null)
+  # crictl prints hex IDs, one a line: split on purpose, one `crictl rm` for them all
+  # shellcheck disable=SC2086
+  if [ -z "$ids" ]; then echo "$c absent"
+  elif crictl rm $ids >/dev/null 2>&1; then echo "$c cleared"
+  else echo "$c failed"; fi
+done
