@@ -14,47 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kindfix.nodescripts import script
+
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
 
-# Asks the local etcd member over its JSON gateway (curl is on every kind node; etcdctl is not,
-# it lives in the etcd image). Bounded by curl's --max-time. Without quorum the client port
-# hangs, so the metrics/health endpoint on 127.0.0.1:2381 is asked first, and a member whose
-# metrics say it has no leader is not asked on the client port at all.
-_ETCD_SCRIPT = r"""
-pki=/etc/kubernetes/pki/etcd
-# kubeadm makes an IPv6 member listen on [::1], never on 127.0.0.1
-q() { for h in 127.0.0.1 '[::1]'; do
-  curl -sS --max-time "$qt" --cacert "$pki/ca.crt" --cert "$pki/healthcheck-client.crt" \
-    --key "$pki/healthcheck-client.key" -X POST -d '{}' "https://$h:2379$1" && return 0
-  rc=$?; [ "$rc" = 7 ] || return "$rc"
-done; return 7; }
-m() { for h in 127.0.0.1 '[::1]'; do
-  curl -sS --max-time 2 "http://$h:2381$1" && return 0
-  rc=$?; [ "$rc" = 7 ] || return "$rc"
-done; return 7; }
-section() { printf '\n@@kindfix-section %s %s\n' "$1" "$2"; }
-d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
-# metrics and health first (plain HTTP on loopback: fast, and they answer without quorum)
-(m /health > "$d/3" 2>&1; echo $? > "$d/3.rc") &
-(m /metrics 2>&1 | grep -E '^etcd_(server_has_leader|server_is_leader|debugging_mvcc_current_revision|debugging_mvcc_keys_total|server_proposals_applied_total|mvcc_db_total_size_in_bytes) ' > "$d/4"; echo $? > "$d/4.rc") &
-wait
-# a member that reports no leader hangs on its client port until curl gives up: skip it; one
-# whose metrics port is not listening yet is starting: ask briefly
-qt=3; [ "$(cat "$d/4.rc")" = 0 ] || qt=1
-if grep -q '^etcd_server_has_leader 0' "$d/4"; then
-  for i in 1 2; do echo "skipped: etcd reports no leader" > "$d/$i"; echo 28 > "$d/$i.rc"; done
-else
-  (q /v3/cluster/member/list > "$d/1" 2>&1; echo $? > "$d/1.rc") &
-  (q /v3/maintenance/status > "$d/2" 2>&1; echo $? > "$d/2.rc") &
-  wait
-fi
-i=1
-for name in member-list status health metrics; do
-  section "$name" "$(cat "$d/$i.rc")"; cat "$d/$i"; i=$((i+1))
-done
-section end 0
-"""
-ETCD_PROBE: tuple[str, ...] = ("sh", "-c", _ETCD_SCRIPT, "kindfix-etcd-probe")
+# Asks the local etcd member over its JSON gateway, metrics and health first
+# (kindfix/scripts/etcd-probe.sh says how it stays bounded without quorum).
+ETCD_PROBE: tuple[str, ...] = ("sh", "-c", script("etcd-probe"), "kindfix-etcd-probe")
 
 # Static pod containers as the node's CRI sees them.
 CRICTL_PS: tuple[str, ...] = ("crictl", "ps", "-a", "-o", "json")

@@ -26,6 +26,7 @@ from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
 from kindfix.node import Node
+from kindfix.nodescripts import script
 from kindfix.x509 import parse_pem_certificates
 
 ELECTED = (("kube-controller-manager", "/etc/kubernetes/controller-manager.conf"),
@@ -61,22 +62,6 @@ _HEALTH_URLS = (
     ("kube-scheduler /healthz", "https://{host}:10259/healthz"),
 )
 
-# GET through an apiserver with a kubeconfig's credentials: "$1" kubeconfig, "$2" server (empty:
-# the kubeconfig's own), "$3" path. Prints "@@status <http code or curl error>", the body, then
-# "@@now <node clock>". Inline *-data or file paths, as kubeadm and kind write them.
-_KUBE_GET = r"""
-k=$1; d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
-get() { sed -n "s|^ *$1: *||p" "$k" | head -n1 | tr -d '"'; }
-pick() { v=$(get "$1-data"); if [ -n "$v" ]; then printf %s "$v" | base64 -d > "$2"
-         else p=$(get "$1"); [ -z "$p" ] || cp "$p" "$2"; fi; }
-pick certificate-authority "$d/ca"; pick client-certificate "$d/crt"; pick client-key "$d/key"
-server=${2:-$(get server)}
-code=$(curl -sS --max-time 5 --cacert "$d/ca" --cert "$d/crt" --key "$d/key" -o "$d/body" \
-  -w '%{http_code}' "$server$3" 2>"$d/err") || code="error $(tail -n1 "$d/err")"
-echo "@@status $code"; cat "$d/body" 2>/dev/null; echo; echo "@@now $(date +%s)"
-"""
-
-
 @dataclass(frozen=True)
 class KubeGet:
     status: str  # the HTTP code, or "error <curl's message>"
@@ -85,7 +70,7 @@ class KubeGet:
 
 
 def parse_kube_get(text: str) -> KubeGet:
-    """Pure: _KUBE_GET's output."""
+    """Pure: kube-get.sh's output."""
     _, _, rest = text.partition("@@status ")
     status, _, rest = rest.partition("\n")
     body, _, clock = rest.rpartition("@@now ")
@@ -97,7 +82,7 @@ def parse_kube_get(text: str) -> KubeGet:
 
 
 def kube_get(node: Node, kubeconfig: str, path: str, server: str = "") -> KubeGet:
-    r = node.exec(["sh", "-c", _KUBE_GET, "kindfix-kube-get", kubeconfig, server, path],
+    r = node.exec(["sh", "-c", script("kube-get"), "kindfix-kube-get", kubeconfig, server, path],
                   timeout=20)
     if r.exit_code == 127 or "@@status" not in r.text():
         return KubeGet(f"error {r.stderr.decode(errors='replace').strip()[:120]}", "", None)
@@ -196,20 +181,6 @@ def _etcd_checks(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int,
     return checks
 
 
-# N requests through the load balancer in one exec, each printing its HTTP code and the chain the
-# server presented (curl >= 7.88 `%{certs}`; older curl prints nothing for it), then a separator;
-# first curl's version line
-_THROUGH_LB = r"""
-echo "@@kindfix-curl $(curl --version 2>/dev/null | head -n1)"
-i=0
-while [ "$i" -lt "$1" ]; do
-  curl -sk --max-time 3 -o /dev/null -w '%{http_code}\n%{certs}\n' "$2" 2>/dev/null
-  echo @@kindfix-request
-  i=$((i+1))
-done
-"""
-
-
 def served_by(cluster: Cluster, pem: str) -> str | None:
     """The control plane whose apiserver presented this chain: its leaf names the node (kubeadm
     puts the node name and its IP in the apiserver certificate)."""
@@ -242,7 +213,7 @@ def _lb_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> list[
     version = [""]
 
     def all_routes() -> tuple[bool, str]:
-        r = node.exec(["sh", "-c", _THROUGH_LB, "kindfix-through-lb", str(rounds), url],
+        r = node.exec(["sh", "-c", script("through-lb"), "kindfix-through-lb", str(rounds), url],
                       timeout=15 + 4 * rounds)
         text = r.text()
         if text.startswith("@@kindfix-curl "):

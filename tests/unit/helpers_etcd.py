@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from kindfix import verify
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode
 
@@ -57,12 +56,12 @@ class FakeEtcd:
     def attach(self, *nodes: FakeNode) -> None:
         for node in nodes:
             node.on(("curl",), self._handle)
-            node.on(("sh", "-c", verify._THROUGH_LB), self._through_lb)
+            node.on_script("through-lb", self._through_lb)
             self._attached[node.name] = node
 
     def _through_lb(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
                     ) -> ExecResult:
-        """verify._THROUGH_LB: argv[4] requests to argv[5], each printing its HTTP code and the
+        """through-lb.sh: argv[4] requests to argv[5], each printing its HTTP code and the
         serving chain (curl >= 7.88 %{certs}), then @@kindfix-request. Like kind's haproxy
         (mode tcp, balance roundrobin) each connection goes to the next backend not DOWN."""
         up = [n for n in self._attached if n not in self.lb_down]

@@ -29,7 +29,7 @@ def micro(t: float) -> str:
 
 @dataclass
 class FakeApi:
-    """What verify._KUBE_GET gets from the apiservers: the two Leases (renewed at every read,
+    """What kube-get.sh gets from the apiservers: the two Leases (renewed at every read,
     as a live leader renews every 2 s, unless `frozen`), and per (node, kubeconfig) an error
     instead of /healthz ok (a stale server or certificate in that kubeconfig)."""
 
@@ -42,7 +42,7 @@ class FakeApi:
 
     def attach(self, *nodes: FakeNode) -> None:
         for node in nodes:
-            node.on(("sh", "-c", verify_module._KUBE_GET), self.handle)
+            node.on_script("kube-get", self.handle)
 
     def handle(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         kubeconfig, _server, path = argv[4], argv[5], argv[6]
