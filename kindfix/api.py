@@ -27,6 +27,7 @@ from kindfix.journal import (
     new_run_id,
 )
 from kindfix.journal import rollback as restore_files
+from kindfix.leases import LeaseReleaser
 from kindfix.lock import Holder, cluster_lock
 from kindfix.names import validate_cluster_name
 from kindfix.node import ContainerNode, Node
@@ -173,7 +174,8 @@ class Applied:
 def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[str, Node],
                      snapshots: Mapping[str, NodeSnapshot], plan: Plan, journal: Journal | None,
                      *, confirm: Callable[[Plan], bool], progress: Callable[[str], None],
-                     verify_wait: float, min_revision: int, what: str = "repair") -> Applied:
+                     verify_wait: float, min_revision: int, what: str = "repair",
+                     release_leases: bool = True) -> Applied:
     """After a confirmation: journal the run, apply the plan (continuing `journal` when given),
     then verify the cluster and record how the run ended. Shared by repair and restore."""
     applied: tuple[str, ...] = ()
@@ -199,10 +201,19 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
         cluster = discover(runtime, name)
         nodes = {n.name: node_factory(runtime)(n) for n in cluster.nodes}
     progress("verifying: etcd, apiserver, controller-manager, scheduler, load balancer")
-    verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait)
-    if journal is not None and run_id is not None:
-        journal.status = DONE if verification.healthy else UNHEALTHY
-        RunRecorder(journal, nodes[cluster.control_planes[0].name]).save()
+    # kindfix changed something: old holders' Leases are released beside verify (leases.py)
+    ending = RunRecorder(journal, nodes[cluster.control_planes[0].name]) \
+        if journal is not None and run_id is not None else None
+    releaser = LeaseReleaser(cluster, nodes, progress, ending.add_note, verify_wait).start() \
+        if ending is not None and release_leases else None
+    try:
+        verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait)
+    finally:
+        if releaser is not None:
+            releaser.stop()
+    if ending is not None:
+        ending.journal.status = DONE if verification.healthy else UNHEALTHY
+        ending.save()
     return Applied(run_id, applied, verification)
 
 
@@ -224,7 +235,8 @@ def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str 
         before = max(report.etcd.revisions.values(), default=0)
         done = apply_and_verify(runtime, name, cluster, members, snapshots, plan, journal,
                                 confirm=confirm, progress=progress, verify_wait=verify_wait,
-                                min_revision=before)
+                                min_revision=before,
+                                release_leases=not only or "restarts" in only)
         run_id, applied, verification = done.run_id, done.applied, done.verification
         pinned: tuple[PinResult, ...] = ()
         warnings: tuple[str, ...] = said

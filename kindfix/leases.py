@@ -1,0 +1,150 @@
+"""Releases leader-election Leases whose holder is gone, as client-go's own release does.
+
+After a repair, the kube-controller-manager and kube-scheduler that run are new processes, but the
+Leases kube-system/<component> in etcd still name the holders from before Docker restarted the
+nodes. client-go (tools/leaderelection, tryAcquireOrRenew) lets a candidate take a Lease held by
+another only once it has seen the record unchanged for leaseDurationSeconds (15 s) on its own
+clock, so every such repair leaves the cluster without a controller-manager and scheduler for 15 s
+after the apiserver first answers (verify waits for that).
+
+A record whose renewTime is older than its duration has no live holder: a leader renews every
+retry period (2 s) and stops leading when it cannot renew within its renew deadline (10 s; the
+controller-manager and scheduler then exit). kindfix writes, for that holder, the record
+LeaderElector.release writes on a clean shutdown (holderIdentity "", leaseDurationSeconds 1,
+acquire/renew time now, transitions kept), with the resourceVersion it read: a holder that renewed
+in between makes the write fail (409 Conflict) and nothing changes. A candidate takes a released
+Lease at its next try. Age is judged with the node's clock against renewTime, written by a holder
+on a node of the same cluster: kind's nodes share the host's clock.
+
+Best effort: a Lease that cannot be read or written is left to client-go's own 15 s; nothing here
+fails a repair. Each release is said as progress and kept in the run's journal (the old record).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from kindfix.discovery import Cluster
+from kindfix.node import Node
+from kindfix.nodescripts import script
+from kindfix.verify import ELECTED, RENEW_SLACK_S, KubeGet, micro_time, parse_kube_get
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+POLL_S = 0.5
+
+
+def lease_path(component: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}"
+
+
+def kube_request(node: Node, path: str, server: str, method: str = "GET",
+                 body: bytes | None = None, kubeconfig: str = ADMIN_CONF) -> KubeGet:
+    """One apiserver request from inside `node` with a kubeconfig's credentials."""
+    r = node.exec(["sh", "-c", script("kube-api"), "kindfix-kube-api", kubeconfig, server, path,
+                   method], stdin=body, timeout=20)
+    if r.exit_code == 127 or "@@status" not in r.text():
+        return KubeGet(f"error {r.stderr.decode(errors='replace').strip()[:120]}", "", None)
+    return parse_kube_get(r.text())
+
+
+def _micro(now: float) -> str:
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def released_record(lease: dict[str, Any], now: float) -> dict[str, Any]:
+    """Pure: `lease` as client-go's LeaderElector.release leaves it (same resourceVersion, so the
+    apiserver refuses it if the holder renewed after it was read)."""
+    spec = dict(lease.get("spec") or {})
+    spec.update(holderIdentity="", leaseDurationSeconds=1, acquireTime=_micro(now),
+                renewTime=_micro(now))
+    return {**lease, "spec": spec}
+
+
+def gone_holder(lease: dict[str, Any], now: float, holders: Sequence[str]) -> str | None:
+    """Pure: the holder of `lease` when it is one of `holders` (node names: client-go's identity
+    is <hostname>_<uuid>) and has not renewed for longer than the lease lasts, else None."""
+    spec = lease.get("spec") or {}
+    holder = str(spec.get("holderIdentity") or "")
+    if not holder or holder.rsplit("_", 1)[0] not in holders:
+        return None
+    renewed = micro_time(str(spec.get("renewTime") or ""))
+    duration = float(spec.get("leaseDurationSeconds") or 15)
+    if renewed is None or now - renewed <= duration + RENEW_SLACK_S:
+        return None
+    return holder
+
+
+class LeaseReleaser:
+    """Watches the elected components' Leases for up to `wait` seconds (until each is held by a
+    live holder or released) and releases those whose holder is gone. Runs beside verify."""
+
+    def __init__(self, cluster: Cluster, nodes: Mapping[str, Node], say: Callable[[str], None],
+                 keep: Callable[[str], None], wait: float) -> None:
+        first = cluster.control_planes[0]
+        self._node = nodes[first.name]
+        self._server = f"https://{first.name}:6443"  # kubeadm puts the node name in apiserver.crt
+        self._holders = [cp.name for cp in cluster.control_planes]
+        self._say, self._keep, self._wait = say, keep, wait
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="kindfix-lease-release",
+                                        daemon=True)
+        self.released: list[str] = []
+        self._first_seen: dict[str, Any] = {}
+
+    def start(self) -> LeaseReleaser:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def run(self) -> None:
+        pending = [component for component, _ in ELECTED]
+        deadline = time.monotonic() + self._wait
+        while pending and not self._stop.is_set() and time.monotonic() < deadline:
+            pending = [c for c in pending if not self._settle(c)]
+            if pending:
+                self._stop.wait(POLL_S)
+
+    def _read(self, component: str) -> tuple[dict[str, Any] | None, float]:
+        """The Lease (empty when the answer is no Lease object) and the node's clock; None while
+        the apiserver does not answer."""
+        got = kube_request(self._node, lease_path(component), self._server)
+        if got.status != "200" or got.now is None:
+            return None, 0.0
+        try:
+            lease = json.loads(got.body)
+        except ValueError:
+            lease = {}
+        return (lease if isinstance(lease, dict) else {}), got.now
+
+    def _settle(self, component: str) -> bool:
+        """True once the component's Lease needs nothing from us: renewed since we first read it
+        (a live holder), released, held by no control plane of this cluster, or not a Lease."""
+        lease, now = self._read(component)
+        if lease is None:
+            return False  # apiserver not answering yet: look again
+        spec = lease.get("spec") or {}
+        first = self._first_seen.setdefault(component, spec.get("renewTime"))
+        ours = str(spec.get("holderIdentity") or "").rsplit("_", 1)[0] in self._holders
+        if not ours or spec.get("renewTime") != first:
+            return True
+        holder = gone_holder(lease, now, self._holders)
+        if holder is None:
+            return False  # renewed lately by a holder that may be alive: until it renews or not
+        body = json.dumps(released_record(lease, now)).encode()
+        put = kube_request(self._node, lease_path(component), self._server, "PUT", body)
+        if put.status != "200":
+            return put.status == "409"  # renewed or taken meanwhile: someone is alive
+        renewed = micro_time(str(spec.get("renewTime") or "")) or 0.0
+        self._keep(f"lease-released:{component}={json.dumps(spec, sort_keys=True)}")
+        self._say(f"released the Lease kube-system/{component}: its holder {holder} has not "
+                  f"renewed it for {now - renewed:.0f} s (client-go would wait 15 s more)")
+        self.released.append(component)
+        return True

@@ -1,0 +1,210 @@
+"""kindfix.leases: a Lease whose holder stopped renewing is released as client-go releases it;
+a live holder's never is (issue #10: the 15 s a new controller-manager waits otherwise)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from kindfix import leases
+from kindfix.leases import LeaseReleaser, gone_holder, released_record
+from kindfix.runtime import ExecResult
+from kindfix.verify import micro_time
+from tests.fakes import FakeNode
+from tests.unit.helpers_nodes import dump
+
+CP, CP2 = "kind-control-plane", "kind-control-plane2"
+NOW = 1_700_000_000.0
+
+
+def micro(t: float) -> str:
+    return leases._micro(t)
+
+
+def lease(holder: str, renewed: float, rv: str = "7", name: str = "kube-scheduler"
+          ) -> dict[str, Any]:
+    return {"kind": "Lease", "metadata": {"name": name, "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "acquireTime": micro(renewed - 100), "renewTime": micro(renewed),
+                     "leaseTransitions": 3}}
+
+
+def test_a_holder_that_stopped_renewing_is_gone() -> None:
+    assert gone_holder(lease(f"{CP}_ab", NOW - 60), NOW, [CP, CP2]) == f"{CP}_ab"
+
+
+@pytest.mark.parametrize("record", [
+    lease(f"{CP}_ab", NOW - 5),                  # renewed lately: may be alive
+    lease(f"{CP}_ab", NOW - 15 - 1),             # within the clock slack
+    lease("other-control-plane_ab", NOW - 60),   # another cluster's node: not ours to judge
+    lease("", NOW - 60),                         # released already
+])
+def test_no_holder_is_gone_without_evidence(record: dict[str, Any]) -> None:
+    assert gone_holder(record, NOW, [CP, CP2]) is None
+
+
+def test_the_released_record_is_client_gos() -> None:
+    old = lease(f"{CP}_ab", NOW - 60)
+    new = released_record(old, NOW)
+    assert new["metadata"] == old["metadata"]  # same resourceVersion: a renewal meanwhile wins
+    assert new["spec"]["holderIdentity"] == ""
+    assert new["spec"]["leaseDurationSeconds"] == 1
+    assert new["spec"]["leaseTransitions"] == 3
+    assert micro_time(new["spec"]["renewTime"]) == pytest.approx(NOW, abs=1e-3)
+    assert old["spec"]["holderIdentity"] == f"{CP}_ab"  # the input is not changed
+
+
+@dataclass
+class FakeLeases:
+    """What kube-api.sh gets from the first control plane's apiserver: Leases kept with a
+    resourceVersion, a PUT with another one refused 409 as the apiserver does. `live` holders
+    renew before every read (a leader renews every 2 s); `renew_before_put` ones renew between
+    kindfix's read and its write. The node's clock advances 1 s per request."""
+
+    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+    renew_before_put: set[str] = field(default_factory=set)
+    down: bool = False
+    now: float = NOW
+    puts: list[dict[str, Any]] = field(default_factory=list)
+
+    def renew(self, name: str) -> None:
+        record = self.leases[name]
+        record["spec"]["renewTime"] = micro(self.now)
+        record["metadata"]["resourceVersion"] = str(int(record["metadata"]["resourceVersion"]) + 1)
+
+    def handle(self, _node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        path, method = argv[6], argv[7]
+        name = path.rsplit("/", 1)[-1]
+        self.now += 1.0
+        if self.down:
+            return ExecResult(0, f"@@status error curl: (7) refused\n\n@@now {self.now}\n"
+                              .encode(), b"")
+        if name in self.live or (method == "PUT" and name in self.renew_before_put):
+            self.renew(name)
+        if method == "GET":
+            status, body = "200", json.dumps(self.leases[name])
+        else:
+            sent = json.loads(stdin or b"{}")
+            self.puts.append({**json.loads(stdin or b"{}"), "at": self.now})
+            current = self.leases[name]
+            if sent["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
+                status, body = "409", '{"kind":"Status","reason":"Conflict"}'
+            else:
+                self.leases[name] = sent
+                self.renew(name)
+                status, body = "200", json.dumps(sent)
+        return ExecResult(0, f"@@status {status}\n{body}\n@@now {self.now}\n".encode(), b"")
+
+
+def run(api: FakeLeases, wait: float = 30) -> tuple[LeaseReleaser, list[str], list[str]]:
+    cluster, _, nodes = dump("ha-3cp-healthy")
+    nodes[CP].on_script("kube-api", api.handle)
+    said: list[str] = []
+    notes: list[str] = []
+    releaser = LeaseReleaser(cluster, nodes, said.append, notes.append, wait)
+    releaser.run()
+    return releaser, said, notes
+
+
+@pytest.fixture(autouse=True)
+def no_poll_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leases, "POLL_S", 0.0)
+
+
+def test_leases_of_gone_holders_are_released_and_noted() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)})
+    releaser, said, notes = run(api)
+    assert sorted(releaser.released) == ["kube-controller-manager", "kube-scheduler"]
+    assert all(r["spec"]["holderIdentity"] == "" for r in api.leases.values())
+    assert [p["metadata"]["resourceVersion"] for p in api.puts] == ["7", "7"]
+    assert any(f"kube-system/kube-scheduler: its holder {CP2}_cd has not renewed" in s
+               for s in said)
+    kept = dict(n.split("=", 1) for n in notes)
+    assert json.loads(kept["lease-released:kube-scheduler"])["holderIdentity"] == f"{CP2}_cd"
+
+
+def test_a_live_holder_is_never_written() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)},
+                     live={"kube-controller-manager", "kube-scheduler"})
+    releaser, said, notes = run(api)
+    assert api.puts == [] and releaser.released == [] and said == [] and notes == []
+
+
+def test_a_holder_that_renews_between_read_and_write_keeps_its_lease() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)},
+                     renew_before_put={"kube-scheduler"})
+    releaser, _, notes = run(api)
+    assert releaser.released == ["kube-controller-manager"]
+    assert api.leases["kube-scheduler"]["spec"]["holderIdentity"] == f"{CP2}_cd"
+    assert [n.split("=")[0] for n in notes] == ["lease-released:kube-controller-manager"]
+
+
+def test_a_lease_renewed_lately_is_released_once_it_runs_out() -> None:
+    # read 5 s after the last renewal: maybe alive; watched until it is 17+ s old, not renewed
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 5,
+                                                       name="kube-controller-manager"),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)})
+    releaser, _, _ = run(api)
+    assert releaser.released == ["kube-scheduler", "kube-controller-manager"]
+    at = {p["metadata"]["name"]: p["at"] for p in api.puts}
+    assert at["kube-scheduler"] < NOW + 5  # released at once, not after the other
+    assert at["kube-controller-manager"] - (NOW - 5) > 15 + 2  # only once it ran out
+
+
+def test_a_foreign_holder_is_left_alone() -> None:
+    api = FakeLeases({"kube-controller-manager": lease("elsewhere_ab", NOW - 300),
+                      "kube-scheduler": lease("elsewhere_cd", NOW - 300)})
+    releaser, _, _ = run(api)
+    assert api.puts == [] and releaser.released == []
+
+
+def test_an_apiserver_that_never_answers_ends_the_watch_at_its_bound() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300)}, down=True)
+    releaser, said, _ = run(api, wait=0.2)
+    assert api.puts == [] and releaser.released == [] and said == []
+
+
+FAKE_CURL = r"""#!/bin/sh
+# stands in for curl: records its argv and the body it would send, answers 200
+out=; data=
+while [ $# -gt 0 ]; do
+  case $1 in -o) out=$2; shift ;; --data-binary) data=${2#@}; shift ;; esac
+  printf '%s\n' "$1" >> "$LOG"; shift
+done
+[ -z "$data" ] || { printf 'BODY:' >> "$LOG"; cat "$data" >> "$LOG"; }
+printf '{"kind":"Lease"}' > "$out"; printf 200
+"""
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_kube_api_script_sends_the_body_only_with_a_write(tmp_path: Any, method: str) -> None:
+    import base64
+    import os
+    import subprocess
+
+    from kindfix.nodescripts import script
+
+    (tmp_path / "curl").write_text(FAKE_CURL)
+    (tmp_path / "curl").chmod(0o755)
+    b64 = base64.b64encode(b"PEM").decode()
+    conf = tmp_path / "admin.conf"
+    conf.write_text(f"    certificate-authority-data: {b64}\n    server: https://x:6443\n"
+                    f"    client-certificate-data: {b64}\n    client-key-data: {b64}\n")
+    log = tmp_path / "log"
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "LOG": str(log)}
+    got = subprocess.run(["sh", "-c", script("kube-api"), "kindfix-kube-api", str(conf), "",
+                          "/apis/x", method], input=b'{"spec":{}}', env=env,
+                         capture_output=True, check=True, timeout=20)
+    assert got.stdout.decode().startswith('@@status 200\n{"kind":"Lease"}\n@@now ')
+    sent = log.read_text()
+    assert "https://x:6443/apis/x" in sent.splitlines()
+    assert ("BODY:{\"spec\":{}}" in sent) == (method == "PUT")
+    assert ("-X" in sent.splitlines()) == (method == "PUT")
