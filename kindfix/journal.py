@@ -137,6 +137,20 @@ class RunRecorder:
             self.journal.notes.append(note)
         self.save()
 
+    def note(self, key: str) -> str | None:
+        """The latest value noted under `key` (`key=value`), else None."""
+        with self._lock:
+            return next((n.split("=", 1)[1] for n in reversed(self.journal.notes)
+                         if n.startswith(key + "=")), None)
+
+    def forget(self, done_prefix: str, note_prefix: str) -> None:
+        """Drop the done keys and notes that start so (an undone stage runs afresh) and save."""
+        with self._lock:
+            self.journal.done[:] = [k for k in self.journal.done if not k.startswith(done_prefix)]
+            self.journal.notes[:] = [n for n in self.journal.notes
+                                     if not n.startswith(note_prefix)]
+        self.save()
+
     def mark_done(self, *keys: str) -> None:
         with self._lock:
             self.journal.done.extend(k for k in keys if k not in self.journal.done)
