@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 
 from kindfix.audit import AuditReport, EtcdState
 from kindfix.discovery import Cluster
+from kindfix.errors import KindfixError
 from kindfix.findings import STALE
 from kindfix.loadbalancer import lb_rewrites
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import KUBELET, POD_PREFIX, Patches, load_patches, restart_pod
 from kindfix.redact import redact
 from kindfix.rewrite import FileChange, file_changes
+from kindfix.steps import AUTO, REQUESTABLE, EtcdStrategy, StepKind
 
-STRATEGIES = ("auto", "member-update", "force-new-cluster", "snapshot-restore")
+STRATEGIES = REQUESTABLE  # what --etcd-strategy accepts
 
 
 def content_id(content: bytes | None) -> str:
@@ -43,27 +45,41 @@ class Step:
     # the changes a restart follows, the peer URLs etcd gets), so a file that is stale AGAIN
     # is a new step, never "already done" (issue #9).
     key: str
-    kind: str  # write-file | regen-cert | etcd | restart-pod | restart-kubelet | start-lb | fix-lb
+    kind: StepKind  # a plain string naming a kind is taken too (and checked)
     node: str
     summary: str
     diff: str = ""
     path: str = ""
     content: bytes = b""
-    phase: str = ""  # kubeadm certs phase, or the etcd strategy
+    # what the kind works with: the kubeadm certs phase (regen-cert), the pod (restart-pod),
+    # the EtcdStrategy (etcd). One field, as the journal's pending steps keep it ("phase").
+    phase: str = ""
     key_path: str = ""
 
     # the new file content may hold keys (kubeconfig client-key-data): reports show the
     # redacted diff instead
     __render_exclude__ = ("content",)
 
+    def __post_init__(self) -> None:
+        # ValueError for a kind kindfix does not know; the members for the strings
+        object.__setattr__(self, "kind", StepKind(self.kind))
+
+    @property
+    def strategy(self) -> EtcdStrategy:
+        """The etcd strategy of an etcd step (NONE for any other step)."""
+        return EtcdStrategy(self.phase) if self.kind == StepKind.ETCD else EtcdStrategy.NONE
+
 
 @dataclass(frozen=True)
 class Plan:
     cluster: str
     steps: tuple[Step, ...]
-    etcd_strategy: str  # none | member-update | force-new-cluster | snapshot-restore | decide
+    etcd_strategy: EtcdStrategy  # NONE exactly when no step is an etcd step
     explanation: tuple[str, ...] = field(default_factory=tuple)
     scope: str = ""  # a scoped repair (scope.py): what it holds and what it left out
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etcd_strategy", EtcdStrategy(self.etcd_strategy))
 
     @property
     def empty(self) -> bool:
@@ -79,7 +95,7 @@ def unified_diff(change: FileChange) -> str:
 
 def _file_steps(changes: list[FileChange]) -> list[Step]:
     return [Step(f"file:{c.node}:{c.path}:{content_id(c.old)}>{content_id(c.new)}",
-                 "write-file", c.node,
+                 StepKind.WRITE_FILE, c.node,
                  f"rewrite {c.path} ({', '.join(c.locations)})", unified_diff(c), c.path, c.new)
             for c in changes]
 
@@ -98,7 +114,7 @@ def _cert_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report:
                 steps.append(Step(
                     f"cert:{node.name}:{spec.phase}:{content_id(snap.file(spec.file))}>"
                     f"{','.join(node.ips())}",
-                    "regen-cert", node.name,
+                    StepKind.REGEN_CERT, node.name,
                     f"regenerate {spec.file} for {', '.join(node.ips())} "
                     f"(kubeadm init phase certs {spec.phase})",
                     path=spec.file, phase=spec.phase,
@@ -125,32 +141,37 @@ def _why_no_etcd_work(state: EtcdState) -> str:
     return "etcd membership and certificates are current"
 
 
-def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool) -> tuple[str, str]:
-    """(strategy, why) from what the members said."""
+def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool
+                         ) -> tuple[EtcdStrategy, str]:
+    """(strategy, why) from what the members said; `requested` is one of STRATEGIES."""
+    if requested not in STRATEGIES:
+        raise KindfixError(f"etcd strategy {requested!r}: not one kindfix knows",
+                           hint=f"one of {', '.join(STRATEGIES)}")
     state = report.etcd
     if not etcd_work:
-        return "none", _why_no_etcd_work(state)
-    if requested != "auto":
-        return requested, f"--etcd-strategy {requested} requested"
+        return EtcdStrategy.NONE, _why_no_etcd_work(state)
+    if requested != AUTO:
+        return EtcdStrategy(requested), f"--etcd-strategy {requested} requested"
     if state.quorum:
-        return "member-update", ("quorum intact: update each stale member's peer URL through "
-                                 "the cluster, one member at a time")
+        return EtcdStrategy.MEMBER_UPDATE, (
+            "quorum intact: update each stale member's peer URL through the cluster, one "
+            "member at a time")
     if state.quorum is None and len(state.moved) > state.size // 2:
         # Their peers dial the old addresses (wrong member, or none; kind#1689): a majority
         # that moved cannot be counted on to elect a leader, and member-update needs one.
-        return "snapshot-restore", (
+        return EtcdStrategy.SNAPSHOT_RESTORE, (
             f"{len(state.moved)} of {state.size} members moved (stale etcd certificates or "
             "addresses) and etcd is not answering yet: restore the most up-to-date member's "
             "data onto all of them with their current peer URLs; etcd gets a new cluster ID "
             "(--etcd-strategy force-new-cluster keeps WAL-only writes, slower)")
     if state.quorum is False:
-        return "snapshot-restore", (
+        return EtcdStrategy.SNAPSHOT_RESTORE, (
             "quorum lost: stop every member, copy every data dir, restore the most up-to-date "
             "member's data (highest revision) onto all of them with their current peer URLs and "
             "start them together; etcd gets a new cluster ID. Writes that only reached a "
             "member's WAL (an unclean stop in the last ~100 ms) are not in that data: "
             "--etcd-strategy force-new-cluster keeps them, member by member and slower")
-    return "decide", ("etcd is not answering yet: after the manifests are fixed, use "
+    return EtcdStrategy.DECIDE, ("etcd is not answering yet: after the manifests are fixed, use "
                       "member-update if a leader appears, else snapshot-restore")
 
 
@@ -173,10 +194,10 @@ def restart_steps(files: list[Step], certs: list[Step], patches: Patches | None 
                 kubelets.setdefault(node, ([], []))
             paths.append(path)
             ids += keys
-    steps = [Step(f"restart:{node}:{pod}:{_ids_of(keys)}", "restart-pod", node,
+    steps = [Step(f"restart:{node}:{pod}:{_ids_of(keys)}", StepKind.RESTART_POD, node,
                   f"restart {pod} (it reads {', '.join(paths)} only at start)", phase=pod)
              for (node, pod), (paths, keys) in pods.items()]
-    steps += [Step(f"kubelet:{node}:{_ids_of(keys)}", "restart-kubelet", node,
+    steps += [Step(f"kubelet:{node}:{_ids_of(keys)}", StepKind.RESTART_KUBELET, node,
                    f"restart the kubelet (it reads {', '.join(paths)} only at start)")
               for node, (paths, keys) in sorted(kubelets.items())]
     return steps
@@ -188,9 +209,9 @@ def restart_follows(restart: Step, cause: Step, patches: Patches | None = None) 
     if restart.node != cause.node or not cause.path:
         return False
     rules = (patches or load_patches()).restarts_for(cause.path)
-    if restart.kind == "restart-pod":
+    if restart.kind == StepKind.RESTART_POD:
         return f"{POD_PREFIX}{restart.phase}" in rules
-    return restart.kind == "restart-kubelet" and KUBELET in rules
+    return restart.kind == StepKind.RESTART_KUBELET and KUBELET in rules
 
 
 def etcd_target(cluster: Cluster) -> str:
@@ -204,20 +225,20 @@ def _lb_steps(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot]) -> list[S
         return []
     steps = []
     if not lb.running:
-        steps.append(Step("lb:start", "start-lb", lb.name,
+        steps.append(Step("lb:start", StepKind.START_LB, lb.name,
                           f"start the load balancer container {lb.name} (it is {lb.state})"))
     rewrites = lb_rewrites(cluster, snapshots.get(lb.name))
     if not lb.running or rewrites:
         diff = "".join(unified_diff(FileChange(lb.name, path, old, new, ()))
                        for path, (old, new) in rewrites.items())
         what = ", ".join(rewrites) if rewrites else "its backends once it runs"
-        steps.append(Step(f"lb:config:{_ids_of([lb.state, diff])}", "fix-lb", lb.name,
+        steps.append(Step(f"lb:config:{_ids_of([lb.state, diff])}", StepKind.FIX_LB, lb.name,
                           f"fix the load balancer's config ({what}) and reload it", diff))
     return steps
 
 
 def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: AuditReport,
-              etcd_strategy: str = "auto", patches: Patches | None = None) -> Plan:
+              etcd_strategy: str = AUTO, patches: Patches | None = None) -> Plan:
     """The repair of what `report` (the audit of these very snapshots, with the same patches)
     found stale."""
     patches = patches or load_patches()
@@ -231,8 +252,9 @@ def make_plan(cluster: Cluster, snapshots: Mapping[str, NodeSnapshot], report: A
     # restarts before etcd: a restarted apiserver waits for etcd, and comes up with it
     files = _file_steps(changes)
     steps = files + certs + restart_steps(files, certs, patches)
-    if strategy != "none":
-        steps.append(Step(f"etcd:{etcd_target(cluster)}", "etcd", cluster.control_planes[0].name,
+    if strategy != EtcdStrategy.NONE:
+        steps.append(Step(f"etcd:{etcd_target(cluster)}", StepKind.ETCD,
+                          cluster.control_planes[0].name,
                           f"etcd membership: {strategy} ({why})", phase=strategy))
     steps += _lb_steps(cluster, snapshots)
     return Plan(cluster.name, tuple(steps), strategy, (why,))

@@ -50,7 +50,7 @@ def to_data(obj: Any) -> Any:
         return [to_data(v) for v in obj]
     if isinstance(obj, bytes):
         return obj.decode(errors="replace")
-    return obj
+    return str(obj) if isinstance(obj, str) else obj  # a StrEnum member: YAML needs its value
 
 
 def as_json(obj: Any) -> str:

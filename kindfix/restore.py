@@ -41,9 +41,12 @@ from kindfix.plan import (
 )
 from kindfix.rewrite import FileChange
 from kindfix.runtime import Runtime
+from kindfix.steps import EtcdStrategy, StepKind
 from kindfix.verify import Verification
 
-ETCD_PHASE = RESTORE_BACKUP  # the etcd step's strategy: snapshot restore from the backup
+# the etcd step's strategy: snapshot restore from the backup (ValueError at import, should the
+# recovery's name for it and the plan's vocabulary ever differ)
+ETCD_PHASE = EtcdStrategy(RESTORE_BACKUP)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def plan_restore(cluster: Cluster, backup: LoadedBackup, live: Mapping[str, Node
     final = {(f.node, f.path): f.content for f in backup.files}
     fixed = set()
     for s in repair.steps:
-        if s.kind == "write-file":
+        if s.kind == StepKind.WRITE_FILE:
             final[(s.node, s.path)] = s.content
             fixed.add((s.node, s.path))
     files = []
@@ -182,28 +185,30 @@ def plan_restore(cluster: Cluster, backup: LoadedBackup, live: Mapping[str, Node
             "from the backup"
         change = FileChange(node, path, now or b"", content, (how,))
         files.append(Step(f"restore:{node}:{path}:{content_id(now)}>{content_id(content)}",
-                          "write-file", node, f"restore {path} ({how})", unified_diff(change),
-                          path, content))
-    certs = [s for s in repair.steps if s.kind == "regen-cert"]
+                          StepKind.WRITE_FILE, node, f"restore {path} ({how})",
+                          unified_diff(change), path, content))
+    certs = [s for s in repair.steps if s.kind == StepKind.REGEN_CERT]
     steps = [*files, *certs, *restart_steps(files, certs)]
-    strategy = "none"
+    strategy = EtcdStrategy.NONE
     if with_etcd and backup.etcd_snapshot is not None and cluster.control_planes:
         strategy = ETCD_PHASE
         steps.append(Step(f"etcd:restore:{content_id(backup.etcd_snapshot)}:"
-                          f"{etcd_target(cluster)}", "etcd", cluster.control_planes[0].name,
+                          f"{etcd_target(cluster)}", StepKind.ETCD,
+                          cluster.control_planes[0].name,
                           f"etcd: restore every member from {backup.etcd_source} at its "
                           "current peer URL (each member is stopped and its data copied "
                           "first; etcd gets a new cluster ID)",
                           phase=ETCD_PHASE, content=backup.etcd_snapshot))
         for cp in cluster.control_planes:
             for pod in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-                steps.append(Step(f"restart:{cp.name}:{pod}:after-etcd-restore", "restart-pod",
-                                  cp.name, f"restart {pod} (etcd's data went back to the "
-                                  "backup)", phase=pod))
+                steps.append(Step(f"restart:{cp.name}:{pod}:after-etcd-restore",
+                                  StepKind.RESTART_POD, cp.name,
+                                  f"restart {pod} (etcd's data went back to the backup)",
+                                  phase=pod))
         for n in cluster.kube_nodes:
-            steps.append(Step(f"kubelet:{n.name}:after-etcd-restore", "restart-kubelet",
+            steps.append(Step(f"kubelet:{n.name}:after-etcd-restore", StepKind.RESTART_KUBELET,
                               n.name, "restart the kubelet (it watches the restored state)"))
-    steps += [s for s in repair.steps if s.kind in ("start-lb", "fix-lb")]
+    steps += [s for s in repair.steps if s.kind in (StepKind.START_LB, StepKind.FIX_LB)]
     explanation = [f"made {backup.created}: {len(backup.files)} files, {len(files)} differ "
                    "from the cluster"]
     if backup.omitted:

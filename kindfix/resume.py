@@ -16,6 +16,7 @@ from kindfix.journal import Journal
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE
 from kindfix.plan import Plan, Step
+from kindfix.steps import StepKind
 
 # etcd's manifest, and where a recovery parks it while etcd is stopped (etcd_recovery.py)
 MANIFEST = etcd_recovery.MANIFEST
@@ -23,13 +24,15 @@ PARKED = etcd_recovery.PARKED
 
 # Steps whose effect no file shows: the journal keeps them pending until they are done, so a
 # continued run does them even when the files already look repaired. In the order they run.
-UNOBSERVABLE = ("etcd", "restart-pod", "restart-kubelet", "start-lb", "fix-lb")
+UNOBSERVABLE: tuple[StepKind, ...] = (StepKind.ETCD, StepKind.RESTART_POD,
+                                      StepKind.RESTART_KUBELET, StepKind.START_LB,
+                                      StepKind.FIX_LB)
 
 
 def same_work(kind: str, node: str, phase: str) -> tuple[str, ...]:
     """What makes two unobservable steps the same work whatever their identity: one etcd
     repair, one load balancer fix, one restart of a pod (or kubelet) per node."""
-    if kind == "etcd" or kind in ("start-lb", "fix-lb"):
+    if kind in (StepKind.ETCD, StepKind.START_LB, StepKind.FIX_LB):
         return (kind,)
     return (kind, node, phase)
 
@@ -53,7 +56,7 @@ def with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
     plan's own step wins over a pending one for the same work (a newer identity: it was
     planned from what the cluster shows now)."""
     have = {same_work(s.kind, s.node, s.phase) for s in plan.steps}
-    extra = [Step(p["key"], p["kind"], p["node"], f"{p['summary']} (unfinished in run "
+    extra = [Step(p["key"], StepKind(p["kind"]), p["node"], f"{p['summary']} (unfinished in run "
                   f"{journal.run_id})", phase=p["phase"])
              for p in journal.pending if p["key"] not in journal.done
              and same_work(p["kind"], p["node"], p["phase"]) not in have]
@@ -63,14 +66,14 @@ def with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
     steps = [s for s in plan.steps if s.kind not in UNOBSERVABLE]
     rest = sorted([s for s in plan.steps if s.kind in UNOBSERVABLE] + extra,
                   key=lambda s: order[s.kind])
-    strategy = next((s.phase for s in rest if s.kind == "etcd"), plan.etcd_strategy)
+    strategy = next((s.strategy for s in rest if s.kind == StepKind.ETCD), plan.etcd_strategy)
     return replace(plan, steps=(*steps, *rest), etcd_strategy=strategy)
 
 
 def pending_etcd(journal: Journal | None) -> bool:
     """A continued run still owes its etcd repair (then nothing waits for etcd to start)."""
     return journal is not None and any(
-        p["kind"] == "etcd" and p["key"] not in journal.done for p in journal.pending)
+        p["kind"] == StepKind.ETCD and p["key"] not in journal.done for p in journal.pending)
 
 
 def parked_manifests_wanted(snapshots: Mapping[str, NodeSnapshot]) -> list[str]:
