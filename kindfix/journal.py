@@ -5,24 +5,42 @@ Layout inside the nodes (mode 0600 for backups):
   /kind/kindfix/backups/<run-id>/files/<path>     original bytes of each changed file
   /kind/kindfix/backups/<run-id>/etcd-data/       copy of the etcd data dir, before membership work
   /kind/kindfix/journal/<run-id>.json             on the first control plane: what was done
-The node side is kindfix/scripts/journal-{backup,replace,regenerate,settle,restore}.sh.
+The node side is kindfix/scripts/journal-{backup,replace,regenerate,settle,restore}.sh. The
+journal's records and their JSON (every format kindfix has written) are in journal_format.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
 
 from kindfix.errors import KindfixError
+from kindfix.journal_format import (
+    CONTINUABLE,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    ROLLED_BACK,
+    RUNNING,
+    UNHEALTHY,
+    FileEntry,
+    Journal,
+    PendingStep,
+    parse_journal,
+)
 from kindfix.node import NO_SHELL, Node, run
 from kindfix.nodescripts import script
+
+# the records and statuses are journal_format's, named here too where callers always found them
+__all__ = [
+    "ASIDE", "CHANGED", "CONTINUABLE", "DONE", "FAILED", "INTERRUPTED", "JOURNAL_DIR",
+    "ROLLED_BACK", "ROOT", "RUNNING", "UNHEALTHY", "FileEntry", "Journal", "PendingStep",
+    "RunRecorder", "Verify", "content_id", "forget", "last_run", "load_journals",
+    "new_run_id", "regenerate_pairs", "rollback", "unfinished"]
 
 ROOT = "/kind/kindfix"
 JOURNAL_DIR = f"{ROOT}/journal"
@@ -63,38 +81,6 @@ def regenerate_pairs(node: Node, pairs: list[tuple[str, str, str, str]], argv: l
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
-
-
-# Journal.status. The next repair continues the newest run of the cluster only while it is
-# RUNNING (in progress, or killed) or INTERRUPTED (an error stopped it mid-way). A run whose
-# steps all ran but whose verification failed (UNHEALTHY) has ended: it is reported, and a new
-# repair plans from what it observes, so none of its steps counts as "already done" (issue #9).
-# FAILED is what kindfix wrote for both before they were told apart: ended too.
-RUNNING, INTERRUPTED, UNHEALTHY, DONE, ROLLED_BACK, FAILED = (
-    "running", "interrupted", "unhealthy", "done", "rolled-back", "failed")
-CONTINUABLE = (RUNNING, INTERRUPTED)
-
-
-@dataclass
-class Journal:
-    """The record of one repair run, kept on the journal node."""
-
-    run_id: str
-    cluster: str
-    status: str = RUNNING  # one of the statuses above
-    files: list[dict[str, Any]] = field(default_factory=list)  # backups, in order
-    done: list[str] = field(default_factory=list)  # completed step keys
-    notes: list[str] = field(default_factory=list)
-    # steps whose effect no file shows (etcd membership, restarts, reloads): a resumed run
-    # finishes them even when the files already look right
-    pending: list[dict[str, str]] = field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.__dict__, indent=2).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Journal:
-        return cls(**json.loads(raw))
 
 
 class RunRecorder:
@@ -156,21 +142,40 @@ class RunRecorder:
             self.journal.done.extend(k for k in keys if k not in self.journal.done)
         self.save()
 
-    def _entry(self, node: Node, path: str, original: bytes | None, mode: int
-               ) -> dict[str, Any]:
+    def _entry(self, node: str, path: str, original: bytes | None, mode: int,
+               backup: str | None = None) -> FileEntry:
         """What the journal keeps of one original: where its backup is and its checksum."""
-        return {"node": node.name, "path": path, "backup": f"{self.backup_dir()}/files{path}",
-                "existed": original is not None,
-                "sha256": hashlib.sha256(original).hexdigest() if original is not None else None,
-                "mode": f"{mode:o}"}
+        return FileEntry(node, path, backup or f"{self.backup_dir()}/files{path}",
+                         original is not None,
+                         hashlib.sha256(original).hexdigest() if original is not None else None,
+                         f"{mode:o}")
+
+    def entry(self, node: str, path: str) -> FileEntry | None:
+        """The journaled original of `path` on `node`, if this run kept it."""
+        with self._lock:
+            return next((e for e in self.journal.files if e.node == node and e.path == path),
+                        None)
+
+    def declare_beside(self, node: str, path: str, backup: str, original: bytes) -> FileEntry:
+        """Journal (and save) an original whose backup is kept at `backup` rather than under
+        the run's backup directory (a node without a shell keeps it beside the file), unless
+        this run journaled it already: the entry that holds."""
+        with self._lock:
+            entry = self.entry(node, path)
+            if entry is not None:
+                return entry
+            entry = self._entry(node, path, original, 0o644, backup)
+            self.journal.files.append(entry)
+        self.save()  # outside the lock: save takes the write lock first, then this one
+        return entry
 
     def declare(self, node: Node, items: list[tuple[str, bytes | None]]) -> list[str]:
         """Journal the originals (before anything changes) and return their backup paths."""
         with self._lock:
-            known = {(e["node"], e["path"]) for e in self.journal.files}
+            known = {(e.node, e.path) for e in self.journal.files}
             for path, original in items:
                 if (node.name, path) not in known:
-                    self.journal.files.append(self._entry(node, path, original, 0o644))
+                    self.journal.files.append(self._entry(node.name, path, original, 0o644))
         self.save()  # outside the lock: save takes the write lock first, then this one
         return [f"{self.backup_dir()}/files{path}" for path, _ in items]
 
@@ -192,7 +197,7 @@ class RunRecorder:
                                 for i, (cert, key) in enumerate(pairs)], argv, verify)
 
     def has_backup(self, node: Node, path: str) -> bool:
-        return any(e["node"] == node.name and e["path"] == path for e in self.journal.files)
+        return self.entry(node.name, path) is not None
 
     def backup_file(self, node: Node, path: str, original: bytes | None, mode: int = 0o644,
                     move: bool = False) -> None:
@@ -201,8 +206,8 @@ class RunRecorder:
             if move:
                 run(node, ["rm", "-f", path])
             return
-        entry = self._entry(node, path, original, mode)
-        dst = entry["backup"]
+        entry = self._entry(node.name, path, original, mode)
+        dst = entry.backup
         if original is not None:
             run(node, ["sh", "-c", script("journal-backup"), "kindfix-backup", path, dst])
         self.journal.files.append(entry)
@@ -219,7 +224,7 @@ def load_journals(node: Node) -> list[Journal]:
     names = sorted(n for n in listing.text().split() if n.endswith(".json"))
     journals = []
     for path, raw in node.read_files([f"{JOURNAL_DIR}/{n}" for n in names]).items():
-        journal, problem = _parse_journal(raw or b"")
+        journal, problem = parse_journal(raw or b"")
         if journal is not None:
             journals.append(journal)
         else:
@@ -228,25 +233,6 @@ def load_journals(node: Node) -> list[Journal]:
 
 
 log = logging.getLogger("kindfix")
-_JOURNAL_FIELDS = frozenset(f.name for f in fields(Journal))
-
-
-def _parse_journal(raw: bytes) -> tuple[Journal | None, str]:
-    """A journal, or None and why not (corrupt, incomplete, or from a newer kindfix)."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as e:  # UnicodeDecodeError is a ValueError
-        return None, f"not valid JSON ({e})"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    unknown = sorted(str(k) for k in data if k not in _JOURNAL_FIELDS)
-    if unknown:
-        return None, (f"written by a newer kindfix? it has fields this version does not know "
-                      f"({', '.join(unknown)})")
-    try:
-        return Journal.from_json(raw), ""
-    except (ValueError, TypeError) as e:
-        return None, f"incomplete ({e})"
 
 
 def last_run(node: Node, cluster: str) -> Journal | None:
@@ -267,8 +253,8 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
     restored: list[str] = []
     failed: list[str] = []
     for entry in reversed(journal.files):
-        where = f"{entry['node']}:{entry['path']}"
-        node = nodes.get(entry["node"])
+        where = f"{entry.node}:{entry.path}"
+        node = nodes.get(entry.node)
         if node is None:
             failed.append(f"{where} (the node no longer exists)")
             continue
@@ -288,31 +274,31 @@ def rollback(nodes: Mapping[str, Node], journal: Journal) -> list[str]:
     return restored
 
 
-def _restore_entry(node: Node, entry: dict[str, Any]) -> bool:
+def _restore_entry(node: Node, entry: FileEntry) -> bool:
     """Put one journaled original back; False when the result does not match its checksum."""
-    if not entry["existed"]:
-        run(node, ["rm", "-f", entry["path"]])
+    if not entry.existed:
+        run(node, ["rm", "-f", entry.path])
         return True
-    current = node.read_file(entry["path"])
-    if current is not None and hashlib.sha256(current).hexdigest() == entry["sha256"]:
+    current = node.read_file(entry.path)
+    if current is not None and hashlib.sha256(current).hexdigest() == entry.sha256:
         return True  # never changed (a run killed between journal and change)
-    result = node.exec(["sh", "-c", script("journal-restore"), "kindfix-restore", entry["backup"],
-                        entry["path"], entry.get("mode", "644")])
+    result = node.exec(["sh", "-c", script("journal-restore"), "kindfix-restore", entry.backup,
+                        entry.path, entry.mode])
     if result.exit_code in NO_SHELL:  # kind's distroless haproxy: through the archive API
-        original = node.read_file(entry["backup"])
+        original = node.read_file(entry.backup)
         if original is None:
-            raise KindfixError(f"its backup {entry['backup']} is missing")
-        node.write_file(entry["path"], original, int(str(entry.get("mode", "644")), 8))
-        got = node.read_file(entry["path"]) or b""
-        return bool(hashlib.sha256(got).hexdigest() == entry["sha256"])
+            raise KindfixError(f"its backup {entry.backup} is missing")
+        node.write_file(entry.path, original, entry.mode_bits)
+        got = node.read_file(entry.path) or b""
+        return hashlib.sha256(got).hexdigest() == entry.sha256
     if result.exit_code == 8:
-        raise KindfixError(f"its backup {entry['backup']} is missing")
+        raise KindfixError(f"its backup {entry.backup} is missing")
     if not result.ok:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise KindfixError(f"restore exited {result.exit_code}"
                            + (f": {detail[-1]}" if detail else ""))
-    got = node.read_file(entry["path"]) or b""
-    return bool(hashlib.sha256(got).hexdigest() == entry["sha256"])
+    got = node.read_file(entry.path) or b""
+    return hashlib.sha256(got).hexdigest() == entry.sha256
 
 
 def forget(recorder: RunRecorder, node: Node, paths: list[str]) -> None:
@@ -321,5 +307,5 @@ def forget(recorder: RunRecorder, node: Node, paths: list[str]) -> None:
     gone = {(node.name, p) for p in paths}
     with recorder._lock:
         recorder.journal.files[:] = [e for e in recorder.journal.files
-                                     if (e["node"], e["path"]) not in gone]
+                                     if (e.node, e.path) not in gone]
     recorder.save()

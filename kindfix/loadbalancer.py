@@ -238,23 +238,18 @@ def replace_by_archive(runtime: Runtime, node: Node, recorder: RunRecorder, path
     back, and only then write the new content, compare-and-swap: only over what was read."""
     lb = node.name
     backup = f"{path}{BACKUP_SUFFIX}{recorder.run_id}"
-    entry = next((e for e in recorder.journal.files
-                  if e["node"] == lb and e["path"] == path), None)
-    if entry is None:
-        entry = {"node": lb, "path": path, "backup": backup, "existed": True,
-                 "sha256": _sha(old), "mode": "644"}
-        recorder.journal.files.append(entry)
-        recorder.save()  # before anything changes: a run killed from here on is restorable
-    kept = runtime.get_file(lb, entry["backup"])
+    # journaled (and saved) before anything changes: a run killed from here on is restorable
+    entry = recorder.declare_beside(lb, path, backup, old)
+    kept = runtime.get_file(lb, entry.backup)
     if kept is None:
-        if _sha(old) != entry["sha256"]:
+        if _sha(old) != entry.sha256:
             raise KindfixError(f"{lb}:{path} is no longer the original the journal recorded, "
-                               f"and its backup {entry['backup']} is missing",
+                               f"and its backup {entry.backup} is missing",
                                hint="check the load balancer's config by hand")
-        runtime.put_file(lb, entry["backup"], old, 0o600)
-        kept = runtime.get_file(lb, entry["backup"])
-    if _sha(kept) != entry["sha256"]:
-        raise KindfixError(f"the backup {lb}:{entry['backup']} does not read back as the "
+        runtime.put_file(lb, entry.backup, old, 0o600)
+        kept = runtime.get_file(lb, entry.backup)
+    if _sha(kept) != entry.sha256:
+        raise KindfixError(f"the backup {lb}:{entry.backup} does not read back as the "
                            f"original of {path}; nothing was changed",
                            hint="check the load balancer's filesystem (full? read-only?)")
     if _sha(runtime.get_file(lb, path)) != _sha(old):

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from kindfix import etcd_recovery
 from kindfix.audit import AuditReport
-from kindfix.journal import Journal
+from kindfix.journal import Journal, PendingStep
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE
 from kindfix.plan import Plan, Step
@@ -42,12 +42,10 @@ def remember_pending(journal: Journal, plan: Plan) -> None:
     from a newer observation, see with_unfinished_steps) is dropped, so it never comes back."""
     planned = {same_work(s.kind, s.node, s.phase): s.key for s in plan.steps
                if s.kind in UNOBSERVABLE}
-    journal.pending = [p for p in journal.pending if p["key"] in journal.done
-                       or planned.get(same_work(p["kind"], p["node"], p["phase"]),
-                                      p["key"]) == p["key"]]
-    known = {p["key"] for p in journal.pending}
-    journal.pending += [{"key": s.key, "kind": s.kind, "node": s.node, "summary": s.summary,
-                         "phase": s.phase}
+    journal.pending = [p for p in journal.pending if p.key in journal.done
+                       or planned.get(same_work(p.kind, p.node, p.phase), p.key) == p.key]
+    known = {p.key for p in journal.pending}
+    journal.pending += [PendingStep(s.key, s.kind, s.node, s.summary, s.phase)
                         for s in plan.steps if s.kind in UNOBSERVABLE and s.key not in known]
 
 
@@ -56,10 +54,10 @@ def with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
     plan's own step wins over a pending one for the same work (a newer identity: it was
     planned from what the cluster shows now)."""
     have = {same_work(s.kind, s.node, s.phase) for s in plan.steps}
-    extra = [Step(p["key"], StepKind(p["kind"]), p["node"], f"{p['summary']} (unfinished in run "
-                  f"{journal.run_id})", phase=p["phase"])
-             for p in journal.pending if p["key"] not in journal.done
-             and same_work(p["kind"], p["node"], p["phase"]) not in have]
+    extra = [Step(p.key, p.kind, p.node, f"{p.summary} (unfinished in run {journal.run_id})",
+                  phase=p.phase)
+             for p in journal.pending if p.key not in journal.done
+             and same_work(p.kind, p.node, p.phase) not in have]
     if not extra:
         return plan
     order = {kind: i for i, kind in enumerate(UNOBSERVABLE)}
@@ -73,7 +71,7 @@ def with_unfinished_steps(plan: Plan, journal: Journal) -> Plan:
 def pending_etcd(journal: Journal | None) -> bool:
     """A continued run still owes its etcd repair (then nothing waits for etcd to start)."""
     return journal is not None and any(
-        p["kind"] == StepKind.ETCD and p["key"] not in journal.done for p in journal.pending)
+        p.kind == StepKind.ETCD and p.key not in journal.done for p in journal.pending)
 
 
 def parked_manifests_wanted(snapshots: Mapping[str, NodeSnapshot]) -> list[str]:

@@ -72,7 +72,7 @@ def backup_paths(journal: Journal, node_names: list[str]) -> dict[str, list[str]
     backups = f"{ROOT}/backups/{rid}"
     out: dict[str, list[str]] = {n: [backups] for n in node_names}
     for entry in journal.files:
-        backup, node = str(entry.get("backup", "")), str(entry.get("node", ""))
+        backup, node = entry.backup, entry.node
         if node in out and not backup.startswith(backups + "/") and \
                 backup.endswith(f".kindfix-{rid}"):
             out[node].append(backup)

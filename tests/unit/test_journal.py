@@ -10,6 +10,7 @@ import pytest
 from kindfix import journal
 from kindfix.errors import CommandError, KindfixError
 from kindfix.journal import (
+    FileEntry,
     Journal,
     RunRecorder,
     load_journals,
@@ -44,11 +45,11 @@ def test_first_backup_in_a_run_keeps_the_original() -> None:
     rec.backup_file(node, MANIFEST, b"changed once\n", mode=0o644)
 
     [entry] = rec.journal.files
-    assert node.files[entry["backup"]] == b"original\n"
-    assert entry["sha256"] == hashlib.sha256(b"original\n").hexdigest()
-    assert entry["mode"] == "600"
-    assert entry["existed"] is True
-    assert entry["backup"].startswith(f"{journal.ROOT}/backups/{rec.run_id}/files/etc/")
+    assert node.files[entry.backup] == b"original\n"
+    assert entry.sha256 == hashlib.sha256(b"original\n").hexdigest()
+    assert entry.mode == "600"
+    assert entry.existed is True
+    assert entry.backup.startswith(f"{journal.ROOT}/backups/{rec.run_id}/files/etc/")
     assert len(node.ran("journal-backup")) == 1
 
 
@@ -68,8 +69,8 @@ def test_backup_of_a_missing_file_records_that_it_did_not_exist() -> None:
     rec = recorder(node)
     rec.backup_file(node, "/home/envoy/lds.yaml", None)
     [entry] = rec.journal.files
-    assert entry["existed"] is False
-    assert entry["sha256"] is None
+    assert entry.existed is False
+    assert entry.sha256 is None
     assert not node.ran("journal-backup")
 
 
@@ -80,9 +81,9 @@ def test_move_removes_the_file_after_backing_it_up() -> None:
     rec = recorder(node)
     rec.backup_file(node, crt, node.files[crt], mode=0o600, move=True)
     assert crt not in node.files
-    assert node.files[rec.journal.files[0]["backup"]] == b"-----BEGIN CERTIFICATE-----\nold\n"
+    assert node.files[rec.journal.files[0].backup] == b"-----BEGIN CERTIFICATE-----\nold\n"
     backup_call = node.calls.index(("sh", "-c", script("journal-backup"), "kindfix-backup", crt,
-                                    rec.journal.files[0]["backup"]))
+                                    rec.journal.files[0].backup))
     assert node.calls.index(("rm", "-f", crt)) > backup_call
 
 
@@ -180,7 +181,7 @@ def test_rollback_restores_in_reverse_order_and_deletes_created_files() -> None:
 def test_rollback_raises_when_the_restored_file_does_not_match_its_checksum() -> None:
     node = cp_node()
     rec = _run_that_changed_two_files(node)
-    node.files[rec.journal.files[0]["backup"]] = b"etcd: tampered\n"
+    node.files[rec.journal.files[0].backup] = b"etcd: tampered\n"
     with pytest.raises(KindfixError, match="does not match its backup checksum"):
         rollback({node.name: node}, rec.journal)
 
@@ -268,10 +269,10 @@ def test_replace_file_keeps_the_first_original_and_its_mode(local_root: Path) ->
     assert target.read_bytes() == b"v3"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     [entry] = rec.journal.files
-    backup = Path(entry["backup"])
+    backup = Path(entry.backup)
     assert backup.read_bytes() == b"v1 original"
     assert oct(backup.stat().st_mode & 0o777) == "0o600"
-    assert entry["sha256"] == hashlib.sha256(b"v1 original").hexdigest()
+    assert entry.sha256 == hashlib.sha256(b"v1 original").hexdigest()
     assert sorted(p.name for p in local_root.iterdir()) == ["controller-manager.conf", "kindfix"]
 
     [saved] = load_journals(node)
@@ -286,7 +287,7 @@ def test_replace_file_creates_a_new_file_and_rollback_removes_it(local_root: Pat
     rec = RunRecorder(Journal("20261125T180000Z-0009", "kind"), node)
     rec.replace_file(node, str(target), None, b"resources: []\n")
     assert target.read_bytes() == b"resources: []\n"
-    assert rec.journal.files[0]["existed"] is False
+    assert rec.journal.files[0].existed is False
     rollback({node.name: node}, rec.journal)
     assert not target.exists()
 
@@ -305,7 +306,7 @@ def test_regenerate_keeps_and_removes_the_pair_then_runs_the_command(local_root:
     rec.regenerate(node, [((str(crt), b"old cert"), (str(key), b"old key"))],
                    ["sh", "-c", _KUBEADM_STANDIN, str(crt), str(key)])
     assert (crt.read_bytes(), key.read_bytes()) == (b"new cert", b"new key")
-    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    backups = {Path(e.path).name: Path(e.backup).read_bytes() for e in rec.journal.files}
     assert backups == {"apiserver.crt": b"old cert", "apiserver.key": b"old key"}
     rollback({node.name: node}, rec.journal)
     assert (crt.read_bytes(), key.read_bytes()) == (b"old cert", b"old key")
@@ -328,7 +329,7 @@ def test_regenerate_keeps_every_pair_of_a_node_in_one_exec(local_root: Path) -> 
                                  *(p for pair in pairs for p, _ in pair)])
     assert len([c for c in runtime.calls if "kindfix-regenerate" in c]) == 1
     assert all(Path(p).read_bytes() == b"new" for pair in pairs for p, _ in pair)
-    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    backups = {Path(e.path).name: Path(e.backup).read_bytes() for e in rec.journal.files}
     assert backups == {"server.crt": b"old server cert", "server.key": b"old server key",
                        "peer.crt": b"old peer cert", "peer.key": b"old peer key"}
     rollback({node.name: node}, rec.journal)
@@ -359,16 +360,15 @@ def test_the_journal_names_a_file_before_it_is_changed() -> None:
     with pytest.raises(CommandError):
         rec.replace_file(node, "/kind/kubeadm.conf", b"old", b"new")
     saved = Journal.from_json(journal_node.files[f"{journal.JOURNAL_DIR}/{rec.run_id}.json"])
-    assert [(e["node"], e["path"]) for e in saved.files] == [("kind-worker", "/kind/kubeadm.conf")]
+    assert [(e.node, e.path) for e in saved.files] == [("kind-worker", "/kind/kubeadm.conf")]
 
 
 def test_rollback_leaves_a_file_that_never_changed_alone() -> None:
     node = cp_node()
     node.files["/kind/kubeadm.conf"] = b"untouched"
     rec = recorder(node)
-    rec.journal.files.append({"node": node.name, "path": "/kind/kubeadm.conf",
-                              "backup": "/nowhere", "existed": True,
-                              "sha256": hashlib.sha256(b"untouched").hexdigest(), "mode": "644"})
+    rec.journal.files.append(FileEntry(node.name, "/kind/kubeadm.conf", "/nowhere", True,
+                                       hashlib.sha256(b"untouched").hexdigest(), "644"))
     assert rollback({node.name: node}, rec.journal) == [f"{node.name}:/kind/kubeadm.conf"]
     assert not node.ran("journal-restore")
     assert node.files["/kind/kubeadm.conf"] == b"untouched"
@@ -418,8 +418,8 @@ def test_rollback_on_a_node_without_a_shell_goes_through_the_archive_api() -> No
     original = b"backend kube-apiservers\n  server a 172.18.0.3:6443\n"
     lb = FakeNode("kind-external-load-balancer", "external-load-balancer",
                   files={cfg: b"rewritten\n", f"{cfg}.kindfix-run1": original})
-    entry = {"node": lb.name, "path": cfg, "existed": True, "mode": "600",
-             "sha256": hashlib.sha256(original).hexdigest(), "backup": f"{cfg}.kindfix-run1"}
+    entry = FileEntry(lb.name, cfg, f"{cfg}.kindfix-run1", True,
+                      hashlib.sha256(original).hexdigest(), "600")
     assert journal._restore_entry(lb, entry) is True
     assert lb.files[cfg] == original
     assert lb.modes[cfg] == 0o600

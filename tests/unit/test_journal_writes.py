@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ def test_a_verified_pair_replaces_the_old_one_which_stays_in_the_backup(
                    verify=lambda _new: None)
     assert (crt.read_bytes(), key.read_bytes()) == (b"new", b"new")
     assert sorted(p.name for p in crt.parent.iterdir()) == ["peer.crt", "peer.key"]
-    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    backups = {Path(e.path).name: Path(e.backup).read_bytes() for e in rec.journal.files}
     assert backups == {"peer.crt": b"old peer cert", "peer.key": b"old peer key"}
 
 
@@ -119,7 +120,7 @@ def test_a_pair_a_killed_run_left_aside_comes_back_before_kubeadm_runs_again(
                     'printf made > "$1"', str(crt), str(key)],
                    verify=lambda new: got.append(new[str(crt)] or b"") or None)
     assert got == [b"made"]
-    backups = {Path(e["path"]).name: Path(e["backup"]).read_bytes() for e in rec.journal.files}
+    backups = {Path(e.path).name: Path(e.backup).read_bytes() for e in rec.journal.files}
     assert backups == {"peer.crt": b"old peer cert", "peer.key": b"old peer key"}
 
 
@@ -244,9 +245,9 @@ def test_rollback_restores_the_rest_and_names_every_file_it_could_not_restore() 
         node.files[p] = f"{p} original\n".encode()
         rec.backup_file(node, p, node.files[p])
         node.files[p] = b"rewritten\n"
-    node.files[rec.journal.files[1]["backup"]] = b"tampered\n"  # scheduler's: wrong checksum
-    del node.files[rec.journal.files[2]["backup"]]  # controller-manager's: gone
-    rec.journal.files.append({**rec.journal.files[0], "node": "kind-control-plane9"})
+    node.files[rec.journal.files[1].backup] = b"tampered\n"  # scheduler's: wrong checksum
+    del node.files[rec.journal.files[2].backup]  # controller-manager's: gone
+    rec.journal.files.append(replace(rec.journal.files[0], node="kind-control-plane9"))
     with pytest.raises(KindfixError) as e:
         rollback({node.name: node}, rec.journal)
     message = e.value.message

@@ -207,8 +207,9 @@ def test_fix_lb_rewrites_a_literal_config_on_a_load_balancer_without_a_shell() -
     assert lb.files[backup] == original  # kept beside it, the directory the archive API has
     assert lb.modes[backup] == 0o600
     [entry] = ap.recorder.journal.files
-    assert entry == {"node": LB, "path": HAPROXY_CFG, "backup": backup, "existed": True,
-                     "sha256": hashlib.sha256(original).hexdigest(), "mode": "644"}
+    assert entry.to_dict() == {"node": LB, "path": HAPROXY_CFG, "backup": backup,
+                               "existed": True, "sha256": hashlib.sha256(original).hexdigest(),
+                               "mode": "644"}
     log = ap.runtime.log  # type: ignore[attr-defined]
     assert log.index(f"put {LB} {backup}") < log.index(f"put {LB} {HAPROXY_CFG}")
     assert ("kill", "-s", "HUP", "1") in lb.calls  # reloaded, as kind's action does

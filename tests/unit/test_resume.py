@@ -50,11 +50,11 @@ def test_pending_work_the_plan_supersedes_leaves_the_journal() -> None:
         _pending("lb:config:old", "fix-lb", node="kind-external-load-balancer"),
         _pending("kubelet:w", "restart-kubelet", node="kind-worker")])
     resume.remember_pending(journal, _plan(FILE, RESTART, LB))
-    assert [p["key"] for p in journal.pending] == [
+    assert [p.key for p in journal.pending] == [
         "lb:config:old", "kubelet:w", "restart:new", "lb:config:new"]
-    assert journal.pending[2] == {"key": "restart:new", "kind": "restart-pod", "node": CP,
-                                  "summary": "restart kube-scheduler",
-                                  "phase": "kube-scheduler"}
+    assert journal.pending[2].to_dict() == {"key": "restart:new", "kind": "restart-pod",
+                                            "node": CP, "summary": "restart kube-scheduler",
+                                            "phase": "kube-scheduler"}
     resume.remember_pending(journal, _plan(FILE, RESTART, LB))  # twice: no duplicate
     assert len(journal.pending) == 4
 
