@@ -26,15 +26,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from kindfix.discovery import Cluster
+from kindfix.kubeapi import ADMIN_CONF, format_micro_time, kube_request, micro_time
 from kindfix.node import Node
-from kindfix.nodescripts import script
-from kindfix.verify import ELECTED, RENEW_SLACK_S, KubeGet, micro_time, parse_kube_get
+from kindfix.verify import ELECTED, RENEW_SLACK_S
 
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
 POLL_S = 0.5
 
 
@@ -42,26 +40,12 @@ def lease_path(component: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}"
 
 
-def kube_request(node: Node, path: str, server: str, method: str = "GET",
-                 body: bytes | None = None, kubeconfig: str = ADMIN_CONF) -> KubeGet:
-    """One apiserver request from inside `node` with a kubeconfig's credentials."""
-    r = node.exec(["sh", "-c", script("kube-api"), "kindfix-kube-api", kubeconfig, server, path,
-                   method], stdin=body, timeout=20)
-    if r.exit_code == 127 or "@@status" not in r.text():
-        return KubeGet(f"error {r.stderr.decode(errors='replace').strip()[:120]}", "", None)
-    return parse_kube_get(r.text())
-
-
-def _micro(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def released_record(lease: dict[str, Any], now: float) -> dict[str, Any]:
     """Pure: `lease` as client-go's LeaderElector.release leaves it (same resourceVersion, so the
     apiserver refuses it if the holder renewed after it was read)."""
     spec = dict(lease.get("spec") or {})
-    spec.update(holderIdentity="", leaseDurationSeconds=1, acquireTime=_micro(now),
-                renewTime=_micro(now))
+    spec.update(holderIdentity="", leaseDurationSeconds=1, acquireTime=format_micro_time(now),
+                renewTime=format_micro_time(now))
     return {**lease, "spec": spec}
 
 
@@ -115,7 +99,7 @@ class LeaseReleaser:
     def _read(self, component: str) -> tuple[dict[str, Any] | None, float]:
         """The Lease (empty when the answer is no Lease object) and the node's clock; None while
         the apiserver does not answer."""
-        got = kube_request(self._node, lease_path(component), self._server)
+        got = kube_request(self._node, ADMIN_CONF, lease_path(component), self._server)
         if got.status != "200" or got.now is None:
             return None, 0.0
         try:
@@ -139,7 +123,8 @@ class LeaseReleaser:
         if holder is None:
             return False  # renewed lately by a holder that may be alive: until it renews or not
         body = json.dumps(released_record(lease, now)).encode()
-        put = kube_request(self._node, lease_path(component), self._server, "PUT", body)
+        put = kube_request(self._node, ADMIN_CONF, lease_path(component), self._server, "PUT",
+                           body)
         if put.status != "200":
             return put.status == "409"  # renewed or taken meanwhile: someone is alive
         renewed = micro_time(str(spec.get("renewTime") or "")) or 0.0

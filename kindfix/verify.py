@@ -25,6 +25,7 @@ from kindfix import etcd, probes
 from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
+from kindfix.kubeapi import kube_get, micro_time
 from kindfix.node import Node
 from kindfix.nodescripts import script
 from kindfix.x509 import parse_pem_certificates
@@ -61,48 +62,6 @@ _HEALTH_URLS = (
     ("kube-controller-manager /healthz", "https://{host}:10257/healthz"),
     ("kube-scheduler /healthz", "https://{host}:10259/healthz"),
 )
-
-@dataclass(frozen=True)
-class KubeGet:
-    status: str  # the HTTP code, or "error <curl's message>"
-    body: str
-    now: float | None  # the node's clock
-
-
-def parse_kube_get(text: str) -> KubeGet:
-    """Pure: kube-get.sh's output."""
-    _, _, rest = text.partition("@@status ")
-    status, _, rest = rest.partition("\n")
-    body, _, clock = rest.rpartition("@@now ")
-    try:
-        now: float | None = float(clock.strip())
-    except ValueError:
-        now = None
-    return KubeGet(status.strip() or "no answer", body.strip(), now)
-
-
-def kube_get(node: Node, kubeconfig: str, path: str, server: str = "") -> KubeGet:
-    r = node.exec(["sh", "-c", script("kube-get"), "kindfix-kube-get", kubeconfig, server, path],
-                  timeout=20)
-    if r.exit_code == 127 or "@@status" not in r.text():
-        return KubeGet(f"error {r.stderr.decode(errors='replace').strip()[:120]}", "", None)
-    return parse_kube_get(r.text())
-
-
-def micro_time(text: str) -> float | None:
-    """metav1.MicroTime (RFC 3339, UTC, microseconds) as a Unix time."""
-    from datetime import datetime, timezone
-
-    try:
-        return datetime.strptime(text.rstrip("Z")[:26].split("+")[0], "%Y-%m-%dT%H:%M:%S.%f"
-                                 ).replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        try:
-            return datetime.strptime(text.rstrip("Z")[:19], "%Y-%m-%dT%H:%M:%S").replace(
-                tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            return None
-
 
 def _curl_ok(node: Node, url: str) -> tuple[bool, str]:
     """GET url ({host}: loopback; IPv6 control planes listen on [::1] only) and expect `ok`."""

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from kindfix import leases
+from kindfix.kubeapi import format_micro_time, micro_time
 from kindfix.leases import LeaseReleaser, gone_holder, released_record
 from kindfix.runtime import ExecResult
-from kindfix.verify import micro_time
 from tests.fakes import FakeNode
 from tests.unit.helpers_nodes import dump
 
@@ -22,7 +22,7 @@ NOW = 1_700_000_000.0
 
 
 def micro(t: float) -> str:
-    return leases._micro(t)
+    return format_micro_time(t)
 
 
 def lease(holder: str, renewed: float, rv: str = "7", name: str = "kube-scheduler"

@@ -25,7 +25,7 @@ def test_the_shipped_scripts_are_found() -> None:
     assert {"durable", "temp-cleanup"} <= set(nodescripts.parts())
     # node.py, backoff.py, probes.py, verify.py, retention.py (kubelet.py sends node.py's)
     assert {"read-files", "write-file", "restart-pods", "refresh-kubelet", "backoff-clear",
-            "backoff-running", "etcd-probe", "kube-get", "through-lb", "prune-backups"} <= set(
+            "backoff-running", "etcd-probe", "kube-api", "through-lb", "prune-backups"} <= set(
         nodescripts.names())
     assert "stop-then-remove" in nodescripts.parts()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kindfix import probes
+from kindfix import kubeapi, probes
 from kindfix import verify as verify_module
 from kindfix.discovery import Cluster
 from kindfix.runtime import ExecResult
@@ -29,7 +29,7 @@ def micro(t: float) -> str:
 
 @dataclass
 class FakeApi:
-    """What kube-get.sh gets from the apiservers: the two Leases (renewed at every read,
+    """What kube-api.sh gets from the apiservers: the two Leases (renewed at every read,
     as a live leader renews every 2 s, unless `frozen`), and per (node, kubeconfig) an error
     instead of /healthz ok (a stale server or certificate in that kubeconfig)."""
 
@@ -42,7 +42,7 @@ class FakeApi:
 
     def attach(self, *nodes: FakeNode) -> None:
         for node in nodes:
-            node.on_script("kube-get", self.handle)
+            node.on_script("kube-api", self.handle)
 
     def handle(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         kubeconfig, _server, path = argv[4], argv[5], argv[6]
@@ -315,12 +315,12 @@ def test_a_controller_manager_with_a_stale_kubeconfig_is_named_though_healthz_sa
 
 
 def test_kube_get_output_is_parsed() -> None:
-    got = verify_module.parse_kube_get('@@status 200\n{"a": 1}\n\n@@now 1700000000\n')
-    assert got == verify_module.KubeGet("200", '{"a": 1}', 1_700_000_000.0)
-    got = verify_module.parse_kube_get("@@status error curl: (7) refused\n\n@@now x\n")
+    got = kubeapi.parse_kube_get('@@status 200\n{"a": 1}\n\n@@now 1700000000\n')
+    assert got == kubeapi.KubeGet("200", '{"a": 1}', 1_700_000_000.0)
+    got = kubeapi.parse_kube_get("@@status error curl: (7) refused\n\n@@now x\n")
     assert (got.status, got.body, got.now) == ("error curl: (7) refused", "", None)
-    assert verify_module.micro_time("2026-11-27T17:40:00.250000Z") == 1795801200.25
-    assert verify_module.micro_time("garbage") is None
+    assert kubeapi.micro_time("2026-11-27T17:40:00.250000Z") == 1795801200.25
+    assert kubeapi.micro_time("garbage") is None
 
 
 def _ipv6_single_cp() -> tuple[Cluster, dict[str, FakeNode], FakeEtcd]:
