@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from kindfix import dump, resume, retention, settle
+from kindfix import boot, dump, resume, retention, settle
 from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
@@ -175,7 +175,8 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
                      snapshots: Mapping[str, NodeSnapshot], plan: Plan, journal: Journal | None,
                      *, confirm: Callable[[Plan], bool], progress: Callable[[str], None],
                      verify_wait: float, min_revision: int, what: str = "repair",
-                     release_leases: bool = True) -> Applied:
+                     release_leases: bool = True, boot_wait: float = boot.DEFAULT_WAIT
+                     ) -> Applied:
     """After a confirmation: journal the run, apply the plan (continuing `journal` when given),
     then verify the cluster and record how the run ended. Shared by repair and restore."""
     applied: tuple[str, ...] = ()
@@ -183,6 +184,9 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
     if not plan.empty:
         if not confirm(plan):
             raise KindfixError(f"{what} cancelled; nothing was changed")
+        # nodes Docker just started may not run systemd yet (kind's entrypoint first): boot.py
+        cps = [cp.name for cp in cluster.control_planes]
+        boot.wait_for_systemd(nodes, boot.systemd_nodes(plan, cps), boot_wait, progress)
         journal = journal or Journal(new_run_id(), name)
         journal.status = RUNNING  # a kill from here on leaves it to be continued
         recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])

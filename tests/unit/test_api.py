@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from kindfix import api, journal, probes, resume, settle
+from kindfix import api, boot, journal, probes, resume, settle
 from kindfix.audit import AuditReport
 from kindfix.errors import KindfixError
 from kindfix.journal import Journal
@@ -305,3 +305,23 @@ def test_a_missing_etcd_manifest_with_nothing_parked_stays_unknown() -> None:
     with pytest.raises(KindfixError, match=f"will not plan a repair: {CPS[1]}:"
                                            f"{resume.MANIFEST}"):
         prepare(rt)
+
+
+# --- issue #10: nodes that Docker just started may not run systemd yet --------------------------
+
+def test_a_repair_waits_for_systemd_and_changes_nothing_when_it_never_comes(
+        fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt, _ = runtime_from_dump("ha-3cp-permuted")
+    monkeypatch.setattr(boot, "time", fake_time)
+    not_booted = ExecResult(1, b"", b"System has not been booted with systemd as init system "
+                            b"(PID 1). Can't operate.\nFailed to connect to bus: Host is down\n")
+    for name in CPS:
+        rt.nodes[name].on(("systemctl", "is-active", "kubelet"), not_booted)
+    before = {name: dict(node.files) for name, node in rt.nodes.items()}
+    said: list[str] = []
+    with pytest.raises(KindfixError) as err:
+        api.repair(rt, "kind", progress=said.append)
+    assert err.value.message.startswith(f"systemd is not running on {', '.join(CPS)} after 90 s")
+    assert any(s.startswith("waiting for systemd on 3 node(s) still booting") for s in said)
+    assert {name: dict(node.files) for name, node in rt.nodes.items()} == before
+    assert fake_time.now >= boot.DEFAULT_WAIT
