@@ -6,31 +6,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 
-from kindfix import backoff, etcd_recovery, kubelet
+from kindfix import backoff
 from kindfix import lanes as lanes_mod
-from kindfix.addresses import by_family
-from kindfix.audit import advertise_family
+from kindfix.actions import BATCHED, STEPS, LaneFailed, continue_refreshes
+from kindfix.context import StepContext
 from kindfix.discovery import Cluster
 from kindfix.errors import CommandError, KindfixError
-from kindfix.journal import CHANGED, RunRecorder, Verify, content_id, forget
-from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites, reload_haproxy, write_configs
-from kindfix.node import RESTART_PODS, ContainerNode, Node, run
-from kindfix.observe import NodeSnapshot, snapshot_node
-from kindfix.patches import load_patches
+from kindfix.journal import CHANGED, RunRecorder
+from kindfix.node import Node
+from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
+from kindfix.recovery.preparation import Preparation
 from kindfix.runtime import Runtime
-from kindfix.x509 import parse_pem_certificates
 
 Progress = Callable[[str], None]
 
-KUBEADM_CONFIG = "/kind/kubeadm.conf"
-# one kubeadm run per phase (kubeadm takes one), all of a node's phases in one exec
-KUBEADM_CERTS = 'set -e; c=$1; shift; for p; do kubeadm init phase certs "$p" --config "$c"; done'
-# journal key (and note) of the kubelet restart owed after a node's manifests were written
-REFRESH = "kubelet-refresh"
-# Per-node steps of one kind that go as one batch (the method takes the node's list)
-BATCHED = {"write-file": "_write_files", "regen-cert": "_regen_certs",
-           "restart-pod": "_restart_pods"}
 
 
 class StepsFailed(KindfixError):
@@ -88,6 +78,11 @@ class Applier:
         self.progress = progress
         self.stopping = threading.Event()  # set on failure or Ctrl-C: start nothing new
 
+    def context(self) -> StepContext:
+        """What the steps (and the etcd recovery) work with, as the applier has it now."""
+        return StepContext(self.runtime, self.cluster, self.nodes, self.snapshots,
+                           self.recorder, self.progress, self.stopping)
+
     def apply(self, plan: Plan) -> list[str]:
         """Steps in plan order; a run of per-node steps (files, certificates, restarts) goes
         node by node in plan order, all nodes at once. A snapshot restore of etcd prepares
@@ -96,21 +91,22 @@ class Applier:
         wave fails the preparation is stopped and undone (etcd starts again on its own data)."""
         numbered = list(enumerate(plan.steps, 1))
         done: list[str] = []
-        self._continue_refreshes()
+        ctx = self.context()
+        continue_refreshes(ctx)
         etcd_step = next((s for s in plan.steps if s.kind == "etcd"), None)
         prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
             etcd_step.phase == "snapshot-restore"
-        preparing: etcd_recovery.Preparation | None = None
+        preparing: Preparation | None = None
         try:
             for wave in _waves(numbered):
                 kind = wave[0][1].kind
                 if prepare and preparing is None and kind != "write-file":
-                    preparing = etcd_recovery.Preparation(self)
+                    preparing = Preparation(ctx)
                     preparing.start()
                 if kind == "etcd" and preparing is not None:
                     preparing.join()
                     preparing = None  # its work is the etcd step's from here on
-                done += self._run_wave(wave, len(plan.steps))
+                done += self._run_wave(ctx, wave, len(plan.steps))
             if preparing is not None:
                 preparing.join()
         except KeyboardInterrupt:
@@ -136,7 +132,8 @@ class Applier:
         backoff.clear(self.cluster, self.nodes, self.progress)  # kubelet back-off: issue #10
         return done
 
-    def _run_wave(self, wave: list[tuple[int, Step]], total: int) -> list[str]:
+    def _run_wave(self, ctx: StepContext, wave: list[tuple[int, Step]], total: int
+                  ) -> list[str]:
         lanes: dict[str, list[tuple[int, Step]]] = {}
         for item in wave:
             lanes.setdefault(item[1].node, []).append(item)  # one lane per node
@@ -148,7 +145,7 @@ class Applier:
                 self.progress("interrupted; in flight, finishing on their nodes without "
                               "waiting: " + "; ".join(_what(s) for s in steps))
 
-        outcomes = lanes_mod.run_all(lambda items: self._run_steps(items, total),
+        outcomes = lanes_mod.run_all(lambda items: self._run_steps(ctx, items, total),
                                      list(lanes.values()), on_interrupt=interrupted,
                                      stop=self.stopping)
         done: list[str] = []
@@ -164,7 +161,8 @@ class Applier:
             raise StepsFailed(failures, [])
         return done
 
-    def _run_steps(self, items: list[tuple[int, Step]], total: int) -> list[str]:
+    def _run_steps(self, ctx: StepContext, items: list[tuple[int, Step]], total: int
+                   ) -> list[str]:
         todo = []
         for i, step in items:
             if self.recorder.is_done(step.key):
@@ -178,7 +176,7 @@ class Applier:
                 self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
             steps = [step for _, step in todo]
             try:
-                getattr(self, BATCHED[steps[0].kind])(steps)
+                BATCHED[steps[0].kind](ctx, steps)
             except LaneFailed:
                 raise
             except KindfixError as e:
@@ -191,7 +189,7 @@ class Applier:
                 break  # another node's step failed, or Ctrl-C: start nothing new
             self.progress(f"[{i}/{total}] [{step.node}] {step.summary}")
             try:
-                getattr(self, "_" + step.kind.replace("-", "_"))(step)
+                STEPS[step.kind](ctx, step)
             except LaneFailed:
                 raise
             except KindfixError as e:
@@ -199,129 +197,6 @@ class Applier:
             self.recorder.mark_done(step.key)
             done.append(step.key)
         return done
-
-    def _node(self, name: str) -> Node:
-        try:
-            return self.nodes[name]
-        except KeyError:
-            raise KindfixError(f"node {name} is not part of cluster {self.cluster.name}") from None
-
-    def _original(self, step: Step) -> bytes | None:
-        snap = self.snapshots.get(step.node)
-        return snap.file(step.path) if snap else self._node(step.node).read_file(step.path)
-
-    def _write_file(self, step: Step) -> None:
-        self._write_files([step])
-
-    def _write_files(self, steps: list[Step]) -> None:
-        """Journal every original of the node at once, then one atomic write per file, each
-        only over the content the plan was made from (compare and swap, in the node). The
-        first refusal stops the node's writes; the files it never wrote leave the journal."""
-        node = self._node(steps[0].node)
-        originals = [(s.path, self._original(s)) for s in steps]
-        new = [s.path for s in steps if not self.recorder.has_backup(node, s.path)]
-        pods = kubelet.manifest_pods([s.path for s in steps])
-        written = content_id(" ".join(s.key for s in steps).encode())[:12]
-        refresh = f"{REFRESH}:{node.name}:{written}"
-        if pods and not self.recorder.is_done(refresh):
-            # journaled before the first write: a run killed after it restarts the kubelet on
-            # the next `kindfix repair`, whose plan no longer has these (written) files
-            self.recorder.add_note(f"{REFRESH}={refresh} {','.join(pods)}", once=True)
-        self.recorder.declare(node, originals)
-        for k, (step, (_, original)) in enumerate(zip(steps, originals)):
-            try:
-                self.recorder.replace_file(node, step.path, original, step.content)
-            except CommandError as e:
-                if e.exit_code in (CHANGED, 5):  # refused before anything changed
-                    forget(self.recorder, node, [s.path for s in steps[k:] if s.path in new])
-                raise LaneFailed(step, e) from e
-        if pods and not self.recorder.is_done(refresh):
-            # before the next wave: the etcd preparation parks etcd.yaml from here on
-            kubelet.refresh(node, pods, self._say)
-            self.recorder.mark_done(refresh)
-
-    def _say(self, text: str) -> None:
-        self.progress(f"      {text}")
-
-    def _continue_refreshes(self) -> None:
-        """Kubelet restarts a killed run owed after writing manifests (see _write_files)."""
-        for note in list(self.recorder.journal.notes):
-            if not note.startswith(REFRESH + "="):
-                continue
-            key, _, pods = note.partition("=")[2].partition(" ")
-            name = key.split(":")[1]
-            if not self.recorder.is_done(key) and name in self.nodes and pods:
-                self.progress(f"continuing: the kubelet on {name} has not acted on its "
-                              "changed manifests yet")
-                kubelet.refresh(self.nodes[name], pods.split(","), self._say)
-                self.recorder.mark_done(key)
-
-    def _regen_certs(self, steps: list[Step]) -> None:
-        node = self._node(steps[0].node)
-        current = node.read_files([p for s in steps for p in (s.path, s.key_path)])
-        self.recorder.regenerate(
-            node, [((s.path, current[s.path]), (s.key_path, current[s.key_path])) for s in steps],
-            ["sh", "-c", KUBEADM_CERTS, "kindfix-certs", KUBEADM_CONFIG,
-             *(s.phase for s in steps)], verify=self._cert_verifier(steps))
-
-    def _cert_verifier(self, steps: list[Step]) -> Verify:
-        """The new certificates must parse and cover the address the node advertises."""
-        cnode = self.cluster.node(steps[0].node)
-        snap = self.snapshots.get(steps[0].node)
-        wanted = None
-        if cnode is not None:
-            family = advertise_family(snap, cnode) if snap else (4 if cnode.ipv4 else 6)
-            wanted = by_family(cnode.ipv4, cnode.ipv6).get(family)
-
-        def verify(new: dict[str, bytes | None]) -> str | None:
-            for step in steps:
-                raw = new.get(step.path)
-                if raw is None:
-                    return f"kubeadm made no {step.path}"
-                try:
-                    cert = parse_pem_certificates(raw)[0]
-                except KindfixError as e:
-                    return f"the new {step.path} does not parse ({e.message})"
-                if wanted and not cert.covers_ip(wanted):
-                    return f"the new {step.path} does not cover {wanted}"
-            return None
-        return verify
-
-    def _etcd(self, step: Step) -> None:
-        etcd_recovery.repair(self, step.phase, step.content or None)
-
-    def _restart_pod(self, step: Step) -> None:
-        self._restart_pods([step])
-
-    def _restart_pods(self, steps: list[Step]) -> None:
-        run(self._node(steps[0].node), ["sh", "-c", RESTART_PODS, "kindfix-restart",
-                                        *(s.phase for s in steps)])
-
-    def _restart_kubelet(self, step: Step) -> None:
-        run(self._node(step.node), ["systemctl", "restart", "kubelet"], timeout=60)
-
-    def _start_lb(self, step: Step) -> None:
-        self.runtime.start(step.node)
-
-    def _fix_lb(self, step: Step) -> None:
-        lb = self.cluster.load_balancer
-        assert lb is not None
-        node = self.nodes.get(lb.name) or ContainerNode(self.runtime, lb.name, lb.role)
-        snap = snapshot_node(node, load_patches())  # reads through the archive API if no sh
-        write_configs(self.runtime, node, self.recorder, lb_rewrites(self.cluster, snap))
-        if snap.file(HAPROXY_CFG) is not None:
-            # always: a run killed after the rewrite but before the reload left it stale
-            reload_haproxy(self.runtime, node)
-
-
-class LaneFailed(Exception):
-    """A node step failed (carried out of its lane to be reported with the others)."""
-
-    def __init__(self, step: Step, cause: KindfixError) -> None:
-        super().__init__(cause.message)
-        self.step = step
-        self.cause = cause
-
 
 PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")
 

@@ -26,7 +26,6 @@ from kindfix.audit import audit
 from kindfix.backup import FORMAT, MANIFEST
 from kindfix.discovery import Cluster, discover, require_running
 from kindfix.errors import KindfixError
-from kindfix.etcd_recovery import RESTORE_BACKUP
 from kindfix.lock import cluster_lock
 from kindfix.names import validate_cluster_name
 from kindfix.observe import NodeSnapshot, snapshot_cluster
@@ -39,6 +38,7 @@ from kindfix.plan import (
     restart_steps,
     unified_diff,
 )
+from kindfix.recovery.strategy import RESTORE_BACKUP
 from kindfix.rewrite import FileChange
 from kindfix.runtime import Runtime
 from kindfix.steps import EtcdStrategy, StepKind

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from kindfix import etcd_recovery
 from kindfix.audit import AuditReport
 from kindfix.journal import Journal, PendingStep
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE
 from kindfix.plan import Plan, Step
+from kindfix.recovery import manifest as etcd_recovery
 from kindfix.steps import StepKind
 
 # etcd's manifest, and where a recovery parks it while etcd is stopped (etcd_recovery.py)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kindfix import journal
-from kindfix.apply import KUBEADM_CERTS, Applier
+from kindfix.actions import KUBEADM_CERTS
+from kindfix.apply import Applier
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump
 from kindfix.journal import Journal, RunRecorder

@@ -12,7 +12,8 @@ import pytest
 
 from kindfix import journal
 from kindfix import node as node_mod
-from kindfix.apply import KUBEADM_CONFIG, Applier
+from kindfix.actions import KUBEADM_CONFIG
+from kindfix.apply import Applier
 from kindfix.audit import audit
 from kindfix.discovery import Cluster
 from kindfix.dump import load_dump

@@ -1,4 +1,4 @@
-"""etcd membership repair (kindfix/etcd_recovery.py): manifest flags, choosing the member to
+"""etcd membership repair (kindfix/recovery/): manifest flags, choosing the member to
 force, the node-side scripts (run for real with the host's sh), and both strategies over
 FakeNodes talking to a fake etcd gateway."""
 
@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 
-from kindfix import etcd_recovery, probes
+from kindfix import nodescripts, probes
 from kindfix.discovery import ClusterNode
 from kindfix.errors import KindfixError
-from kindfix.etcd_recovery import (
-    DATA_DIR,
-    MANIFEST,
-    PARKED,
-    Recovery,
-    peer_url,
-    set_flags,
-)
+from kindfix.recovery import force_new, leader, member_update, state, strategy
+from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED, peer_url, set_flags
+from kindfix.recovery.state import Recovery
 from kindfix.yamlpath import YamlDocument
 from tests.fakes import FakeNode, fail, ok
 from tests.unit.helpers_etcd import FakeEtcd, member
@@ -121,7 +116,7 @@ def test_choose_picks_the_highest_revision_from_the_fixture_metrics() -> None:
             assert out is not None
             _metrics_from_probe(node, out.text())
     ap, said = applier(cluster, nodes)
-    assert Recovery(ap).choose().name == "kind-control-plane2"
+    assert leader.choose(Recovery(ap.context())).name == "kind-control-plane2"
     assert any("most up-to-date member: kind-control-plane2 (revision" in s for s in said)
 
 
@@ -136,21 +131,21 @@ def _three(revisions: dict[str, int | None]) -> tuple[Recovery, list[str]]:
                                         "etcd_server_proposals_applied_total": 500}
             gw.attach(nodes[name])
     ap, said = applier(cluster, nodes)
-    return Recovery(ap), said
+    return Recovery(ap.context()), said
 
 
 def test_choose_breaks_a_tie_by_control_plane_order() -> None:
     rec, _ = _three({"kind-control-plane": 900, "kind-control-plane2": 1000,
                      "kind-control-plane3": 1000})
-    assert rec.choose().name == "kind-control-plane2"
+    assert leader.choose(rec).name == "kind-control-plane2"
     rec, _ = _three({"kind-control-plane3": 7, "kind-control-plane2": 7, "kind-control-plane": 7})
-    assert rec.choose().name == "kind-control-plane"
+    assert leader.choose(rec).name == "kind-control-plane"
 
 
 def test_choose_without_any_metrics_takes_the_first_control_plane() -> None:
     rec, said = _three({"kind-control-plane": None, "kind-control-plane2": None,
                         "kind-control-plane3": None})
-    assert rec.choose().name == "kind-control-plane"
+    assert leader.choose(rec).name == "kind-control-plane"
     assert any("metrics unavailable, first control plane" in s for s in said)
 
 
@@ -160,13 +155,13 @@ def test_park_moves_the_manifest_out_and_keeps_the_first_parked_copy(tmp_path: P
     manifests, parked = tmp_path / "manifests", tmp_path / "parked"
     manifests.mkdir()
     (manifests / "etcd.yaml").write_bytes(b"v1")
-    assert sh(etcd_recovery._PARK, str(manifests / "etcd.yaml"), str(parked)).returncode == 0
+    assert sh(nodescripts.script("etcd-park"), str(manifests / "etcd.yaml"), str(parked)).returncode == 0
     assert not (manifests / "etcd.yaml").exists()
     assert (parked / "etcd.yaml").read_bytes() == b"v1"
     (manifests / "etcd.yaml").write_bytes(b"v2 written by a later stage")
-    assert sh(etcd_recovery._PARK, str(manifests / "etcd.yaml"), str(parked)).returncode == 0
+    assert sh(nodescripts.script("etcd-park"), str(manifests / "etcd.yaml"), str(parked)).returncode == 0
     assert (parked / "etcd.yaml").read_bytes() == b"v1"
-    assert sh(etcd_recovery._PARK, str(manifests / "etcd.yaml"), str(parked)).returncode == 0
+    assert sh(nodescripts.script("etcd-park"), str(manifests / "etcd.yaml"), str(parked)).returncode == 0
 
 
 def _data_dir(root: Path) -> Path:
@@ -196,25 +191,30 @@ def test_copy_data_copies_and_verifies(tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
     (src / "member" / "wal" / "0.tmp").write_bytes(bytes(4096))  # the preallocated next WAL
     dst = tmp_path / "backup" / "data"
-    assert sh(etcd_recovery._COPY_DATA, str(src), str(dst)).returncode == 0
+    assert sh(nodescripts.script("etcd-copy-data"), str(src), str(dst)).returncode == 0
     for f in src.rglob("*"):
         if f.is_file() and f.name != "0.tmp":
             assert (dst / f.relative_to(src)).read_bytes() == f.read_bytes()
     assert not (dst / "member" / "wal" / "0.tmp").exists()
     assert oct(dst.stat().st_mode & 0o777) == "0o700"
     (src / "member" / "snap" / "db").write_bytes(b"newer")
-    assert sh(etcd_recovery._COPY_DATA, str(src), str(dst)).returncode == 0  # kept, not redone
+    assert sh(nodescripts.script("etcd-copy-data"), str(src), str(dst)).returncode == 0  # kept, not redone
     assert (dst / "member" / "snap" / "db").read_bytes() != b"newer"
 
 
 def test_copy_data_fails_on_a_copy_that_differs(tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
     dst = tmp_path / "backup" / "data"
-    p = subprocess.run(["sh", "-c", etcd_recovery._COPY_DATA, "t", str(src), str(dst)],
+    p = subprocess.run(["sh", "-c", nodescripts.script("etcd-copy-data"), "t", str(src), str(dst)],
                        capture_output=True, timeout=30, env=_corrupting_cp(tmp_path), check=False)
     assert p.returncode == 4, p.stderr
     assert b"differs from the original" in p.stderr
     assert not dst.exists()  # only dst.tmp: a later run copies again
+
+
+def part(name: str) -> str:
+    """A shared part of the node scripts (kindfix/scripts/lib/<name>.sh): its functions alone."""
+    return nodescripts._part(name)[1]
 
 
 def _stub(name: str, body: str) -> str:
@@ -236,7 +236,7 @@ case " $RUNNING_ON " in *" $n "*) echo "etcd --data-dir=/var/lib/etcd";; esac"""
 def test_wait_stopped_needs_four_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
                                                         calls: int) -> None:
     counter = tmp_path / "calls"
-    p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + etcd_recovery._WAIT_STOPPED],
+    p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + part("wait-stopped") + "wait_stopped\n"],
                        capture_output=True, timeout=30, check=False,
                        env={**os.environ, "CALLS": str(counter), "RUNNING_ON": running_on})
     assert p.returncode == 0, p.stderr
@@ -253,7 +253,7 @@ k=0; [ ! -f "$LOG" ] || k=$(grep -c copy "$LOG" || true)
 set -- $CODES; shift "$k"
 echo copy >> "$LOG"; return "$1" """)
              + _stub("wait_stopped", 'echo wait >> "$LOG"'))
-    p = subprocess.run(["sh", "-c", stubs + etcd_recovery._COPY_CHECKED, "t", "src", "dst"],
+    p = subprocess.run(["sh", "-c", stubs + part("copy-checked") + 'copy_checked "$1" "$2"\n', "t", "src", "dst"],
                        capture_output=True, timeout=30, check=False,
                        env={**os.environ, "LOG": str(log), "CODES": copy_codes})
     return p, log.read_text().split()
@@ -279,7 +279,7 @@ def test_copy_checked_does_not_retry_other_failures(tmp_path: Path) -> None:
 
 
 def test_copy_data_without_a_data_dir_fails(tmp_path: Path) -> None:
-    p = sh(etcd_recovery._COPY_DATA, str(tmp_path / "none"), str(tmp_path / "dst"))
+    p = sh(nodescripts.script("etcd-copy-data"), str(tmp_path / "none"), str(tmp_path / "dst"))
     assert p.returncode == 3
     assert b"no data dir" in p.stderr
 
@@ -287,12 +287,12 @@ def test_copy_data_without_a_data_dir_fails(tmp_path: Path) -> None:
 def test_set_aside_moves_member_dir_away(tmp_path: Path) -> None:
     data = _data_dir(tmp_path)
     stale = tmp_path / "stale"
-    assert sh(etcd_recovery._SET_ASIDE, str(data), str(stale)).returncode == 0
+    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(stale)).returncode == 0
     assert not (data / "member").exists()
     [moved] = list(stale.iterdir())
     assert moved.name.startswith("member-")
     assert (moved / "snap" / "db").exists()
-    assert sh(etcd_recovery._SET_ASIDE, str(data), str(stale)).returncode == 0  # nothing left
+    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(stale)).returncode == 0  # nothing left
     assert len(list(stale.iterdir())) == 1
 
 
@@ -307,7 +307,7 @@ def test_member_update_fixes_the_stale_peer_url_and_copies_data_unverified(
     gw.attach(node)
     node.on(("sh", "-c"), ok())  # data copy, restart of the etcd container
     ap, _ = applier(cluster, nodes)
-    Recovery(ap).member_update()
+    member_update.member_update(Recovery(ap.context()))
 
     assert gw.members[0]["peerURLs"] == ["https://172.18.0.2:2380"]
     done = ap.recorder.journal.done
@@ -345,9 +345,6 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
     gw.before = react
     gw.serving = lambda n: MANIFEST in n.files
 
-    def running(node: FakeNode, *_: Any) -> Any:
-        return ok("3f9a\n" if MANIFEST in node.files else "")
-
     def shell(node: FakeNode, argv: Any, _stdin: Any) -> Any:
         if "force-new-cluster" in argv[2]:  # _forced_running's scan of /proc
             forced = b"--force-new-cluster" in node.files.get(MANIFEST, b"")
@@ -369,8 +366,7 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
             continue
         gw.attach(node)
         node.on(("sh", "-c"), shell)
-        node.on(("sh", "-c", etcd_recovery._ETCD_RUNNING), running)
-        node.on(("sh", "-c", etcd_recovery._PARK), park)
+        node.on_script("etcd-park", park)
         node.on(("rm", "-f", PARKED), unpark)
 
 
@@ -379,8 +375,8 @@ CURRENT: dict[str, str] = {}
 
 def _permuted(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, FakeNode], FakeEtcd]:
     # bounded waits; sleeps skipped: the fake answers at once
-    monkeypatch.setattr(etcd_recovery, "WAIT", 1.0)
-    monkeypatch.setattr(etcd_recovery.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(state, "WAIT", 1.0)
+    monkeypatch.setattr(force_new.time, "sleep", lambda _s: None)
     cluster, _, nodes = dump("ha-3cp-permuted")
     CURRENT.clear()
     CURRENT.update({n.name: str(n.ipv4) for n in cluster.control_planes})
@@ -396,7 +392,7 @@ def test_force_new_cluster_rebuilds_membership_on_current_ips(
         monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, nodes, gw = _permuted(monkeypatch)
     ap, said = applier(cluster, nodes)
-    etcd_recovery.repair(ap, "force-new-cluster")
+    strategy.repair(ap.context(), "force-new-cluster")
     _assert_rebuilt(ap, nodes, gw)
     assert any("kind-control-plane joined" in s for s in said)
 
@@ -407,9 +403,9 @@ def test_force_new_cluster_continues_after_a_run_killed_once_the_forced_member_r
     gw.refuse_update = 1  # the first run dies at the self-update, after "forced"
     ap, _ = applier(cluster, nodes)
     with pytest.raises(KindfixError, match="refused /v3/cluster/member/update"):
-        etcd_recovery.repair(ap, "force-new-cluster")
+        strategy.repair(ap.context(), "force-new-cluster")
     assert "etcd:forced" in ap.recorder.journal.done
-    etcd_recovery.repair(ap, "force-new-cluster")  # the next `kindfix repair` continues
+    strategy.repair(ap.context(), "force-new-cluster")  # the next `kindfix repair` continues
     _assert_rebuilt(ap, nodes, gw)
 
 
@@ -439,7 +435,7 @@ def _assert_rebuilt(ap: Any, nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
 
 
 class FakeClock:
-    """time.monotonic/time.sleep for etcd_recovery: sleeping advances the clock at once."""
+    """time.monotonic/time.sleep for recovery/leader.py: sleeping advances the clock at once."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -454,30 +450,30 @@ class FakeClock:
 def test_deciding_gives_up_early_when_every_member_runs_without_a_leader(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    monkeypatch.setattr(etcd_recovery, "time", clock)
+    monkeypatch.setattr(leader, "time", clock)
     cluster, _, nodes = dump("ha-3cp-permuted")
     gw = FakeEtcd([member(str(1000 + i), name, ip) for i, (name, ip) in enumerate(OLD.items())],
                   leader=None)
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
     ap, _ = applier(cluster, nodes)
     rec = Recovery(ap)
-    assert rec.leader_within(30, give_up_without_leader=5) is None
+    assert leader.leader_within(rec, 30, give_up_without_leader=5) is None
     assert 1005 <= clock.now < 1010  # not the whole 30 s
     # the client port (which hangs without a leader) was never asked
     assert not any(path.startswith("/v3/") for _, path, _ in gw.requests)
     clock.now = 1000.0
-    assert rec.leader_within(30) is None  # without the early exit: the full wait
+    assert leader.leader_within(rec, 30) is None  # without the early exit: the full wait
     assert clock.now >= 1030
 
 
 def test_deciding_finds_a_member_with_a_leader(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(etcd_recovery, "time", FakeClock())
+    monkeypatch.setattr(leader, "time", FakeClock())
     cluster, _, nodes = dump("ha-3cp-permuted")
     gw = FakeEtcd([member(str(1000 + i), name, ip) for i, (name, ip) in enumerate(OLD.items())],
                   leader="1000")
     gw.attach(*(nodes[c.name] for c in cluster.control_planes))
     ap, _ = applier(cluster, nodes)
-    assert Recovery(ap).leader_within(30, give_up_without_leader=5) is nodes["kind-control-plane"]
+    assert leader.leader_within(Recovery(ap.context()), 30, give_up_without_leader=5) is nodes["kind-control-plane"]
 
 
 def test_member_update_restarts_each_etcd_through_the_pod_restart_script() -> None:
@@ -490,7 +486,7 @@ def test_member_update_restarts_each_etcd_through_the_pod_restart_script() -> No
     gw.attach(node)
     node.on(("sh", "-c"), ok())
     ap, _ = applier(cluster, nodes)
-    Recovery(ap).member_update()
+    member_update.member_update(Recovery(ap.context()))
     assert ("sh", "-c", RESTART_PODS, "kindfix-restart", "etcd") in node.calls
 
 
@@ -534,7 +530,7 @@ def test_a_snapshot_restore_over_an_odd_observed_manifest_stops_naming_the_file(
     snaps = {**snaps, first: replace(snaps[first], files={**snaps[first].files, MANIFEST: raw})}
     ap, _ = applier(cluster, nodes, snaps)
     with pytest.raises(KindfixError) as e:
-        etcd_recovery.repair(ap, "snapshot-restore")
+        strategy.repair(ap.context(), "snapshot-restore")
     assert e.value.message.startswith((f"{first}:{MANIFEST}: ", f"{first}:{MANIFEST} "))
     assert "\n" not in e.value.message
     assert all(PARKED not in n.files for n in nodes.values())  # nothing stopped

@@ -1,6 +1,7 @@
 """What a failed repair says when the fault is on a node (issue #9, found by the live fault
 injection in tests/integration/test_faults_live.py); both failed before their fixes in
-etcd_recovery.py (_COPY_DATA, _COPY_CHECKED) and apply.py (_cause)."""
+the etcd data copy (now kindfix/scripts/lib/copy-data.sh, copy-checked.sh) and apply.py
+(_cause)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kindfix import etcd_recovery
+from kindfix import nodescripts
 from kindfix.apply import StepsFailed
 from kindfix.errors import CommandError, KindfixError
-from kindfix.etcd_recovery import MANIFEST, PARKED
 from kindfix.plan import Step
+from kindfix.recovery.manifest import MANIFEST, PARKED
 from kindfix.runtime import ExecResult
 from tests.unit.helpers_nodes import applier
 
@@ -58,7 +59,8 @@ def test_a_full_disk_during_the_data_copy_is_said_once_and_leaves_no_partial_cop
         tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
     dst = tmp_path / "backups" / "data"
-    script = (etcd_recovery._STOPPED_COPY_FUNCTIONS
+    script = ("".join(nodescripts._part(p)[1] for p in ("etcd-running", "wait-stopped",
+                                                         "copy-data", "copy-checked"))
               + "etcd_running() { :; }\n"  # nothing runs here: no wait in wait_stopped
               + 'set -e\ncopy_checked "$1" "$2"\n')
     p = subprocess.run(["sh", "-c", script, "kindfix-copy", str(src), str(dst)],
@@ -143,7 +145,7 @@ def test_a_member_whose_node_stopped_is_not_said_to_run_again(
     def stopped(*_: object) -> ExecResult:
         raise KindfixError(f"container {CP3} is not running")
 
-    nodes[CP3].on(("sh", "-c", etcd_recovery._UNPREPARE), stopped)
+    nodes[CP3].on_script("etcd-unprepare", stopped)
     ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError) as e:
         ap.apply(plan)
@@ -158,7 +160,7 @@ def test_a_member_whose_node_stopped_is_not_said_to_run_again(
     assert not any(k.startswith("etcd:") for k in ap.recorder.journal.done)
 
     # the node started again: the next run finishes the job from its parked manifest
-    nodes[CP3].on(("sh", "-c", etcd_recovery._UNPREPARE), side.unprepare)
+    nodes[CP3].on_script("etcd-unprepare", side.unprepare)
     ap, _ = resumed(cluster, nodes, side)
     side.staged.clear()
     assert "etcd" in ap.apply(_cert_wave(cluster, nodes, side, failing=None))

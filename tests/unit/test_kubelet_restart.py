@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kindfix import etcd_recovery, kubelet
-from kindfix.apply import REFRESH
+from kindfix import kubelet, nodescripts
+from kindfix.actions import REFRESH
 from kindfix.node import REFRESH_KUBELET, RESTART_PODS
 from kindfix.plan import Plan, Step
 from kindfix.runtime import ExecResult
@@ -191,7 +191,7 @@ def test_park_restarts_the_kubelet_after_the_manifest_went_and_before_the_stop(
     manifest.write_text("kind: Pod\n")
     (tmp_path / "bin" / "systemctl").write_text(
         f'#!/bin/sh\necho "systemctl $* manifest=$(ls {manifest} 2>/dev/null)" >> {log}\n')
-    out = subprocess.run(["sh", "-c", etcd_recovery._PARK, "x", str(manifest),
+    out = subprocess.run(["sh", "-c", nodescripts.script("etcd-park"), "x", str(manifest),
                           str(tmp_path / "parked")], env=env, capture_output=True, text=True,
                          check=True)
     assert "@@kindfix-parked" in out.stdout
@@ -210,7 +210,7 @@ def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
     for tool in ("sh", "mkdir", "cp", "rm"):
         (core / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
     env["PATH"] = f"{tmp_path / 'bin'}:{core}"
-    out = subprocess.run(["sh", "-c", etcd_recovery._PARK, "x", str(tmp_path / "etcd.yaml"),
-                          str(tmp_path / "parked")], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(["sh", "-c", nodescripts.script("etcd-park"), "x",
+                          str(tmp_path / "etcd.yaml"), str(tmp_path / "parked")], env=env,
+                         capture_output=True, text=True, check=True)
     assert "@@kindfix no-systemctl" in out.stdout

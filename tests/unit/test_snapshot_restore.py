@@ -1,4 +1,4 @@
-"""etcd snapshot restore (kindfix/etcd_recovery.py): the node-side scripts run for real with the
+"""etcd snapshot restore (kindfix/recovery/snapshot.py): the node-side scripts run for real with the
 host's sh against a fake `ctr` (containerd running the etcd image's etcdutl/etcdctl), and the
 Recovery flow over FakeNodes on the ha-3cp-permuted fixture with quorum lost."""
 
@@ -20,14 +20,16 @@ from typing import Any
 
 import pytest
 
-from kindfix import etcd_recovery
 from kindfix.apply import Applier
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
-from kindfix.etcd_recovery import DATA_DIR, MANIFEST, PARKED, Recovery
 from kindfix.journal import JOURNAL_DIR, Journal, RunRecorder
+from kindfix.nodescripts import script
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
+from kindfix.recovery import force_new, preparation, snapshot, state, strategy
+from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED
+from kindfix.recovery.state import Recovery
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, fail, ok
 from tests.unit.helpers_certs import kubeadm
@@ -245,14 +247,14 @@ def wal(member_dir: Path) -> dict[str, str]:
     return data
 
 
-# --- _SNAPSHOT_STATUS -------------------------------------------------------------------------
+# --- etcd-snapshot-status.sh -------------------------------------------------------------------
 
 def test_snapshot_status_runs_etcdutl_from_the_image_on_the_bind_mounted_data_dir(
         tmp_path: Path, ctr: Ctr) -> None:
     db = bolt(48999, keys=1234)
     data = data_dir(tmp_path, db)
     before = tree(data)
-    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
     assert p.returncode == 0, p.stderr
     tool, status = p.stdout.decode().splitlines()
     assert tool == "etcdutl"
@@ -270,7 +272,7 @@ def test_snapshot_status_falls_back_to_etcdctl_when_the_image_has_no_etcdutl(
         tmp_path: Path, ctr: Ctr) -> None:
     data = data_dir(tmp_path, bolt(7, keys=3))
     ctr.missing = "etcdutl"
-    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.decode().splitlines()
     assert lines[0] == "etcdctl"
@@ -288,7 +290,7 @@ def test_snapshot_status_without_a_working_tool_fails_with_both_tools_errors(
         tmp_path: Path, ctr: Ctr, missing: str, db: bytes, error: str) -> None:
     data = data_dir(tmp_path, db)
     ctr.missing = missing
-    p = ctr.run(etcd_recovery._SNAPSHOT_STATUS, str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
     assert p.returncode == 3
     assert p.stdout == b""
     lines = p.stderr.decode().splitlines()
@@ -300,7 +302,7 @@ def test_snapshot_status_without_a_working_tool_fails_with_both_tools_errors(
 @pytest.mark.parametrize("missing", ["", "etcdutl"])
 def test_recovery_reads_what_the_status_script_prints(
         tmp_path: Path, ctr: Ctr, missing: str) -> None:
-    """The parser (Recovery._status) on the real script's output, tool line included."""
+    """The parser (recovery.snapshot.status) on the real script's output, tool line included."""
     db = bolt(48999, keys=1234)
     data = data_dir(tmp_path, db)
     ctr.missing = missing
@@ -312,14 +314,14 @@ def test_recovery_reads_what_the_status_script_prints(
         p = ctr.run(argv[2], str(data), *argv[5:])
         return ExecResult(p.returncode, p.stdout, p.stderr)
 
-    node.on(("sh", "-c", etcd_recovery._SNAPSHOT_STATUS), on_host)
+    node.on_script("etcd-snapshot-status", on_host)
     ap, said = applier(cluster, nodes)
-    rec = Recovery(ap)
-    st = rec._status(cluster.control_planes[0], IMAGE)
+    rec = Recovery(ap.context())
+    st = snapshot.status(rec, cluster.control_planes[0], IMAGE)
     assert st == {"hash": 1, "revision": 48999, "totalKey": 1234, "totalSize": len(db),
                   "tool": "etcdctl" if missing else "etcdutl"}
     ctr.missing = "etcdutl,etcdctl"
-    assert rec._status(cluster.control_planes[0], IMAGE) is None
+    assert snapshot.status(rec, cluster.control_planes[0], IMAGE) is None
     [line] = [s for s in said if "cannot read" in s]
     assert line.startswith("      etcd: cannot read kind-control-plane's data with the etcd "
                            "image's tools: etcdutl: ")
@@ -327,7 +329,7 @@ def test_recovery_reads_what_the_status_script_prints(
     assert "; etcdctl: ctr: failed to create shim task" in line  # cut at 300 characters
 
 
-# --- _RESTORE ---------------------------------------------------------------------------------
+# --- etcd-restore.sh ---------------------------------------------------------------------------
 
 RESTORE_FLAGS = ("--name", "kind-control-plane2",
                  "--initial-cluster", "kind-control-plane=https://172.18.0.5:2380,"
@@ -347,7 +349,7 @@ def _restorable(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes], bytes]:
 
 def restore(ctr: Ctr, data: Path, stale: Path, tool: str = "etcdutl"
             ) -> subprocess.CompletedProcess[bytes]:
-    return ctr.run(etcd_recovery._RESTORE, str(data), IMAGE, str(stale), tool, *RESTORE_FLAGS)
+    return ctr.run(script("etcd-restore"), str(data), IMAGE, str(stale), tool, *RESTORE_FLAGS)
 
 
 def _assert_restored(data: Path, snapshot: bytes) -> None:
@@ -472,14 +474,14 @@ def test_restore_with_a_failing_tool_leaves_the_member_untouched(
     _assert_restored(data, good)
 
 
-# --- _KEEP_SNAPSHOT ---------------------------------------------------------------------------
+# --- etcd-keep-snapshot.sh ---------------------------------------------------------------------
 
 def test_keep_snapshot_copies_the_backend_beside_the_member(tmp_path: Path) -> None:
     db = bolt(48999)
     data = data_dir(tmp_path, db)
 
     def keep() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["sh", "-c", etcd_recovery._KEEP_SNAPSHOT, "kindfix-snapshot",
+        return subprocess.run(["sh", "-c", script("etcd-keep-snapshot"), "kindfix-snapshot",
                                str(data)], capture_output=True, timeout=30, check=False)
 
     assert keep().returncode == 0
@@ -571,7 +573,7 @@ class Side:
                                              "totalSize": len(node.files[DB])}) + "\n")
 
     def prepare(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-        """etcd_recovery._PREPARE_MEMBER: park, wait until etcd is gone, copy, status."""
+        """etcd-prepare-member.sh: park, wait until etcd is gone, copy, status."""
         manifest, parked, data, backup, image = argv[4:9]
         head = tuple(argv[:4])
         parked_it = self.park(node, (*head, manifest, parked), None).stdout
@@ -588,7 +590,7 @@ class Side:
         return ok()
 
     def stage(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
-        """etcd_recovery._STAGE_RESTORE: the restored member waits beside the data."""
+        """etcd-stage-restore.sh: the restored member waits beside the data."""
         self.event("stage", node.name)
         self.staged[node.name] = list(argv)
         node.files[STAGED] = node.files[SNAPSHOT]
@@ -596,7 +598,7 @@ class Side:
 
     def unprepare(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
                   ) -> ExecResult:
-        """etcd_recovery._UNPREPARE: etcd back on its own data, the staged files gone."""
+        """etcd-unprepare.sh: etcd back on its own data, the staged files gone."""
         self.event("unprepare", node.name)
         how, manifest, parked = argv[4:7]
         if how == "unpark" and parked in node.files and manifest not in node.files:
@@ -643,7 +645,7 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
                      fixture: str = "ha-3cp-permuted", kill_at: tuple[str, int] | None = None
                      ) -> tuple[Cluster, dict[str, FakeNode], Side]:
     # bounded waits; sleeps skipped: the fakes answer at once
-    monkeypatch.setattr(etcd_recovery, "WAIT", 1.0)
+    monkeypatch.setattr(state, "WAIT", 1.0)
     monkeypatch.setattr(time, "sleep", lambda _s: None)
     cluster, snapshots, nodes = dump(fixture)
     gw = FakeEtcd([member(str(1000 + i), n, OLD.get(n, "172.18.0.9"))
@@ -655,16 +657,15 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node = nodes[name]
         node.files[DB] = _db(name, revisions)
         gw.attach(node)
-        node.on(("sh", "-c", etcd_recovery._ETCD_RUNNING), side.running)
-        node.on(("sh", "-c", etcd_recovery._PARK), side.park)
-        node.on(("sh", "-c", etcd_recovery._COPY_DATA), side.copy)
-        node.on(("sh", "-c", etcd_recovery._COPY_STOPPED), side.copy)
-        node.on(("sh", "-c", etcd_recovery._SNAPSHOT_STATUS), side.status)
-        node.on(("sh", "-c", etcd_recovery._PREPARE_MEMBER), side.prepare)
-        node.on(("sh", "-c", etcd_recovery._KEEP_SNAPSHOT), side.keep)
-        node.on(("sh", "-c", etcd_recovery._RESTORE), side.restore)
-        node.on(("sh", "-c", etcd_recovery._STAGE_RESTORE), side.stage)
-        node.on(("sh", "-c", etcd_recovery._UNPREPARE), side.unprepare)
+        node.on_script("etcd-park", side.park)
+        node.on_script("etcd-copy-data", side.copy)
+        node.on_script("etcd-copy-stopped", side.copy)
+        node.on_script("etcd-snapshot-status", side.status)
+        node.on_script("etcd-prepare-member", side.prepare)
+        node.on_script("etcd-keep-snapshot", side.keep)
+        node.on_script("etcd-restore", side.restore)
+        node.on_script("etcd-stage-restore", side.stage)
+        node.on_script("etcd-unprepare", side.unprepare)
         node.on(("systemctl", "restart", "kubelet"), ok())
         node.on(("rm", "-f", PARKED), side.unpark)
         _watch_snapshot_writes(node, side)
@@ -715,7 +716,7 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
     side.tool = tool
     manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
     ap, said = applier(cluster, nodes, side.snapshots)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
 
     rev = revisions[best]
     assert rev is not None
@@ -768,7 +769,7 @@ def test_snapshot_restore_copies_all_data_before_restoring_anything_and_restores
         monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     ap, _ = applier(cluster, nodes, side.snapshots)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     for name in CPS:  # each member stopped, then copied
         assert side.events.index(("park", name)) < side.events.index(("copy", name))
     for name in CPS:  # each backend is read stopped and copied
@@ -785,7 +786,7 @@ def test_the_flags_the_flow_passes_satisfy_the_restore_tool(
     """Each member's recorded _RESTORE argv, run for real against the fake etcdutl."""
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     ap, _ = applier(cluster, nodes, side.snapshots)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     for name in CPS:
         argv = side.restores[name]
         data = data_dir(tmp_path / name, bolt(5))
@@ -803,20 +804,20 @@ def test_a_killed_snapshot_restore_continues_where_it_stopped(
     revisions: dict[str, int | None] = {CP: 48000, CP2: 48999, CP3: 48500}
     cluster, nodes, clean = _restore_cluster(monkeypatch, revisions)
     ap, _ = applier(cluster, nodes, clean.snapshots)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     want = outcome(nodes, clean, ap)
 
     cluster, nodes, side = _restore_cluster(monkeypatch, revisions, kill_at=kill_at)
     ap, said = applier(cluster, nodes, side.snapshots)
     with pytest.raises(Killed):
-        etcd_recovery.repair(ap, "snapshot-restore")
+        strategy.repair(ap.context(), "snapshot-restore")
     done_before = set(ap.recorder.journal.done)
     assert any(k.startswith("etcd:park:") for k in done_before)  # it got somewhere
     if kill_at[0] == "restore":  # the first restore finished, maybe the third
         assert len([k for k in done_before if k.startswith("etcd:restored:")]) in (1, 2)
 
     ap, said_again = resumed(cluster, nodes, side)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     assert outcome(nodes, side, ap) == want
     # no journaled stage ran twice: the same work as the uninterrupted run, except that a
     # member's one prepare exec (park, copy, status) is redone when it was cut: parking again
@@ -835,13 +836,13 @@ def test_without_a_restore_tool_it_falls_back_to_force_new_cluster(
     it started, and with which notes."""
     cluster, nodes, side = _restore_cluster(monkeypatch, dict.fromkeys(CPS, None))
     started: list[list[str]] = []
-    monkeypatch.setattr(Recovery, "force_new_cluster",
-                        lambda self: started.append(list(self.rec.journal.notes)))
+    monkeypatch.setattr(force_new, "force_new_cluster",
+                        lambda rec: started.append(list(rec.rec.journal.notes)))
     ap, said = applier(cluster, nodes, side.snapshots)
     if prepared:
-        etcd_recovery.prepare(ap)
+        preparation.prepare(ap.context())
         assert started == []
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
 
     assert started == [["etcd-strategy=snapshot-restore", "etcd-strategy=force-new-cluster"]]
     assert said.count(
@@ -855,8 +856,8 @@ def test_without_a_restore_tool_it_falls_back_to_force_new_cluster(
     # the next `kindfix repair` (which prepares again beside the certificates) goes straight
     # to force-new-cluster
     ap, _ = resumed(cluster, nodes, side)
-    etcd_recovery.prepare(ap)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    preparation.prepare(ap.context())
+    strategy.repair(ap.context(), "snapshot-restore")
     assert len(started) == 2
     assert side.counts("status") == Counter(("status", n) for n in CPS)
 
@@ -869,14 +870,14 @@ def test_the_fall_back_forces_the_member_observe_saw_most_up_to_date(
     cluster, nodes, side = _restore_cluster(monkeypatch, dict.fromkeys(CPS, None))
     forced: list[str] = []
 
-    def start_forced(_self: Recovery, best: Any) -> None:
+    def start_forced(_rec: Recovery, best: Any) -> None:
         forced.append(best.name)
         raise Killed("stop before the forced member starts")
 
-    monkeypatch.setattr(Recovery, "_start_forced", start_forced)
+    monkeypatch.setattr(force_new, "start_forced", start_forced)
     ap, said = applier(cluster, nodes, side.snapshots)
     with pytest.raises(Killed):
-        etcd_recovery.repair(ap, "snapshot-restore")
+        strategy.repair(ap.context(), "snapshot-restore")
     assert forced == [CP2]
     assert "      etcd: most up-to-date member: kind-control-plane2 (revision 48213)" in said
     assert ap.recorder.journal.notes[-1] == f"etcd-best={CP2}"
@@ -886,12 +887,12 @@ def test_prepare_then_repair_restores_once(monkeypatch: pytest.MonkeyPatch) -> N
     revisions: dict[str, int | None] = {CP: 48000, CP2: 48999, CP3: 48500}
     cluster, nodes, clean = _restore_cluster(monkeypatch, revisions)
     ap, _ = applier(cluster, nodes, clean.snapshots)
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     want = outcome(nodes, clean, ap)
 
     cluster, nodes, side = _restore_cluster(monkeypatch, revisions)
     ap, said = applier(cluster, nodes, side.snapshots)
-    etcd_recovery.prepare(ap)
+    preparation.prepare(ap.context())
     # prepared: every member restored beside its data and still stopped; no member's own data
     # swapped out yet (only the etcd step does that, once the certificates are made)
     assert all(MANIFEST not in nodes[n].files and PARKED in nodes[n].files for n in CPS)
@@ -900,7 +901,7 @@ def test_prepare_then_repair_restores_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert all(nodes[n].files[DB] == _db(n, revisions) for n in CPS)
     assert "etcd:unparked" not in ap.recorder.journal.done
     prepared = side.counts()
-    etcd_recovery.repair(ap, "snapshot-restore")
+    strategy.repair(ap.context(), "snapshot-restore")
     assert side.counts() - prepared == Counter(
         [("restore", n) for n in CPS] + [("unpark", n) for n in CPS] + [("leader", "*")])
     assert all(side.restores[n][4:] == side.staged[n][4:] for n in CPS)  # what was staged
@@ -932,7 +933,7 @@ def test_apply_prepares_the_restore_beside_the_certificates(
         return made(node, argv, stdin)  # type: ignore[no-any-return]
 
     for name in CPS:
-        nodes[name].on(("sh", "-c", etcd_recovery._STAGE_RESTORE), stage_and_tell)
+        nodes[name].on_script("etcd-stage-restore", stage_and_tell)
         nodes[name].on(("kubeadm", "init", "phase", "certs"), slow_kubeadm)
     steps = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
                        path="/etc/kubernetes/pki/etcd/peer.crt", phase="etcd-peer",
@@ -959,7 +960,7 @@ def test_an_ipv6_cluster_is_restored_with_ipv6_peer_urls(
     manifest = nodes[CP].files[MANIFEST].decode()
     assert "--listen-peer-urls=https://[fc00:f853:ccd:e793::2]:2380" in manifest
     ap, _ = applier(cluster, nodes, side.snapshots)
-    Recovery(ap).prepare_restore()
+    snapshot.prepare_restore(Recovery(ap.context()))
     argv = side.restores[CP]
     flags = dict(zip(argv[8::2], argv[9::2]))
     assert flags["--initial-advertise-peer-urls"] == "https://[fc00:f853:ccd:e793::2]:2380"
@@ -993,7 +994,7 @@ def _cert_wave(cluster: Cluster, nodes: dict[str, FakeNode], side: Side,
 
     for name in CPS:
         nodes[name].on(("kubeadm", "init", "phase", "certs"), run_kubeadm)
-        nodes[name].on(("sh", "-c", etcd_recovery._STAGE_RESTORE), stage)
+        nodes[name].on_script("etcd-stage-restore", stage)
         nodes[name].files[PEER_CRT] = f"{name}'s old peer cert".encode()
         nodes[name].files[PEER_KEY] = f"{name}'s old peer key".encode()
     steps = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
@@ -1067,7 +1068,7 @@ def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) ->
         return result
 
     for name in CPS:
-        nodes[name].on(("sh", "-c", etcd_recovery._PREPARE_MEMBER), prepare)
+        nodes[name].on_script("etcd-prepare-member", prepare)
     manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
     ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError) as e:

@@ -1,0 +1,44 @@
+"""What a repair step works with (as kind's actions receive an ActionContext): the runtime, the
+cluster and its nodes as observed, the run's recorder (backups, journal), where progress goes,
+and the event that says "start nothing new". The applier builds it; steps and the etcd recovery
+receive it and nothing else, so they need not know the applier.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from kindfix.discovery import Cluster
+from kindfix.errors import KindfixError
+from kindfix.journal import RunRecorder
+from kindfix.node import Node
+from kindfix.observe import NodeSnapshot
+from kindfix.runtime import Runtime
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """One run's shared state, read-only (the recorder and the event change, the fields do not)."""
+
+    runtime: Runtime
+    cluster: Cluster
+    nodes: Mapping[str, Node]
+    snapshots: Mapping[str, NodeSnapshot]  # what observe read, before anything changed
+    recorder: RunRecorder
+    progress: Progress
+    # set on a failure or Ctrl-C: start nothing new
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def say(self, text: str) -> None:
+        """Progress under a step's own line (indented like it)."""
+        self.progress(f"      {text}")
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise KindfixError(f"node {name} is not part of cluster {self.cluster.name}") from None

@@ -1,0 +1,112 @@
+"""The part of a snapshot restore that runs beside the certificate wave (Applier.apply): stop,
+copy, choose and restore beside the data, on a daemon thread the applier can stop (Ctrl-C: after
+its current command) or stop and undo (a failed wave: etcd starts again on its own data,
+kindfix/scripts/etcd-unprepare.sh, and the journal forgets the etcd stages).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kindfix.context import StepContext
+from kindfix.discovery import ClusterNode
+from kindfix.lanes import run_all
+from kindfix.nodescripts import script
+from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED
+from kindfix.recovery.snapshot import fall_back, prepare_restore
+from kindfix.recovery.state import NoRestoreTool, Recovery
+
+
+def prepare(ctx: StepContext, rec: Recovery | None = None) -> None:
+    """Stop, copy, choose, restore beside the data. Without a restore tool it only stops and
+    copies; the etcd step then falls back."""
+    rec = rec or Recovery(ctx)
+    if rec.note("etcd-strategy") is None:
+        rec.say("preparing the snapshot restore while the certificates are made")
+        rec.add_note("etcd-strategy", "snapshot-restore")
+    if rec.note("etcd-strategy") != "snapshot-restore":
+        return
+    try:
+        prepare_restore(rec, stage_only=True)
+    except NoRestoreTool as e:
+        fall_back(rec, e)
+
+
+class Preparation:
+    """prepare() on a daemon thread beside the certificate wave."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.recovery = Recovery(ctx)
+        self.recovery.cancel = threading.Event()
+        self._ctx = ctx
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="kindfix-etcd-prepare")
+
+    def _run(self) -> None:
+        try:
+            prepare(self._ctx, self.recovery)
+        except BaseException as e:  # the applier reports it when it joins
+            self._error = e
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for it (each of its commands has a timeout); its error, if any, is raised."""
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        assert self.recovery.cancel is not None
+        self.recovery.cancel.set()
+
+    def undo(self) -> list[str]:
+        """Stop it, wait for its current command, then undo what it did. Returns notes for
+        the error line."""
+        self.cancel()
+        if self._thread.is_alive():
+            self.recovery.say("waiting for the etcd preparation's current command, then "
+                              "starting etcd again on its own data")
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if not (self.recovery.parked_now or any(
+                k.startswith("etcd:") for k in self.recovery.rec.journal.done)):
+            return []
+        left = unprepare(self.recovery)
+        if left:
+            return ["etcd was stopped for the restore and " + "; ".join(left)]
+        return ["etcd was started again on its own data (the prepared restore is undone)"]
+
+
+def unprepare(rec: Recovery) -> list[str]:
+    """After a failed wave: etcd starts again on its own data where this preparation
+    stopped it, the staged restore goes, and the journal forgets the etcd stages (the next
+    run stops, copies and chooses afresh). Nothing was swapped in (stage_only).
+    Returns what could not be undone."""
+    left: list[str] = []
+
+    def undo(cp: ClusterNode) -> None:
+        if not rec.stage(f"restored:{cp.name}"):  # swapped in: only the etcd step does
+            left.append(f"{cp.name}: etcd data already restored, etcd stays stopped")
+            return
+        # only a member this run stopped starts again: one parked before stays parked
+        how = "unpark" if cp.name in rec.parked_now else "clean"
+        argv = ["sh", "-c", script("etcd-unprepare"), "kindfix-unprepare", how, MANIFEST,
+                PARKED, DATA_DIR]
+        result = rec.nodes[cp.name].exec(argv, timeout=60)
+        if not result.ok:
+            left.append(f"{cp.name}: could not start etcd again (exit {result.exit_code}), "
+                        f"its manifest is in {PARKED}")
+
+    # a node that stopped meanwhile raises: said, but the journal still forgets the etcd
+    # stages (the others run again; the next run stops and copies afresh, and observes
+    # that node's parked manifest)
+    unreached = [f"{o.item.name}: could not start etcd again "
+                 f"({(str(o.error).splitlines() or ['?'])[0][:200]}), its manifest may be "
+                 f"in {PARKED}" for o in run_all(undo, rec.cps) if o.error is not None]
+    if not left:
+        rec.rec.forget(done_prefix="etcd:", note_prefix="etcd-")
+    return left + unreached

@@ -1,0 +1,209 @@
+"""snapshot-restore: quorum is lost. Stop etcd everywhere and copy every data dir, restore the
+most up-to-date member's backend (`member/snap/db`, offline, `--skip-hash-check`) onto every
+member with the current peer URLs, start them all at once (etcd op-guide/recovery "Restoring a
+cluster"). The restore tool runs from the etcd image through `ctr run` (DOMAIN.md): etcdutl when
+the image has it (etcd >= 3.6 images), else etcdctl's deprecated `snapshot restore` (3.4/3.5).
+Also `kindfix restore`'s way back to a backup's snapshot (`rec.from_backup`).
+
+Everything before the members start again (`prepare_restore`) may run beside the certificates
+with stage_only: each member's restored data then waits beside its own, which is not touched
+until the etcd step swaps it in.
+"""
+
+from __future__ import annotations
+
+from kindfix import etcd, kubelet, probes
+from kindfix.discovery import ClusterNode
+from kindfix.errors import CommandError, KindfixError
+from kindfix.lanes import map_all
+from kindfix.node import run
+from kindfix.nodescripts import script
+from kindfix.recovery import state
+from kindfix.recovery.leader import has_leader
+from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED, PARKED_DIR
+from kindfix.recovery.state import NoRestoreTool, Recovery
+from kindfix.recovery.stopping import PARKED_NOW, park_and_copy
+
+SNAPSHOT = f"{DATA_DIR}/.kindfix-snapshot.db"  # the backend restored, in every member's data dir
+STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follows
+
+
+def snapshot_restore(rec: Recovery) -> None:
+    prepare_restore(rec)
+    if rec.stage("unparked"):
+        rec.say("starting every member on its restored data")
+        rec.each(lambda cp: _unpark(rec, cp))
+        rec.done("unparked")
+    rec.each(lambda cp: _wait_leader(rec, cp))
+
+
+def prepare_restore(rec: Recovery, stage_only: bool = False) -> None:
+    """Everything before the members start again: stop, copy, choose, restore. With
+    stage_only (beside the certificates) the restored members wait beside the data:
+    no member's own data is swapped out before the etcd step itself."""
+    best, tool, image = _restore_source(rec)
+    rec.check()
+    if not rec.from_backup:
+        _stage_snapshot(rec, best)
+    elif rec.source is not None:
+        _stage_given(rec, rec.source)
+    elif any(rec.stage(f"snapshot:{cp.name}") for cp in rec.cps):
+        raise KindfixError("the backup's etcd snapshot is not on every member yet, and "
+                           "this run does not have it", hint="continue with `kindfix "
+                           "restore DIR` (the same backup directory)")
+    members = ",".join(f"{cp.name}={rec.peer_url(cp)}" for cp in rec.cps)
+    rec.check()
+    rec.each(lambda cp: _restore_member(rec, cp, tool, image, members, stage_only))
+
+
+def fall_back(rec: Recovery, why: NoRestoreTool) -> None:
+    """No tool reads the data: force-new-cluster instead (every data dir is copied already)."""
+    rec.say(f"{why.message}; using force-new-cluster instead (every data dir is copied)")
+    rec.add_note("etcd-strategy", "force-new-cluster")
+
+
+def _restore_source(rec: Recovery) -> tuple[ClusterNode, str, str]:
+    """Every member stopped and copied; the one with the highest revision, the tool that
+    read it, the etcd image."""
+    image = rec.image()
+    best_name, tool = rec.note("etcd-best"), rec.note("etcd-tool")
+    if best_name is not None and tool is not None:
+        rec.each(lambda cp: park_and_copy(rec, cp))  # done already: nothing to do
+        return next(cp for cp in rec.cps if cp.name == best_name), tool, image
+    found = dict(zip([cp.name for cp in rec.cps],
+                     rec.each(lambda cp: _stop_copy_status(rec, cp, image))))
+    ranked = [(st["revision"], -i, cp, st) for i, cp in enumerate(rec.cps)
+              if (st := found[cp.name]) is not None]
+    if not ranked:
+        raise NoRestoreTool(f"neither etcdutl nor etcdctl could read a member's data "
+                            f"through `ctr run {image}`")
+    _, _, best, st = max(ranked, key=lambda r: r[:2])
+    tool = str(st["tool"])
+    if rec.from_backup:
+        rec.say(f"every member stopped and copied; restoring the backup with {tool} "
+                f"from {image}")
+    else:
+        rec.say(f"most up-to-date member: {best.name} (revision {st['revision']}, "
+                f"{st.get('totalKey', '?')} keys; {tool} from {image})")
+    rec.add_note("etcd-tool", tool)
+    rec.add_note("etcd-best", best.name)
+    return best, tool, image
+
+
+def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, object] | None:
+    """One exec per member: park + stop, wait, copy + check, snapshot status."""
+    if not (rec.stage(f"park:{cp.name}") or rec.stage(f"copy:{cp.name}")):
+        return status(rec, cp, image)
+    rec.check()  # nothing parked once the applier said stop
+    node = rec.nodes[cp.name]
+    rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}), copying "
+            f"{DATA_DIR} to {rec.backup_dir(cp)}/data (checked)")
+    rec.keep_manifest(cp)
+    result = node.exec(["sh", "-c", script("etcd-prepare-member"), "kindfix-prepare", MANIFEST,
+                        PARKED_DIR, DATA_DIR, f"{rec.backup_dir(cp)}/data", image], timeout=420)
+    parked, marker, said = result.text().partition(STATUS + "\n")
+    if PARKED_NOW in parked:
+        rec.parked_now.add(cp.name)
+    rec.no_systemctl(cp, parked)
+    if not marker:
+        raise CommandError(["sh", "-c", "<kindfix-prepare>", MANIFEST, DATA_DIR],
+                           result.exit_code, result.stdout, result.stderr, where=node.name)
+    rec.rec.mark_done(f"etcd:park:{cp.name}", f"etcd:copy:{cp.name}")
+    return _parse_status(rec, cp, result.exit_code, said, result.stderr)
+
+
+def status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, object] | None:
+    """`snapshot status` of the member's backend with the image's tool, and that tool."""
+    result = rec.nodes[cp.name].exec(["sh", "-c", script("etcd-snapshot-status"),
+                                      "kindfix-status", DATA_DIR, image], timeout=120)
+    return _parse_status(rec, cp, result.exit_code, result.text(), result.stderr)
+
+
+def _parse_status(rec: Recovery, cp: ClusterNode, exit_code: int, out: str, stderr: bytes
+                  ) -> dict[str, object] | None:
+    lines = out.strip().splitlines()
+    data = probes.json_object(lines[-1]) if exit_code == 0 and lines else None
+    if data is None or "revision" not in data:
+        err = stderr.decode(errors="replace").strip().replace("\n", "; ")
+        rec.say(f"cannot read {cp.name}'s data with the etcd image's tools: {err[:300]}")
+        return None
+    return {**data, "tool": lines[0]}
+
+
+def _stage_snapshot(rec: Recovery, best: ClusterNode) -> None:
+    """The best member's backend, as .kindfix-snapshot.db in every member's data dir."""
+    if rec.stage(f"snapshot:{best.name}"):
+        run(rec.nodes[best.name], ["sh", "-c", script("etcd-keep-snapshot"), "kindfix-snapshot",
+                                   DATA_DIR])
+        rec.done(f"snapshot:{best.name}")
+    todo = [cp for cp in rec.cps if cp.name != best.name and rec.stage(f"snapshot:{cp.name}")]
+    if not todo:
+        return
+    content = rec.nodes[best.name].read_file(SNAPSHOT)
+    if content is None:
+        raise KindfixError(f"{best.name}:{SNAPSHOT} vanished before it was copied",
+                           hint="rerun `kindfix repair`: it continues where it stopped")
+    rec.say(f"copying {best.name}'s backend ({len(content)} bytes) to "
+            f"{', '.join(cp.name for cp in todo)}")
+    _put_everywhere(rec, todo, content)
+
+
+def _stage_given(rec: Recovery, content: bytes) -> None:
+    """A backup's snapshot as .kindfix-snapshot.db in every member's data dir."""
+    todo = [cp for cp in rec.cps if rec.stage(f"snapshot:{cp.name}")]
+    if todo:
+        rec.say(f"copying the backup's snapshot ({len(content)} bytes) to "
+                f"{', '.join(cp.name for cp in todo)}")
+    _put_everywhere(rec, todo, content)
+
+
+def _put_everywhere(rec: Recovery, todo: list[ClusterNode], content: bytes) -> None:
+    def put(cp: ClusterNode) -> None:
+        rec.check()
+        rec.nodes[cp.name].write_file(SNAPSHOT, content, mode=0o600)  # sha256-checked
+        rec.done(f"snapshot:{cp.name}")
+
+    map_all(put, todo, what=lambda cp: cp.name)
+
+
+def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, members: str,
+                    stage_only: bool = False) -> None:
+    if not rec.stage(f"restored:{cp.name}"):
+        return
+    staged = not rec.stage(f"staged:{cp.name}")
+    if stage_only and staged:
+        return
+    rec.check()
+    if stage_only:
+        rec.say(f"restoring {cp.name} as {rec.peer_url(cp)} beside its data ({tool} "
+                "snapshot restore)")
+    elif staged:
+        rec.say(f"swapping in {cp.name}'s restored data (its own is kept)")
+    else:
+        rec.say(f"restoring {cp.name} as {rec.peer_url(cp)} ({tool} snapshot restore)")
+    # etcd-restore.sh skips the tool when the staged member is there already
+    run(rec.nodes[cp.name], [
+        "sh", "-c", script("etcd-stage-restore" if stage_only else "etcd-restore"),
+        "kindfix-restore", DATA_DIR, image, f"{rec.backup_dir(cp)}/stale", tool,
+        "--name", cp.name, "--initial-cluster", members,
+        "--initial-advertise-peer-urls", rec.peer_url(cp),
+        "--initial-cluster-token", f"kindfix-{rec.rec.run_id}"], timeout=300)
+    rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
+
+
+def _unpark(rec: Recovery, cp: ClusterNode) -> None:
+    node = rec.nodes[cp.name]
+    node.write_file(MANIFEST, rec.parked(cp), mode=0o600)
+    node.exec(["rm", "-f", PARKED])
+    # the members start together only if every kubelet acts at once: a kubelet that
+    # started without an API server may sit on the returned manifest (finding 1), and a
+    # fresh one also starts the crash-looping apiserver without its back-off
+    kubelet.restart(node, "so it starts etcd on the restored data at once", rec.say)
+
+
+def _wait_leader(rec: Recovery, cp: ClusterNode) -> None:
+    node = rec.nodes[cp.name]
+    etcd.wait_until(lambda: has_leader(node), f"etcd on {cp.name} to have a leader", state.WAIT,
+                    0.5)
+    rec.say(f"{cp.name} is a member of the restored cluster")
+    node.exec(["rm", "-f", SNAPSHOT])

@@ -1,0 +1,12 @@
+# etcd recovery (kindfix/recovery/): one exec per member before a snapshot restore. "$1" etcd.yaml,
+# "$2" the parked dir, "$3" the data dir, "$4" its copy, "$5" the etcd image. Parks and stops
+# etcd, waits (bounded) until no etcd process is left, copies and checks the data dir, then
+# prints the backend's snapshot status after the line "@@kindfix-status". Its exit code is the
+# status's (3: no tool); no marker: parking or copying failed.
+# needs: park wait-stopped copy-checked snapshot-status
+set -e
+park "$1" "$2"
+wait_stopped
+copy_checked "$3" "$4"
+echo @@kindfix-status
+snapshot_status "$3" "$5"

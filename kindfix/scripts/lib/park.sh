@@ -1,0 +1,25 @@
+# park MANIFEST PARKED_DIR: parks the manifest, restarts the kubelet, then stops the container the
+# way the kubelet would (SIGTERM, SIGKILL after 10 s): a graceful stop flushes etcd's backend. The
+# kubelet restart is what makes the stop last: a kubelet that started while no API server
+# answered never terminates the pod of a removed manifest and restarts its stopped container
+# under back-off 3-7 s later (realkind findings 1 and 2; kubernetes#116880); a new kubelet reads
+# only the manifests on disk, so etcd is no pod of it, and leaves the unknown container to us.
+# Prints "@@kindfix-parked" when this call parked it, "@@kindfix no-systemctl" where there is no
+# systemctl (then only wait_stopped's 4 quiet checks guard the copy).
+park() (
+  set -e
+  mkdir -p "$2"
+  if [ -f "$1" ]; then
+    [ -f "$2/etcd.yaml" ] || cp -p "$1" "$2/etcd.yaml"
+    rm -f "$1"
+    echo @@kindfix-parked  # by this exec: undoing a failed preparation starts it again
+  fi
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl restart kubelet >/dev/null 2>&1 || echo "kindfix: systemctl restart kubelet failed" >&2
+  else
+    echo "@@kindfix no-systemctl"
+  fi
+  ids=$(crictl ps -q --name '^etcd$' 2>/dev/null) || true
+  # shellcheck disable=SC2086  # one argument per container id
+  [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
+)
