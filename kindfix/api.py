@@ -122,6 +122,7 @@ def _observe_for_repair(cluster: Cluster, nodes: Mapping[str, Node], runtime: Ru
 def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
                    etcd_wait: float = settle.DEFAULT_WAIT,
                    progress: Callable[[str], None] = lambda _: None,
+                   boot_wait: float = boot.DEFAULT_WAIT,
                    ) -> tuple[Cluster, dict[str, Node], dict[str, NodeSnapshot], AuditReport,
                               Plan, Journal | None, tuple[str, ...]]:
     """Observe, wait (bounded) for etcd when it may be merely starting, observe again, plan.
@@ -136,6 +137,10 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
                            hint="is this a kind cluster? check `kindfix nodes`")
     make = node_factory(runtime)
     nodes = {n.name: make(n) for n in cluster.nodes}
+    # nodes Docker just started may still run kind's entrypoint, which rewrites the files about
+    # to be read: wait until it has handed over to systemd (boot.py)
+    boot.wait_for_systemd(nodes, [n.name for n in (*cluster.control_planes, *cluster.workers)],
+                          boot_wait, progress)
     last = last_run(nodes[cluster.control_planes[0].name], name)
     journal = last if last is not None and last.status in CONTINUABLE else None
     said: tuple[str, ...] = ()
@@ -175,8 +180,7 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
                      snapshots: Mapping[str, NodeSnapshot], plan: Plan, journal: Journal | None,
                      *, confirm: Callable[[Plan], bool], progress: Callable[[str], None],
                      verify_wait: float, min_revision: int, what: str = "repair",
-                     release_leases: bool = True, boot_wait: float = boot.DEFAULT_WAIT
-                     ) -> Applied:
+                     release_leases: bool = True) -> Applied:
     """After a confirmation: journal the run, apply the plan (continuing `journal` when given),
     then verify the cluster and record how the run ended. Shared by repair and restore."""
     applied: tuple[str, ...] = ()
@@ -184,9 +188,6 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
     if not plan.empty:
         if not confirm(plan):
             raise KindfixError(f"{what} cancelled; nothing was changed")
-        # nodes Docker just started may not run systemd yet (kind's entrypoint first): boot.py
-        cps = [cp.name for cp in cluster.control_planes]
-        boot.wait_for_systemd(nodes, boot.systemd_nodes(plan, cps), boot_wait, progress)
         journal = journal or Journal(new_run_id(), name)
         journal.status = RUNNING  # a kill from here on leaves it to be continued
         recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])

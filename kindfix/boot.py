@@ -1,14 +1,15 @@
-"""The boot wait: systemd must run a node's kubelet before kindfix may restart it.
+"""The boot wait: a node must have finished kind's entrypoint and run systemd before a repair.
 
-A kind node's PID 1 is kind's entrypoint until it has fixed what it fixes and execs systemd
+A kind node's PID 1 is kind's entrypoint until it has fixed what it fixes (it rewrites the old IP
+in the manifests, kubeconfigs and kubeadm files, and regenerates apiserver.crt) and execs systemd
 (/sbin/init); until then every `systemctl` fails with "System has not been booted with systemd as
 init system (PID 1). Can't operate. Failed to connect to bus: Host is down". A user who runs
 kindfix the moment Docker hands the nodes back (issue #10) meets that window, longer on a loaded
-machine: a repair that wrote a manifest and then could not restart the kubelet fails half way.
-So before the first change, a repair waits, bounded, until systemd answers on every node where its
-plan restarts the kubelet or a pod (containerd is systemd's too), saying so as progress. A node
-whose systemd still does not answer is one error line before anything changed. A node without
-systemctl at all is not waited for (kubelet.py says what that means for the repair).
+machine: a repair would read files the entrypoint is about to rewrite, and could not restart a
+kubelet after writing a manifest (seen: it failed half way). So a repair first waits, bounded,
+until systemd answers on every kind node, saying so as progress; one whose systemd still does not
+answer is one error line before anything was read or changed. A node without systemctl is not
+waited for (kubelet.py says what that means for the repair).
 """
 
 from __future__ import annotations
@@ -18,33 +19,13 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from kindfix.errors import KindfixError
-from kindfix.node import MANIFESTS_DIR, NO_SHELL, Node
-from kindfix.plan import Plan, Step
-from kindfix.steps import StepKind
+from kindfix.node import NO_SHELL, Node
 
 DEFAULT_WAIT = 90.0  # seconds: a kind node boots in seconds; a loaded machine takes tens
 POLL_S = 1.0
 PROGRESS_EVERY = 5.0
 # systemctl's words when PID 1 is not (yet) systemd or its bus is not up yet
 _NOT_BOOTED = ("has not been booted with systemd", "Failed to connect to bus")
-
-
-def _needs_systemd(step: Step) -> bool:
-    """A step that restarts the kubelet (a changed static pod manifest makes kindfix restart it,
-    kubelet.py) or a pod (crictl talks to containerd, which systemd starts)."""
-    return step.kind in (StepKind.RESTART_KUBELET, StepKind.RESTART_POD) or (
-        step.kind == StepKind.WRITE_FILE and step.path.startswith(MANIFESTS_DIR))
-
-
-def systemd_nodes(plan: Plan, control_planes: Collection[str]) -> list[str]:
-    """Pure: the nodes whose systemd the plan needs, in plan order (etcd recovery restarts the
-    kubelet of every control plane)."""
-    names: list[str] = []
-    for step in plan.steps:
-        touched = list(control_planes) if step.kind == StepKind.ETCD else \
-            [step.node] if _needs_systemd(step) else []
-        names += [n for n in touched if n not in names]
-    return names
 
 
 def systemd_answers(node: Node) -> bool:

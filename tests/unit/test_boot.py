@@ -1,4 +1,4 @@
-"""kindfix.boot: a repair waits for systemd on the nodes whose kubelet or pods it restarts, and
+"""kindfix.boot: a repair waits for systemd on every kind node (kind's entrypoint done), and
 changes nothing when systemd never comes (issue #10: kindfix run the moment Docker starts)."""
 
 from __future__ import annotations
@@ -9,33 +9,13 @@ import pytest
 
 from kindfix import boot
 from kindfix.errors import KindfixError
-from kindfix.plan import Plan, Step
 from kindfix.runtime import ExecResult
-from kindfix.steps import StepKind
 from tests.fakes import FakeNode
 
 NOT_BOOTED = ExecResult(1, b"", b"System has not been booted with systemd as init system (PID 1)."
                         b" Can't operate.\nFailed to connect to bus: Host is down\n")
 INACTIVE = ExecResult(3, b"inactive\n", b"")
 ACTIVE = ExecResult(0, b"active\n", b"")
-
-
-def step(kind: StepKind, node: str, path: str = "") -> Step:
-    return Step(key=f"{kind}:{node}:{path}", kind=kind, node=node, summary="s", path=path)
-
-
-def test_the_nodes_whose_systemd_a_plan_needs() -> None:
-    plan = Plan("c", (
-        step(StepKind.WRITE_FILE, "w1", "/etc/kubernetes/kubelet.conf"),  # no restart by itself
-        step(StepKind.WRITE_FILE, "cp2", "/etc/kubernetes/manifests/etcd.yaml"),
-        step(StepKind.REGEN_CERT, "cp3"),
-        step(StepKind.RESTART_KUBELET, "w1"),
-        step(StepKind.RESTART_POD, "cp2"),
-        step(StepKind.FIX_LB, "lb"),
-    ), "none")
-    assert boot.systemd_nodes(plan, ["cp1", "cp2", "cp3"]) == ["cp2", "w1"]
-    with_etcd = Plan("c", (*plan.steps, step(StepKind.ETCD, "cp1")), "snapshot-restore")
-    assert boot.systemd_nodes(with_etcd, ["cp1", "cp2", "cp3"]) == ["cp2", "w1", "cp1", "cp3"]
 
 
 @pytest.mark.parametrize(("answer", "up"), [
