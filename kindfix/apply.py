@@ -1,15 +1,17 @@
 """Applying a plan: every step backs up what it changes first and is journaled, so a run that is
-killed at any point is continued by the next `kindfix repair`."""
+killed at any point is continued by the next `kindfix repair`. The applier orders the steps into
+waves and lanes; what a step does is its action in kindfix/actions.py (a table by step kind),
+which receives the run's StepContext (kindfix/context.py), never the applier."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from kindfix import backoff
 from kindfix import lanes as lanes_mod
 from kindfix.actions import BATCHED, STEPS, LaneFailed, continue_refreshes
-from kindfix.context import StepContext
+from kindfix.context import Progress, StepContext
 from kindfix.discovery import Cluster
 from kindfix.errors import CommandError, KindfixError
 from kindfix.journal import CHANGED, RunRecorder
@@ -18,9 +20,6 @@ from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
 from kindfix.recovery.preparation import Preparation
 from kindfix.runtime import Runtime
-
-Progress = Callable[[str], None]
-
 
 
 class StepsFailed(KindfixError):
