@@ -345,11 +345,9 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
     gw.before = react
     gw.serving = lambda n: MANIFEST in n.files
 
-    def shell(node: FakeNode, argv: Any, _stdin: Any) -> Any:
-        if "force-new-cluster" in argv[2]:  # _forced_running's scan of /proc
-            forced = b"--force-new-cluster" in node.files.get(MANIFEST, b"")
-            return ok("1\n" if forced else "0\n")
-        return ok()  # data copy, set-aside, stop of the etcd container
+    def forced_running(node: FakeNode, *_: Any) -> Any:  # the scan of /proc
+        forced = b"--force-new-cluster" in node.files.get(MANIFEST, b"")
+        return ok("1\n" if forced else "0\n")
 
     def park(node: FakeNode, argv: Any, _stdin: Any) -> Any:
         if argv[4] in node.files:
@@ -365,7 +363,8 @@ def _etcd_side(nodes: dict[str, FakeNode], gw: FakeEtcd) -> None:
         if node.role != "control-plane":
             continue
         gw.attach(node)
-        node.on(("sh", "-c"), shell)
+        node.on(("sh", "-c"), ok())  # data copy, set-aside, stop of the etcd container
+        node.on_script("etcd-forced-running", forced_running)
         node.on_script("etcd-park", park)
         node.on(("rm", "-f", PARKED), unpark)
 
