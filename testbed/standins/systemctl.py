@@ -5,7 +5,10 @@ active/inactive, like a synchronous systemctl), `is-active` (prints the state; e
 active, 3 otherwise), `status` (systemd's layout, last log lines; exit 0 active, 3 inactive),
 `daemon-reload`, `enable`, `is-enabled` (no-ops / "enabled"). Unknown units: "Unit X.service
 could not be found." (exit 5; is-active prints "inactive", exit 3). Without a running
-kindbed-init: "System has not been booted with systemd as init system (PID 1). Can't operate."
+kindbed-init, EVERY verb (is-active, status and is-enabled too; systemd 252's
+bus_connect_transport_systemd checks sd_booted() before any call): "System has not been booted
+with systemd as init system (PID 1). Can't operate." and "Failed to connect to bus: Host is down",
+exit 1 - what a kind node answers while its entrypoint is still PID 1.
 Limits: one unit; no journal, dependencies, timers.
 """
 
@@ -106,26 +109,32 @@ def status() -> int:
     return 0 if st == "active" else 3
 
 
-def main(argv: list[str]) -> int:  # noqa: PLR0911 - one exit per verb, like systemctl
+def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("-")]
     quiet = "-q" in argv or "--quiet" in argv
     if not args:
         print("kindbed systemctl stand-in: a verb is required", file=sys.stderr)
         return 1
     verb, units = args[0], args[1:]
-    if verb == "daemon-reload":
-        return 0 if init_pid() else no_systemd()
-    if not units:
+    if not units and verb != "daemon-reload":
         print(f"Too few arguments for '{verb}'.", file=sys.stderr)
         return 1
-    name = unit_name(units[0])
+    if not init_pid():  # every verb asks the manager over its bus (bus_connect_transport_systemd)
+        return no_systemd()
+    if verb == "daemon-reload":
+        return 0
+    return unit_verb(verb, units[0], quiet)
+
+
+def unit_verb(verb: str, unit_arg: str, quiet: bool) -> int:  # noqa: PLR0911 - one per verb
+    name = unit_name(unit_arg)
     if name is None:
         if verb == "is-active":
             if not quiet:
                 print("inactive")
             return 3
         print(
-            f"Unit {units[0].removesuffix('.service')}.service could not be found.", file=sys.stderr
+            f"Unit {unit_arg.removesuffix('.service')}.service could not be found.", file=sys.stderr
         )
         return 4 if verb == "status" else 5
     if verb in ("start", "stop", "restart", "try-restart", "reload-or-restart"):

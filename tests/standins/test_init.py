@@ -48,3 +48,15 @@ def test_init_supervises_kubelet_for_systemctl_and_stops_everything(
     assert code == 137  # non-zero like a kind node, so on-failure:1 restarts it with dockerd
     assert stopped_in < 3.0
     assert not state.pid_alive(etcd.pid, etcd.status.get("pidStart"))
+
+
+@pytest.mark.parametrize("verb", ["is-active", "status", "is-enabled", "restart", "daemon-reload"])
+def test_every_verb_fails_like_systemctl_while_pid_1_is_not_systemd(
+    node: NodeRoot, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    # kind's entrypoint is PID 1 until it execs systemd: no verb answers, not even is-active
+    r = run_main(capsys, systemctl.main, *([verb] if verb == "daemon-reload" else [verb, "kubelet"]))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "System has not been booted with systemd as init system (PID 1)" in r.stderr
+    assert "Failed to connect to bus: Host is down" in r.stderr
