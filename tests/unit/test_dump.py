@@ -255,3 +255,25 @@ def test_probe_outputs_survive_the_round_trip_byte_for_byte(tmp_path: Path) -> N
     _write(rt, tmp_path / "dump", one)
     _, loaded = load_dump(tmp_path / "dump")
     assert loaded["kind-control-plane"].output(probes.ETCD_PROBE) == out
+
+
+def test_a_dump_recorded_by_an_older_kindfix_still_shows_its_etcd_probe(tmp_path: Path) -> None:
+    # an older kindfix sent another text of the same node script (e.g. with a leading newline,
+    # before the scripts were files): the probe's output is found by its $0 and arguments
+    import shutil
+
+    from kindfix import api
+
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "dumps"
+    old = tmp_path / "ha-3cp-permuted"
+    shutil.copytree(fixtures / "ha-3cp-permuted", old)
+    for commands in old.glob("nodes/*/commands.json"):
+        recorded = json.loads(commands.read_text())
+        for entry in recorded:
+            if entry["argv"][:2] == ["sh", "-c"]:
+                entry["argv"][2] = "\n" + entry["argv"][2] + "# as an older kindfix sent it\n"
+        commands.write_text(json.dumps(recorded))
+    now = api.audit_dump(fixtures / "ha-3cp-permuted")
+    then = api.audit_dump(old)
+    assert then.etcd == now.etcd
+    assert then.etcd.size == 3 and then.etcd.revisions  # the probe's answers were read
