@@ -1,19 +1,23 @@
 """One container, seen from the host: exec with captured output, file writes, waiting for it.
 
-The Docker SDK's `exec_run` has no stdin and `put_archive` needs a tar: both are wrapped here so
-the bed and the tests write files and run commands one way.
+Exec goes through kindfix's own exec transport (kindfix/docker_exec.py: stdin, the frames read
+from the hijacked socket including what the HTTP layer had already buffered), not the Docker SDK's
+`exec_run`: its demultiplexer intermittently reads payload bytes as a frame header ("ValueError:
+116 is not a valid stream", docker-py#3160), which failed a bed check after a correct repair.
+`put_archive` needs a tar: wrapped here so the bed and the tests write files one way.
 """
 
 from __future__ import annotations
 
 import io
-import secrets
 import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import docker
+
+from kindfix.docker_exec import close_stream, pump
 
 Files = dict[str, tuple[bytes, int]]  # node path -> (content, mode)
 
@@ -33,20 +37,35 @@ class Exec:
         return self.exit_code == 0
 
 
+EXEC_TIMEOUT_S = 600.0  # a bed command (etcdctl, kubeadm) on a loaded 2-core machine
+_EXIT_POLLS = 200  # x 0.05 s: the exit code lags the end of the output a little
+
+
 def run_exec(
     client: docker.DockerClient, name: str, argv: Sequence[str], stdin: bytes | None = None
 ) -> Exec:
-    if stdin is not None:
-        # exec_run has no stdin: pass it as a file. Not under /tmp: `docker cp`/put_archive does
-        # not reach a tmpfs mount (moby#22020).
-        path = f"/var/tmp/.kindbed-stdin-{secrets.token_hex(4)}"
-        put_files(client, name, {path: (stdin, 0o600)})
-        argv = ["sh", "-c", f'"$@" < {path}; rc=$?; rm -f {path}; exit $rc', "sh", *argv]
-    res = client.containers.get(name).exec_run(list(argv), demux=True)
-    out, err = res.output if res.output else (b"", b"")
-    return Exec(
-        res.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
-    )
+    api = client.api
+    exec_id = api.exec_create(
+        name, list(argv), stdin=stdin is not None, stdout=True, stderr=True
+    )["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    try:
+        out = pump(sock, stdin, time.monotonic() + EXEC_TIMEOUT_S)
+    except TimeoutError:
+        shown = " ".join(argv)[:120]
+        raise ContainerError(f"{name}: {shown} ran over {EXEC_TIMEOUT_S:.0f} s") from None
+    finally:
+        close_stream(sock)
+    for _ in range(_EXIT_POLLS):
+        state = api.exec_inspect(exec_id)
+        if not state.get("Running") and state.get("ExitCode") is not None:
+            return Exec(
+                int(state["ExitCode"]),
+                bytes(out.stdout).decode(errors="replace"),
+                bytes(out.stderr).decode(errors="replace"),
+            )
+        time.sleep(0.05)
+    raise ContainerError(f"{name}: exec {exec_id[:12]} never reported an exit code")
 
 
 def _tar(files: Files) -> bytes:
