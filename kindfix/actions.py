@@ -14,7 +14,8 @@ from kindfix.audit import advertise_family
 from kindfix.context import StepContext
 from kindfix.errors import CommandError, KindfixError
 from kindfix.journal import CHANGED, Verify, content_id, forget
-from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites, reload_haproxy, write_configs
+from kindfix.loadbalancer import HAPROXY_CFG, lb_rewrites
+from kindfix.loadbalancer_write import reload_haproxy, write_configs
 from kindfix.node import RESTART_PODS, ContainerNode, run
 from kindfix.observe import snapshot_node
 from kindfix.patches import load_patches

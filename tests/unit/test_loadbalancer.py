@@ -237,7 +237,7 @@ def test_fix_lb_without_a_shell_refuses_a_config_changed_since_it_was_read() -> 
     lb = nodes[LB]
     ap, _ = applier(cluster, nodes, snaps)
     DistrolessEngine.make(ap)
-    from kindfix import loadbalancer as lbmod
+    from kindfix import loadbalancer_write as lbmod
     rewrites = lb_rewrites(cluster, snaps[LB])
     lb.files[HAPROXY_CFG] = b"# rewritten by someone else\n"
     node = ap.nodes[LB]
@@ -251,6 +251,6 @@ def test_reload_falls_back_to_the_engine_signal_when_the_image_has_no_kill() -> 
     ap, _ = applier(cluster, nodes, snaps)
     DistrolessEngine.make(ap)
     del ap.runtime.nodes[LB].handlers[("kill", "-s", "HUP", "1")]  # type: ignore[attr-defined]
-    from kindfix.loadbalancer import reload_haproxy
+    from kindfix.loadbalancer_write import reload_haproxy
     reload_haproxy(ap.runtime, ap.nodes[LB])
     assert ap.runtime.log[-1] == f"signal {LB} SIGHUP"  # type: ignore[attr-defined]
