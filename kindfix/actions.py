@@ -52,7 +52,8 @@ def write_files(ctx: StepContext, steps: list[Step]) -> None:
     node = ctx.node(steps[0].node)
     originals = [(s.path, _original(ctx, s)) for s in steps]
     new = [s.path for s in steps if not rec.has_backup(node, s.path)]
-    pods = kubelet.manifest_pods([s.path for s in steps])
+    pods = [pod for pod in kubelet.manifest_pods([s.path for s in steps])
+            if not (ctx.etcd_parks and pod == "etcd")]  # the etcd step restarts it (context.py)
     written = content_id(" ".join(s.key for s in steps).encode())[:12]
     refresh = f"{REFRESH}:{node.name}:{written}"
     if pods and not rec.is_done(refresh):

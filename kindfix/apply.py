@@ -20,6 +20,7 @@ from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
 from kindfix.recovery.preparation import Preparation
 from kindfix.runtime import Runtime
+from kindfix.steps import EtcdStrategy
 
 
 class StepsFailed(KindfixError):
@@ -77,10 +78,10 @@ class Applier:
         self.progress = progress
         self.stopping = threading.Event()  # set on failure or Ctrl-C: start nothing new
 
-    def context(self) -> StepContext:
+    def context(self, etcd_parks: bool = False) -> StepContext:
         """What the steps (and the etcd recovery) work with, as the applier has it now."""
         return StepContext(self.runtime, self.cluster, self.nodes, self.snapshots,
-                           self.recorder, self.progress, self.stopping)
+                           self.recorder, self.progress, self.stopping, etcd_parks)
 
     def apply(self, plan: Plan) -> list[str]:
         """Steps in plan order; a run of per-node steps (files, certificates, restarts) goes
@@ -90,9 +91,9 @@ class Applier:
         wave fails the preparation is stopped and undone (etcd starts again on its own data)."""
         numbered = list(enumerate(plan.steps, 1))
         done: list[str] = []
-        ctx = self.context()
-        continue_refreshes(ctx)
         etcd_step = next((s for s in plan.steps if s.kind == "etcd"), None)
+        ctx = self.context(etcd_parks=parks_etcd(etcd_step, self.recorder))
+        continue_refreshes(ctx)
         prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
             etcd_step.phase == "snapshot-restore"
         preparing: Preparation | None = None
@@ -198,6 +199,15 @@ class Applier:
         return done
 
 PER_NODE = ("write-file", "regen-cert", "restart-pod", "restart-kubelet")
+# strategies that stop every member and park its manifest before anything else (context.py)
+PARKING = (EtcdStrategy.SNAPSHOT_RESTORE, EtcdStrategy.FORCE_NEW_CLUSTER,
+           EtcdStrategy.RESTORE_BACKUP)
+
+
+def parks_etcd(etcd_step: Step | None, recorder: RunRecorder) -> bool:
+    """The plan's etcd step, still to run, stops every member and parks its manifest."""
+    return etcd_step is not None and etcd_step.phase in PARKING and \
+        not recorder.is_done(etcd_step.key)
 
 
 def _waves(numbered: list[tuple[int, Step]]) -> list[list[tuple[int, Step]]]:

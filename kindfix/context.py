@@ -32,6 +32,10 @@ class StepContext:
     progress: Progress
     # set on a failure or Ctrl-C: start nothing new
     stopping: threading.Event = field(default_factory=threading.Event)
+    # the plan's etcd step stops every member and parks its manifest (snapshot restore,
+    # force-new-cluster) and restarts the kubelet itself: a rewritten etcd.yaml needs no
+    # kubelet refresh of its own before that (issue #10: ~2 s of every such repair)
+    etcd_parks: bool = False
 
     def say(self, text: str) -> None:
         """Progress under a step's own line (indented like it)."""

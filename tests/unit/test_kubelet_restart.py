@@ -214,3 +214,43 @@ def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
                           str(tmp_path / "etcd.yaml"), str(tmp_path / "parked")], env=env,
                          capture_output=True, text=True, check=True)
     assert "@@kindfix no-systemctl" in out.stdout
+
+
+def test_a_rewritten_etcd_manifest_is_left_to_an_etcd_step_that_parks_it() -> None:
+    # snapshot restore / force-new-cluster stop every member, park etcd.yaml and restart the
+    # kubelet themselves: no kubelet restart of its own for etcd.yaml in the file wave (#10)
+    from kindfix import actions
+
+    for written, refreshed in ((slice(0, 2), ["kube-apiserver"]), (slice(1, 2), [])):
+        ap, nodes, _, _ = plan_v014()
+        order: list[str] = []
+
+        def refresh(_n: FakeNode, argv: Sequence[str], _stdin: bytes | None,
+                    order: list[str] = order) -> ExecResult:
+            order.append(" ".join(argv[4:]))
+            return ok()
+
+        nodes[CP].on_script("refresh-kubelet", refresh)
+        steps = list(_manifest_plan(nodes).steps[written])
+        actions.write_files(ap.context(etcd_parks=True), steps)
+        assert order == refreshed
+        assert nodes[CP].files[ETCD].endswith(b"# moved\n")  # written all the same
+        owed = [n for n in ap.recorder.journal.notes if n.startswith(REFRESH)]
+        assert all("etcd" not in n.split(" ", 1)[1].split(",") for n in owed)
+        assert bool(owed) == bool(refreshed)
+
+
+@pytest.mark.parametrize(("strategy", "done", "parks"), [
+    ("snapshot-restore", False, True), ("force-new-cluster", False, True),
+    ("restore-backup", False, True), ("member-update", False, False), ("decide", False, False),
+    ("snapshot-restore", True, False),  # a continued run whose etcd step is done
+])
+def test_which_etcd_steps_park(strategy: str, done: bool, parks: bool) -> None:
+    from kindfix.apply import parks_etcd
+
+    ap, _, _, _ = plan_v014()
+    step = Step("etcd:k", "etcd", CP, "etcd membership", phase=strategy)
+    if done:
+        ap.recorder.mark_done(step.key)
+    assert parks_etcd(step, ap.recorder) is parks
+    assert parks_etcd(None, ap.recorder) is False
