@@ -15,12 +15,12 @@ from kindfix.journal import Journal, PendingStep
 from kindfix.observe import NodeSnapshot
 from kindfix.patches import CONTROL_PLANE
 from kindfix.plan import Plan, Step
-from kindfix.recovery import manifest as etcd_recovery
+from kindfix.recovery import manifest as etcd_manifest
 from kindfix.steps import StepKind
 
-# etcd's manifest, and where a recovery parks it while etcd is stopped (etcd_recovery.py)
-MANIFEST = etcd_recovery.MANIFEST
-PARKED = etcd_recovery.PARKED
+# etcd's manifest, and where a recovery parks it while etcd is stopped (recovery/manifest.py)
+MANIFEST = etcd_manifest.MANIFEST
+PARKED = etcd_manifest.PARKED
 
 # Steps whose effect no file shows: the journal keeps them pending until they are done, so a
 # continued run does them even when the files already look repaired. In the order they run.

@@ -18,9 +18,8 @@ from kindfix.docpath import Document, parse_path
 from kindfix.flatdoc import EnvFlagDocument, TextDocument
 from kindfix.yamldoc import MultiYamlDocument, YamlDocument
 
-# Document, YamlDocument and parse_path are imported from here by modules of others' that were
-# being changed when docpath.py and yamldoc.py were split off (etcd_recovery.py, rewrite.py,
-# patches.py); new code imports them from where they live.
+# Document, YamlDocument and parse_path are also imported from here (rewrite.py, patches.py,
+# recovery/manifest.py, tests); new code imports them from where they live.
 __all__ = ["PARSERS", "Document", "YamlDocument", "parse_document", "parse_path"]
 
 

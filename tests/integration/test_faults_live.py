@@ -232,8 +232,8 @@ def test_disk_full_then_space_freed_the_next_run_finishes_the_job(bed: Bed,
     assert_no_key_lost(bed, disk_full.seeded)
 
 
-# Failed before the fix in etcd_recovery._COPY_DATA/_COPY_CHECKED: the data-dir copy's `cp` ran in
-# a shell function called under `||`, where `set -e` does not apply, so "No space left on device"
+# Failed before the fix in the etcd data-dir copy (now kindfix/scripts/lib/copy-data.sh): its `cp`
+# ran in a shell function called under `||`, where `set -e` does not apply, so "No space left on device"
 # was ignored, the checksums then differed ("copy ... differs from the original"), the copy was
 # retried three times and the partial copy stayed, keeping the disk full (on a real node etcd's own
 # WAL is on that disk). Unit test: tests/unit/test_fault_reports.py.

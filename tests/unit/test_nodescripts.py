@@ -131,9 +131,6 @@ def test_the_fake_node_answers_a_script_by_its_name() -> None:
         node.on_script("lock-hartbeat", ok())
 
 
-# Long scripts still kept as Python strings, by constant name (names survive a module's move):
-# etcd_recovery.py and probes.py are converted separately (issue #12); the list only shrinks.
-PENDING: set[str] = set()
 LONG = 15  # lines: issue #12's "no shell script of 15+ lines as a Python string"
 _SHELLISH = re.compile(r'\$\(|"\$[0-9@]|\bthen\b|\bdone\b|\besac\b')
 
@@ -164,8 +161,7 @@ def test_no_long_shell_script_is_left_as_a_python_string() -> None:
     package = Path(nodescripts.__file__).parent
     found = [(f"{p.relative_to(package.parent)}:{line}", name)
              for p in sorted(package.rglob("*.py"))
-             for name, line in long_shell_strings(p.read_text(encoding="utf-8"))
-             if name not in PENDING]
+             for name, line in long_shell_strings(p.read_text(encoding="utf-8"))]
     assert found == [], "node scripts belong in kindfix/scripts/*.sh (kindfix/nodescripts.py)"
 
 
@@ -248,10 +244,6 @@ def f(text): run(["sh", "-c", text])
         ("_S", 2)]
 
 
-# Modules whose `sh -c` texts are still being moved to files, by path prefix: etcd recovery
-# (etcd_recovery.py, being split into kindfix/recovery/) is converted separately (issue #12);
-# the list only shrinks.
-PENDING_SH_C: tuple[str, ...] = ()
 
 
 def test_no_node_script_is_sent_from_a_python_string() -> None:
@@ -260,6 +252,5 @@ def test_no_node_script_is_sent_from_a_python_string() -> None:
                for p in sorted(package.rglob("*.py"))}
     every = {k: v for text in sources.values() for k, v in module_constants(text).items()}
     found = [(f"{path}:{line}", name) for path, text in sources.items()
-             if not path.startswith(PENDING_SH_C)
              for name, line in inline_sh_c_scripts(text, every)]
     assert found == [], "node scripts belong in kindfix/scripts/*.sh (kindfix/nodescripts.py)"
