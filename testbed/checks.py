@@ -383,3 +383,15 @@ def component_logs(bed: Bed, node: str, name: str) -> str:
         logs = bed.exec(node, ["crictl", "logs", cid])
         out.append(logs.stdout + logs.stderr)
     return "\n".join(out)
+
+
+def wait_healthy(bed: Bed, timeout_s: float) -> Report:
+    """check_bed until healthy or `timeout_s` (every 2 s), the last report either way. The
+    components settle for a few seconds after a repair: a controller-manager that failed to reach
+    its apiserver while kindfix restarted it has logged lock errors within LOCK_ERRORS' 10 s."""
+    deadline = time.monotonic() + timeout_s
+    report = check_bed(bed)
+    while not report.healthy and time.monotonic() < deadline:
+        time.sleep(2)
+        report = check_bed(bed)
+    return report

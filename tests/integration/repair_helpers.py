@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testbed import checks
 from testbed.bed import Bed
 from testbed.breaking import permute
-from testbed.checks import Report, check_bed
+from testbed.checks import Report
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = REPO / "patches" / "addresses.yaml"
@@ -325,11 +326,7 @@ def wait_booted(bed: Bed, timeout_s: float = BOOT_WAIT_S) -> None:
 
 def wait_healthy(bed: Bed, timeout_s: float = HEALTHY_WAIT_S) -> Report:
     """check_bed until healthy (components settle for a few seconds after a repair)."""
-    deadline = time.monotonic() + timeout_s
-    report = check_bed(bed)
-    while not report.healthy and time.monotonic() < deadline:
-        time.sleep(2)
-        report = check_bed(bed)
+    report = checks.wait_healthy(bed, timeout_s)
     assert report.healthy, f"bed not healthy within {timeout_s:.0f}s: {list(report.reasons)}"
     return report
 
