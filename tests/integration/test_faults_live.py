@@ -40,7 +40,7 @@ import pytest
 from testbed import images as img
 from testbed.bed import Bed, create_bed
 from testbed.breaking import permute
-from testbed.checks import Report, check_bed
+from testbed.checks import Report, wait_healthy
 
 from .repair_helpers import (
     EtcdData,
@@ -115,12 +115,7 @@ def members_settled(bed: Bed, floor: Members, timeout_s: float = SETTLE_S) -> Me
 
 
 def healthy_within(bed: Bed, timeout_s: float = HEALTHY_S) -> Report:
-    deadline = time.monotonic() + timeout_s
-    report = check_bed(bed)
-    while not report.healthy and time.monotonic() < deadline:
-        time.sleep(2)
-        report = check_bed(bed)
-    return report
+    return wait_healthy(bed, timeout_s)
 
 
 def error_lines(output: str) -> list[str]:
