@@ -10,11 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from kindfix.node import Node
 from kindfix.nodescripts import script
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
+
+
+def lease_path(component: str) -> str:
+    """The API path of a kube-system leader-election Lease."""
+    return f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}"
+
+
+def node_server(node_name: str) -> str:
+    """A control plane's own apiserver, by the name kubeadm puts in apiserver.crt."""
+    return f"https://{node_name}:6443"
+
+
+def holder_node(spec: dict[str, Any]) -> str:
+    """The node of a Lease's holder: client-go's identity is <hostname>_<uuid>."""
+    return str(spec.get("holderIdentity") or "").rsplit("_", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kindfix.discovery import Cluster
-from kindfix.kubeapi import ADMIN_CONF, format_micro_time, kube_request, micro_time
+from kindfix.kubeapi import (
+    ADMIN_CONF,
+    format_micro_time,
+    holder_node,
+    kube_request,
+    lease_path,
+    micro_time,
+    node_server,
+)
 from kindfix.node import Node
 from kindfix.verify import ELECTED, RENEW_SLACK_S
 
 POLL_S = 0.5
-
-
-def lease_path(component: str) -> str:
-    return f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}"
 
 
 def released_record(lease: dict[str, Any], now: float) -> dict[str, Any]:
@@ -50,17 +54,16 @@ def released_record(lease: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def gone_holder(lease: dict[str, Any], now: float, holders: Sequence[str]) -> str | None:
-    """Pure: the holder of `lease` when it is one of `holders` (node names: client-go's identity
-    is <hostname>_<uuid>) and has not renewed for longer than the lease lasts, else None."""
+    """Pure: the holder of `lease` when it runs on one of `holders` (node names) and has not
+    renewed for longer than the lease lasts, else None."""
     spec = lease.get("spec") or {}
-    holder = str(spec.get("holderIdentity") or "")
-    if not holder or holder.rsplit("_", 1)[0] not in holders:
+    if holder_node(spec) not in holders:
         return None
     renewed = micro_time(str(spec.get("renewTime") or ""))
     duration = float(spec.get("leaseDurationSeconds") or 15)
     if renewed is None or now - renewed <= duration + RENEW_SLACK_S:
         return None
-    return holder
+    return str(spec["holderIdentity"])
 
 
 class LeaseReleaser:
@@ -71,7 +74,7 @@ class LeaseReleaser:
                  keep: Callable[[str], None], wait: float) -> None:
         first = cluster.control_planes[0]
         self._node = nodes[first.name]
-        self._server = f"https://{first.name}:6443"  # kubeadm puts the node name in apiserver.crt
+        self._server = node_server(first.name)
         self._holders = [cp.name for cp in cluster.control_planes]
         self._say, self._keep, self._wait = say, keep, wait
         self._stop = threading.Event()
@@ -116,8 +119,7 @@ class LeaseReleaser:
             return False  # apiserver not answering yet: look again
         spec = lease.get("spec") or {}
         first = self._first_seen.setdefault(component, spec.get("renewTime"))
-        ours = str(spec.get("holderIdentity") or "").rsplit("_", 1)[0] in self._holders
-        if not ours or spec.get("renewTime") != first:
+        if holder_node(spec) not in self._holders or spec.get("renewTime") != first:
             return True
         holder = gone_holder(lease, now, self._holders)
         if holder is None:

@@ -25,7 +25,7 @@ from kindfix import etcd, probes
 from kindfix.addresses import node_ips, same_ip
 from kindfix.discovery import Cluster
 from kindfix.errors import KindfixError
-from kindfix.kubeapi import kube_get, micro_time
+from kindfix.kubeapi import ADMIN_CONF, holder_node, kube_get, lease_path, micro_time, node_server
 from kindfix.node import Node
 from kindfix.nodescripts import script
 from kindfix.x509 import parse_pem_certificates
@@ -205,7 +205,7 @@ def _kubectl_check(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> 
         return []
 
     def all_ready() -> tuple[bool, str]:
-        r = node.exec(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes",
+        r = node.exec(["kubectl", "--kubeconfig", ADMIN_CONF, "get", "nodes",
                        "--no-headers", "--request-timeout=5s"], timeout=30)
         lines = r.text().splitlines()
         # STATUS may carry more than Ready, e.g. "Ready,SchedulingDisabled" for a cordoned node
@@ -227,14 +227,12 @@ def _lease_checks(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> l
     began (read through the first control plane's apiserver with admin.conf)."""
     first = cluster.control_planes[0]
     node = nodes[first.name]
-    server = f"https://{first.name}:6443"  # kubeadm puts the node name in apiserver.crt
+    server = node_server(first.name)
     cps = {cp.name for cp in cluster.control_planes}
     began: dict[str, float] = {}
 
     def held(component: str) -> tuple[bool, str]:
-        got = kube_get(node, "/etc/kubernetes/admin.conf",
-                       f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}",
-                       server)
+        got = kube_get(node, ADMIN_CONF, lease_path(component), server)
         if got.status != "200":
             return False, f"{got.status}: {got.body[:120]}".strip(": ")
         try:
@@ -246,7 +244,7 @@ def _lease_checks(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> l
         duration = float(spec.get("leaseDurationSeconds") or 15)
         now = got.now if got.now is not None else time.time()
         began.setdefault(component, now)
-        who = holder.rsplit("_", 1)[0]
+        who = holder_node(spec)
         if who not in cps:
             return False, f"held by {holder or 'nobody'!r}, not a control plane of {cluster.name}"
         if renewed is None or now - renewed > duration + RENEW_SLACK_S:
