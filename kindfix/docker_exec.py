@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -132,3 +133,24 @@ def close_stream(sock: Any) -> None:
             with suppress(OSError, ValueError):
                 closable.close()
 
+
+_INSPECT_POLLS = 500  # x 10 ms: a loaded engine gets 5 s to record the exit code
+_INSPECT_POLL_INTERVAL = 0.01
+
+
+def start_exec(api: Any, container: str, argv: Sequence[str], stdin: bool) -> tuple[str, Any]:
+    """Create an exec (stdout and stderr, stdin when asked) and start it: its id and the
+    hijacked socket that `pump` reads."""
+    exec_id = api.exec_create(container, list(argv), stdin=stdin, stdout=True, stderr=True)["Id"]
+    return exec_id, api.exec_start(exec_id, socket=True)
+
+
+def exit_code(api: Any, exec_id: str) -> int | None:
+    """The exec's exit code once the engine recorded it (it lags the end of the output a
+    little), None if it never did within the polls."""
+    for _ in range(_INSPECT_POLLS):
+        state = api.exec_inspect(exec_id)
+        if not state.get("Running") and state.get("ExitCode") is not None:
+            return int(state["ExitCode"])
+        time.sleep(_INSPECT_POLL_INTERVAL)
+    return None

@@ -23,7 +23,7 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
-from kindfix.docker_exec import close_stream, pump
+from kindfix.docker_exec import close_stream, exit_code, pump, start_exec
 from kindfix.docker_inspect import container_info, network_info
 from kindfix.dockerhost import PODMAN_ROOT_SOCKET, EngineEndpoint, resolve_endpoint
 from kindfix.errors import KindfixError
@@ -41,8 +41,6 @@ _REASONS = (
     ("Name or service not known", "unknown host"),
 )
 # After the output stream ends the engine may report the exec as running for a moment.
-_INSPECT_POLLS = 500  # x 10 ms: a loaded engine gets 5 s to record the exit code
-_INSPECT_POLL_INTERVAL = 0.01
 
 
 class DockerRuntime:
@@ -193,10 +191,7 @@ class DockerRuntime:
         api = self._api()
         limit = DEFAULT_EXEC_TIMEOUT if timeout is None else timeout
         with self._errors("exec", "container", container):
-            exec_id = api.exec_create(
-                container, list(argv), stdin=stdin is not None, stdout=True, stderr=True
-            )["Id"]
-            sock = api.exec_start(exec_id, socket=True)
+            exec_id, sock = start_exec(api, container, argv, stdin is not None)
         try:
             demux = pump(sock, stdin, time.monotonic() + limit)
         except TimeoutError as err:
@@ -208,20 +203,13 @@ class DockerRuntime:
         finally:
             close_stream(sock)
         with self._errors("exec inspect", "container", container):
-            exit_code = self._exit_code(api, exec_id)
-        return ExecResult(exit_code, bytes(demux.stdout), bytes(demux.stderr))
-
-    @staticmethod
-    def _exit_code(api: Any, exec_id: str) -> int:
-        for _ in range(_INSPECT_POLLS):
-            state = api.exec_inspect(exec_id)
-            if not state.get("Running") and state.get("ExitCode") is not None:
-                return int(state["ExitCode"])
-            time.sleep(_INSPECT_POLL_INTERVAL)
-        raise KindfixError(
-            f"exec {exec_id[:12]} closed its output but never reported an exit code",
-            hint="retry; if it persists, check the engine's log",
-        )
+            code = exit_code(api, exec_id)
+        if code is None:
+            raise KindfixError(
+                f"exec {exec_id[:12]} closed its output but never reported an exit code",
+                hint="retry; if it persists, check the engine's log",
+            )
+        return ExecResult(code, bytes(demux.stdout), bytes(demux.stderr))
 
     def start(self, container: str) -> None:
         with self._errors("start", "container", container):

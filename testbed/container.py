@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import docker
 
-from kindfix.docker_exec import close_stream, pump
+from kindfix.docker_exec import close_stream, exit_code, pump, start_exec
 
 Files = dict[str, tuple[bytes, int]]  # node path -> (content, mode)
 
@@ -38,17 +38,13 @@ class Exec:
 
 
 EXEC_TIMEOUT_S = 600.0  # a bed command (etcdctl, kubeadm) on a loaded 2-core machine
-_EXIT_POLLS = 200  # x 0.05 s: the exit code lags the end of the output a little
 
 
 def run_exec(
     client: docker.DockerClient, name: str, argv: Sequence[str], stdin: bytes | None = None
 ) -> Exec:
     api = client.api
-    exec_id = api.exec_create(
-        name, list(argv), stdin=stdin is not None, stdout=True, stderr=True
-    )["Id"]
-    sock = api.exec_start(exec_id, socket=True)
+    exec_id, sock = start_exec(api, name, argv, stdin is not None)
     try:
         out = pump(sock, stdin, time.monotonic() + EXEC_TIMEOUT_S)
     except TimeoutError:
@@ -56,16 +52,11 @@ def run_exec(
         raise ContainerError(f"{name}: {shown} ran over {EXEC_TIMEOUT_S:.0f} s") from None
     finally:
         close_stream(sock)
-    for _ in range(_EXIT_POLLS):
-        state = api.exec_inspect(exec_id)
-        if not state.get("Running") and state.get("ExitCode") is not None:
-            return Exec(
-                int(state["ExitCode"]),
-                bytes(out.stdout).decode(errors="replace"),
-                bytes(out.stderr).decode(errors="replace"),
-            )
-        time.sleep(0.05)
-    raise ContainerError(f"{name}: exec {exec_id[:12]} never reported an exit code")
+    code = exit_code(api, exec_id)
+    if code is None:
+        raise ContainerError(f"{name}: exec {exec_id[:12]} never reported an exit code")
+    return Exec(code, bytes(out.stdout).decode(errors="replace"),
+                bytes(out.stderr).decode(errors="replace"))
 
 
 def _tar(files: Files) -> bytes:
