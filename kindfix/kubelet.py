@@ -36,7 +36,7 @@ def manifest_pods(paths: Sequence[str]) -> list[str]:
     return pods
 
 
-def _no_systemctl(node: Node, what: str, progress: Callable[[str], None]) -> None:
+def no_systemctl(node: Node, what: str, progress: Callable[[str], None]) -> None:
     progress(f"[{node.name}] no systemctl on the node: cannot restart the kubelet {what}; "
              "if a control-plane pod does not come up, restart the node's kubelet by hand")
 
@@ -44,7 +44,7 @@ def _no_systemctl(node: Node, what: str, progress: Callable[[str], None]) -> Non
 def _ran(node: Node, argv: list[str], what: str, progress: Callable[[str], None]) -> bool:
     result = node.exec(argv, timeout=TIMEOUT)
     if result.exit_code in NO_SHELL or NO_SYSTEMCTL in result.text():
-        _no_systemctl(node, what, progress)
+        no_systemctl(node, what, progress)
         return False
     if not result.ok:
         raise CommandError(shown(argv), result.exit_code, result.stdout, result.stderr,

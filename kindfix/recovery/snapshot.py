@@ -1,8 +1,9 @@
 """snapshot-restore: quorum is lost. Stop etcd everywhere and copy every data dir, restore the
 most up-to-date member's backend (`member/snap/db`, offline, `--skip-hash-check`) onto every
-member with the current peer URLs, start them all at once (etcd op-guide/recovery "Restoring a
-cluster"). The restore tool runs from the etcd image through `ctr run` (DOMAIN.md): etcdutl when
-the image has it (etcd >= 3.6 images), else etcdctl's deprecated `snapshot restore` (3.4/3.5).
+member with the current peer URLs, start them (etcd op-guide/recovery "Restoring a cluster"),
+one at a time (_start_member). The restore tool runs from the etcd image through `ctr run`
+(DOMAIN.md): etcdutl when the image has it (etcd >= 3.6 images), else etcdctl's deprecated
+`snapshot restore` (3.4/3.5).
 Also `kindfix restore`'s way back to a backup's snapshot (`rec.from_backup`).
 
 Everything before the members start again (`prepare_restore`) may run beside the certificates
@@ -16,7 +17,7 @@ from kindfix import etcd, kubelet, probes
 from kindfix.discovery import ClusterNode
 from kindfix.errors import CommandError, KindfixError
 from kindfix.lanes import map_all
-from kindfix.node import run
+from kindfix.node import NO_SYSTEMCTL, run
 from kindfix.nodescripts import script
 from kindfix.recovery import state
 from kindfix.recovery.leader import has_leader
@@ -26,13 +27,19 @@ from kindfix.recovery.stopping import PARKED_NOW, park_and_copy
 
 SNAPSHOT = f"{DATA_DIR}/.kindfix-snapshot.db"  # the backend restored, in every member's data dir
 STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follows
+SERVE_WAIT = 15  # seconds for a started member to serve its peers before the next starts
+METRICS_PORT = b":2381"  # kubeadm's --listen-metrics-urls (etcd-start-member.sh asks there)
+SERVING = "@@kindfix-serving"  # etcd-start-member.sh: the member's metrics answered
 
 
 def snapshot_restore(rec: Recovery) -> None:
     prepare_restore(rec)
     if rec.stage("unparked"):
-        rec.say("starting every member on its restored data")
-        rec.each(lambda cp: _unpark(rec, cp))
+        rec.say("starting the members on their restored data one at a time, each once the one "
+                "before serves its peers (started together, members running etcd's initial "
+                "corruption check can wait 7 s on each other)")
+        for i, cp in enumerate(rec.cps):
+            _start_member(rec, cp, last=i + 1 == len(rec.cps))
         rec.done("unparked")
     rec.each(lambda cp: _wait_leader(rec, cp))
 
@@ -191,14 +198,34 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
     rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
 
 
-def _unpark(rec: Recovery, cp: ClusterNode) -> None:
+def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
+    """The parked etcd.yaml back, the kubelet restarted (etcd-start-member.sh); unless `last`,
+    wait (bounded) until the member serves its peers before the next one starts.
+
+    kubeadm runs etcd with the initial corruption check (`--experimental-initial-corrupt-check`
+    for etcd 3.5, `--feature-gates=InitialCorruptCheck=true` for 3.6): a restarted member asks
+    every peer for its hash before it serves its peer port, and a peer whose port is open (its
+    listener is made before the check) but not served yet answers only once its own check is
+    over. Two members checking at once wait on each other until the request times out (7 s:
+    etcd server/embed/etcd.go StartEtcd, etcdserver/corrupt.go; seen on the test bed's real etcd
+    3.5.1). Metrics are served after the peers: a member whose metrics answer serves its peers.
+    A manifest without kubeadm's metrics listener is not waited for."""
     node = rec.nodes[cp.name]
-    node.write_file(MANIFEST, rec.parked(cp), mode=0o600)
-    node.exec(["rm", "-f", PARKED])
-    # the members start together only if every kubelet acts at once: a kubelet that
-    # started without an API server may sit on the returned manifest (finding 1), and a
-    # fresh one also starts the crash-looping apiserver without its back-off
-    kubelet.restart(node, "so it starts etcd on the restored data at once", rec.say)
+    manifest = rec.parked(cp)
+    node.write_file(MANIFEST, manifest, mode=0o600)
+    wait = 0 if last or METRICS_PORT not in manifest else SERVE_WAIT
+    # the member starts only if its kubelet acts at once: a kubelet that started without an
+    # API server may sit on the returned manifest (finding 1), and a fresh one also starts
+    # the crash-looping apiserver without its back-off
+    rec.say(f"[{cp.name}] restarting the kubelet (so it starts etcd on the restored data at "
+            f"once){', then waiting until etcd serves' if wait else ''}")
+    out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
+                     str(wait)], timeout=wait + kubelet.TIMEOUT).text()
+    if NO_SYSTEMCTL in out:
+        kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
+    elif wait and SERVING not in out:
+        rec.say(f"etcd on {cp.name} does not serve yet after {wait} s; starting the next "
+                "member anyway")
 
 
 def _wait_leader(rec: Recovery, cp: ClusterNode) -> None:

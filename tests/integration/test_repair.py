@@ -268,7 +268,7 @@ KILL_POINTS = (
     "[2/",  # after the first file rewrite
     "etcd: stopping etcd on",  # the first member's manifest is being parked (beside the certs)
     "etcd: restoring",  # the first member's data is being restored from the snapshot
-    "etcd: starting every member",  # the manifests go back: every member starts restored
+    "etcd: starting the members",  # the manifests go back: each member starts restored
 )
 # The same for --etcd-strategy force-new-cluster (KINDFIX_SLOW=1)
 FNC_KILL_POINTS = (

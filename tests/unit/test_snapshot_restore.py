@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -624,6 +625,18 @@ class Side:
         node.files.pop(PARKED, None)
         return ok()
 
+    def start_member(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None
+                     ) -> ExecResult:
+        """etcd-start-member.sh: the parked copy goes, the kubelet restarts (etcd starts on the
+        manifest kindfix put back), then with a wait the metrics are asked until they answer
+        (bounded: 20 asks here)."""
+        parked, wait = argv[4], int(argv[5])
+        assert parked == PARKED
+        self.unpark(node)
+        if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
+            return ok("@@kindfix-serving\n")
+        return ok()
+
     def react(self, gw: FakeEtcd) -> None:
         """The members elect a leader once each runs again on restored data."""
         with self._lock:
@@ -668,6 +681,7 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on_script("etcd-unprepare", side.unprepare)
         node.on(("systemctl", "restart", "kubelet"), ok())
         node.on(("rm", "-f", PARKED), side.unpark)
+        node.on_script("etcd-start-member", side.start_member)
         _watch_snapshot_writes(node, side)
     return cluster, nodes, side
 
@@ -749,8 +763,9 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         # the kubelet restarted once the restored manifest is back (realkind finding 1: one
         # that started without an API server may sit on it)
         assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
-            "restored data at once)" in said
-        assert ("systemctl", "restart", "kubelet") in node.calls
+            "restored data at once" in " ".join(said)
+        assert [c[4:] for c in node.ran("etcd-start-member")] == \
+            [(PARKED, "0" if name == CPS[-1] else "15")]  # the last one is not waited for
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
@@ -780,6 +795,55 @@ def test_snapshot_restore_copies_all_data_before_restoring_anything_and_restores
     assert side.running_at_restore == []
     assert side.last("unpark") < side.first("leader")
 
+
+def _serving_after(side: Side, polls: int) -> None:
+    """A started member's metrics answer only from its `polls`-th ask on (etcd still in its
+    initial corruption check before that); the first answer is the event ("serves", node)."""
+    asked: Counter[str] = Counter()
+
+    def serving(node: FakeNode) -> bool:
+        if MANIFEST not in node.files:
+            asked[node.name] = 0
+            return False
+        asked[node.name] += 1
+        if asked[node.name] == polls:
+            side.event("serves", node.name)
+        return asked[node.name] >= polls
+
+    side.gw.serving = serving
+
+
+def test_snapshot_restore_starts_each_member_once_the_one_before_serves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started together, members in etcd's initial corruption check wait 7 s on each other
+    (seen on the bed's real etcd): the next member starts only once the one before serves."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    _serving_after(side, polls=3)
+    ap, said = applier(cluster, nodes, side.snapshots)
+    strategy.repair(ap.context(), "snapshot-restore")
+    started = [n for what, n in side.events if what == "unpark"]
+    assert started == list(CPS)
+    for before, after in zip(CPS, CPS[1:]):
+        assert side.events.index(("serves", before)) < side.events.index(("unpark", after))
+    assert any(s.startswith("      etcd: starting the members on their restored data one at a "
+                            "time") for s in said)
+    assert not any("does not serve yet" in s for s in said)
+    assert all(f"      etcd: {n} is a member of the restored cluster" in said for n in CPS)
+
+
+def test_a_member_that_does_not_serve_in_time_does_not_hold_the_others_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    serving = side.gw.serving
+    assert serving is not None
+    # the first member's metrics never answer (as if it had none); the others' do
+    side.gw.serving = lambda n: n.name != CP and serving(n)
+    ap, said = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError, match=f"etcd on {CP} to have a leader"):
+        strategy.repair(ap.context(), "snapshot-restore")
+    assert f"      etcd: etcd on {CP} does not serve yet after 15 s; starting the next member " \
+        "anyway" in said
+    assert side.counts("unpark") == Counter(("unpark", n) for n in CPS)
 
 def test_the_flags_the_flow_passes_satisfy_the_restore_tool(
         tmp_path: Path, ctr: Ctr, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1078,3 +1142,73 @@ def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) ->
     assert "etcd was started again on its own data" in e.value.message
     assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests
     assert side.restores == {}
+
+
+# --- etcd-start-member.sh under a real sh, over a fake systemctl and curl ------------------------
+
+FAKE_SYSTEMCTL = '#!/bin/sh\necho "systemctl $*" >> "$LOG"\n'
+# answers (exit 0) from the $SERVE_AFTER-th ask on; before that "connection refused" (exit 7)
+FAKE_METRICS_CURL = """#!/bin/sh
+n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$COUNT"
+echo "curl $*" >> "$LOG"
+[ "$n" -ge "$SERVE_AFTER" ] || exit 7
+"""
+
+
+def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True
+                     ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tools = {"curl": FAKE_METRICS_CURL, **({"systemctl": FAKE_SYSTEMCTL} if systemctl else {})}
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    parked = tmp_path / "etcd.yaml"
+    parked.write_text("parked")
+    log = tmp_path / "log"
+    # only the fakes and the coreutils the script and they use: no real systemctl or curl
+    for tool in ("rm", "date", "sleep", "cat"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir), "LOG": str(log), "COUNT": str(tmp_path / "count"),
+           "SERVE_AFTER": str(serve_after)}
+    sh = shutil.which("sh")
+    assert sh is not None
+    got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
+                          str(parked), str(wait)], env=env, capture_output=True, timeout=30,
+                         check=False)
+    return got, (log.read_text().splitlines() if log.exists() else []), parked
+
+
+def test_start_member_script_restarts_the_kubelet_then_waits_until_etcd_serves(
+        tmp_path: Path) -> None:
+    got, log, parked = _start_member_sh(tmp_path, wait=10, serve_after=5)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode() == "@@kindfix-serving\n"
+    assert not parked.exists()
+    assert log[0] == "systemctl restart kubelet"
+    asks = [line for line in log if line.startswith("curl ")]
+    assert len(asks) == 5  # both loopbacks each round until the 5th ask answered
+    assert asks[0].endswith("http://127.0.0.1:2381/metrics")
+    assert asks[1].endswith("http://[::1]:2381/metrics")
+
+
+def test_start_member_script_gives_up_quietly_after_its_wait(tmp_path: Path) -> None:
+    start = time.monotonic()
+    got, log, _ = _start_member_sh(tmp_path, wait=1, serve_after=10**6)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b""
+    assert time.monotonic() - start < 10
+    assert sum(line.startswith("curl ") for line in log) >= 2
+
+
+def test_start_member_script_without_a_wait_asks_nothing(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1)
+    assert (got.returncode, got.stdout) == (0, b"")
+    assert log == ["systemctl restart kubelet"]
+
+
+def test_start_member_script_says_where_there_is_no_systemctl(tmp_path: Path) -> None:
+    got, _, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, systemctl=False)
+    assert (got.returncode, got.stdout) == (0, b"@@kindfix no-systemctl\n")
