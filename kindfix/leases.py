@@ -26,6 +26,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kindfix.discovery import Cluster
@@ -94,10 +95,12 @@ class LeaseReleaser:
     def run(self) -> None:
         pending = [component for component, _ in ELECTED]
         deadline = time.monotonic() + self._wait
-        while pending and not self._stop.is_set() and time.monotonic() < deadline:
-            pending = [c for c in pending if not self._settle(c)]
-            if pending:
-                self._stop.wait(POLL_S)
+        with ThreadPoolExecutor(max_workers=len(pending)) as pool:  # each Lease on its own
+            while pending and not self._stop.is_set() and time.monotonic() < deadline:
+                settled = list(pool.map(self._settle, pending))
+                pending = [c for c, done in zip(pending, settled, strict=True) if not done]
+                if pending:
+                    self._stop.wait(POLL_S)
 
     def _read(self, component: str) -> tuple[dict[str, Any] | None, float]:
         """The Lease (empty when the answer is no Lease object) and the node's clock; None while
