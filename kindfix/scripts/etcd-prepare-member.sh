@@ -5,8 +5,12 @@
 # status's (3: no tool); no marker: parking or copying failed.
 # needs: park wait-stopped copy-checked snapshot-status
 set -e
-park "$1" "$2"
-wait_stopped
+parked=$(park "$1" "$2")
+printf '%s\n' "$parked"
+case $parked in
+  *"@@kindfix kubelet-restarted"*) wait_stopped 2 ;;  # the old kubelet is gone
+  *) wait_stopped 4 ;;
+esac
 copy_checked "$3" "$4"
 echo @@kindfix-status
 snapshot_status "$3" "$5"

@@ -228,15 +228,18 @@ n=$(($(cat "$CALLS" 2>/dev/null || echo 0) + 1)); echo "$n" > "$CALLS"
 case " $RUNNING_ON " in *" $n "*) echo "etcd --data-dir=/var/lib/etcd";; esac""")
 
 
-@pytest.mark.parametrize(("running_on", "calls"), [
-    ("", 4),             # never ran: four quiet checks
-    ("1 2", 6),          # stopping: two busy checks, then four quiet ones
-    ("1 3 5", 9),        # restarted by the kubelet after a quiet check: quiet counts from 0 again
+@pytest.mark.parametrize(("running_on", "quiet", "calls"), [
+    ("", "4", 4),             # never ran: four quiet checks
+    ("1 2", "4", 6),          # stopping: two busy checks, then four quiet ones
+    ("1 3 5", "4", 9),        # restarted by the kubelet after a quiet check: quiet counts from 0
+    ("", "2", 2),            # after park restarted the kubelet: two
+    ("1 3", "2", 5),         # busy, quiet, busy, then two quiet
 ])
-def test_wait_stopped_needs_four_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
-                                                        calls: int) -> None:
+def test_wait_stopped_needs_its_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
+                                                      quiet: str, calls: int) -> None:
     counter = tmp_path / "calls"
-    p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + part("wait-stopped") + "wait_stopped\n"],
+    p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + part("wait-stopped")
+                        + f"wait_stopped {quiet}\n"],
                        capture_output=True, timeout=30, check=False,
                        env={**os.environ, "CALLS": str(counter), "RUNNING_ON": running_on})
     assert p.returncode == 0, p.stderr

@@ -11,6 +11,6 @@ copy_checked() (
     [ "$rc" -eq 4 ] && [ "$n" -lt 3 ] || exit "$rc"
     n=$((n+1))
     echo "etcd ran during the copy of $1; copying again once it is stopped" >&2
-    wait_stopped
+    wait_stopped 4
   done
 )

@@ -4,8 +4,9 @@
 # answered never terminates the pod of a removed manifest and restarts its stopped container
 # under back-off 3-7 s later (realkind findings 1 and 2; kubernetes#116880); a new kubelet reads
 # only the manifests on disk, so etcd is no pod of it, and leaves the unknown container to us.
-# Prints "@@kindfix-parked" when this call parked it, "@@kindfix no-systemctl" where there is no
-# systemctl (then only wait_stopped's 4 quiet checks guard the copy).
+# Prints "@@kindfix-parked" when this call parked it, "@@kindfix kubelet-restarted" when the
+# restart worked, "@@kindfix no-systemctl" where there is no systemctl (then only wait_stopped's 4
+# quiet checks guard the copy).
 park() (
   set -e
   mkdir -p "$2"
@@ -15,7 +16,11 @@ park() (
     echo @@kindfix-parked  # by this exec: undoing a failed preparation starts it again
   fi
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl restart kubelet >/dev/null 2>&1 || echo "kindfix: systemctl restart kubelet failed" >&2
+    if systemctl restart kubelet >/dev/null 2>&1; then
+      echo "@@kindfix kubelet-restarted"
+    else
+      echo "kindfix: systemctl restart kubelet failed" >&2
+    fi
   else
     echo "@@kindfix no-systemctl"
   fi

@@ -1,11 +1,13 @@
-# wait_stopped: waits (bounded) until etcd is stopped for good: no etcd process in 4 checks in a
-# row, 0.25 s apart. One check is not enough: a kubelet sync that read the manifest before it was
-# parked still restarts the container that `crictl stop` ended (seen on the test bed: the copy
-# then differed from the original because the restarted etcd wrote to it). Exit 6 after 120 s.
+# wait_stopped QUIET: waits (bounded) until etcd is stopped for good: no etcd process in QUIET
+# checks in a row, 0.25 s apart. 4 where the kubelet that ran etcd may still run: a sync that read
+# the manifest before it was parked restarts the container that `crictl stop` ended (seen on the
+# test bed: the copy then differed from the original because the restarted etcd wrote to it).
+# 2 once park restarted the kubelet: the new one knows only the manifests on disk, so etcd is no
+# pod of it. Exit 6 after 120 s.
 # needs: etcd-running
 wait_stopped() (
   i=0; quiet=0
-  while [ "$quiet" -lt 4 ]; do
+  while [ "$quiet" -lt "$1" ]; do
     if [ -n "$(etcd_running)" ]; then quiet=0; else quiet=$((quiet+1)); fi
     i=$((i+1))
     [ "$i" -le 480 ] || { echo "etcd still runs 120 s after it was stopped" >&2; exit 6; }
