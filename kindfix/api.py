@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,10 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
     # to be read: wait until it has handed over to systemd (boot.py)
     boot.wait_for_systemd(nodes, [n.name for n in (*cluster.control_planes, *cluster.workers)],
                           boot_wait, progress)
-    last = last_run(nodes[cluster.control_planes[0].name], name)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the journals are read beside the files
+        last_read = pool.submit(last_run, nodes[cluster.control_planes[0].name], name)
+        snapshots, report = _observe_for_repair(cluster, nodes, runtime)
+        last = last_read.result()
     journal = last if last is not None and last.status in CONTINUABLE else None
     said: tuple[str, ...] = ()
     if journal is not None:
@@ -151,7 +155,6 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
                 "not continued: this repair plans from what the cluster shows now (its files: "
                 f"`kindfix rollback {last.run_id}`)",)
         progress(said[0])
-    snapshots, report = _observe_for_repair(cluster, nodes, runtime)
     if etcd_wait > 0 and settle.needs_wait(report.etcd) and not resume.pending_etcd(journal):
         progress(f"etcd shows no leader yet and no file shows a stale etcd address: waiting up "
                  f"to {etcd_wait:.0f} s for it to start (--etcd-start-wait)")
