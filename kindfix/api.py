@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Thread
 
-from kindfix import boot, dump, resume, retention, settle
+from kindfix import backoff, boot, dump, resume, retention, settle
 from kindfix.apply import Applier
 from kindfix.audit import AuditReport, audit
 from kindfix.discovery import Cluster, ClusterNode, discover, list_clusters, require_running
@@ -172,6 +173,15 @@ def prepare_repair(runtime: Runtime, name: str, strategy: str = "auto", *,
     return cluster, nodes, snapshots, report, plan, journal, said
 
 
+def _clear_backoff(cluster: Cluster, nodes: Mapping[str, Node],
+                   progress: Callable[[str], None]) -> None:
+    """backoff.clear beside verify: a node that fails it is one line; verify has the verdict."""
+    try:
+        backoff.clear(cluster, nodes, progress)
+    except KindfixError as e:
+        progress(f"could not clear the kubelets' restart back-off: {e.message}")
+
+
 @dataclass(frozen=True)
 class Applied:
     run_id: str | None
@@ -214,11 +224,19 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
         if journal is not None and run_id is not None else None
     releaser = LeaseReleaser(cluster, nodes, progress, ending.add_note, verify_wait).start() \
         if ending is not None and release_leases else None
+    # and the kubelets' restart back-off of the control-plane pods is cleared beside verify too
+    # (backoff.py, issue #10): verify waits for what comes up, whichever clears it
+    clearing = Thread(target=_clear_backoff, args=(cluster, nodes, progress), daemon=True,
+                      name="kindfix-backoff") if not plan.empty else None
+    if clearing is not None:
+        clearing.start()
     try:
         verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait)
     finally:
         if releaser is not None:
             releaser.stop()
+        if clearing is not None:
+            clearing.join(timeout=backoff.WAIT_S + 90)  # its execs and its wait are bounded
     if ending is not None:
         ending.journal.status = DONE if verification.healthy else UNHEALTHY
         ending.save()

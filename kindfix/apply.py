@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from kindfix import backoff
 from kindfix import lanes as lanes_mod
 from kindfix.actions import BATCHED, STEPS, LaneFailed, continue_refreshes
 from kindfix.context import Progress, StepContext
@@ -129,7 +128,6 @@ class Applier:
             if preparing is not None:
                 preparing.cancel()
             raise
-        backoff.clear(self.cluster, self.nodes, self.progress)  # kubelet back-off: issue #10
         return done
 
     def _run_wave(self, ctx: StepContext, wave: list[tuple[int, Step]], total: int
