@@ -31,6 +31,7 @@ class ClusterNode:
     image: str
     pinned_ipv4: str | None = None
     pinned_ipv6: str | None = None
+    started_at: float | None = None  # when Docker last started it (Unix time), if known
 
     @property
     def running(self) -> bool:
@@ -107,6 +108,7 @@ def _to_node(container: ContainerInfo, network: str) -> ClusterNode:
         image=container.image,
         pinned_ipv4=endpoint.ipv4_config if endpoint else None,
         pinned_ipv6=endpoint.ipv6_config if endpoint else None,
+        started_at=container.started_at,
     )
 
 

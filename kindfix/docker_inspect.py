@@ -3,7 +3,9 @@ tested on captured JSON without an engine (docker_runtime.py does the reading)."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from kindfix.runtime import ContainerInfo, Endpoint, NetworkInfo
@@ -40,7 +42,19 @@ def container_info(data: Mapping[str, Any]) -> ContainerInfo:
         labels=dict(config.get("Labels") or {}),
         networks=endpoints,
         restart_policy=restart,
+        started_at=rfc3339_time(str((data.get("State") or {}).get("StartedAt") or "")),
     )
+
+
+def rfc3339_time(text: str) -> float | None:
+    """Docker's (and Podman's) RFC 3339 time with nanoseconds and a zone as a Unix time (pure);
+    None for the zero time of a container that never started, or anything else."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", text)
+    if m is None:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    t = datetime.fromisoformat(m[1] + (m[2] or "")[:7] + zone).timestamp()
+    return t if t > 0 else None
 
 
 def network_info(data: Mapping[str, Any]) -> NetworkInfo:

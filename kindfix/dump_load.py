@@ -113,9 +113,13 @@ def _container_from_json(raw: Any, path: Path | None = None, index: int = 0) -> 
         raise _bad(path, f"{where} ({name}) networks is not an object")
     networks = {str(k): _endpoint(v, path, f"{where} ({name}) networks.{k}")
                 for k, v in nets.items()}
+    started = raw.get("started_at")
+    if started is not None and (isinstance(started, bool) or not isinstance(started, int | float)):
+        raise _bad(path, f"{where} ({name}): 'started_at' is not a number")
     return ContainerInfo(id=raw.get("id", ""), name=name, image=raw.get("image", ""),
                          state=raw["state"], labels=labels, networks=networks,
-                         restart_policy=raw.get("restart_policy", ""))
+                         restart_policy=raw.get("restart_policy", ""),
+                         started_at=None if started is None else float(started))
 
 
 def _command(raw: Any, path: Path, index: int) -> tuple[tuple[str, ...], ExecResult]:

@@ -18,6 +18,10 @@ on a node of the same cluster: kind's nodes share the host's clock (one kernel),
 added; the node's clock is read (`date +%s`, truncated) after the record, and the write comes
 later still, so the record is older than its duration when it is written over.
 
+A record renewed for the last time before its holder's node was started again (Docker's
+StartedAt, from discovery) has no live holder either, whatever its age: the process that renewed
+it ran in the container before, and stopping a container ends every process in it.
+
 Best effort: a Lease that cannot be read or written is left to client-go's own 15 s; nothing here
 fails a repair. Each release is said as progress and kept in the run's journal (the old record).
 """
@@ -56,17 +60,31 @@ def released_record(lease: dict[str, Any], now: float) -> dict[str, Any]:
     return {**lease, "spec": spec}
 
 
-def gone_holder(lease: dict[str, Any], now: float, holders: Sequence[str]) -> str | None:
+def gone_holder(lease: dict[str, Any], now: float, holders: Sequence[str],
+                started: Mapping[str, float | None] | None = None) -> str | None:
     """Pure: the holder of `lease` when it runs on one of `holders` (node names) and has not
-    renewed for longer than the lease lasts, else None."""
+    renewed for longer than the lease lasts, or last renewed before its node was started again
+    (`started`: node name -> when Docker last started it), else None."""
     spec = lease.get("spec") or {}
     if holder_node(spec) not in holders:
         return None
     renewed = micro_time(str(spec.get("renewTime") or ""))
     duration = float(spec.get("leaseDurationSeconds") or 15)
-    if renewed is None or now - renewed <= duration:
+    if renewed is None:
+        return None
+    if now - renewed <= duration and not restarted_since(spec, renewed, started or {}):
         return None
     return str(spec["holderIdentity"])
+
+
+def restarted_since(spec: dict[str, Any], renewed: float,
+                    started: Mapping[str, float | None]) -> bool:
+    """Pure: the holder's node was started (by Docker) after the holder last renewed: the
+    process that renewed ran in the container before, and a container stop ends every process
+    in it. A holder started since then renews after its start (every 2 s once it leads), so its
+    renewTime is later. One clock: the containers and Docker share the host's kernel."""
+    start = started.get(holder_node(spec) or "")
+    return start is not None and start > renewed
 
 
 class LeaseReleaser:
@@ -79,6 +97,7 @@ class LeaseReleaser:
         self._node = nodes[first.name]
         self._server = node_server(first.name)
         self._holders = [cp.name for cp in cluster.control_planes]
+        self._started = {cp.name: cp.started_at for cp in cluster.control_planes}
         self._say, self._keep, self._wait = say, keep, wait
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="kindfix-lease-release",
@@ -126,7 +145,7 @@ class LeaseReleaser:
         first = self._first_seen.setdefault(component, spec.get("renewTime"))
         if holder_node(spec) not in self._holders or spec.get("renewTime") != first:
             return True
-        holder = gone_holder(lease, now, self._holders)
+        holder = gone_holder(lease, now, self._holders, self._started)
         if holder is None:
             return False  # renewed lately by a holder that may be alive: until it renews or not
         body = json.dumps(released_record(lease, now)).encode()
@@ -136,7 +155,10 @@ class LeaseReleaser:
             return put.status == "409"  # renewed or taken meanwhile: someone is alive
         renewed = micro_time(str(spec.get("renewTime") or "")) or 0.0
         self._keep(f"lease-released:{component}={json.dumps(spec, sort_keys=True)}")
-        self._say(f"released the Lease kube-system/{component}: its holder {holder} has not "
-                  f"renewed it for {now - renewed:.0f} s (client-go would wait 15 s more)")
+        why = (f"last renewed it {now - renewed:.0f} s ago, before {holder_node(spec)} was "
+               "started again" if restarted_since(spec, renewed, self._started) else
+               f"has not renewed it for {now - renewed:.0f} s")
+        self._say(f"released the Lease kube-system/{component}: its holder {holder} {why} "
+                  "(client-go would wait up to 15 s more)")
         self.released.append(component)
         return True

@@ -48,6 +48,7 @@ class ContainerInfo:
     labels: Mapping[str, str]
     networks: Mapping[str, Endpoint]
     restart_policy: str = ""
+    started_at: float | None = None  # State.StartedAt as a Unix time (None: never, or unknown)
 
     @property
     def running(self) -> bool:

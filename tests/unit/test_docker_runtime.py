@@ -32,7 +32,8 @@ NODE_INSPECT: dict[str, Any] = {
     "Id": "4f1c0c3e9b2a",
     "Name": "/kind-control-plane",
     "Image": "sha256:9d2c5b1f",
-    "State": {"Status": "running", "Running": True},
+    "State": {"Status": "running", "Running": True,
+              "StartedAt": "2026-11-28T03:24:41.123456789Z"},
     "HostConfig": {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 1}},
     "Config": {
         "Image": "kindest/node:v1.27.3",
@@ -189,6 +190,19 @@ def test_container_info_from_inspect() -> None:
     assert kind.ipv4_config == "172.18.0.200"
     assert kind.ipv6_config is None
     assert info.networks["bridge"].ipv4 is None
+    assert info.started_at == 1795836281.123456  # nanoseconds cut to microseconds, UTC
+
+
+@pytest.mark.parametrize(("started", "expected"), [
+    ("2026-11-28T04:24:41.5+01:00", 1795836281.5),  # Podman: local time with its offset
+    ("2026-11-28T03:24:41Z", 1795836281.0),
+    ("0001-01-01T00:00:00Z", None),  # Docker's zero time: created, never started
+    ("", None),
+    ("yesterday", None),
+])
+def test_started_at_from_inspect(started: str, expected: float | None) -> None:
+    data = {**NODE_INSPECT, "State": {"Status": "running", "StartedAt": started}}
+    assert container_info(data).started_at == expected
 
 
 def test_podman_container_without_restart_policy() -> None:

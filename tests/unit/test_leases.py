@@ -4,8 +4,9 @@ a live holder's never is (issue #10: the 15 s a new controller-manager waits oth
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -31,6 +32,29 @@ def lease(holder: str, renewed: float, rv: str = "7", name: str = "kube-schedule
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
                      "acquireTime": micro(renewed - 100), "renewTime": micro(renewed),
                      "leaseTransitions": 3}}
+
+
+def test_a_holder_whose_node_was_started_since_it_renewed_is_gone_at_once() -> None:
+    record = lease(f"{CP}_ab", NOW - 5)  # renewed 5 s ago: within its 15 s
+    assert gone_holder(record, NOW, [CP, CP2], {CP: NOW - 3}) == f"{CP}_ab"
+    # renewed after its node started (a holder of this boot), or another node restarted
+    assert gone_holder(record, NOW, [CP, CP2], {CP: NOW - 6}) is None
+    assert gone_holder(record, NOW, [CP, CP2], {CP2: NOW - 3}) is None
+    assert gone_holder(record, NOW, [CP, CP2], {}) is None
+
+
+def test_the_release_after_a_node_restart_says_why() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 5,
+                                                       name="kube-controller-manager"),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 4)},
+                     live={"kube-scheduler"})  # CP2 was not started again: its holder renews
+    releaser, said, _ = run(api, started={CP: NOW - 3})
+    assert releaser.released == ["kube-controller-manager"]
+    assert api.puts[0]["at"] < NOW + 5  # at once (a few fake requests), not 10 s later
+    # the age as the node's clock said when it was read (the fake's advances per request)
+    assert re.fullmatch(f"released the Lease kube-system/kube-controller-manager: its holder "
+                        f"{CP}_ab last renewed it [5-9] s ago, before {CP} was started again "
+                        r"\(client-go would wait up to 15 s more\)", said[0]), said
 
 
 def test_a_holder_that_stopped_renewing_is_gone() -> None:
@@ -103,8 +127,12 @@ class FakeLeases:
         return ExecResult(0, f"@@status {status}\n{body}\n@@now {self.now}\n".encode(), b"")
 
 
-def run(api: FakeLeases, wait: float = 30) -> tuple[LeaseReleaser, list[str], list[str]]:
+def run(api: FakeLeases, wait: float = 30, started: dict[str, float] | None = None
+        ) -> tuple[LeaseReleaser, list[str], list[str]]:
     cluster, _, nodes = dump("ha-3cp-healthy")
+    if started:  # when Docker last started these nodes (discovery's started_at)
+        cluster = replace(cluster, nodes=tuple(replace(n, started_at=started.get(n.name))
+                                               for n in cluster.nodes))
     nodes[CP].on_script("kube-api", api.handle)
     said: list[str] = []
     notes: list[str] = []
