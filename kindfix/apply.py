@@ -17,7 +17,7 @@ from kindfix.journal import CHANGED, RunRecorder
 from kindfix.node import Node
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
-from kindfix.recovery.preparation import Preparation
+from kindfix.recovery.preparation import Keeping, Preparation, unwritten_manifests
 from kindfix.runtime import Runtime
 from kindfix.steps import EtcdStrategy
 
@@ -96,12 +96,14 @@ class Applier:
         prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
             etcd_step.phase == "snapshot-restore"
         preparing: Preparation | None = None
+        # the etcd.yaml the file wave leaves alone is kept (backed up) meanwhile, so parking it
+        # does not wait for that (on the first control plane it did, ~1 s)
+        keeping = Keeping(ctx, unwritten_manifests(plan, ctx)) if prepare else None
         try:
             for wave in _waves(numbered):
                 kind = wave[0][1].kind
                 if prepare and preparing is None and kind != "write-file":
-                    preparing = Preparation(ctx)
-                    preparing.start()
+                    preparing, keeping = _prepare_beside(ctx, keeping), None
                 if kind == "etcd" and preparing is not None:
                     preparing.join()
                     preparing = None  # its work is the etcd step's from here on
@@ -117,6 +119,8 @@ class Applier:
             raise
         except KindfixError as e:
             self.stopping.set()
+            if keeping is not None:
+                keeping.join(quiet=True)  # backups only: nothing to undo
             if preparing is None:
                 raise
             notes = preparing.undo()
@@ -206,6 +210,15 @@ def parks_etcd(etcd_step: Step | None, recorder: RunRecorder) -> bool:
     """The plan's etcd step, still to run, stops every member and parks its manifest."""
     return etcd_step is not None and etcd_step.phase in PARKING and \
         not recorder.is_done(etcd_step.key)
+
+
+def _prepare_beside(ctx: StepContext, keeping: Keeping | None) -> Preparation:
+    """The etcd preparation, started once the etcd.yaml it parks are kept."""
+    if keeping is not None:
+        keeping.join()
+    preparing = Preparation(ctx)
+    preparing.start()
+    return preparing
 
 
 def _waves(numbered: list[tuple[int, Step]]) -> list[list[tuple[int, Step]]]:

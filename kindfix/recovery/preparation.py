@@ -10,8 +10,9 @@ import threading
 
 from kindfix.context import StepContext
 from kindfix.discovery import ClusterNode
-from kindfix.lanes import run_all
+from kindfix.lanes import map_all, run_all
 from kindfix.nodescripts import script
+from kindfix.plan import Plan
 from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED
 from kindfix.recovery.snapshot import fall_back, prepare_restore
 from kindfix.recovery.state import NoRestoreTool, Recovery
@@ -30,6 +31,38 @@ def prepare(ctx: StepContext, rec: Recovery | None = None) -> None:
         prepare_restore(rec, stage_only=True)
     except NoRestoreTool as e:
         fall_back(rec, e)
+
+
+def unwritten_manifests(plan: Plan, ctx: StepContext) -> list[ClusterNode]:
+    """The control planes whose etcd.yaml no step of `plan` rewrites: the preparation keeps
+    (backs up) those itself before it parks them; the file wave keeps the others."""
+    written = {s.node for s in plan.steps if s.kind == "write-file" and s.path == MANIFEST}
+    return [cp for cp in ctx.cluster.control_planes if cp.name not in written]
+
+
+class Keeping:
+    """Recovery.keep_manifest on `cps`, on a thread beside the file wave (backups only)."""
+
+    def __init__(self, ctx: StepContext, cps: list[ClusterNode]) -> None:
+        self._rec = Recovery(ctx)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(cps,), daemon=True,
+                                        name="kindfix-etcd-keep")
+        self._thread.start()
+
+    def _run(self, cps: list[ClusterNode]) -> None:
+        try:
+            map_all(self._rec.keep_manifest, cps, what=lambda cp: cp.name)
+        except BaseException as e:  # raised where the applier joins
+            self._error = e
+
+    def join(self, quiet: bool = False) -> None:
+        """Wait for it (each command has a timeout); its error, if any, is raised unless
+        `quiet` (the wave failed anyway)."""
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if self._error is not None and not quiet:
+            raise self._error
 
 
 class Preparation:

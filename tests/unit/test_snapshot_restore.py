@@ -32,7 +32,7 @@ from kindfix.recovery import force_new, preparation, snapshot, state, strategy
 from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED
 from kindfix.recovery.state import Recovery
 from kindfix.runtime import ExecResult
-from tests.fakes import FakeNode, fail, ok
+from tests.fakes import FakeNode, fail, ok, script_of
 from tests.unit.helpers_certs import kubeadm
 from tests.unit.helpers_etcd import FakeEtcd, member
 from tests.unit.helpers_nodes import applier, dump
@@ -1212,3 +1212,44 @@ def test_start_member_script_without_a_wait_asks_nothing(tmp_path: Path) -> None
 def test_start_member_script_says_where_there_is_no_systemctl(tmp_path: Path) -> None:
     got, _, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, systemctl=False)
     assert (got.returncode, got.stdout) == (0, b"@@kindfix no-systemctl\n")
+
+
+def test_the_etcd_manifest_the_file_wave_leaves_alone_is_kept_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parking a member's etcd.yaml needs its backup first; for the one no step rewrites (the
+    first control plane's, typically) that backup is made while the file wave runs, not on the
+    way to parking it (~1 s on the bed)."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    kept = threading.Event()
+    seen_kept: list[bool] = []
+    backup_cp, exec_cp2 = nodes[CP].exec, nodes[CP2].exec
+
+    def on_cp(argv: Sequence[str], stdin: bytes | None = None,
+              timeout: float | None = None) -> ExecResult:
+        result = backup_cp(argv, stdin, timeout)
+        if script_of(argv) == "journal-backup" and argv[4] == MANIFEST:
+            kept.set()
+        return result
+
+    def on_cp2(argv: Sequence[str], stdin: bytes | None = None,
+               timeout: float | None = None) -> ExecResult:
+        if script_of(argv) == "journal-replace":  # the file wave's write: slow (bounded)
+            seen_kept.append(kept.wait(5))
+        return exec_cp2(argv, stdin, timeout)
+
+    monkeypatch.setattr(nodes[CP], "exec", on_cp)
+    monkeypatch.setattr(nodes[CP2], "exec", on_cp2)
+    rewritten = nodes[CP2].files[MANIFEST] + b"# rewritten\n"
+    write = Step("files:cp2-etcd", "write-file", CP2, "rewrite etcd.yaml", path=MANIFEST,
+                 content=rewritten)
+    etcd_step = Step("etcd", "etcd", CP, "etcd membership: snapshot-restore",
+                     phase="snapshot-restore")
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    done = ap.apply(Plan("kind", (write, etcd_step), "snapshot-restore"))
+
+    assert done == ["files:cp2-etcd", "etcd"]
+    assert seen_kept == [True]  # CP's etcd.yaml was kept while CP2's was being written
+    kept_files = {(e.node, e.path) for e in ap.recorder.journal.files}
+    assert {(CP, MANIFEST), (CP2, MANIFEST), (CP3, MANIFEST)} <= kept_files
+    assert len(ap.recorder.journal.files) == len(kept_files)  # each original once
+    assert nodes[CP2].files[MANIFEST] == rewritten  # back after the restore, as written
