@@ -168,7 +168,7 @@ def choose_etcd_strategy(report: AuditReport, requested: str, etcd_work: bool
         return EtcdStrategy.SNAPSHOT_RESTORE, (
             "quorum lost: stop every member, copy every data dir, restore the most up-to-date "
             "member's data (highest revision) onto all of them with their current peer URLs and "
-            "start them together; etcd gets a new cluster ID. Writes that only reached a "
+            "start them one by one; etcd gets a new cluster ID. Writes that only reached a "
             "member's WAL (an unclean stop in the last ~100 ms) are not in that data: "
             "--etcd-strategy force-new-cluster keeps them, member by member and slower")
     return EtcdStrategy.DECIDE, ("etcd is not answering yet: after the manifests are fixed, use "
