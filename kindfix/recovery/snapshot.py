@@ -106,11 +106,12 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
     rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}), copying "
             f"{DATA_DIR} to {rec.backup_dir(cp)}/data (checked)")
     rec.keep_manifest(cp)
+    rec.parked_now.add(cp.name)  # until its output says otherwise: it may park, then be killed
     result = node.exec(["sh", "-c", script("etcd-prepare-member"), "kindfix-prepare", MANIFEST,
                         PARKED_DIR, DATA_DIR, f"{rec.backup_dir(cp)}/data", image], timeout=420)
     parked, marker, said = result.text().partition(STATUS + "\n")
-    if PARKED_NOW in parked:
-        rec.parked_now.add(cp.name)
+    if PARKED_NOW not in parked and marker:  # its whole park output came
+        rec.parked_now.discard(cp.name)
     rec.no_systemctl(cp, parked)
     if not marker:
         raise CommandError(["sh", "-c", "<kindfix-prepare>", MANIFEST, DATA_DIR],

@@ -5,12 +5,14 @@
 # status's (3: no tool); no marker: parking or copying failed.
 # needs: park wait-stopped copy-checked snapshot-status
 set -e
-parked=$(park "$1" "$2")
-printf '%s\n' "$parked"
-case $parked in
-  *"@@kindfix kubelet-restarted"*) wait_stopped 2 ;;  # the old kubelet is gone
-  *) wait_stopped 4 ;;
-esac
+rm -f "$2/.kindfix-kubelet-restarted"
+park "$1" "$2"  # its output goes out as it comes: "@@kindfix-parked" must reach kindfix at once
+if [ -e "$2/.kindfix-kubelet-restarted" ]; then
+  rm -f "$2/.kindfix-kubelet-restarted"
+  wait_stopped 2  # the old kubelet is gone
+else
+  wait_stopped 4
+fi
 copy_checked "$3" "$4"
 echo @@kindfix-status
 snapshot_status "$3" "$5"

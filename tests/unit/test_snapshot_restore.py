@@ -1144,6 +1144,32 @@ def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) ->
     assert side.restores == {}
 
 
+
+def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped while its prepare ran (exit 137): its manifest was parked, but no output
+    came. Unknown is not "not parked": the undo puts the manifest back there too (seen on the
+    bed: the node came back without etcd while kindfix said etcd was started again)."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    plan = _cert_wave(cluster, nodes, side, failing=None)
+    real = side.prepare
+
+    def prepare(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        result = real(node, argv, stdin)
+        if node.name == CP3:  # parked, then killed with the node: not a line of output
+            return ExecResult(137, b"", b"")
+        return result
+
+    for name in CPS:
+        nodes[name].on_script("etcd-prepare-member", prepare)
+    manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError) as e:
+        ap.apply(plan)
+    assert "etcd was started again on its own data" in e.value.message
+    assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests  # CP3's too
+    assert PARKED not in nodes[CP3].files
+
 # --- etcd-start-member.sh under a real sh, over a fake systemctl and curl ------------------------
 
 FAKE_SYSTEMCTL = '#!/bin/sh\necho "systemctl $*" >> "$LOG"\n'

@@ -4,9 +4,9 @@
 # answered never terminates the pod of a removed manifest and restarts its stopped container
 # under back-off 3-7 s later (realkind findings 1 and 2; kubernetes#116880); a new kubelet reads
 # only the manifests on disk, so etcd is no pod of it, and leaves the unknown container to us.
-# Prints "@@kindfix-parked" when this call parked it, "@@kindfix kubelet-restarted" when the
-# restart worked, "@@kindfix no-systemctl" where there is no systemctl (then only wait_stopped's 4
-# quiet checks guard the copy).
+# Prints "@@kindfix-parked" when this call parked it (at once: a caller killed later still knows),
+# "@@kindfix no-systemctl" where there is no systemctl (then only wait_stopped's 4 quiet checks
+# guard the copy); leaves PARKED_DIR/.kindfix-kubelet-restarted when the restart worked.
 park() (
   set -e
   mkdir -p "$2"
@@ -17,7 +17,7 @@ park() (
   fi
   if command -v systemctl >/dev/null 2>&1; then
     if systemctl restart kubelet >/dev/null 2>&1; then
-      echo "@@kindfix kubelet-restarted"
+      : > "$2/.kindfix-kubelet-restarted"
     else
       echo "kindfix: systemctl restart kubelet failed" >&2
     fi
