@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1117,19 +1117,18 @@ def test_a_failing_kubeadm_leaves_etcd_as_it_was_and_the_next_run_finishes(
     assert side.gw.leader is not None
 
 
-def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy that fails on one member (its disk full) while the certificates are made: the
-    run stops with that error, and the members the preparation stopped run again."""
+def _cp3_prepare_fails(monkeypatch: pytest.MonkeyPatch,
+                       answer: Callable[[ExecResult], ExecResult]
+                       ) -> tuple[dict[str, FakeNode], dict[str, bytes], KindfixError]:
+    """The certificate wave with CP3's prepare exec answering `answer(what it did)`; the
+    nodes, the manifests before, and the error the apply ends with."""
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     plan = _cert_wave(cluster, nodes, side, failing=None)
     real = side.prepare
 
     def prepare(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         result = real(node, argv, stdin)
-        if node.name == CP3:  # parked, then the copy failed: no status marker
-            parked = result.stdout.split(b"@@kindfix-status")[0]
-            return ExecResult(4, parked, b"cp: error writing: No space left on device\n")
-        return result
+        return answer(result) if node.name == CP3 else result
 
     for name in CPS:
         nodes[name].on_script("etcd-prepare-member", prepare)
@@ -1137,12 +1136,20 @@ def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) ->
     ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError) as e:
         ap.apply(plan)
-    assert "No space left on device" in e.value.message
-    assert CP3 in e.value.message
-    assert "etcd was started again on its own data" in e.value.message
-    assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests
     assert side.restores == {}
+    return nodes, manifests, e.value
 
+
+def test_a_failing_preparation_is_undone_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that fails on one member (its disk full) while the certificates are made: the
+    run stops with that error, and the members the preparation stopped run again."""
+    nodes, manifests, error = _cp3_prepare_fails(monkeypatch, lambda result: ExecResult(
+        4, result.stdout.split(b"@@kindfix-status")[0],  # parked, then the copy failed
+        b"cp: error writing: No space left on device\n"))
+    assert "No space left on device" in error.message
+    assert CP3 in error.message
+    assert "etcd was started again on its own data" in error.message
+    assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests
 
 
 def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
@@ -1150,23 +1157,9 @@ def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
     """The node stopped while its prepare ran (exit 137): its manifest was parked, but no output
     came. Unknown is not "not parked": the undo puts the manifest back there too (seen on the
     bed: the node came back without etcd while kindfix said etcd was started again)."""
-    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
-    plan = _cert_wave(cluster, nodes, side, failing=None)
-    real = side.prepare
-
-    def prepare(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
-        result = real(node, argv, stdin)
-        if node.name == CP3:  # parked, then killed with the node: not a line of output
-            return ExecResult(137, b"", b"")
-        return result
-
-    for name in CPS:
-        nodes[name].on_script("etcd-prepare-member", prepare)
-    manifests = {n: nodes[n].files[MANIFEST] for n in CPS}
-    ap, _ = applier(cluster, nodes, side.snapshots)
-    with pytest.raises(KindfixError) as e:
-        ap.apply(plan)
-    assert "etcd was started again on its own data" in e.value.message
+    nodes, manifests, error = _cp3_prepare_fails(
+        monkeypatch, lambda _result: ExecResult(137, b"", b""))  # parked, killed, silent
+    assert "etcd was started again on its own data" in error.message
     assert {n: nodes[n].files.get(MANIFEST) for n in CPS} == manifests  # CP3's too
     assert PARKED not in nodes[CP3].files
 
