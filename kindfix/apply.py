@@ -17,7 +17,7 @@ from kindfix.journal import CHANGED, RunRecorder
 from kindfix.node import Node
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
-from kindfix.recovery.preparation import Keeping, Preparation, unwritten_manifests
+from kindfix.recovery.preparation import Beside, Preparation, keep_beside, unwritten_manifests
 from kindfix.runtime import Runtime
 from kindfix.steps import EtcdStrategy
 
@@ -98,7 +98,7 @@ class Applier:
         preparing: Preparation | None = None
         # the etcd.yaml the file wave leaves alone is kept (backed up) meanwhile, so parking it
         # does not wait for that (on the first control plane it did, ~1 s)
-        keeping = Keeping(ctx, unwritten_manifests(plan, ctx)) if prepare else None
+        keeping = keep_beside(ctx, unwritten_manifests(plan, ctx)) if prepare else None
         try:
             for wave in _waves(numbered):
                 kind = wave[0][1].kind
@@ -212,7 +212,7 @@ def parks_etcd(etcd_step: Step | None, recorder: RunRecorder) -> bool:
         not recorder.is_done(etcd_step.key)
 
 
-def _prepare_beside(ctx: StepContext, keeping: Keeping | None) -> Preparation:
+def _prepare_beside(ctx: StepContext, keeping: Beside | None) -> Preparation:
     """The etcd preparation, started once the etcd.yaml it parks are kept."""
     if keeping is not None:
         keeping.join()

@@ -7,6 +7,7 @@ kindfix/scripts/etcd-unprepare.sh, and the journal forgets the etcd stages).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from kindfix.context import StepContext
 from kindfix.discovery import ClusterNode
@@ -40,29 +41,42 @@ def unwritten_manifests(plan: Plan, ctx: StepContext) -> list[ClusterNode]:
     return [cp for cp in ctx.cluster.control_planes if cp.name not in written]
 
 
-class Keeping:
-    """Recovery.keep_manifest on `cps`, on a thread beside the file wave (backups only)."""
+class Beside:
+    """fn() on a daemon thread beside the applier's waves; join() waits for it and raises its
+    error (the applier reports it there)."""
 
-    def __init__(self, ctx: StepContext, cps: list[ClusterNode]) -> None:
-        self._rec = Recovery(ctx)
+    def __init__(self, fn: Callable[[], object], name: str) -> None:
+        self._fn = fn
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(cps,), daemon=True,
-                                        name="kindfix-etcd-keep")
-        self._thread.start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
-    def _run(self, cps: list[ClusterNode]) -> None:
+    def _run(self) -> None:
         try:
-            map_all(self._rec.keep_manifest, cps, what=lambda cp: cp.name)
+            self._fn()
         except BaseException as e:  # raised where the applier joins
             self._error = e
 
+    def start(self) -> Beside:
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def join(self, quiet: bool = False) -> None:
-        """Wait for it (each command has a timeout); its error, if any, is raised unless
-        `quiet` (the wave failed anyway)."""
+        """Wait for it (each of its commands has a timeout); its error, if any, is raised
+        unless `quiet` (the wave failed anyway)."""
         while self._thread.is_alive():
             self._thread.join(0.1)
         if self._error is not None and not quiet:
             raise self._error
+
+
+def keep_beside(ctx: StepContext, cps: list[ClusterNode]) -> Beside:
+    """Recovery.keep_manifest on `cps` beside the file wave (backups only), started."""
+    rec = Recovery(ctx)
+    return Beside(lambda: map_all(rec.keep_manifest, cps, what=lambda cp: cp.name),
+                  "kindfix-etcd-keep").start()
 
 
 class Preparation:
@@ -71,26 +85,14 @@ class Preparation:
     def __init__(self, ctx: StepContext) -> None:
         self.recovery = Recovery(ctx)
         self.recovery.cancel = threading.Event()
-        self._ctx = ctx
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="kindfix-etcd-prepare")
-
-    def _run(self) -> None:
-        try:
-            prepare(self._ctx, self.recovery)
-        except BaseException as e:  # the applier reports it when it joins
-            self._error = e
+        self._work = Beside(lambda: prepare(ctx, self.recovery), "kindfix-etcd-prepare")
 
     def start(self) -> None:
-        self._thread.start()
+        self._work.start()
 
     def join(self) -> None:
         """Wait for it (each of its commands has a timeout); its error, if any, is raised."""
-        while self._thread.is_alive():
-            self._thread.join(0.1)
-        if self._error is not None:
-            raise self._error
+        self._work.join()
 
     def cancel(self) -> None:
         assert self.recovery.cancel is not None
@@ -100,11 +102,10 @@ class Preparation:
         """Stop it, wait for its current command, then undo what it did. Returns notes for
         the error line."""
         self.cancel()
-        if self._thread.is_alive():
+        if self._work.alive():
             self.recovery.say("waiting for the etcd preparation's current command, then "
                               "starting etcd again on its own data")
-        while self._thread.is_alive():
-            self._thread.join(0.1)
+        self._work.join(quiet=True)  # its error is the one being undone
         if not (self.recovery.parked_now or any(
                 k.startswith("etcd:") for k in self.recovery.rec.journal.done)):
             return []
