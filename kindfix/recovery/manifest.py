@@ -5,6 +5,7 @@ advertises. Pure functions over the file's bytes; an odd file is one line naming
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kindfix.addresses import node_ips, url_host
@@ -84,3 +85,16 @@ def etcd_image(manifest: bytes, source: str = MANIFEST) -> str:
     if not isinstance(image, str) or not image:
         raise odd_manifest(source, "the etcd container names no image")
     return image
+
+
+_TAG_VERSION = re.compile(r":v?(\d+)\.(\d+)[^/]*$")
+
+
+def status_tools(image: str) -> str:
+    """The etcd image's tools that read a member's backend offline, the likely one first
+    (DOMAIN.md): etcd 3.4 and 3.5 images have no etcdutl (each try costs a `ctr run`), 3.6
+    moved `snapshot status|restore` from etcdctl to etcdutl. An untagged image: etcdutl first."""
+    m = _TAG_VERSION.search(image.split("@", 1)[0])
+    if m is not None and (int(m.group(1)), int(m.group(2))) < (3, 6):
+        return "etcdctl etcdutl"
+    return "etcdutl etcdctl"

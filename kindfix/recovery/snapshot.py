@@ -21,7 +21,13 @@ from kindfix.node import NO_SYSTEMCTL, run
 from kindfix.nodescripts import script
 from kindfix.recovery import state
 from kindfix.recovery.leader import has_leader
-from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED, PARKED_DIR
+from kindfix.recovery.manifest import (
+    DATA_DIR,
+    MANIFEST,
+    PARKED,
+    PARKED_DIR,
+    status_tools,
+)
 from kindfix.recovery.state import NoRestoreTool, Recovery
 from kindfix.recovery.stopping import PARKED_NOW, park_and_copy
 
@@ -108,7 +114,8 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
     rec.keep_manifest(cp)
     rec.parked_now.add(cp.name)  # until its output says otherwise: it may park, then be killed
     result = node.exec(["sh", "-c", script("etcd-prepare-member"), "kindfix-prepare", MANIFEST,
-                        PARKED_DIR, DATA_DIR, f"{rec.backup_dir(cp)}/data", image], timeout=420)
+                        PARKED_DIR, DATA_DIR, f"{rec.backup_dir(cp)}/data", image,
+                        status_tools(image)], timeout=420)
     parked, marker, said = result.text().partition(STATUS + "\n")
     if PARKED_NOW not in parked and marker:  # its whole park output came
         rec.parked_now.discard(cp.name)
@@ -123,7 +130,8 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
 def status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, object] | None:
     """`snapshot status` of the member's backend with the image's tool, and that tool."""
     result = rec.nodes[cp.name].exec(["sh", "-c", script("etcd-snapshot-status"),
-                                      "kindfix-status", DATA_DIR, image], timeout=120)
+                                      "kindfix-status", DATA_DIR, image,
+                                      status_tools(image)], timeout=120)
     return _parse_status(rec, cp, result.exit_code, result.text(), result.stderr)
 
 

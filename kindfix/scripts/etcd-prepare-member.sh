@@ -1,8 +1,9 @@
 # etcd recovery (kindfix/recovery/): one exec per member before a snapshot restore. "$1" etcd.yaml,
-# "$2" the parked dir, "$3" the data dir, "$4" its copy, "$5" the etcd image. Parks and stops
-# etcd, waits (bounded) until no etcd process is left, copies and checks the data dir, then
-# prints the backend's snapshot status after the line "@@kindfix-status". Its exit code is the
-# status's (3: no tool); no marker: parking or copying failed.
+# "$2" the parked dir, "$3" the data dir, "$4" its copy, "$5" the etcd image, "$6" the tools to
+# try for the status, in order ("etcdutl etcdctl"). Parks and stops etcd, waits (bounded) until
+# no etcd process is left, copies and checks the data dir, then prints the backend's snapshot
+# status after the line "@@kindfix-status". Its exit code is the status's (3: no tool); no
+# marker: parking or copying failed.
 # needs: park wait-stopped copy-checked snapshot-status
 set -e
 rm -f "$2/.kindfix-kubelet-restarted"
@@ -15,4 +16,4 @@ else
 fi
 copy_checked "$3" "$4"
 echo @@kindfix-status
-snapshot_status "$3" "$5"
+snapshot_status "$3" "$5" "$6"

@@ -237,13 +237,17 @@ case " $RUNNING_ON " in *" $n "*) echo "etcd --data-dir=/var/lib/etcd";; esac"""
 ])
 def test_wait_stopped_needs_its_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
                                                       quiet: str, calls: int) -> None:
-    counter = tmp_path / "calls"
+    counter, slept = tmp_path / "calls", tmp_path / "slept"
     p = subprocess.run(["sh", "-c", _ETCD_RUNNING_ON + part("wait-stopped")
-                        + f"wait_stopped {quiet}\n"],
+                        + _stub("sleep", 'echo "$1" >> "$SLEPT"') + f"wait_stopped {quiet}\n"],
                        capture_output=True, timeout=30, check=False,
-                       env={**os.environ, "CALLS": str(counter), "RUNNING_ON": running_on})
+                       env={**os.environ, "CALLS": str(counter), "RUNNING_ON": running_on,
+                            "SLEPT": str(slept)})
     assert p.returncode == 0, p.stderr
     assert int(counter.read_text()) == calls
+    # 0.25 s between checks, none after the last: it ends as soon as the last check is quiet
+    naps = slept.read_text().split() if slept.exists() else []
+    assert naps == ["0.25"] * (calls - 1)
 
 
 def _copy_checked(tmp_path: Path, copy_codes: str) -> tuple[subprocess.CompletedProcess[bytes],

@@ -29,7 +29,7 @@ from kindfix.nodescripts import script
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
 from kindfix.recovery import force_new, preparation, snapshot, state, strategy
-from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED
+from kindfix.recovery.manifest import DATA_DIR, MANIFEST, PARKED, status_tools
 from kindfix.recovery.state import Recovery
 from kindfix.runtime import ExecResult
 from tests.fakes import FakeNode, fail, ok, script_of
@@ -187,10 +187,11 @@ class Ctr:
     tmp: Path
     log: Path
     missing: str = ""  # comma-separated tools the image lacks
+    image: str = IMAGE  # the one image containerd has
 
     def run(self, script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
         env = {**os.environ, "PATH": f"{self.bin_dir}:{os.environ['PATH']}",
-               "FAKE_CTR_LOG": str(self.log), "FAKE_CTR_IMAGE": IMAGE,
+               "FAKE_CTR_LOG": str(self.log), "FAKE_CTR_IMAGE": self.image,
                "FAKE_CTR_MISSING": self.missing, "TMPDIR": str(self.tmp)}
         p = subprocess.run(["sh", "-c", script, "kindfix-test", *args], capture_output=True,
                            timeout=30, env=env, check=False)
@@ -250,12 +251,28 @@ def wal(member_dir: Path) -> dict[str, str]:
 
 # --- etcd-snapshot-status.sh -------------------------------------------------------------------
 
+@pytest.mark.parametrize(("image", "tools"), [
+    ("registry.k8s.io/etcd:3.4.13-0", "etcdctl etcdutl"),  # kind v0.11 (k8s 1.21)
+    ("registry.k8s.io/etcd:3.5.1-0", "etcdctl etcdutl"),
+    ("registry.k8s.io/etcd:3.5.21-0", "etcdctl etcdutl"),
+    ("gcr.io/etcd-development/etcd:v3.5.9", "etcdctl etcdutl"),
+    ("registry.k8s.io/etcd:3.6.5-0", "etcdutl etcdctl"),
+    ("registry.k8s.io/etcd:3.10.0-0", "etcdutl etcdctl"),
+    ("localhost:5000/etcd:3.5.1-0", "etcdctl etcdutl"),  # a registry port is not the tag
+    ("localhost:5000/etcd", "etcdutl etcdctl"),  # untagged: the newest layout first
+    ("registry.k8s.io/etcd@sha256:" + "a" * 64, "etcdutl etcdctl"),
+    ("registry.k8s.io/etcd:3.5.1-0@sha256:" + "a" * 64, "etcdctl etcdutl"),
+])
+def test_status_tools_ask_the_likely_tool_first(image: str, tools: str) -> None:
+    assert status_tools(image) == tools
+
+
 def test_snapshot_status_runs_etcdutl_from_the_image_on_the_bind_mounted_data_dir(
         tmp_path: Path, ctr: Ctr) -> None:
     db = bolt(48999, keys=1234)
     data = data_dir(tmp_path, db)
     before = tree(data)
-    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE, "etcdutl etcdctl")
     assert p.returncode == 0, p.stderr
     tool, status = p.stdout.decode().splitlines()
     assert tool == "etcdutl"
@@ -273,7 +290,7 @@ def test_snapshot_status_falls_back_to_etcdctl_when_the_image_has_no_etcdutl(
         tmp_path: Path, ctr: Ctr) -> None:
     data = data_dir(tmp_path, bolt(7, keys=3))
     ctr.missing = "etcdutl"
-    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE, "etcdutl etcdctl")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.decode().splitlines()
     assert lines[0] == "etcdctl"
@@ -291,7 +308,7 @@ def test_snapshot_status_without_a_working_tool_fails_with_both_tools_errors(
         tmp_path: Path, ctr: Ctr, missing: str, db: bytes, error: str) -> None:
     data = data_dir(tmp_path, db)
     ctr.missing = missing
-    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE)
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE, "etcdutl etcdctl")
     assert p.returncode == 3
     assert p.stdout == b""
     lines = p.stderr.decode().splitlines()
@@ -300,13 +317,20 @@ def test_snapshot_status_without_a_working_tool_fails_with_both_tools_errors(
     assert sum(error in line for line in lines) == 2, lines
 
 
-@pytest.mark.parametrize("missing", ["", "etcdutl"])
+@pytest.mark.parametrize(("image", "missing", "tool", "tried"), [
+    ("registry.k8s.io/etcd:3.6.5-0", "", "etcdutl", ["etcdutl"]),
+    ("registry.k8s.io/etcd:3.6.5-0", "etcdutl", "etcdctl", ["etcdutl", "etcdctl"]),
+    # 3.5 images have no etcdutl: etcdctl is asked first, and one `ctr run` is saved
+    (IMAGE, "etcdutl", "etcdctl", ["etcdctl"]),
+    (IMAGE, "", "etcdctl", ["etcdctl"]),
+])
 def test_recovery_reads_what_the_status_script_prints(
-        tmp_path: Path, ctr: Ctr, missing: str) -> None:
-    """The parser (recovery.snapshot.status) on the real script's output, tool line included."""
+        tmp_path: Path, ctr: Ctr, image: str, missing: str, tool: str, tried: list[str]) -> None:
+    """The parser (recovery.snapshot.status) on the real script's output, tool line included,
+    with the tools tried in the order the image's etcd version makes likely."""
     db = bolt(48999, keys=1234)
     data = data_dir(tmp_path, db)
-    ctr.missing = missing
+    ctr.missing, ctr.image = missing, image
     cluster, _, nodes = dump("ha-3cp-permuted")
     node = nodes["kind-control-plane"]
 
@@ -318,16 +342,18 @@ def test_recovery_reads_what_the_status_script_prints(
     node.on_script("etcd-snapshot-status", on_host)
     ap, said = applier(cluster, nodes)
     rec = Recovery(ap.context())
-    st = snapshot.status(rec, cluster.control_planes[0], IMAGE)
+    st = snapshot.status(rec, cluster.control_planes[0], image)
     assert st == {"hash": 1, "revision": 48999, "totalKey": 1234, "totalSize": len(db),
-                  "tool": "etcdctl" if missing else "etcdutl"}
+                  "tool": tool}
+    assert [c[9] for c in ctr.calls] == tried
     ctr.missing = "etcdutl,etcdctl"
-    assert snapshot.status(rec, cluster.control_planes[0], IMAGE) is None
+    assert snapshot.status(rec, cluster.control_planes[0], image) is None
     [line] = [s for s in said if "cannot read" in s]
+    first, second = tried[0], ({"etcdutl", "etcdctl"} - {tried[0]}).pop()
     assert line.startswith("      etcd: cannot read kind-control-plane's data with the etcd "
-                           "image's tools: etcdutl: ")
+                           f"image's tools: {first}: ")
     assert "executable file not found" in line
-    assert "; etcdctl: ctr: failed to create shim task" in line  # cut at 300 characters
+    assert f"; {second}: ctr: failed to create shim task" in line  # cut at 300 characters
 
 
 # --- etcd-restore.sh ---------------------------------------------------------------------------
@@ -565,7 +591,7 @@ class Side:
 
     def status(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         self.event("status", node.name)
-        assert argv[4:] == (DATA_DIR, IMAGE)
+        assert tuple(argv[4:]) == (DATA_DIR, IMAGE, status_tools(IMAGE))
         rev = self.revisions[node.name]
         if rev is None:
             return fail(3, f"etcdutl: {NOT_FOUND.format('etcdutl')}\n"
@@ -575,12 +601,12 @@ class Side:
 
     def prepare(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
         """etcd-prepare-member.sh: park, wait until etcd is gone, copy, status."""
-        manifest, parked, data, backup, image = argv[4:9]
+        manifest, parked, data, backup, image, tools = argv[4:10]
         head = tuple(argv[:4])
         parked_it = self.park(node, (*head, manifest, parked), None).stdout
         assert not self.running(node).stdout, "copied while etcd runs"
         self.copy(node, (*head, data, backup), None)
-        status = self.status(node, (*head, data, image), None)
+        status = self.status(node, (*head, data, image, tools), None)
         return ExecResult(status.exit_code, parked_it + b"@@kindfix-status\n" + status.stdout,
                           status.stderr)
 

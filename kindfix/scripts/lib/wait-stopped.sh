@@ -7,10 +7,11 @@
 # needs: etcd-running
 wait_stopped() (
   i=0; quiet=0
-  while [ "$quiet" -lt "$1" ]; do
+  while :; do
     if [ -n "$(etcd_running)" ]; then quiet=0; else quiet=$((quiet+1)); fi
+    [ "$quiet" -lt "$1" ] || exit 0  # no sleep after the last check
     i=$((i+1))
-    [ "$i" -le 480 ] || { echo "etcd still runs 120 s after it was stopped" >&2; exit 6; }
+    [ "$i" -lt 480 ] || { echo "etcd still runs 120 s after it was stopped" >&2; exit 6; }
     sleep 0.25
   done
 )
