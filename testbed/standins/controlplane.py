@@ -5,9 +5,11 @@ client-certificate[-data], client-key[-data] of the current context), like clien
 rewritten kubeconfig needs a restart (crictl stop, or moving the manifest out and back).
 Leader election as client-go tools/leaderelection with the components' defaults (lease 15 s,
 renew deadline 10 s, retry 2 s) on the Lease kube-system/<component> through the apiserver
-(identity `<hostname>_<uuid>`): every 2 s GET the lease; absent -> create it; held by another
-whose record changed within the lease duration (observed locally) -> wait; else take or renew it
-(PUT with the resourceVersion read). A leader that cannot renew for 10 s logs `failed to renew
+(identity `<hostname>_<uuid>`): GET the lease; absent -> create it; held by another whose record
+changed within the lease duration (observed locally) -> wait; else take or renew it (PUT with the
+resourceVersion read). A candidate tries again 2 s to 4.4 s after its last try ended (acquire:
+wait.JitterUntil(retry, JitterFactor 1.2, sliding)); a leader renews every 2 s (renew:
+wait.Until). A leader that cannot renew for 10 s logs `failed to renew
 lease ...: timed out waiting for the condition` and `"leaderelection lost"` and exits 1, as the
 real ones do (so the kubelet restarts it). TLS as Go: the CA and the dialled host are verified.
 Failures are logged as upstream, e.g.
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,6 +50,7 @@ COMPONENTS = {"kube-controller-manager": 10257, "kube-scheduler": 10259}
 LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
 RETRY_PERIOD = 2.0
+JITTER_FACTOR = 1.2  # leaderelection.go JitterFactor, applied to the acquire loop only
 HEALTHZ_TOLERANCE = 20.0  # NewLeaderHealthzAdaptor(time.Second * 20)
 GROUP_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
 
@@ -159,7 +164,7 @@ class LeaderElector:
         name = f"kube-system/{self.component}"
         klog.info("leaderelection.go:250", f"attempting to acquire leader lease {name}...")
         while not stop.is_set() and not self.try_acquire_or_renew():
-            stop.wait(RETRY_PERIOD)
+            stop.wait(acquire_retry())
         if stop.is_set():
             return
         klog.info("leaderelection.go:260", f"successfully acquired lease {name}")
@@ -175,6 +180,12 @@ class LeaderElector:
                 self.lost = True
                 stop.set()
                 return
+
+
+def acquire_retry(rand: Callable[[], float] = random.random) -> float:
+    """Seconds before a candidate tries again: wait.Jitter(RetryPeriod, 1.2), i.e. RetryPeriod
+    + rand() * 1.2 * RetryPeriod (apimachinery wait.go Jitter), 2 s to 4.4 s."""
+    return RETRY_PERIOD + rand() * JITTER_FACTOR * RETRY_PERIOD
 
 
 def _hostname() -> str:

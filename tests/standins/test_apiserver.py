@@ -224,6 +224,47 @@ def test_check_fails_only_for_a_leader_whose_lease_ran_out(tmp_path: Path) -> No
     assert e.check() is None
 
 
+def test_acquire_retry_is_client_gos_jittered_retry_period() -> None:
+    """wait.Jitter(2 s, 1.2): 2 s + rand * 2.4 s, so candidates do not all retry at 2 s."""
+    assert controlplane.acquire_retry(lambda: 0.0) == pytest.approx(2.0)
+    assert controlplane.acquire_retry(lambda: 0.5) == pytest.approx(3.2)
+    assert controlplane.acquire_retry(lambda: 1.0) == pytest.approx(4.4)
+    waits = {controlplane.acquire_retry() for _ in range(50)}
+    assert all(2.0 <= w <= 4.4 for w in waits) and len(waits) > 1
+
+
+class _Stop:
+    """A stop event that records how long run() waits each time, and stops after `n` waits."""
+
+    def __init__(self, n: int) -> None:
+        self.waits: list[float] = []
+        self.n = n
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.n
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return self.is_set()
+
+    def set(self) -> None:
+        self.n = 0
+
+
+def test_a_candidate_waits_a_jittered_retry_a_leader_renews_every_retry_period(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = pki.make_ca("kubernetes")
+    kc = pki.parse_kubeconfig(pki.kubeconfig("https://127.0.0.1:1", ca, pki.make_client(ca, "x")))
+    e = controlplane.LeaderElector("kube-scheduler", kc, str(tmp_path), identity="n1_abc")
+    tries = iter([False, False, True, True, True])
+    monkeypatch.setattr(e, "try_acquire_or_renew", lambda: next(tries))
+    jitters = iter([3.1, 4.2])
+    monkeypatch.setattr(controlplane, "acquire_retry", lambda: next(jitters))
+    stop = _Stop(4)
+    e.run(stop)  # type: ignore[arg-type]
+    assert stop.waits == [3.1, 4.2, controlplane.RETRY_PERIOD, controlplane.RETRY_PERIOD]
+
+
 @pytest.fixture
 def etcd_and_apiserver(node: NodeRoot, etcd_bin: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     """A real etcd and the apiserver stand-in on it: (apiserver URL, pki dir, etcd process)."""
