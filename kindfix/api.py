@@ -30,6 +30,8 @@ from kindfix.journal import (
 )
 from kindfix.journal import rollback as restore_files
 from kindfix.leases import LeaseReleaser
+from kindfix.loadbalancer import HAPROXY_CFG
+from kindfix.loadbalancer_write import reload_once_ready
 from kindfix.lock import Holder, cluster_lock
 from kindfix.names import validate_cluster_name
 from kindfix.node import ContainerNode, Node
@@ -231,7 +233,9 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
     if clearing is not None:
         clearing.start()
     try:
-        verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait)
+        verification = verify(cluster, nodes, min_revision=min_revision, wait=verify_wait,
+                              all_ready=None if plan.empty else
+                              lambda: _reload_lb(runtime, cluster, nodes, snapshots, progress))
     finally:
         if releaser is not None:
             releaser.stop()
@@ -241,6 +245,19 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
         ending.journal.status = DONE if verification.healthy else UNHEALTHY
         ending.save()
     return Applied(run_id, applied, verification)
+
+
+def _reload_lb(runtime: Runtime, cluster: Cluster, nodes: Mapping[str, Node],
+               snapshots: Mapping[str, NodeSnapshot], progress: Callable[[str], None]) -> None:
+    """The repair stopped the apiservers (or their etcd) for a while: once all are ready again,
+    haproxy is made to route to them at once (loadbalancer_write.reload_once_ready)."""
+    lb = cluster.load_balancer
+    if lb is None or not lb.running:
+        return
+    node = nodes.get(lb.name) or ContainerNode(runtime, lb.name, lb.role)
+    snap = snapshots.get(lb.name)
+    known = snap.file(HAPROXY_CFG) is not None if snap is not None else None
+    reload_once_ready(runtime, lb, node, known, progress)
 
 
 def repair(runtime: Runtime, name: str, *, dry_run: bool = False, strategy: str = "auto",

@@ -278,25 +278,36 @@ def _kubeconfig_checks(cluster: Cluster, nodes: Mapping[str, Node], wait: float)
                          for component, kubeconfig in ELECTED])
 
 
-def _an_apiserver_answers(cluster: Cluster, nodes: Mapping[str, Node], wait: float) -> float:
+def _an_apiserver_answers(cluster: Cluster, nodes: Mapping[str, Node], wait: float
+                          ) -> tuple[float, bool]:
     """Until one control plane's apiserver is ready (bounded by `wait`, which ends quietly: the
-    checks then say what fails); the seconds it took. Every check below needs an apiserver, and
-    while none answers each would ask twice a second: right after a repair that was ~18 execs at
-    once, and the Lease release beside verify (leases.py) waited behind them on a small machine."""
+    checks then say what fails); the seconds it took, and whether all of them were ready at the
+    last ask. Every check below needs an apiserver, and while none answers each would ask twice
+    a second: right after a repair that was ~18 execs at once, and the Lease release beside
+    verify (leases.py) waited behind them on a small machine."""
     start = time.monotonic()
     url = _HEALTH_URLS[0][1]
     cps = [nodes[cp.name] for cp in cluster.control_planes]
     with ThreadPoolExecutor(max_workers=min(12, len(cps))) as pool:
-        while not any(ok for ok, _ in pool.map(lambda node: _curl_ok(node, url), cps)) \
-                and time.monotonic() - start < wait:
+        while True:
+            ready = [ok for ok, _ in pool.map(lambda node: _curl_ok(node, url), cps)]
+            if any(ready) or time.monotonic() - start >= wait:
+                return time.monotonic() - start, bool(ready) and all(ready)
             time.sleep(0.5)
-    return time.monotonic() - start
 
 
 def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
-           wait: float = 60) -> Verification:
+           wait: float = 60, all_ready: Callable[[], None] | None = None) -> Verification:
+    """Every check, each bounded by `wait`. `all_ready` is called (once, from this thread) as
+    soon as every control plane's apiserver is ready, while the other checks still run: the
+    caller's moment to act on that (api.py reloads haproxy then); verify itself changes
+    nothing."""
     checks = _etcd_checks(cluster, nodes, min_revision, wait)
-    wait = max(wait - _an_apiserver_answers(cluster, nodes, wait), 1.0)
+    took, every_one = _an_apiserver_answers(cluster, nodes, wait)
+    wait = max(wait - took, 1.0)
+    if all_ready is not None and every_one:
+        all_ready()
+        all_ready = None
 
     def component(item: tuple[str, str, str]) -> Check:
         name, what, url = item
@@ -304,14 +315,21 @@ def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
         ok, detail = _retry(lambda: _curl_ok(node, url), wait)
         return Check(name, what, ok, detail)
 
+    items = [(cp.name, what, url) for cp in cluster.control_planes for what, url in _HEALTH_URLS]
+    readyz = [item for item in items if item[2] == _HEALTH_URLS[0][1]]
+    rest = [item for item in items if item not in readyz]
     # the load balancer, leases, kubeconfigs and kubectl beside the components: each is its own
     # bounded wait
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=5) as pool:
         lb = pool.submit(_lb_check, cluster, nodes, wait)
         kubectl = pool.submit(_kubectl_check, cluster, nodes, wait)
         leases = pool.submit(_lease_checks, cluster, nodes, wait)
         kubeconfigs = pool.submit(_kubeconfig_checks, cluster, nodes, wait)
-        checks += _each(component, [(cp.name, what, url) for cp in cluster.control_planes
-                                    for what, url in _HEALTH_URLS])
+        others = pool.submit(_each, component, rest)
+        ready = _each(component, readyz)
+        if all_ready is not None and all(c.ok for c in ready):
+            all_ready()
+        done = dict(zip(readyz + rest, ready + others.result()))
+        checks += [done[item] for item in items]
         checks += kubeconfigs.result() + leases.result() + lb.result() + kubectl.result()
     return Verification(tuple(checks))

@@ -28,6 +28,7 @@ from kindfix.loadbalancer import (
 from kindfix.node import ContainerNode
 from kindfix.observe import NodeSnapshot
 from kindfix.plan import Plan, Step
+from kindfix.runtime import ExecResult
 from tests.fakes import ok
 from tests.unit.helpers_nodes import applier, dump
 
@@ -254,3 +255,39 @@ def test_reload_falls_back_to_the_engine_signal_when_the_image_has_no_kill() -> 
     from kindfix.loadbalancer_write import reload_haproxy
     reload_haproxy(ap.runtime, ap.nodes[LB])
     assert ap.runtime.log[-1] == f"signal {LB} SIGHUP"  # type: ignore[attr-defined]
+
+
+# --- haproxy reloaded once every apiserver is ready after a repair ----------------------------
+
+def _lb_and_said(cluster_name: str = "ha-3cp-healthy") -> tuple[Applier, list[str]]:
+    cluster, snaps, nodes = dump(cluster_name)
+    ap, _ = applier(cluster, nodes, snaps)
+    return ap, []
+
+
+@pytest.mark.parametrize(("known", "reloaded"), [(True, True), (None, True), (False, False)])
+def test_haproxy_is_reloaded_once_ready_and_envoy_is_left_alone(known: bool | None,
+                                                              reloaded: bool) -> None:
+    from kindfix.loadbalancer_write import reload_once_ready
+    ap, said = _lb_and_said()
+    lb = ap.runtime.nodes[LB]  # type: ignore[attr-defined]
+    lb.on(("kill", "-s", "HUP", "1"), ok())
+    assert ap.cluster.load_balancer is not None
+    reload_once_ready(ap.runtime, ap.cluster.load_balancer, lb, known, said.append)
+    assert (("kill", "-s", "HUP", "1") in lb.calls) == reloaded
+    assert len(said) == int(reloaded)
+    if reloaded:
+        assert said[0].startswith(f"[{LB}] reloaded haproxy: every apiserver is ready")
+
+
+def test_a_reload_that_fails_is_said_and_raises_nothing() -> None:
+    from kindfix.loadbalancer_write import reload_once_ready
+    ap, said = _lb_and_said()
+    lb = ap.runtime.nodes[LB]  # type: ignore[attr-defined]
+    lb.on(("kill", "-s", "HUP", "1"), ExecResult(1, b"", b"kill: (1) - Operation not permitted"))
+    assert ap.cluster.load_balancer is not None
+    reload_once_ready(ap.runtime, ap.cluster.load_balancer, lb, True, said.append)
+    [line] = said
+    assert line.startswith(f"[{LB}] could not reload haproxy (")
+    assert "Operation not permitted" in line
+    assert line.endswith("its health checks bring the apiservers back within a few seconds")

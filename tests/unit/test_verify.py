@@ -411,3 +411,39 @@ def test_until_an_apiserver_is_ready_verify_asks_nothing_else(
     assert v.healthy, v.failures()
     assert ready_at, "no apiserver was asked"
     assert asked_unready == []
+
+
+def test_all_ready_is_called_once_every_apiserver_is_ready_and_changes_no_check() -> None:
+    cluster, nodes, gw = healthy_ha()
+    plain = verify(cluster, nodes, min_revision=gw.revision, wait=0)
+    lb_asks: list[int] = []
+    first = nodes[cluster.control_planes[0].name]
+    before = len(first.ran("through-lb"))
+    hooked = verify(cluster, nodes, min_revision=gw.revision, wait=0,
+                    all_ready=lambda: lb_asks.append(len(first.ran("through-lb"))))
+    # once; all were ready when verify first asked, so before the load balancer was asked
+    assert lb_asks == [before]
+    assert len(first.ran("through-lb")) == before + 1
+    assert [(c.node, c.what, c.ok) for c in hooked.checks] == \
+        [(c.node, c.what, c.ok) for c in plain.checks]
+
+
+def test_all_ready_is_not_called_while_an_apiserver_is_not_ready() -> None:
+    cluster, nodes, gw = healthy_ha()
+    gw.unhealthy[(CP2, 6443)] = "[-]etcd failed: reason withheld\nreadyz check failed"
+    called: list[bool] = []
+    v = verify(cluster, nodes, min_revision=gw.revision, wait=0,
+               all_ready=lambda: called.append(True))
+    assert not v.healthy
+    assert called == []
+
+
+def test_a_load_balancer_made_to_route_once_all_are_ready_verifies(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What api.py does with all_ready (reload haproxy, so a backend it marked DOWN is UP): the
+    load balancer check, still retrying beside, sees it."""
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    cluster, nodes, gw = healthy_ha()
+    gw.lb_down = {CP3}
+    v = verify(cluster, nodes, min_revision=gw.revision, wait=30, all_ready=gw.lb_down.clear)
+    assert v.healthy, v.failures()
