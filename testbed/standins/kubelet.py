@@ -22,6 +22,9 @@ Copies:
   certificate verification, 200-399 is success, as the kubelet's prober. So kubeadm's etcd
   startupProbe (/health?serializable=false, 24 x 10 s) kills a member without a leader after
   about 4 minutes, and an apiserver whose /livez fails 8 x 10 s is restarted.
+- A pod's sandbox is looked up in the runtime by the pod's UID (kuberuntime computePodActions,
+  podSandboxChanged): one that no pod holds is reused with its containers, several are all
+  killed and a new one is made.
 - Containers run under a detached shim (see shim.py), so SIGTERM/restart of the kubelet leaves
   them running and a new kubelet adopts them, as containerd keeps containers across a kubelet
   restart. Stopping the node (kindbed-init) is what kills them.
@@ -281,9 +284,33 @@ class Kubelet:
         state.write_pod(sandbox)
         return sandbox
 
-    def add_pod(self, pod: StaticPod) -> None:
-        ps = PodState(pod, self._new_sandbox(pod))
+    def _sandbox_for(self, pod: StaticPod) -> dict[str, Any]:
+        """kuberuntime computePodActions / podSandboxChanged: the runtime's sandboxes of the
+        pod's UID (a static pod's UID is its manifest hash) that no pod of ours holds: one is
+        the pod's and is reused (its containers with it: a restored manifest of unchanged
+        content gets its parked pod back, not a second one beside it); several are "Multiple
+        sandboxes are ready for Pod" and all are killed before a new one is made; none: new."""
+        held = {ps.id for ps in self.pods.values()}
+        same = [s for s in state.load_pods()
+                if s.get("metadata", {}).get("uid") == pod.config_hash
+                and s.get("manifest") == pod.path and str(s["id"]) not in held]
+        for s in same:
+            if str(s["id"]) in self.orphans:
+                self.orphans.remove(str(s["id"]))
+        if len(same) == 1:
+            return same[0]
+        for s in same:
+            for c in self.containers_of(str(s["id"])):
+                stop_container(c, STOP_GRACE)
+                state.remove_container(c.id)
+            state.remove_pod(str(s["id"]))
+        return self._new_sandbox(pod)
+
+    def add_pod(self, pod: StaticPod, adopted: bool = False) -> None:
+        ps = PodState(pod, self._sandbox_for(pod))
         self.pods[pod.path] = ps
+        if adopted:
+            return
         klog.info(
             "kubelet.go:2400",
             f'"SyncLoop ADD" source="file" pods=["{pod.namespace}/{ps.full_name}"]',
@@ -419,18 +446,14 @@ class Kubelet:
 
     # --- the loop -----------------------------------------------------------------------------
     def adopt(self) -> None:
-        """Take over pods a previous kubelet left running, when their manifest is unchanged."""
+        """Take over pods a previous kubelet left running, when their manifest is unchanged
+        (one sandbox per pod UID: _sandbox_for); the rest are orphans for housekeeping."""
         wanted, _ = scan(node_path(MANIFESTS))
-        for sandbox in state.load_pods():
-            pod = wanted.get(str(sandbox.get("manifest")))
-            if (
-                pod is not None
-                and pod.config_hash == sandbox["metadata"]["uid"]
-                and pod.path not in self.pods
-            ):
-                self.pods[pod.path] = PodState(pod, sandbox)
-                continue
-            self.orphans.append(str(sandbox["id"]))
+        self.orphans = [str(s["id"]) for s in state.load_pods()]
+        for pod in wanted.values():
+            if any(s.get("metadata", {}).get("uid") == pod.config_hash
+                   and s.get("manifest") == pod.path for s in state.load_pods()):
+                self.add_pod(pod, adopted=True)
         self.clean_orphans()
 
     def clean_orphans(self) -> None:

@@ -108,3 +108,60 @@ def test_api_server_of_a_kubeconfig() -> None:
     assert kubelet.api_server(conf) == "https://kind-control-plane:6443"
     assert kubelet.api_server("clusters: []\n") is None
     assert kubelet.api_answers("https://no-port-here") is False
+
+
+def sandboxes_of(uid: str) -> list[dict[str, object]]:
+    return [s for s in state.load_pods() if s["metadata"]["uid"] == uid]  # type: ignore[index]
+
+
+def test_a_manifest_put_back_unchanged_gets_its_parked_pod_back(node: NodeRoot) -> None:
+    """kindfix parks etcd.yaml, restarts the kubelet, stops etcd, and later puts the same file
+    back and restarts the kubelet again; the kubelet running when the file comes back may start
+    etcd first. A real kubelet finds the pod's one sandbox by UID in the runtime and reuses it
+    (podSandboxChanged), so the kubelet after it adopts that etcd. The stand-in made a second
+    sandbox: the next kubelet adopted one of the two, restarted etcd in it (port in use, back-off)
+    and killed the other as an orphan once the API server answered: etcd down ~10 s."""
+    node.image(tools=SLEEPER)
+    content = pod_manifest("etcd", ["sleeper", "--same"])
+    m = node.write(M, content)
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    [old] = wait_for("etcd", running)  # type: ignore[misc]
+    uid = k.pods[str(m)].pod.config_hash
+    m.unlink()  # parked
+    parked = kubelet.Kubelet("n1")  # park restarts the kubelet
+    parked.adopt()
+    assert node.run("crictl", "stop", old.id).returncode == 0
+    parked.sync_once()
+    assert running() == [] and len(sandboxes_of(uid)) == 1  # the stopped pod's sandbox stays
+    m.write_text(content)  # put back, unchanged
+    parked.sync_once()  # this kubelet sees it before kindfix restarts it
+    [again] = wait_for("etcd again", running)  # type: ignore[misc]
+    assert len(sandboxes_of(uid)) == 1 and again.attempt == old.attempt + 1
+    fresh = kubelet.Kubelet("n1")  # kindfix's restart
+    fresh.adopt()
+    fresh.sync_once()
+    fresh.sources_ready.set()  # the API server answers: housekeeping runs
+    fresh.sync_once()
+    fresh.sync_once()
+    assert [c.id for c in running()] == [again.id]  # adopted, neither restarted nor killed
+    assert len(sandboxes_of(uid)) == 1
+
+
+def test_two_sandboxes_of_one_pod_are_both_killed_and_one_new_is_made(node: NodeRoot) -> None:
+    """podSandboxChanged: "Multiple sandboxes are ready for Pod. Need to reconcile them"."""
+    node.image(tools=SLEEPER)
+    content = pod_manifest("etcd", ["sleeper", "--two"])
+    m = node.write(M, content)
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    [first] = wait_for("etcd", running)  # type: ignore[misc]
+    uid = k.pods[str(m)].pod.config_hash
+    k._new_sandbox(k.pods[str(m)].pod)  # a second sandbox of the same UID, as a runtime may hold
+    fresh = kubelet.Kubelet("n1")
+    fresh.adopt()
+    assert running() == [] and len(sandboxes_of(uid)) == 1
+    assert sandboxes_of(uid)[0]["id"] not in (first.pod_id,)
+    fresh.sync_once()
+    [made] = wait_for("etcd in the new sandbox", running)  # type: ignore[misc]
+    assert made.pod_id == sandboxes_of(uid)[0]["id"]
