@@ -302,13 +302,21 @@ def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
     soon as every control plane's apiserver is ready, while the other checks still run: the
     caller's moment to act on that (api.py reloads haproxy then); verify itself changes
     nothing."""
-    checks = _etcd_checks(cluster, nodes, min_revision, wait)
-    took, every_one = _an_apiserver_answers(cluster, nodes, wait)
-    wait = max(wait - took, 1.0)
-    if all_ready is not None and every_one:
-        all_ready()
-        all_ready = None
+    # etcd's checks need no apiserver: they run beside the wait for one
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        etcd_checks = beside.submit(_etcd_checks, cluster, nodes, min_revision, wait)
+        took, every_one = _an_apiserver_answers(cluster, nodes, wait)
+        wait = max(wait - took, 1.0)
+        if all_ready is not None and every_one:
+            all_ready()
+            all_ready = None
+        checks = _the_rest(cluster, nodes, wait, all_ready)
+        return Verification(tuple(etcd_checks.result() + checks))
 
+
+def _the_rest(cluster: Cluster, nodes: Mapping[str, Node], wait: float,
+              all_ready: Callable[[], None] | None) -> list[Check]:
+    """Everything but etcd, once an apiserver answers."""
     def component(item: tuple[str, str, str]) -> Check:
         name, what, url = item
         node = nodes[name]
@@ -330,6 +338,5 @@ def verify(cluster: Cluster, nodes: Mapping[str, Node], min_revision: int = 0,
         if all_ready is not None and all(c.ok for c in ready):
             all_ready()
         done = dict(zip(readyz + rest, ready + others.result()))
-        checks += [done[item] for item in items]
-        checks += kubeconfigs.result() + leases.result() + lb.result() + kubectl.result()
-    return Verification(tuple(checks))
+        return [done[item] for item in items] + kubeconfigs.result() + leases.result() + \
+            lb.result() + kubectl.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -447,3 +448,22 @@ def test_a_load_balancer_made_to_route_once_all_are_ready_verifies(
     gw.lb_down = {CP3}
     v = verify(cluster, nodes, min_revision=gw.revision, wait=30, all_ready=gw.lb_down.clear)
     assert v.healthy, v.failures()
+
+
+def test_etcd_is_checked_beside_the_wait_for_an_apiserver() -> None:
+    """etcd's checks need no apiserver: the apiservers are asked while etcd still answers."""
+    cluster, nodes, gw = healthy_ha()
+    asked = threading.Event()
+    waited: list[bool] = []
+
+    def before(_gw: FakeEtcd) -> None:
+        _, path, _ = gw.requests[-1]
+        if path == "/readyz":
+            asked.set()
+        elif path.startswith("/v3/") and not waited:
+            waited.append(asked.wait(timeout=5))  # the first etcd answer holds until then
+
+    gw.before = before
+    v = verify(cluster, nodes, min_revision=gw.revision, wait=5)
+    assert v.healthy, v.failures()
+    assert waited and all(waited)
