@@ -114,14 +114,15 @@ class RunRecorder:
     def is_done(self, key: str) -> bool:
         return key in self.journal.done
 
-    def add_note(self, note: str, once: bool = False) -> None:
-        """Journal a note (`key=value`; readers take the latest per key) and save; with `once`,
-        a note already there is not added again."""
+    def add_note(self, note: str, once: bool = False, save: bool = True) -> None:
+        """Journal a note (`key=value`; readers take the latest per key) and save (without
+        `save`: with the next save); with `once`, a note already there is not added again."""
         with self._lock:
             if once and note in self.journal.notes:
                 return
             self.journal.notes.append(note)
-        self.save()
+        if save:
+            self.save()
 
     def note(self, key: str) -> str | None:
         """The latest value noted under `key` (`key=value`), else None."""

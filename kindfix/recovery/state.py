@@ -69,8 +69,8 @@ class Recovery:
         """The latest value noted under key in the journal."""
         return self.rec.note(key)
 
-    def add_note(self, key: str, value: str) -> None:
-        self.rec.add_note(f"{key}={value}")
+    def add_note(self, key: str, value: str, save: bool = True) -> None:
+        self.rec.add_note(f"{key}={value}", save=save)
 
     def each(self, fn: Callable[[ClusterNode], object]) -> list[Any]:
         """fn on every member at once; every member's failure is named."""

@@ -952,6 +952,30 @@ def test_without_a_restore_tool_it_falls_back_to_force_new_cluster(
     assert side.counts("status") == Counter(("status", n) for n in CPS)
 
 
+def test_the_preparation_saves_its_strategy_with_the_first_park_not_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One journal save less before the first member is parked (0.1-0.3 s of every repair):
+    the note goes out with the park's mark. Killed before that, the next run still has no
+    leader and chooses snapshot-restore again."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    journal = f"{JOURNAL_DIR}/{RUN_ID}.json"
+    for name in CPS:  # kept already, as the file wave and keep_beside do before it starts
+        ap.recorder.backup_file(nodes[name], MANIFEST, nodes[name].files[MANIFEST], mode=0o600)
+    saved_at_park: list[list[str]] = []
+    real = side.prepare
+
+    def prepare(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        saved_at_park.append(Journal.from_json(nodes[CP].files[journal]).notes)
+        return real(node, argv, stdin)
+
+    for name in CPS:
+        nodes[name].on_script("etcd-prepare-member", prepare)
+    preparation.prepare(ap.context())
+    assert saved_at_park[0] == []  # nothing saved between the start and the first park
+    assert "etcd-strategy=snapshot-restore" in Journal.from_json(nodes[CP].files[journal]).notes
+
+
 def test_the_fall_back_forces_the_member_observe_saw_most_up_to_date(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Once the restore is abandoned every member is stopped, so no metrics answer:
