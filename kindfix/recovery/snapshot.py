@@ -208,8 +208,8 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
 
 
 def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
-    """The parked etcd.yaml back, the kubelet restarted (etcd-start-member.sh); unless `last`,
-    wait (bounded) until the member serves its peers before the next one starts.
+    """The parked etcd.yaml back and the kubelet restarted, in one exec (etcd-start-member.sh);
+    unless `last`, wait (bounded) until the member serves its peers before the next one starts.
 
     kubeadm runs etcd with the initial corruption check (`--experimental-initial-corrupt-check`
     for etcd 3.5, `--feature-gates=InitialCorruptCheck=true` for 3.6): a restarted member asks
@@ -220,8 +220,10 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
     3.5.1). Metrics are served after the peers: a member whose metrics answer serves its peers.
     A manifest without kubeadm's metrics listener is not waited for."""
     node = rec.nodes[cp.name]
-    manifest = rec.parked(cp)
-    node.write_file(MANIFEST, manifest, mode=0o600)
+    # the flags as observe read them (a rewrite changes addresses, not the metrics listener);
+    # read only when observe found etcd.yaml parked already (a continued run)
+    snap = rec.ctx.snapshots.get(cp.name)
+    manifest = (snap.file(MANIFEST) if snap is not None else None) or rec.parked(cp)
     wait = 0 if last or METRICS_PORT not in manifest else SERVE_WAIT
     # the member starts only if its kubelet acts at once: a kubelet that started without an
     # API server may sit on the returned manifest (finding 1), and a fresh one also starts
@@ -229,7 +231,7 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
     rec.say(f"[{cp.name}] restarting the kubelet (so it starts etcd on the restored data at "
             f"once){', then waiting until etcd serves' if wait else ''}")
     out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
-                     str(wait)], timeout=wait + kubelet.TIMEOUT).text()
+                     str(wait), MANIFEST], timeout=wait + kubelet.TIMEOUT).text()
     if NO_SYSTEMCTL in out:
         kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
     elif wait and SERVING not in out:

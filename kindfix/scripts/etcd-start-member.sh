@@ -1,10 +1,23 @@
-# etcd recovery (kindfix/recovery/snapshot.py): starts a member on its restored data once kindfix
-# has put its etcd.yaml back. "$1" the parked copy (removed), "$2" seconds to wait until the member
-# serves (0: no wait). The kubelet restarts so it acts at once (a kubelet that started without an
-# API server may sit on a returned manifest, realkind finding 1; kindfix/kubelet.py). Then etcd's
-# metrics (kubeadm's --listen-metrics-urls, 127.0.0.1 or [::1] port 2381, served only after the
-# peer port) are asked every 0.1 s until they answer, then "@@kindfix-serving" is printed; after
-# "$2" seconds it gives up quietly. Prints "@@kindfix no-systemctl" where there is no systemctl.
+# etcd recovery (kindfix/recovery/snapshot.py): starts a member on its restored data. "$1" the
+# parked copy, "$2" seconds to wait until the member serves (0: no wait), "$3" etcd.yaml. The
+# parked copy goes back as etcd.yaml (atomically: a dot file beside it, which the kubelet's file
+# source skips, renamed over; its mode kept) unless etcd.yaml is there already (a continued run),
+# then the parked copy goes. The kubelet restarts so it acts at once (a kubelet that started
+# without an API server may sit on a returned manifest, realkind finding 1; kindfix/kubelet.py).
+# Then etcd's metrics (kubeadm's --listen-metrics-urls, 127.0.0.1 or [::1] port 2381, served only
+# after the peer port) are asked every 0.1 s until they answer, then "@@kindfix-serving" is
+# printed; after "$2" seconds it gives up quietly. Prints "@@kindfix no-systemctl" where there is
+# no systemctl. Exit 5: neither file, or the copy failed (nothing restarted).
+# needs: durable
+if [ -f "$1" ]; then
+  d=$(dirname "$3"); t="$d/.kindfix-etcd.yaml.tmp"
+  if ! { cp -p "$1" "$t" && durable "$t" && mv -f "$t" "$3"; }; then
+    rm -f "$t"; echo "kindfix: could not put $1 back as $3" >&2; exit 5
+  fi
+  durable "$d"
+elif [ ! -f "$3" ]; then
+  echo "kindfix: neither $3 nor $1 is there" >&2; exit 5
+fi
 rm -f "$1"
 if command -v systemctl >/dev/null 2>&1; then
   systemctl restart kubelet || exit

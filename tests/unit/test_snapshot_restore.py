@@ -656,8 +656,13 @@ class Side:
         """etcd-start-member.sh: the parked copy goes, the kubelet restarts (etcd starts on the
         manifest kindfix put back), then with a wait the metrics are asked until they answer
         (bounded: 20 asks here)."""
-        parked, wait = argv[4], int(argv[5])
-        assert parked == PARKED
+        parked, wait, manifest = argv[4], int(argv[5]), argv[6]
+        assert (parked, manifest) == (PARKED, MANIFEST)
+        if PARKED in node.files:  # put back as it was parked (mode kept)
+            node.write_file(MANIFEST, node.files[PARKED], node.modes.get(PARKED, 0o600))
+        elif MANIFEST not in node.files:
+            return ExecResult(5, b"", f"kindfix: neither {MANIFEST} nor {PARKED} is there\n"
+                              .encode())
         self.unpark(node)
         if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
             return ok("@@kindfix-serving\n")
@@ -791,7 +796,7 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
             "restored data at once" in " ".join(said)
         assert [c[4:] for c in node.ran("etcd-start-member")] == \
-            [(PARKED, "0" if name == CPS[-1] else "15")]  # the last one is not waited for
+            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST)]  # the last one: no wait
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
@@ -1224,7 +1229,8 @@ echo "curl $*" >> "$LOG"
 """
 
 
-def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True
+def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True,
+                     parked_text: str | None = "parked", manifest_text: str | None = None
                      ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -1232,11 +1238,18 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
     for name, text in tools.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    parked = tmp_path / "etcd.yaml"
-    parked.write_text("parked")
+    parked = tmp_path / "parked" / "etcd.yaml"
+    parked.parent.mkdir()
+    if parked_text is not None:
+        parked.write_text(parked_text)
+        parked.chmod(0o600)
+    manifest = tmp_path / "manifests" / "etcd.yaml"
+    manifest.parent.mkdir()
+    if manifest_text is not None:
+        manifest.write_text(manifest_text)
     log = tmp_path / "log"
     # only the fakes and the coreutils the script and they use: no real systemctl or curl
-    for tool in ("rm", "date", "sleep", "cat"):
+    for tool in ("rm", "date", "sleep", "cat", "cp", "mv", "dirname", "sync"):
         found = shutil.which(tool)
         assert found is not None
         (bin_dir / tool).symlink_to(found)
@@ -1245,8 +1258,8 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
     sh = shutil.which("sh")
     assert sh is not None
     got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
-                          str(parked), str(wait)], env=env, capture_output=True, timeout=30,
-                         check=False)
+                          str(parked), str(wait), str(manifest)], env=env, capture_output=True,
+                         timeout=30, check=False)
     return got, (log.read_text().splitlines() if log.exists() else []), parked
 
 
@@ -1256,6 +1269,10 @@ def test_start_member_script_restarts_the_kubelet_then_waits_until_etcd_serves(
     assert got.returncode == 0, got.stderr
     assert got.stdout.decode() == "@@kindfix-serving\n"
     assert not parked.exists()
+    manifest = tmp_path / "manifests" / "etcd.yaml"
+    assert manifest.read_text() == "parked"  # put back before the kubelet restarted
+    assert manifest.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in manifest.parent.iterdir()) == ["etcd.yaml"]
     assert log[0] == "systemctl restart kubelet"
     asks = [line for line in log if line.startswith("curl ")]
     assert len(asks) == 5  # both loopbacks each round until the 5th ask answered
@@ -1276,6 +1293,21 @@ def test_start_member_script_without_a_wait_asks_nothing(tmp_path: Path) -> None
     got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1)
     assert (got.returncode, got.stdout) == (0, b"")
     assert log == ["systemctl restart kubelet"]
+
+
+def test_start_member_script_continued_with_the_manifest_back_already(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, parked_text=None,
+                                   manifest_text="restored")
+    assert (got.returncode, got.stdout) == (0, b"")
+    assert (tmp_path / "manifests" / "etcd.yaml").read_text() == "restored"
+    assert log == ["systemctl restart kubelet"]
+
+
+def test_start_member_script_without_either_file_restarts_nothing(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, parked_text=None)
+    assert got.returncode == 5
+    assert b"neither" in got.stderr
+    assert log == []
 
 
 def test_start_member_script_says_where_there_is_no_systemctl(tmp_path: Path) -> None:
