@@ -114,6 +114,16 @@ def sandboxes_of(uid: str) -> list[dict[str, object]]:
     return [s for s in state.load_pods() if s["metadata"]["uid"] == uid]  # type: ignore[index]
 
 
+def etcd_running(node: NodeRoot, arg: str) -> tuple[kubelet.Kubelet, state.Container, str]:
+    """A kubelet running the etcd pod (a sleeper given `arg`): it, the container, the pod's UID."""
+    node.image(tools=SLEEPER)
+    m = node.write(M, pod_manifest("etcd", ["sleeper", arg]))
+    k = kubelet.Kubelet("n1")
+    k.sync_once()
+    [c] = wait_for("etcd", running)  # type: ignore[misc]
+    return k, c, k.pods[str(m)].pod.config_hash
+
+
 def test_a_manifest_put_back_unchanged_gets_its_parked_pod_back(node: NodeRoot) -> None:
     """kindfix parks etcd.yaml, restarts the kubelet, stops etcd, and later puts the same file
     back and restarts the kubelet again; the kubelet running when the file comes back may start
@@ -121,13 +131,9 @@ def test_a_manifest_put_back_unchanged_gets_its_parked_pod_back(node: NodeRoot) 
     (podSandboxChanged), so the kubelet after it adopts that etcd. The stand-in made a second
     sandbox: the next kubelet adopted one of the two, restarted etcd in it (port in use, back-off)
     and killed the other as an orphan once the API server answered: etcd down ~10 s."""
-    node.image(tools=SLEEPER)
-    content = pod_manifest("etcd", ["sleeper", "--same"])
-    m = node.write(M, content)
-    k = kubelet.Kubelet("n1")
-    k.sync_once()
-    [old] = wait_for("etcd", running)  # type: ignore[misc]
-    uid = k.pods[str(m)].pod.config_hash
+    _, old, uid = etcd_running(node, "--same")
+    m = node.path(M)
+    content = m.read_text()
     m.unlink()  # parked
     parked = kubelet.Kubelet("n1")  # park restarts the kubelet
     parked.adopt()
@@ -150,14 +156,9 @@ def test_a_manifest_put_back_unchanged_gets_its_parked_pod_back(node: NodeRoot) 
 
 def test_two_sandboxes_of_one_pod_are_both_killed_and_one_new_is_made(node: NodeRoot) -> None:
     """podSandboxChanged: "Multiple sandboxes are ready for Pod. Need to reconcile them"."""
-    node.image(tools=SLEEPER)
-    content = pod_manifest("etcd", ["sleeper", "--two"])
-    m = node.write(M, content)
-    k = kubelet.Kubelet("n1")
-    k.sync_once()
-    [first] = wait_for("etcd", running)  # type: ignore[misc]
-    uid = k.pods[str(m)].pod.config_hash
-    k._new_sandbox(k.pods[str(m)].pod)  # a second sandbox of the same UID, as a runtime may hold
+    k, first, uid = etcd_running(node, "--two")
+    k._new_sandbox(k.pods[str(node.path(M))].pod)  # a second sandbox of the UID, as a runtime may
+
     fresh = kubelet.Kubelet("n1")
     fresh.adopt()
     assert running() == [] and len(sandboxes_of(uid)) == 1
