@@ -157,7 +157,7 @@ def test_a_manifest_put_back_unchanged_gets_its_parked_pod_back(node: NodeRoot) 
 def test_two_sandboxes_of_one_pod_are_both_killed_and_one_new_is_made(node: NodeRoot) -> None:
     """podSandboxChanged: "Multiple sandboxes are ready for Pod. Need to reconcile them"."""
     k, first, uid = etcd_running(node, "--two")
-    k._new_sandbox(k.pods[str(node.path(M))].pod)  # a second sandbox of the UID, as a runtime may
+    k._new_sandbox(k.pods[str(node.path(M))].pod)  # a second sandbox of the same UID
 
     fresh = kubelet.Kubelet("n1")
     fresh.adopt()
