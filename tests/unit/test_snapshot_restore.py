@@ -1220,7 +1220,9 @@ def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
 
 # --- etcd-start-member.sh under a real sh, over a fake systemctl and curl ------------------------
 
-FAKE_SYSTEMCTL = '#!/bin/sh\necho "systemctl $*" >> "$LOG"\n'
+# logs its argv and whether etcd.yaml is there at that moment
+FAKE_SYSTEMCTL = ('#!/bin/sh\nm=absent; [ ! -f "$MANIFEST" ] || m=there\n'
+                  'echo "systemctl $* (etcd.yaml $m)" >> "$LOG"\n')
 # answers (exit 0) from the $SERVE_AFTER-th ask on; before that "connection refused" (exit 7)
 FAKE_METRICS_CURL = """#!/bin/sh
 n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$COUNT"
@@ -1254,7 +1256,7 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
         assert found is not None
         (bin_dir / tool).symlink_to(found)
     env = {"PATH": str(bin_dir), "LOG": str(log), "COUNT": str(tmp_path / "count"),
-           "SERVE_AFTER": str(serve_after)}
+           "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest)}
     sh = shutil.which("sh")
     assert sh is not None
     got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
@@ -1263,7 +1265,7 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
     return got, (log.read_text().splitlines() if log.exists() else []), parked
 
 
-def test_start_member_script_restarts_the_kubelet_then_waits_until_etcd_serves(
+def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
         tmp_path: Path) -> None:
     got, log, parked = _start_member_sh(tmp_path, wait=10, serve_after=5)
     assert got.returncode == 0, got.stderr
@@ -1273,7 +1275,9 @@ def test_start_member_script_restarts_the_kubelet_then_waits_until_etcd_serves(
     assert manifest.read_text() == "parked"  # put back before the kubelet restarted
     assert manifest.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in manifest.parent.iterdir()) == ["etcd.yaml"]
-    assert log[0] == "systemctl restart kubelet"
+    # put back while no kubelet runs: only the one started after it sees it
+    assert log[:2] == ["systemctl stop kubelet (etcd.yaml absent)",
+                       "systemctl start kubelet (etcd.yaml there)"]
     asks = [line for line in log if line.startswith("curl ")]
     assert len(asks) == 5  # both loopbacks each round until the 5th ask answered
     assert asks[0].endswith("http://127.0.0.1:2381/metrics")
@@ -1292,7 +1296,8 @@ def test_start_member_script_gives_up_quietly_after_its_wait(tmp_path: Path) -> 
 def test_start_member_script_without_a_wait_asks_nothing(tmp_path: Path) -> None:
     got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1)
     assert (got.returncode, got.stdout) == (0, b"")
-    assert log == ["systemctl restart kubelet"]
+    assert log == ["systemctl stop kubelet (etcd.yaml absent)",
+                   "systemctl start kubelet (etcd.yaml there)"]
 
 
 def test_start_member_script_continued_with_the_manifest_back_already(tmp_path: Path) -> None:
@@ -1300,14 +1305,17 @@ def test_start_member_script_continued_with_the_manifest_back_already(tmp_path: 
                                    manifest_text="restored")
     assert (got.returncode, got.stdout) == (0, b"")
     assert (tmp_path / "manifests" / "etcd.yaml").read_text() == "restored"
-    assert log == ["systemctl restart kubelet"]
+    assert log == ["systemctl stop kubelet (etcd.yaml there)",
+                   "systemctl start kubelet (etcd.yaml there)"]
 
 
-def test_start_member_script_without_either_file_restarts_nothing(tmp_path: Path) -> None:
+def test_start_member_script_without_either_file_starts_the_kubelet_again(tmp_path: Path) -> None:
     got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, parked_text=None)
     assert got.returncode == 5
     assert b"neither" in got.stderr
-    assert log == []
+    # the kubelet runs again all the same
+    assert log == ["systemctl stop kubelet (etcd.yaml absent)",
+                   "systemctl start kubelet (etcd.yaml absent)"]
 
 
 def test_start_member_script_says_where_there_is_no_systemctl(tmp_path: Path) -> None:
