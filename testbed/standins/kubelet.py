@@ -291,9 +291,7 @@ class Kubelet:
         content gets its parked pod back, not a second one beside it); several are "Multiple
         sandboxes are ready for Pod" and all are killed before a new one is made; none: new."""
         held = {ps.id for ps in self.pods.values()}
-        same = [s for s in state.load_pods()
-                if s.get("metadata", {}).get("uid") == pod.config_hash
-                and s.get("manifest") == pod.path and str(s["id"]) not in held]
+        same = [s for s in state.load_pods() if _of_pod(s, pod) and str(s["id"]) not in held]
         for s in same:
             if str(s["id"]) in self.orphans:
                 self.orphans.remove(str(s["id"]))
@@ -449,10 +447,10 @@ class Kubelet:
         """Take over pods a previous kubelet left running, when their manifest is unchanged
         (one sandbox per pod UID: _sandbox_for); the rest are orphans for housekeeping."""
         wanted, _ = scan(node_path(MANIFESTS))
-        self.orphans = [str(s["id"]) for s in state.load_pods()]
+        sandboxes = state.load_pods()
+        self.orphans = [str(s["id"]) for s in sandboxes]
         for pod in wanted.values():
-            if any(s.get("metadata", {}).get("uid") == pod.config_hash
-                   and s.get("manifest") == pod.path for s in state.load_pods()):
+            if any(_of_pod(s, pod) for s in sandboxes):
                 self.add_pod(pod, adopted=True)
         self.clean_orphans()
 
@@ -593,6 +591,12 @@ def http_probe(probe: dict[str, Any], timeout: float) -> tuple[bool, str]:
     if 200 <= resp.status < 400:
         return True, ""
     return False, f"HTTP probe failed with statuscode: {resp.status} {body[:80]}"
+
+
+def _of_pod(sandbox: dict[str, Any], pod: StaticPod) -> bool:
+    """The sandbox belongs to the static pod: same UID (its manifest hash), same manifest."""
+    return (sandbox.get("metadata", {}).get("uid") == pod.config_hash
+            and sandbox.get("manifest") == pod.path)
 
 
 def stop_container(c: state.Container, grace: float) -> None:
