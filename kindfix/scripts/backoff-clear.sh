@@ -2,11 +2,15 @@
 # name in "$@" prints one line "<name> <state>": "running", "cleared" (its exited containers
 # removed: with none left the kubelet starts it at its next sync, kuberuntime doBackOff),
 # "failed" (crictl rm refused) or "absent" (no container at all: e.g. its manifest is parked).
+# One `crictl ps -a` for all of them, one `crictl rm` per pod to clear.
+# needs: pod-containers
+all=$(pod_containers)
+runs() { printf '%s\n' "$all" | awk -v n="$1" '$2 == "Running" && $3 == n { f = 1 } END { exit !f }'; }
 for c; do
-  if [ -n "$(crictl ps -q --state running --name "^$c\$" 2>/dev/null)" ]; then
+  if runs "$c"; then
     echo "$c running"; continue
   fi
-  ids=$(crictl ps -a -q --state exited --name "^$c\$" 2>/dev/null)
+  ids=$(printf '%s\n' "$all" | awk -v n="$c" '$2 == "Exited" && $3 == n { print $1 }')
   # crictl prints hex IDs, one a line: split on purpose, one `crictl rm` for them all
   # shellcheck disable=SC2086
   if [ -z "$ids" ]; then echo "$c absent"

@@ -1,5 +1,8 @@
 # kindfix/backoff.py, waiting after the clear: prints the names of the static pod containers in
-# "$@" that run now, one a line.
+# "$@" that run now, one a line (one `crictl ps -a` for all of them).
+# needs: pod-containers
+all=$(pod_containers)
+runs() { printf '%s\n' "$all" | awk -v n="$1" '$2 == "Running" && $3 == n { f = 1 } END { exit !f }'; }
 for c; do
-  [ -z "$(crictl ps -q --state running --name "^$c\$" 2>/dev/null)" ] || echo "$c"
+  if runs "$c"; then echo "$c"; fi
 done

@@ -117,7 +117,16 @@ import os, re, sys
 path = os.environ["CRICTL_STATE"]
 rows = [ln.split() for ln in open(path).read().splitlines() if ln.strip()]
 args = sys.argv[1:]
-if args[0] == "ps":
+if os.environ.get("CRICTL_LOG"):
+    open(os.environ["CRICTL_LOG"], "a").write(" ".join(args) + "\n")
+if args[0] == "ps" and args[1:] == ["-a"]:
+    # crictl's table: CREATED has several words, STATE is title-case
+    print("CONTAINER      IMAGE          CREATED              STATE    NAME   ATTEMPT   POD ID"
+          "          POD")
+    for cid, n, st in rows:
+        print(f"{cid}  a1b2c3d4e5f6   About a minute ago   {st.title()}   {n}   1   "
+              f"f0e1d2c3b4a5   {n}-node")
+elif args[0] == "ps":
     state = args[args.index("--state") + 1] if "--state" in args else "running"
     name = args[args.index("--name") + 1] if "--name" in args else ".*"
     for cid, n, st in rows:
@@ -162,3 +171,15 @@ def test_the_clear_script_removes_only_exited_containers_of_pods_not_running(
     out = run_script(tmp_path, "backoff-running", "e1 etcd running\na1 kube-apiserver exited\n",
                      "etcd", "kube-apiserver")
     assert out == "etcd\n"
+
+
+def test_the_scripts_ask_crictl_once_for_all_pods(tmp_path: Path) -> None:
+    """One `crictl ps -a` per node, not two per pod: on a loaded node each crictl costs."""
+    log = tmp_path / "calls"
+    state = "a1 kube-apiserver exited\ne1 etcd running\n"
+    run_script(tmp_path, "backoff-clear", state, *backoff.PODS, CRICTL_LOG=str(log))
+    assert log.read_text().splitlines() == ["ps -a", "rm a1"]
+    log.unlink()
+    out = run_script(tmp_path, "backoff-running", state, *backoff.PODS, CRICTL_LOG=str(log))
+    assert out == "etcd\n"
+    assert log.read_text().splitlines() == ["ps -a"]
