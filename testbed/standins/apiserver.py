@@ -1,8 +1,11 @@
 """Stand-in for kube-apiserver v1.29: its TLS endpoint, etcd-backed health and the Lease API.
 
-Start-up copies the real one's storage set-up: before it listens, it dials the first of
---etcd-servers (TLS with the etcd client certificate) for up to 20 s (apiserver
-storagebackend/factory/etcd3.go dialTimeout; the etcd client blocks until connected); etcd
+Start-up copies the real one's order: it binds its port (connections are taken by the kernel,
+none is answered: a client's TLS handshake times out), then dials the first of --etcd-servers
+(TLS with the etcd client certificate) for up to 20 s (apiserver
+storagebackend/factory/etcd3.go dialTimeout; the etcd client blocks until connected), then
+serves (pkg/controlplane/apiserver/config.go BuildGenericConfig: SecureServing.ApplyTo before
+the storage factory); etcd
 without quorum accepts TCP but never completes TLS, so an apiserver started while etcd has no
 quorum logs `"command failed" err="error creating storage factory: context deadline exceeded"`
 and exits 1: the kubelet restarts it under CrashLoopBackOff. A running one whose etcd goes away
@@ -193,17 +196,10 @@ def main(argv: list[str]) -> int:
         "options.go:222", f"external host was not specified, using {f.get('advertise-address', '')}"
     )
     klog.info("server.go:148", f"Version: {VERSION['gitVersion']} (kindbed stand-in)")
-    if not wait_for_storage(probe, stop, STORAGE_DIAL_TIMEOUT):
-        if stop.is_set():
-            return 0
-        klog.log(
-            "E",
-            "run.go:74",
-            '"command failed" err="error creating storage factory: context deadline exceeded"',
-        )
-        return 1
     kv = leases.EtcdKV(etcd_url, probe.ca, probe.cert, probe.key)
     client_ca = f.get("client-ca-file")
+    # the listener first, accepting nothing until storage is set up (BuildGenericConfig:
+    # SecureServing.ApplyTo creates it before the storage factory dials etcd)
     srv = health.listen(
         bind,
         port,
@@ -214,9 +210,22 @@ def main(argv: list[str]) -> int:
         fallback=fallback,
         reload_certs=True,
         api=lambda method, path, body, user: leases.handle(kv, method, path, body, user),
+        accept=False,
     )
     if srv is None:
         return 1
+    if not wait_for_storage(probe, stop, STORAGE_DIAL_TIMEOUT):
+        srv.server_close()
+        if stop.is_set():
+            return 0
+        klog.log(
+            "E",
+            "run.go:74",
+            '"command failed" err="error creating storage factory: context deadline exceeded"',
+        )
+        return 1
+    health.start(srv)
+    health.log_serving(srv)
     threading.Thread(target=probe.loop, args=(stop,), daemon=True).start()
     health.run_until(stop, srv)
     return 0

@@ -128,11 +128,15 @@ def serve(
     fallback: Callable[[str], tuple[int, str, str]] = not_found,
     reload_certs: bool = False,
     api: Api | None = None,
+    accept: bool = True,
 ) -> _Server:
     """Serve in a daemon thread; stop with .shutdown() then .server_close().
 
     reload_certs copies kube-apiserver's DynamicServingCertificateController: a cert/key pair
     rewritten on disk is served to new connections within about a second, without a restart.
+    Without accept the port is bound and listening but nothing is accepted until start(srv):
+    the kernel completes clients' TCP handshakes, no TLS handshake follows (kube-apiserver
+    between creating its listener and serving).
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file)
@@ -145,17 +149,23 @@ def serve(
     srv.checks = checks
     srv.fallback = fallback
     srv.api = api
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    if accept:
+        start(srv)
     if reload_certs:
         threading.Thread(target=_watch_pair, args=(ctx, cert_file, key_file), daemon=True).start()
     return srv
 
 
+def start(srv: _Server) -> None:
+    """Accept and serve, in a daemon thread."""
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+
 def listen(
     host: str, port: int, cert_file: str, key_file: str, checks: Checks, **options: Any
 ) -> _Server | None:
-    """serve(), logged as a component's secure serving logs it; None (the caller exits 1)
-    when the port cannot be bound."""
+    """serve(), logged as a component's secure serving logs it (with accept=False: once
+    start(srv) is called); None (the caller exits 1) when the port cannot be bound."""
     try:
         srv = serve(host, port, cert_file, key_file, checks, **options)
     except OSError as e:
@@ -165,8 +175,14 @@ def listen(
             f'"command failed" err="failed to create listener: failed to listen on {host}:{port}: {e}"',  # noqa: E501 - upstream's message, kept greppable
         )
         return None
-    klog.info("secure_serving.go:213", f"Serving securely on {host}:{port}")
+    if options.get("accept", True):
+        log_serving(srv)
     return srv
+
+
+def log_serving(srv: _Server) -> None:
+    host, port = srv.server_address[:2]
+    klog.info("secure_serving.go:213", f"Serving securely on {host}:{port}")
 
 
 def stop_on_signals() -> threading.Event:

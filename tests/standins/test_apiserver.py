@@ -378,8 +378,38 @@ def test_apiserver_without_etcd_exits_at_storage_init(node: NodeRoot) -> None:
     assert r.returncode == 1
     assert '"command failed" err="error creating storage factory: context deadline exceeded"' \
         in r.stderr
-    with socket.socket() as sock:  # it never listened
+    assert "Serving securely" not in r.stderr  # it never served
+    with socket.socket() as sock:  # its port is closed again
         assert sock.connect_ex(("127.0.0.1", api)) != 0
+
+
+def test_apiserver_takes_connections_it_does_not_serve_while_it_waits_for_storage(
+        node: NodeRoot) -> None:
+    """kube-apiserver creates its listener before the storage factory dials etcd
+    (BuildGenericConfig): a client's TCP connect succeeds, its TLS handshake gets no answer
+    (the kubelet's calls end in `net/http: TLS handshake timeout`, realkind runs 11-13)."""
+    make_pki(node)
+    closed, api = free_port(), free_port()
+    proc = node.spawn("apiserver", "--bind-address=127.0.0.1", f"--secure-port={api}",
+                      f"--etcd-servers=https://127.0.0.1:{closed}",
+                      KINDBED_APISERVER_STORAGE_TIMEOUT="6")
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # bounded: until its port is bound
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", api)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the port was never bound"
+            time.sleep(0.1)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", api), timeout=1) as sock, \
+                pytest.raises(TimeoutError):
+            ctx.wrap_socket(sock)  # the handshake: no answer
+        assert proc.poll() is None  # still waiting for storage
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_apiserver_waits_for_an_etcd_that_completes_no_tls_handshake(node: NodeRoot) -> None:
