@@ -36,6 +36,8 @@ STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follo
 SERVE_WAIT = 15  # seconds for a started member to serve its peers before the next starts
 METRICS_PORT = b":2381"  # kubeadm's --listen-metrics-urls (etcd-start-member.sh asks there)
 SERVING = "@@kindfix-serving"  # etcd-start-member.sh: the member's metrics answered
+# etcd-start-member.sh: the node's kube-apiserver answered no HTTP in 0.5 s and was stopped
+APISERVER_STOPPED = "@@kindfix apiserver-stopped"
 
 
 def snapshot_restore(rec: Recovery) -> None:
@@ -232,6 +234,10 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
             f"once){', then waiting until etcd serves' if wait else ''}")
     out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
                      str(wait), MANIFEST], timeout=wait + kubelet.TIMEOUT).text()
+    if APISERVER_STOPPED in out:
+        rec.say(f"[{cp.name}] stopped its kube-apiserver while the kubelet was stopped: it "
+                "answered no HTTP within 0.5 s (without etcd it takes connections and serves none, "
+                "so each call of the new kubelet would wait 10 s); the kubelet starts it again")
     if NO_SYSTEMCTL in out:
         kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
     elif wait and SERVING not in out:

@@ -555,6 +555,7 @@ class Side:
     restores: dict[str, list[str]] = field(default_factory=dict)  # node: its restore argv
     staged: dict[str, list[str]] = field(default_factory=dict)  # node: its staging argv
     running_at_restore: list[str] = field(default_factory=list)
+    hung_apiserver: set[str] = field(default_factory=set)  # etcd-start-member.sh stops it there
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def event(self, what: str, node: str) -> None:
@@ -664,9 +665,10 @@ class Side:
             return ExecResult(5, b"", f"kindfix: neither {MANIFEST} nor {PARKED} is there\n"
                               .encode())
         self.unpark(node)
+        stopped = "@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else ""
         if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
-            return ok("@@kindfix-serving\n")
-        return ok()
+            return ok(stopped + "@@kindfix-serving\n")
+        return ok(stopped)
 
     def react(self, gw: FakeEtcd) -> None:
         """The members elect a leader once each runs again on restored data."""
@@ -809,6 +811,17 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
     done = set(ap.recorder.journal.done)
     assert {f"etcd:{s}:{n}" for s in ("park", "copy", "snapshot", "restored") for n in CPS} | \
         {"etcd:unparked"} <= done
+
+
+def test_a_stopped_hung_apiserver_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 700, CP2: 800, CP3: 900})
+    side.hung_apiserver = {CP2}
+    ap, said = applier(cluster, nodes, side.snapshots)
+    strategy.repair(ap.context(), "snapshot-restore")
+    stopped = [s for s in said if "stopped its kube-apiserver" in s]
+    assert len(stopped) == 1
+    assert stopped[0].startswith(f"      etcd: [{CP2}] stopped its kube-apiserver while the "
+                                 "kubelet was stopped: it answered no HTTP within 0.5 s")
 
 
 def test_snapshot_restore_copies_all_data_before_restoring_anything_and_restores_stopped(
@@ -1223,20 +1236,30 @@ def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
 # logs its argv and whether etcd.yaml is there at that moment
 FAKE_SYSTEMCTL = ('#!/bin/sh\nm=absent; [ ! -f "$MANIFEST" ] || m=there\n'
                   'echo "systemctl $* (etcd.yaml $m)" >> "$LOG"\n')
-# answers (exit 0) from the $SERVE_AFTER-th ask on; before that "connection refused" (exit 7)
+# the kube-apiserver probe exits $APISERVER_CURL (7: refused, 28: took the connection, no
+# answer in time); etcd's metrics answer (exit 0) from the $SERVE_AFTER-th ask on; before that
+# "connection refused" (exit 7)
 FAKE_METRICS_CURL = """#!/bin/sh
+for a; do case $a in *:6443/healthz) echo "probe $*" >> "$LOG"; exit "$APISERVER_CURL";; esac; done
 n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$COUNT"
 echo "curl $*" >> "$LOG"
 [ "$n" -ge "$SERVE_AFTER" ] || exit 7
 """
+# one running kube-apiserver container, "api1"; logs every call
+FAKE_CRICTL_API = """#!/bin/sh
+echo "crictl $*" >> "$LOG"
+[ "$1" != ps ] || echo api1
+"""
 
 
 def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True,
-                     parked_text: str | None = "parked", manifest_text: str | None = None
+                     parked_text: str | None = "parked", manifest_text: str | None = None,
+                     apiserver_curl: int = 0
                      ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    tools = {"curl": FAKE_METRICS_CURL, **({"systemctl": FAKE_SYSTEMCTL} if systemctl else {})}
+    tools = {"curl": FAKE_METRICS_CURL, "crictl": FAKE_CRICTL_API,
+             **({"systemctl": FAKE_SYSTEMCTL} if systemctl else {})}
     for name, text in tools.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -1256,13 +1279,15 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
         assert found is not None
         (bin_dir / tool).symlink_to(found)
     env = {"PATH": str(bin_dir), "LOG": str(log), "COUNT": str(tmp_path / "count"),
-           "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest)}
+           "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest),
+           "APISERVER_CURL": str(apiserver_curl)}
     sh = shutil.which("sh")
     assert sh is not None
     got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
                           str(parked), str(wait), str(manifest)], env=env, capture_output=True,
                          timeout=30, check=False)
-    return got, (log.read_text().splitlines() if log.exists() else []), parked
+    lines = log.read_text().splitlines() if log.exists() else []
+    return got, [line for line in lines if not line.startswith("probe ")], parked
 
 
 def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
@@ -1282,6 +1307,28 @@ def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
     assert len(asks) == 5  # both loopbacks each round until the 5th ask answered
     assert asks[0].endswith("http://127.0.0.1:2381/metrics")
     assert asks[1].endswith("http://[::1]:2381/metrics")
+
+
+@pytest.mark.parametrize("asked", [28, 7, 35], ids=["no-answer", "refused", "tls-error"])
+def test_start_member_script_stops_an_apiserver_that_answered_no_http(
+        tmp_path: Path, asked: int) -> None:
+    """Refused too: the kubelet being stopped may have started it again meanwhile."""
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, apiserver_curl=asked)
+    assert (got.returncode, got.stdout) == (0, b"@@kindfix apiserver-stopped\n")
+    # stopped while no kubelet runs (none restarts it under the old one's back-off), before
+    # the new kubelet starts
+    assert log == ["systemctl stop kubelet (etcd.yaml absent)",
+                   "crictl ps -q --state running --name ^kube-apiserver$",
+                   "crictl stop api1",
+                   "systemctl start kubelet (etcd.yaml there)"]
+
+
+def test_start_member_script_leaves_an_apiserver_that_answers_http(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, apiserver_curl=0)
+    assert (got.returncode, got.stdout) == (0, b"")
+    assert not any(line.startswith("crictl") for line in log)
+    assert "probe -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz" in \
+        (tmp_path / "log").read_text()
 
 
 def test_start_member_script_gives_up_quietly_after_its_wait(tmp_path: Path) -> None:
