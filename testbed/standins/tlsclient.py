@@ -32,6 +32,11 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _reason(e: OSError) -> str:
+    """Go's wording of a socket error: "connection reset by peer", "broken pipe", ..."""
+    return (e.strerror or str(e) or type(e).__name__).lower()
+
+
 def _dial_error(hostport: str, e: OSError) -> GoError:
     if isinstance(e, ConnectionRefusedError):
         return GoError(f"dial tcp {hostport}: connect: connection refused")
@@ -96,6 +101,8 @@ def request(
             raise GoError(f"remote error: tls: {e.reason or e}".lower()) from None
         except socket.timeout:
             raise GoError("net/http: TLS handshake timeout") from None
+        except OSError as e:  # reset or closed mid-handshake (the server was stopped): Go's text
+            raise GoError(f"read tcp {hostport}: read: {_reason(e)}") from None
         der = tls.getpeercert(binary_form=True) or b""
         err = pki.hostname_error(x509.load_der_x509_certificate(der), host)
         if err:
@@ -117,9 +124,9 @@ def _exchange(
     )
     if body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    tls.sendall(head.encode() + b"\r\n" + (body or b""))
     resp = http.client.HTTPResponse(tls)
     try:
+        tls.sendall(head.encode() + b"\r\n" + (body or b""))
         resp.begin()
         return resp.status, resp.read()
     except (OSError, http.client.HTTPException) as e:

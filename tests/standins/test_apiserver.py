@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -435,3 +436,26 @@ def test_apiserver_fallback_routes() -> None:
         "[+]ping ok\n[-]etcd failed: reason withheld\nhealthz check failed\n",
     )
     assert health.render("readyz", [("ping", None)], verbose=False) == (200, "ok")
+
+
+def test_a_request_to_a_server_that_resets_mid_handshake_is_a_go_error() -> None:
+    """A kube-apiserver stopped while a client's handshake waits in its backlog resets it; Go's
+    clients (client-go's leader election) get an error and try again, so the stand-ins' client
+    must raise GoError, not let the reset end the caller's thread."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def reset_one() -> None:
+            conn, _ = srv.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST instead of FIN
+
+        t = threading.Thread(target=reset_one, daemon=True)
+        t.start()
+        ca = pki.make_ca("kubernetes")
+        with pytest.raises(tlsclient.GoError, match=r"read tcp 127\.0\.0\.1:\d+: read: "):
+            tlsclient.request("GET", f"https://127.0.0.1:{port}/healthz", ca.cert_pem(),
+                              timeout=2.0)
+        t.join(timeout=5)
