@@ -36,8 +36,11 @@ STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follo
 SERVE_WAIT = 15  # seconds for a started member to serve its peers before the next starts
 METRICS_PORT = b":2381"  # kubeadm's --listen-metrics-urls (etcd-start-member.sh asks there)
 SERVING = "@@kindfix-serving"  # etcd-start-member.sh: the member's metrics answered
-# etcd-start-member.sh: the node's kube-apiserver answered no HTTP in 0.5 s and was stopped
+# etcd-start-member.sh: the node's kube-apiserver was stopped with the kubelet
 APISERVER_STOPPED = "@@kindfix apiserver-stopped"
+# a kube-apiserver serving HTTP answers its /healthz (500 without etcd) in milliseconds
+APISERVER_ASK = ["curl", "-sk", "--max-time", "0.5", "-o", "/dev/null",
+                 "https://127.0.0.1:6443/healthz"]
 
 
 def snapshot_restore(rec: Recovery) -> None:
@@ -46,8 +49,9 @@ def snapshot_restore(rec: Recovery) -> None:
         rec.say("starting the members on their restored data one at a time, each once the one "
                 "before serves its peers (started together, members running etcd's initial "
                 "corruption check can wait 7 s on each other)")
+        silent = _silent_apiservers(rec)
         for i, cp in enumerate(rec.cps):
-            _start_member(rec, cp, last=i + 1 == len(rec.cps))
+            _start_member(rec, cp, last=i + 1 == len(rec.cps), stop_apiserver=cp.name in silent)
         rec.done("unparked")
     rec.each(lambda cp: _wait_leader(rec, cp))
 
@@ -209,9 +213,30 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
     rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
 
 
-def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
+def _silent_apiservers(rec: Recovery) -> set[str]:
+    """The members whose kube-apiserver answers no HTTP (asked on all at once, 0.5 s at most).
+
+    A real kube-apiserver opens its port before it dials etcd (pkg/controlplane/apiserver/
+    config.go BuildGenericConfig: SecureServing before the storage factory, which waits up to
+    20 s) and takes connections it does not serve: each call of a new kubelet to it ends in a
+    10 s TLS handshake timeout, and a new kubelet was seen starting etcd only after those
+    (realkind runs 11-13 and 17: a member's start took 9-20 s instead of ~1.5 s). Such an
+    apiserver serves nothing while its etcd is parked (kubeadm's --etcd-servers is the node's
+    own), so etcd-start-member.sh stops it while the kubelet is stopped and the new kubelet
+    starts it again. One that answers HTTP is past its storage set-up: it serves again once
+    etcd is back, without a new start (~10 s on realkind), and is left alone. Asked once for
+    all rather than in each member's start: one ask that gets no answer costs its 0.5 s."""
+    def silent(cp: ClusterNode) -> bool:
+        return not rec.nodes[cp.name].exec(APISERVER_ASK, timeout=10).ok
+
+    return {cp.name for cp, quiet in zip(rec.cps, rec.each(silent), strict=True) if quiet}
+
+
+def _start_member(rec: Recovery, cp: ClusterNode, last: bool, stop_apiserver: bool) -> None:
     """The parked etcd.yaml back and the kubelet restarted, in one exec (etcd-start-member.sh);
     unless `last`, wait (bounded) until the member serves its peers before the next one starts.
+    With `stop_apiserver` the node's kube-apiserver is stopped while the kubelet is
+    (_silent_apiservers).
 
     kubeadm runs etcd with the initial corruption check (`--experimental-initial-corrupt-check`
     for etcd 3.5, `--feature-gates=InitialCorruptCheck=true` for 3.6): a restarted member asks
@@ -233,11 +258,13 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
     rec.say(f"[{cp.name}] restarting the kubelet (so it starts etcd on the restored data at "
             f"once){', then waiting until etcd serves' if wait else ''}")
     out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
-                     str(wait), MANIFEST], timeout=wait + kubelet.TIMEOUT).text()
+                     str(wait), MANIFEST, "stop-apiserver" if stop_apiserver else ""],
+              timeout=wait + kubelet.TIMEOUT).text()
     if APISERVER_STOPPED in out:
         rec.say(f"[{cp.name}] stopped its kube-apiserver while the kubelet was stopped: it "
-                "answered no HTTP within 0.5 s (without etcd it takes connections and serves none, "
-                "so each call of the new kubelet would wait 10 s); the kubelet starts it again")
+                "answered no HTTP within 0.5 s (without etcd it takes connections and serves "
+                "none, so each call of the new kubelet would wait 10 s); the kubelet starts it "
+                "again")
     if NO_SYSTEMCTL in out:
         kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
     elif wait and SERVING not in out:

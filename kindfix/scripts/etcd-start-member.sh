@@ -12,24 +12,15 @@
 # "@@kindfix-serving" is printed; after "$2" seconds it gives up quietly. Prints
 # "@@kindfix no-systemctl" where there is no systemctl. Exit 5: neither file, or the copy failed
 # (the kubelet is started again all the same).
-# The node's kube-apiserver is asked first (beside the kubelet's stop). A real one opens its port
-# before it dials etcd (pkg/controlplane/apiserver/config.go BuildGenericConfig: SecureServing
-# before the storage factory, which waits up to 20 s for etcd) and takes connections it does not
-# serve, so each call of the new kubelet to it ends in a 10 s TLS handshake timeout, and a new
-# kubelet was seen starting etcd only after those (realkind runs 11-13 and 17: a member's start
-# took 9-20 s instead of ~1.5 s). Unless it answered HTTP within 0.5 s, whatever kube-apiserver
-# container runs once the kubelet is stopped is stopped too ("@@kindfix apiserver-stopped"): its
-# etcd is parked and kubeadm's --etcd-servers is this node's own, so it serves nothing anyway; the
-# new kubelet's calls are then refused at once, and it starts the apiserver again (a new kubelet
-# has no back-off). Asked rather than stopped always: one that answers HTTP is past its storage
-# set-up and serves again once etcd is back, without a new start (~10 s on realkind).
+# With "$4" "stop-apiserver" the node's kube-apiserver container is stopped too while the
+# kubelet is stopped ("@@kindfix apiserver-stopped"), so the new kubelet's first calls to it are
+# refused at once rather than timing out; the new kubelet starts it again (a new kubelet has no
+# back-off). kindfix/recovery/snapshot.py _silent_apiservers says when and why.
 # needs: durable
 kubelet_unit() { if [ -n "$sd" ]; then systemctl "$1" kubelet; fi; }
 sd=; if command -v systemctl >/dev/null 2>&1; then sd=1; else echo "@@kindfix no-systemctl"; fi
-curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz 2>/dev/null & probe=$!
 kubelet_unit stop || exit
-wait "$probe"; asked=$?
-if [ "$asked" -ne 0 ]; then
+if [ "$4" = stop-apiserver ]; then
   api=$(crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null)
   # crictl prints hex IDs, one a line: split on purpose
   # shellcheck disable=SC2086

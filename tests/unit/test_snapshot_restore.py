@@ -665,7 +665,7 @@ class Side:
             return ExecResult(5, b"", f"kindfix: neither {MANIFEST} nor {PARKED} is there\n"
                               .encode())
         self.unpark(node)
-        stopped = "@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else ""
+        stopped = "@@kindfix apiserver-stopped\n" if argv[7:] == ("stop-apiserver",) else ""
         if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
             return ok(stopped + "@@kindfix-serving\n")
         return ok(stopped)
@@ -715,6 +715,8 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on(("systemctl", "restart", "kubelet"), ok())
         node.on(("rm", "-f", PARKED), side.unpark)
         node.on_script("etcd-start-member", side.start_member)
+        node.on(tuple(snapshot.APISERVER_ASK), lambda n, _argv, _stdin: ExecResult(28, b"", b"")
+                if n.name in side.hung_apiserver else ok())
         _watch_snapshot_writes(node, side)
     return cluster, nodes, side
 
@@ -798,7 +800,7 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
             "restored data at once" in " ".join(said)
         assert [c[4:] for c in node.ran("etcd-start-member")] == \
-            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST)]  # the last one: no wait
+            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST, "")]  # the last: no wait
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
@@ -813,11 +815,17 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         {"etcd:unparked"} <= done
 
 
-def test_a_stopped_hung_apiserver_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_an_apiserver_that_answers_no_http_is_stopped_and_that_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 700, CP2: 800, CP3: 900})
     side.hung_apiserver = {CP2}
     ap, said = applier(cluster, nodes, side.snapshots)
     strategy.repair(ap.context(), "snapshot-restore")
+    # asked once each, and only the one that answered nothing is stopped with its kubelet
+    for name in CPS:
+        assert [c for c in nodes[name].calls if list(c) == snapshot.APISERVER_ASK] == \
+            [tuple(snapshot.APISERVER_ASK)]
+        assert [c[7] for c in nodes[name].ran("etcd-start-member")] == \
+            ["stop-apiserver" if name == CP2 else ""]
     stopped = [s for s in said if "stopped its kube-apiserver" in s]
     assert len(stopped) == 1
     assert stopped[0].startswith(f"      etcd: [{CP2}] stopped its kube-apiserver while the "
@@ -1236,11 +1244,8 @@ def test_a_member_killed_after_its_park_said_nothing_is_started_again_too(
 # logs its argv and whether etcd.yaml is there at that moment
 FAKE_SYSTEMCTL = ('#!/bin/sh\nm=absent; [ ! -f "$MANIFEST" ] || m=there\n'
                   'echo "systemctl $* (etcd.yaml $m)" >> "$LOG"\n')
-# the kube-apiserver probe exits $APISERVER_CURL (7: refused, 28: took the connection, no
-# answer in time); etcd's metrics answer (exit 0) from the $SERVE_AFTER-th ask on; before that
-# "connection refused" (exit 7)
+# answers (exit 0) from the $SERVE_AFTER-th ask on; before that "connection refused" (exit 7)
 FAKE_METRICS_CURL = """#!/bin/sh
-for a; do case $a in *:6443/healthz) echo "probe $*" >> "$LOG"; exit "$APISERVER_CURL";; esac; done
 n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$COUNT"
 echo "curl $*" >> "$LOG"
 [ "$n" -ge "$SERVE_AFTER" ] || exit 7
@@ -1254,7 +1259,7 @@ echo "crictl $*" >> "$LOG"
 
 def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True,
                      parked_text: str | None = "parked", manifest_text: str | None = None,
-                     apiserver_curl: int = 0
+                     stop_apiserver: bool = False
                      ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -1279,15 +1284,14 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
         assert found is not None
         (bin_dir / tool).symlink_to(found)
     env = {"PATH": str(bin_dir), "LOG": str(log), "COUNT": str(tmp_path / "count"),
-           "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest),
-           "APISERVER_CURL": str(apiserver_curl)}
+           "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest)}
     sh = shutil.which("sh")
     assert sh is not None
     got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
-                          str(parked), str(wait), str(manifest)], env=env, capture_output=True,
+                          str(parked), str(wait), str(manifest),
+                          "stop-apiserver" if stop_apiserver else ""], env=env, capture_output=True,
                          timeout=30, check=False)
-    lines = log.read_text().splitlines() if log.exists() else []
-    return got, [line for line in lines if not line.startswith("probe ")], parked
+    return got, (log.read_text().splitlines() if log.exists() else []), parked
 
 
 def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
@@ -1309,11 +1313,8 @@ def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
     assert asks[1].endswith("http://[::1]:2381/metrics")
 
 
-@pytest.mark.parametrize("asked", [28, 7, 35], ids=["no-answer", "refused", "tls-error"])
-def test_start_member_script_stops_an_apiserver_that_answered_no_http(
-        tmp_path: Path, asked: int) -> None:
-    """Refused too: the kubelet being stopped may have started it again meanwhile."""
-    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, apiserver_curl=asked)
+def test_start_member_script_stops_the_apiserver_when_asked(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, stop_apiserver=True)
     assert (got.returncode, got.stdout) == (0, b"@@kindfix apiserver-stopped\n")
     # stopped while no kubelet runs (none restarts it under the old one's back-off), before
     # the new kubelet starts
@@ -1323,12 +1324,10 @@ def test_start_member_script_stops_an_apiserver_that_answered_no_http(
                    "systemctl start kubelet (etcd.yaml there)"]
 
 
-def test_start_member_script_leaves_an_apiserver_that_answers_http(tmp_path: Path) -> None:
-    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, apiserver_curl=0)
+def test_start_member_script_leaves_the_apiserver_unless_asked(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1)
     assert (got.returncode, got.stdout) == (0, b"")
     assert not any(line.startswith("crictl") for line in log)
-    assert "probe -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz" in \
-        (tmp_path / "log").read_text()
 
 
 def test_start_member_script_gives_up_quietly_after_its_wait(tmp_path: Path) -> None:
