@@ -46,7 +46,7 @@ def _dial_error(hostport: str, e: OSError) -> GoError:
         errno.EHOSTUNREACH: "no route to host",
         errno.ENETUNREACH: "network is unreachable",
         errno.EADDRNOTAVAIL: "cannot assign requested address",
-    }.get(e.errno or 0, e.strerror or str(e))
+    }.get(e.errno or 0, _reason(e))
     return GoError(f"dial tcp {hostport}: connect: {text}")
 
 

@@ -449,6 +449,7 @@ def test_a_request_to_a_server_that_resets_mid_handshake_is_a_go_error() -> None
 
         def reset_one() -> None:
             conn, _ = srv.accept()
+            conn.recv(1)  # the ClientHello: the client is in its handshake
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()  # RST instead of FIN
 
