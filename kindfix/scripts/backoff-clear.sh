@@ -5,9 +5,8 @@
 # One `crictl ps -a` for all of them, one `crictl rm` per pod to clear.
 # needs: pod-containers
 all=$(pod_containers)
-runs() { printf '%s\n' "$all" | awk -v n="$1" '$2 == "Running" && $3 == n { f = 1 } END { exit !f }'; }
 for c; do
-  if runs "$c"; then
+  if pod_runs "$all" "$c"; then
     echo "$c running"; continue
   fi
   ids=$(printf '%s\n' "$all" | awk -v n="$c" '$2 == "Exited" && $3 == n { print $1 }')
