@@ -22,7 +22,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StepContext:
-    """One run's shared state, read-only (the recorder and the event change, the fields do not)."""
+    """One run's shared state, read-only (the recorder, the event and apiservers_asked change,
+    the other fields do not)."""
 
     runtime: Runtime
     cluster: Cluster
@@ -36,6 +37,10 @@ class StepContext:
     # force-new-cluster) and restarts the kubelet itself: a rewritten etcd.yaml needs no
     # kubelet refresh of its own before that (issue #10: ~2 s of every such repair)
     etcd_parks: bool = False
+    # the members whose kube-apiserver this run asked (and stopped if silent) once their kubelet
+    # was stopped (etcd-prepare-member.sh): the etcd step does not ask them again. Filled by the
+    # preparation beside the certificates; the one field that changes.
+    apiservers_asked: set[str] = field(default_factory=set)
 
     def say(self, text: str) -> None:
         """Progress under a step's own line (indented like it)."""

@@ -36,11 +36,8 @@ STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follo
 SERVE_WAIT = 15  # seconds for a started member to serve its peers before the next starts
 METRICS_PORT = b":2381"  # kubeadm's --listen-metrics-urls (etcd-start-member.sh asks there)
 SERVING = "@@kindfix-serving"  # etcd-start-member.sh: the member's metrics answered
-# etcd-start-member.sh: the node's kube-apiserver was stopped with the kubelet
-APISERVER_STOPPED = "@@kindfix apiserver-stopped"
-# a kube-apiserver serving HTTP answers its /healthz (500 without etcd) in milliseconds
-APISERVER_ASK = ["curl", "-sk", "--max-time", "0.5", "-o", "/dev/null",
-                 "https://127.0.0.1:6443/healthz"]
+APISERVER_STOPPED = "@@kindfix apiserver-stopped"  # lib/quiet-apiserver.sh stopped it
+APISERVER_ASKED = "@@kindfix apiserver-"  # lib/quiet-apiserver.sh asked it (stopped or not)
 
 
 def snapshot_restore(rec: Recovery) -> None:
@@ -49,9 +46,11 @@ def snapshot_restore(rec: Recovery) -> None:
         rec.say("starting the members on their restored data one at a time, each once the one "
                 "before serves its peers (started together, members running etcd's initial "
                 "corruption check can wait 7 s on each other)")
-        silent = _silent_apiservers(rec)
+        map_all(lambda cp: _quiet_apiserver(rec, cp),
+                [cp for cp in rec.cps if cp.name not in rec.ctx.apiservers_asked],
+                what=lambda cp: cp.name)
         for i, cp in enumerate(rec.cps):
-            _start_member(rec, cp, last=i + 1 == len(rec.cps), stop_apiserver=cp.name in silent)
+            _start_member(rec, cp, last=i + 1 == len(rec.cps))
         rec.done("unparked")
     rec.each(lambda cp: _wait_leader(rec, cp))
 
@@ -115,7 +114,8 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
         return status(rec, cp, image)
     rec.check()  # nothing parked once the applier said stop
     node = rec.nodes[cp.name]
-    rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}), copying "
+    rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}, kubelet stopped until "
+            "etcd starts again), copying "
             f"{DATA_DIR} to {rec.backup_dir(cp)}/data (checked)")
     rec.keep_manifest(cp)
     rec.parked_now.add(cp.name)  # until its output says otherwise: it may park, then be killed
@@ -126,6 +126,7 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
     if PARKED_NOW not in parked and marker:  # its whole park output came
         rec.parked_now.discard(cp.name)
     rec.no_systemctl(cp, parked)
+    _said_apiserver(rec, cp, parked)
     if not marker:
         raise CommandError(["sh", "-c", "<kindfix-prepare>", MANIFEST, DATA_DIR],
                            result.exit_code, result.stdout, result.stderr, where=node.name)
@@ -213,8 +214,11 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
     rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
 
 
-def _silent_apiservers(rec: Recovery) -> set[str]:
-    """The members whose kube-apiserver answers no HTTP (asked on all at once, 0.5 s at most).
+def _quiet_apiserver(rec: Recovery, cp: ClusterNode) -> None:
+    """Once no kubelet runs, a kube-apiserver that answers no HTTP is stopped (lib/quiet-
+    apiserver.sh): while the member is prepared (etcd-prepare-member.sh, beside the copy), else
+    here before the members start (etcd-quiet-apiserver.sh, which stops the kubelet first: a
+    continued run, or a node without systemctl).
 
     A real kube-apiserver opens its port before it dials etcd (pkg/controlplane/apiserver/
     config.go BuildGenericConfig: SecureServing before the storage factory, which waits up to
@@ -222,21 +226,32 @@ def _silent_apiservers(rec: Recovery) -> set[str]:
     10 s TLS handshake timeout, and a new kubelet was seen starting etcd only after those
     (realkind runs 11-13 and 17: a member's start took 9-20 s instead of ~1.5 s). Such an
     apiserver serves nothing while its etcd is parked (kubeadm's --etcd-servers is the node's
-    own), so etcd-start-member.sh stops it while the kubelet is stopped and the new kubelet
+    own), so it is stopped while no kubelet runs, and the new kubelet (etcd-start-member.sh)
     starts it again. One that answers HTTP is past its storage set-up: it serves again once
-    etcd is back, without a new start (~10 s on realkind), and is left alone. Asked once for
-    all rather than in each member's start: one ask that gets no answer costs its 0.5 s."""
-    def silent(cp: ClusterNode) -> bool:
-        return not rec.nodes[cp.name].exec(APISERVER_ASK, timeout=10).ok
+    etcd is back, without a new start (~10 s on realkind), and is left alone. Asked once no
+    kubelet runs, nothing starts or stops it until etcd starts: the answer holds. Not in each
+    member's start: an ask that gets no answer costs its 0.5 s, and a stop its crictl calls,
+    outside the members' one-by-one start."""
+    out = rec.nodes[cp.name].exec(["sh", "-c", script("etcd-quiet-apiserver"),
+                                   "kindfix-quiet-apiserver"], timeout=kubelet.TIMEOUT).text()
+    _said_apiserver(rec, cp, out)
 
-    return {cp.name for cp, quiet in zip(rec.cps, rec.each(silent), strict=True) if quiet}
+
+def _said_apiserver(rec: Recovery, cp: ClusterNode, out: str) -> None:
+    """What lib/quiet-apiserver.sh printed: noted (asked), and said when it stopped one."""
+    if APISERVER_ASKED not in out:
+        return
+    rec.ctx.apiservers_asked.add(cp.name)
+    if APISERVER_STOPPED in out:
+        rec.say(f"[{cp.name}] stopped its kube-apiserver while the kubelet is stopped: it "
+                "answered no HTTP within 0.5 s (without etcd it takes connections and serves "
+                "none, so each call of the new kubelet would wait 10 s); the kubelet starts it "
+                "again with etcd")
 
 
-def _start_member(rec: Recovery, cp: ClusterNode, last: bool, stop_apiserver: bool) -> None:
+def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
     """The parked etcd.yaml back and the kubelet restarted, in one exec (etcd-start-member.sh);
     unless `last`, wait (bounded) until the member serves its peers before the next one starts.
-    With `stop_apiserver` the node's kube-apiserver is stopped while the kubelet is
-    (_silent_apiservers).
 
     kubeadm runs etcd with the initial corruption check (`--experimental-initial-corrupt-check`
     for etcd 3.5, `--feature-gates=InitialCorruptCheck=true` for 3.6): a restarted member asks
@@ -258,13 +273,7 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool, stop_apiserver: bo
     rec.say(f"[{cp.name}] restarting the kubelet (so it starts etcd on the restored data at "
             f"once){', then waiting until etcd serves' if wait else ''}")
     out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
-                     str(wait), MANIFEST, "stop-apiserver" if stop_apiserver else ""],
-              timeout=wait + kubelet.TIMEOUT).text()
-    if APISERVER_STOPPED in out:
-        rec.say(f"[{cp.name}] stopped its kube-apiserver while the kubelet was stopped: it "
-                "answered no HTTP within 0.5 s (without etcd it takes connections and serves "
-                "none, so each call of the new kubelet would wait 10 s); the kubelet starts it "
-                "again")
+                     str(wait), MANIFEST], timeout=wait + kubelet.TIMEOUT).text()
     if NO_SYSTEMCTL in out:
         kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
     elif wait and SERVING not in out:
@@ -274,7 +283,8 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool, stop_apiserver: bo
 
 def _wait_leader(rec: Recovery, cp: ClusterNode) -> None:
     node = rec.nodes[cp.name]
+    # every 0.25 s: a member started last elects in ~1 s, and each ask is one exec
     etcd.wait_until(lambda: has_leader(node), f"etcd on {cp.name} to have a leader", state.WAIT,
-                    0.5)
+                    0.25)
     rec.say(f"{cp.name} is a member of the restored cluster")
     node.exec(["rm", "-f", SNAPSHOT])

@@ -111,6 +111,6 @@ class Recovery:
 
     def no_systemctl(self, cp: ClusterNode, out: str) -> None:
         if NO_SYSTEMCTL in out:
-            self.say(f"{cp.name} has no systemctl: its kubelet was not restarted after the "
+            self.say(f"{cp.name} has no systemctl: its kubelet was not stopped after the "
                      "manifest was parked, so a back-off restart of the old etcd may still come "
                      "(the copy is checked and redone if it does)")

@@ -1,5 +1,6 @@
 """Stopping etcd on a member for good and copying its data dir, before either quorum-lost
-strategy touches it: the manifest is parked (kindfix/scripts/etcd-park.sh), then the data dir
+strategy touches it: the manifest is parked and the kubelet stopped until etcd is to start
+again (kindfix/scripts/etcd-park.sh, lib/park.sh says why), then the data dir
 is copied once no etcd process is left, checked against the original
 (kindfix/scripts/etcd-copy-stopped.sh). Each member's copy is its backup; nothing is deleted.
 """
@@ -19,7 +20,8 @@ def park_and_copy(rec: Recovery, cp: ClusterNode) -> None:
     """Park and stop, then copy (each a journaled sub-stage)."""
     if rec.stage(f"park:{cp.name}"):
         node = rec.nodes[cp.name]
-        rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR})")
+        rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}, kubelet "
+                "stopped until etcd starts again)")
         rec.keep_manifest(cp)
         out = run(node, ["sh", "-c", script("etcd-park"), "kindfix-park", MANIFEST, PARKED_DIR],
                   timeout=180).text()

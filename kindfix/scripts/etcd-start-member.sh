@@ -1,6 +1,6 @@
 # etcd recovery (kindfix/recovery/snapshot.py): starts a member on its restored data. "$1" the
 # parked copy, "$2" seconds to wait until the member serves (0: no wait), "$3" etcd.yaml. The
-# kubelet is stopped, the parked copy goes back as etcd.yaml (atomically: a dot file beside it,
+# kubelet is stopped (park stopped it already; again for a continued run), the parked copy goes back as etcd.yaml (atomically: a dot file beside it,
 # which the kubelet's file source skips, renamed over; its mode kept) unless etcd.yaml is there
 # already (a continued run), the parked copy goes, and the kubelet starts again: only the new
 # kubelet ever sees the manifest, and acts on it at once (a kubelet that started without an API
@@ -11,21 +11,12 @@
 # served only after the peer port) are asked every 0.1 s until they answer, then
 # "@@kindfix-serving" is printed; after "$2" seconds it gives up quietly. Prints
 # "@@kindfix no-systemctl" where there is no systemctl. Exit 5: neither file, or the copy failed
-# (the kubelet is started again all the same).
-# With "$4" "stop-apiserver" the node's kube-apiserver container is stopped too while the
-# kubelet is stopped ("@@kindfix apiserver-stopped"), so the new kubelet's first calls to it are
-# refused at once rather than timing out; the new kubelet starts it again (a new kubelet has no
-# back-off). kindfix/recovery/snapshot.py _silent_apiservers says when and why.
+# (the kubelet is started again all the same). A kube-apiserver that served no HTTP was stopped
+# before (etcd-quiet-apiserver.sh).
 # needs: durable
 kubelet_unit() { if [ -n "$sd" ]; then systemctl "$1" kubelet; fi; }
 sd=; if command -v systemctl >/dev/null 2>&1; then sd=1; else echo "@@kindfix no-systemctl"; fi
 kubelet_unit stop || exit
-if [ "$4" = stop-apiserver ]; then
-  api=$(crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null)
-  # crictl prints hex IDs, one a line: split on purpose
-  # shellcheck disable=SC2086
-  if [ -n "$api" ] && crictl stop $api >/dev/null 2>&1; then echo "@@kindfix apiserver-stopped"; fi
-fi
 if [ -f "$1" ]; then
   d=$(dirname "$3"); t="$d/.kindfix-etcd.yaml.tmp"
   if ! { cp -p "$1" "$t" && durable "$t" && mv -f "$t" "$3"; }; then

@@ -232,8 +232,10 @@ case " $RUNNING_ON " in *" $n "*) echo "etcd --data-dir=/var/lib/etcd";; esac"""
     ("", "4", 4),             # never ran: four quiet checks
     ("1 2", "4", 6),          # stopping: two busy checks, then four quiet ones
     ("1 3 5", "4", 9),        # restarted by the kubelet after a quiet check: quiet counts from 0
-    ("", "2", 2),            # after park restarted the kubelet: two
+    ("", "2", 2),            # two
     ("1 3", "2", 5),         # busy, quiet, busy, then two quiet
+    ("", "1", 1),            # after park stopped the kubelet: one
+    ("1 2", "1", 3),         # still stopping: busy, busy, then one quiet
 ])
 def test_wait_stopped_needs_its_quiet_checks_in_a_row(tmp_path: Path, running_on: str,
                                                       quiet: str, calls: int) -> None:

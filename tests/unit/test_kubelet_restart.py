@@ -184,7 +184,7 @@ def test_refresh_without_systemctl_says_so(tmp_path: Path) -> None:
     assert "@@kindfix no-systemctl" in out.stdout
 
 
-def test_park_restarts_the_kubelet_after_the_manifest_went_and_before_the_stop(
+def test_park_stops_the_kubelet_after_the_manifest_went_and_before_the_container_stop(
         tmp_path: Path) -> None:
     env, log = _tools(tmp_path, "")
     manifest = tmp_path / "etcd.yaml"
@@ -196,10 +196,55 @@ def test_park_restarts_the_kubelet_after_the_manifest_went_and_before_the_stop(
                          check=True)
     assert "@@kindfix-parked" in out.stdout
     lines = log.read_text().splitlines()
-    # the new kubelet must not know the etcd pod: the manifest is gone when it starts
-    assert lines.index("systemctl restart kubelet manifest=") < \
+    # no kubelet is left to restart the stopped container, and none starts until etcd does
+    assert lines.index("systemctl stop kubelet manifest=") < \
         lines.index("crictl stop --timeout 10 run1")
+    assert not [line for line in lines if "start kubelet" in line]
+    assert (tmp_path / "parked" / ".kindfix-kubelet-stopped").exists()
     assert (tmp_path / "parked" / "etcd.yaml").read_text() == "kind: Pod\n"
+
+
+def _prepare_member(tmp_path: Path, apiserver_answers: bool) -> tuple[str, list[str]]:
+    """etcd-prepare-member.sh under a real sh: park (fake systemctl, crictl), no etcd process
+    (etcd_running, which scans /proc, stubbed), the real copy, the status stubbed; curl (the
+    kube-apiserver's /healthz) answers or times out (exit 28). Its stdout and the tools' log."""
+    env, log = _tools(tmp_path, "")
+    (tmp_path / "bin" / "curl").write_text(
+        f'#!/bin/sh\necho "curl $*" >> {log}\nexit {0 if apiserver_answers else 28}\n')
+    (tmp_path / "bin" / "curl").chmod(0o755)
+    manifest = tmp_path / "etcd.yaml"
+    manifest.write_text("kind: Pod\n")
+    data = tmp_path / "data" / "member" / "snap"
+    data.mkdir(parents=True)
+    (data / "db").write_bytes(b"backend")
+    whole = nodescripts.script("etcd-prepare-member")
+    body = nodescripts._split(nodescripts._read("etcd-prepare-member.sh"))[1]
+    stubs = "etcd_running() { :; }\nsnapshot_status() { echo etcdutl; echo '{}'; }\n"
+    text = whole[: -len(body)] + stubs + body
+    out = subprocess.run(["sh", "-c", text, "x", str(manifest), str(tmp_path / "parked"),
+                          str(tmp_path / "data"), str(tmp_path / "copy"), "etcd:3.6", "etcdutl"],
+                         env=env, capture_output=True, text=True, timeout=30, check=True)
+    assert (tmp_path / "copy" / "member" / "snap" / "db").read_bytes() == b"backend"
+    return out.stdout, log.read_text().splitlines()
+
+
+def test_prepare_stops_a_silent_apiserver_once_no_kubelet_runs_and_says_so_before_the_status(
+        tmp_path: Path) -> None:
+    out, lines = _prepare_member(tmp_path, apiserver_answers=False)
+    assert out.index("@@kindfix-parked") < out.index("@@kindfix apiserver-stopped") < \
+        out.index("@@kindfix-status")
+    assert lines.index("systemctl stop kubelet") < \
+        lines.index("crictl ps -q --state running --name ^kube-apiserver$") < \
+        lines.index("crictl stop run1") == len(lines) - 1
+    assert not [line for line in lines if "start kubelet" in line]
+
+
+def test_prepare_leaves_an_apiserver_that_answers_http(tmp_path: Path) -> None:
+    out, lines = _prepare_member(tmp_path, apiserver_answers=True)
+    assert "@@kindfix apiserver-asked" in out.split("@@kindfix-status")[0]
+    assert "apiserver-stopped" not in out
+    assert "curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz" in lines
+    assert not [line for line in lines if "kube-apiserver" in line]
 
 
 def test_park_without_systemctl_says_so(tmp_path: Path) -> None:

@@ -555,7 +555,8 @@ class Side:
     restores: dict[str, list[str]] = field(default_factory=dict)  # node: its restore argv
     staged: dict[str, list[str]] = field(default_factory=dict)  # node: its staging argv
     running_at_restore: list[str] = field(default_factory=list)
-    hung_apiserver: set[str] = field(default_factory=set)  # etcd-start-member.sh stops it there
+    hung_apiserver: set[str] = field(default_factory=set)  # etcd-quiet-apiserver.sh stops it
+    starts: list[tuple[str, str]] = field(default_factory=list)  # quiet/start-member, in order
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def event(self, what: str, node: str) -> None:
@@ -608,7 +609,11 @@ class Side:
         assert not self.running(node).stdout, "copied while etcd runs"
         self.copy(node, (*head, data, backup), None)
         status = self.status(node, (*head, data, image, tools), None)
-        return ExecResult(status.exit_code, parked_it + b"@@kindfix-status\n" + status.stdout,
+        # lib/quiet-apiserver.sh, once park stopped the kubelet
+        asked = b"@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else \
+            b"@@kindfix apiserver-asked\n"
+        return ExecResult(status.exit_code,
+                          parked_it + asked + b"@@kindfix-status\n" + status.stdout,
                           status.stderr)
 
     def keep(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
@@ -664,11 +669,17 @@ class Side:
         elif MANIFEST not in node.files:
             return ExecResult(5, b"", f"kindfix: neither {MANIFEST} nor {PARKED} is there\n"
                               .encode())
+        assert len(argv) == 7
+        self.starts.append(("start-member", node.name))
         self.unpark(node)
-        stopped = "@@kindfix apiserver-stopped\n" if argv[7:] == ("stop-apiserver",) else ""
         if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
-            return ok(stopped + "@@kindfix-serving\n")
-        return ok(stopped)
+            return ok("@@kindfix-serving\n")
+        return ok()
+
+    def quiet(self, node: FakeNode, *_: Any) -> ExecResult:
+        """etcd-quiet-apiserver.sh: a kube-apiserver that answers no HTTP is stopped."""
+        self.starts.append(("quiet", node.name))
+        return ok("@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else "")
 
     def react(self, gw: FakeEtcd) -> None:
         """The members elect a leader once each runs again on restored data."""
@@ -715,8 +726,7 @@ def _restore_cluster(monkeypatch: pytest.MonkeyPatch, revisions: dict[str, int |
         node.on(("systemctl", "restart", "kubelet"), ok())
         node.on(("rm", "-f", PARKED), side.unpark)
         node.on_script("etcd-start-member", side.start_member)
-        node.on(tuple(snapshot.APISERVER_ASK), lambda n, _argv, _stdin: ExecResult(28, b"", b"")
-                if n.name in side.hung_apiserver else ok())
+        node.on_script("etcd-quiet-apiserver", side.quiet)
         _watch_snapshot_writes(node, side)
     return cluster, nodes, side
 
@@ -800,7 +810,7 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
             "restored data at once" in " ".join(said)
         assert [c[4:] for c in node.ran("etcd-start-member")] == \
-            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST, "")]  # the last: no wait
+            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST)]  # the last: no wait
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
@@ -815,21 +825,34 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         {"etcd:unparked"} <= done
 
 
-def test_only_an_apiserver_that_answers_no_http_is_stopped_and_that_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_an_apiserver_that_answers_no_http_is_stopped_while_prepared_and_that_is_said(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 700, CP2: 800, CP3: 900})
     side.hung_apiserver = {CP2}
     ap, said = applier(cluster, nodes, side.snapshots)
-    strategy.repair(ap.context(), "snapshot-restore")
-    # asked once each, and only the one that answered nothing is stopped with its kubelet
-    for name in CPS:
-        assert [c for c in nodes[name].calls if list(c) == snapshot.APISERVER_ASK] == \
-            [tuple(snapshot.APISERVER_ASK)]
-        assert [c[7] for c in nodes[name].ran("etcd-start-member")] == \
-            ["stop-apiserver" if name == CP2 else ""]
+    ctx = ap.context()  # one run: the preparation beside the certificates, then the etcd step
+    preparation.prepare(ctx)
+    strategy.repair(ctx, "snapshot-restore")
+    # asked while each member was prepared (its kubelet stopped): not again before the starts
+    assert ctx.apiservers_asked == set(CPS)
+    assert side.starts == [("start-member", n) for n in CPS]
     stopped = [s for s in said if "stopped its kube-apiserver" in s]
     assert len(stopped) == 1
     assert stopped[0].startswith(f"      etcd: [{CP2}] stopped its kube-apiserver while the "
-                                 "kubelet was stopped: it answered no HTTP within 0.5 s")
+                                 "kubelet is stopped: it answered no HTTP within 0.5 s")
+
+
+def test_a_continued_run_asks_every_apiserver_before_the_first_member_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 700, CP2: 800, CP3: 900})
+    ap, said = applier(cluster, nodes, side.snapshots)
+    preparation.prepare(ap.context())
+    side.hung_apiserver = {CP3}  # the kubelet may have run meanwhile: the answer is not known
+    strategy.repair(ap.context(), "snapshot-restore")  # a new process's context
+    assert sorted(side.starts[:3]) == [("quiet", n) for n in CPS]
+    assert side.starts[3:] == [("start-member", n) for n in CPS]
+    assert [s.split("]")[0] for s in said if "stopped its kube-apiserver" in s] == \
+        [f"      etcd: [{CP3}"]
 
 
 def test_snapshot_restore_copies_all_data_before_restoring_anything_and_restores_stopped(
@@ -1259,8 +1282,9 @@ echo "crictl $*" >> "$LOG"
 
 def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True,
                      parked_text: str | None = "parked", manifest_text: str | None = None,
-                     stop_apiserver: bool = False
+                     quiet: bool = False
                      ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
+    """etcd-start-member.sh (or with `quiet` etcd-quiet-apiserver.sh) under a real sh."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tools = {"curl": FAKE_METRICS_CURL, "crictl": FAKE_CRICTL_API,
@@ -1287,10 +1311,10 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
            "SERVE_AFTER": str(serve_after), "MANIFEST": str(manifest)}
     sh = shutil.which("sh")
     assert sh is not None
-    got = subprocess.run([sh, "-c", script("etcd-start-member"), "kindfix-start-member",
-                          str(parked), str(wait), str(manifest),
-                          "stop-apiserver" if stop_apiserver else ""], env=env, capture_output=True,
-                         timeout=30, check=False)
+    argv = [sh, "-c", script("etcd-quiet-apiserver"), "kindfix-quiet-apiserver"] if quiet else \
+        [sh, "-c", script("etcd-start-member"), "kindfix-start-member", str(parked), str(wait),
+         str(manifest)]
+    got = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
     return got, (log.read_text().splitlines() if log.exists() else []), parked
 
 
@@ -1313,18 +1337,25 @@ def test_start_member_script_puts_etcd_yaml_back_while_the_kubelet_is_stopped(
     assert asks[1].endswith("http://[::1]:2381/metrics")
 
 
-def test_start_member_script_stops_the_apiserver_when_asked(tmp_path: Path) -> None:
-    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, stop_apiserver=True)
+def test_quiet_script_stops_an_apiserver_that_answers_no_http_with_no_kubelet_running(
+        tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=10**6, quiet=True)
     assert (got.returncode, got.stdout) == (0, b"@@kindfix apiserver-stopped\n")
-    # stopped while no kubelet runs (none restarts it under the old one's back-off), before
-    # the new kubelet starts
+    # stopped while no kubelet runs: none restarts it under the old one's back-off
     assert log == ["systemctl stop kubelet (etcd.yaml absent)",
+                   "curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz",
                    "crictl ps -q --state running --name ^kube-apiserver$",
-                   "crictl stop api1",
-                   "systemctl start kubelet (etcd.yaml there)"]
+                   "crictl stop api1"]
 
 
-def test_start_member_script_leaves_the_apiserver_unless_asked(tmp_path: Path) -> None:
+def test_quiet_script_leaves_an_apiserver_that_answers(tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, quiet=True)
+    assert (got.returncode, got.stdout) == (0, b"@@kindfix apiserver-asked\n")
+    assert log[0] == "systemctl stop kubelet (etcd.yaml absent)"
+    assert not any(line.startswith("crictl") for line in log)
+
+
+def test_start_member_script_touches_no_container(tmp_path: Path) -> None:
     got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1)
     assert (got.returncode, got.stdout) == (0, b"")
     assert not any(line.startswith("crictl") for line in log)

@@ -1,12 +1,15 @@
-# park MANIFEST PARKED_DIR: parks the manifest, restarts the kubelet, then stops the container the
-# way the kubelet would (SIGTERM, SIGKILL after 10 s): a graceful stop flushes etcd's backend. The
-# kubelet restart is what makes the stop last: a kubelet that started while no API server
+# park MANIFEST PARKED_DIR: parks the manifest, stops the kubelet, then stops the container the
+# way the kubelet would (SIGTERM, SIGKILL after 10 s): a graceful stop flushes etcd's backend.
+# Stopping the kubelet is what makes the stop last: a kubelet that started while no API server
 # answered never terminates the pod of a removed manifest and restarts its stopped container
-# under back-off 3-7 s later (realkind findings 1 and 2; kubernetes#116880); a new kubelet reads
-# only the manifests on disk, so etcd is no pod of it, and leaves the unknown container to us.
+# under back-off 3-7 s later (realkind findings 1 and 2; kubernetes#116880). Stopped rather than
+# restarted: no kubelet runs until etcd is to start again, and whatever starts it then starts the
+# kubelet anew (etcd-start-member.sh, kindfix/recovery/force_new.py, etcd-unprepare.sh): one
+# kubelet start per member instead of two (~1.4 s of a 3 CP repair on the 2-core test machine,
+# where every start competes for the CPU). Containers keep running while the kubelet is stopped.
 # Prints "@@kindfix-parked" when this call parked it (at once: a caller killed later still knows),
 # "@@kindfix no-systemctl" where there is no systemctl (then only wait_stopped's 4 quiet checks
-# guard the copy); leaves PARKED_DIR/.kindfix-kubelet-restarted when the restart worked.
+# guard the copy); leaves PARKED_DIR/.kindfix-kubelet-stopped when the stop worked.
 park() (
   set -e
   mkdir -p "$2"
@@ -16,10 +19,10 @@ park() (
     echo @@kindfix-parked  # by this exec: undoing a failed preparation starts it again
   fi
   if command -v systemctl >/dev/null 2>&1; then
-    if systemctl restart kubelet >/dev/null 2>&1; then
-      : > "$2/.kindfix-kubelet-restarted"
+    if systemctl stop kubelet >/dev/null 2>&1; then
+      : > "$2/.kindfix-kubelet-stopped"
     else
-      echo "kindfix: systemctl restart kubelet failed" >&2
+      echo "kindfix: systemctl stop kubelet failed" >&2
     fi
   else
     echo "@@kindfix no-systemctl"

@@ -2,8 +2,7 @@
 # checks in a row, 0.25 s apart. 4 where the kubelet that ran etcd may still run: a sync that read
 # the manifest before it was parked restarts the container that `crictl stop` ended (seen on the
 # test bed: the copy then differed from the original because the restarted etcd wrote to it).
-# 2 once park restarted the kubelet: the new one knows only the manifests on disk, so etcd is no
-# pod of it. Exit 6 after 120 s.
+# 1 once park stopped the kubelet: nothing starts etcd again. Exit 6 after 120 s.
 # needs: etcd-running
 wait_stopped() (
   i=0; quiet=0
