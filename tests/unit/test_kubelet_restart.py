@@ -92,13 +92,19 @@ def test_a_killed_run_restarts_the_kubelet_it_owed() -> None:
 
 def _tools(tmp_path: Path, crictl_ps: str) -> tuple[dict[str, str], Path]:
     """A PATH with a crictl and a systemctl that log their arguments; `crictl ps` answers
-    crictl_ps for --state exited and "run1" otherwise."""
+    crictl_ps for --state exited, its table for -a (etcd run1, kube-apiserver api1, both
+    running) and "run1" otherwise."""
     log = tmp_path / "log"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "crictl").write_text(
         f'#!/bin/sh\necho "crictl $*" >> {log}\n'
-        'case "$*" in *"--state exited"*) echo "' + crictl_ps + '";; ps*) echo run1;; esac\n')
+        'case "$*" in *"--state exited"*) echo "' + crictl_ps + '";;\n'
+        # crictl's table (pod_containers): etcd run1 and kube-apiserver api1 running
+        '"ps -a") echo "CONTAINER IMAGE CREATED STATE NAME ATTEMPT POD ID POD";\n'
+        '  echo "run1 i1 About a minute ago Running etcd 0 p1 etcd-n";\n'
+        '  echo "api1 i2 2 minutes ago Running kube-apiserver 1 p2 kube-apiserver-n";;\n'
+        'ps*) echo run1;; esac\n')
     (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
     for f in bin_dir.iterdir():
         f.chmod(f.stat().st_mode | stat.S_IXUSR)
@@ -233,9 +239,10 @@ def test_prepare_stops_a_silent_apiserver_once_no_kubelet_runs_and_says_so_befor
     out, lines = _prepare_member(tmp_path, apiserver_answers=False)
     assert out.index("@@kindfix-parked") < out.index("@@kindfix apiserver-stopped") < \
         out.index("@@kindfix-status")
-    assert lines.index("systemctl stop kubelet") < \
-        lines.index("crictl ps -q --state running --name ^kube-apiserver$") < \
-        lines.index("crictl stop run1") == len(lines) - 1
+    # asked while the kubelet stopped; stopped with etcd, in one crictl call, once it had
+    ask = "curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz"
+    assert lines[-2:] == ["crictl ps -a", "crictl stop --timeout 10 run1 api1"]
+    assert sorted(lines[:-2]) == sorted(["systemctl stop kubelet", ask])
     assert not [line for line in lines if "start kubelet" in line]
 
 
@@ -244,7 +251,7 @@ def test_prepare_leaves_an_apiserver_that_answers_http(tmp_path: Path) -> None:
     assert "@@kindfix apiserver-asked" in out.split("@@kindfix-status")[0]
     assert "apiserver-stopped" not in out
     assert "curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz" in lines
-    assert not [line for line in lines if "kube-apiserver" in line]
+    assert lines[-1] == "crictl stop --timeout 10 run1"  # etcd only
 
 
 def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
@@ -252,7 +259,7 @@ def test_park_without_systemctl_says_so(tmp_path: Path) -> None:
     (tmp_path / "bin" / "systemctl").unlink()
     core = tmp_path / "core"  # what the script needs, and no systemctl (the host may have one)
     core.mkdir()
-    for tool in ("sh", "mkdir", "cp", "rm"):
+    for tool in ("sh", "mkdir", "cp", "rm", "awk"):
         (core / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
     env["PATH"] = f"{tmp_path / 'bin'}:{core}"
     out = subprocess.run(["sh", "-c", nodescripts.script("etcd-park"), "x",

@@ -10,6 +10,12 @@
 # Prints "@@kindfix-parked" when this call parked it (at once: a caller killed later still knows),
 # "@@kindfix no-systemctl" where there is no systemctl (then only wait_stopped's 4 quiet checks
 # guard the copy); leaves PARKED_DIR/.kindfix-kubelet-stopped when the stop worked.
+# With "$3" "quiet" (etcd-prepare-member.sh) the node's kube-apiserver is asked (apiserver_answers)
+# while the kubelet stops, and one that answered no HTTP is stopped with etcd, in the same crictl
+# call, once the kubelet is stopped; prints "@@kindfix apiserver-stopped" when it was, else
+# "@@kindfix apiserver-asked" (kindfix/recovery/snapshot.py _quiet_apiserver says why). Not asked
+# where the kubelet was not stopped. One `crictl ps -a` for both (pod_containers).
+# needs: pod-containers quiet-apiserver
 park() (
   set -e
   mkdir -p "$2"
@@ -17,6 +23,11 @@ park() (
     [ -f "$2/etcd.yaml" ] || cp -p "$1" "$2/etcd.yaml"
     rm -f "$1"
     echo @@kindfix-parked  # by this exec: undoing a failed preparation starts it again
+  fi
+  answer=
+  if [ "$3" = quiet ] && command -v systemctl >/dev/null 2>&1; then
+    answer=$(mktemp)
+    { if apiserver_answers; then echo http; else echo none; fi; } > "$answer" &
   fi
   if command -v systemctl >/dev/null 2>&1; then
     if systemctl stop kubelet >/dev/null 2>&1; then
@@ -27,7 +38,21 @@ park() (
   else
     echo "@@kindfix no-systemctl"
   fi
-  ids=$(crictl ps -q --name '^etcd$' 2>/dev/null) || true
-  # shellcheck disable=SC2086  # one argument per container id
-  [ -z "$ids" ] || crictl stop --timeout 10 $ids >/dev/null 2>&1 || true
+  all=$(pod_containers)
+  ids=$(printf '%s\n' "$all" | awk '$2 == "Running" && $3 == "etcd" { print $1 }')
+  api=
+  if [ -n "$answer" ]; then
+    wait
+    if [ -e "$2/.kindfix-kubelet-stopped" ] && [ "$(cat "$answer")" = none ]; then
+      api=$(printf '%s\n' "$all" | awk '$2 == "Running" && $3 == "kube-apiserver" { print $1 }')
+    fi
+    rm -f "$answer"
+  fi
+  # crictl prints hex IDs, one a line: split on purpose, one `crictl stop` for them all
+  # shellcheck disable=SC2086
+  if [ -n "$ids$api" ] && crictl stop --timeout 10 $ids $api >/dev/null 2>&1 && [ -n "$api" ]; then
+    echo "@@kindfix apiserver-stopped"
+  elif [ -n "$answer" ]; then
+    echo "@@kindfix apiserver-asked"
+  fi
 )

@@ -1,9 +1,13 @@
-# quiet_apiserver: once no kubelet runs, asks the node's kube-apiserver for its /healthz (0.5 s at
-# most: one serving HTTP answers, 500 without etcd, in milliseconds); when no HTTP answer came its
-# running container is stopped. Prints "@@kindfix apiserver-stopped" when it stopped one, else
+# apiserver_answers: whether the node's kube-apiserver answers HTTP on its /healthz within 0.5 s
+# (one serving HTTP answers, 500 without etcd, in milliseconds).
+# quiet_apiserver: once no kubelet runs, stops the kube-apiserver's running container when it
+# answers no HTTP. Prints "@@kindfix apiserver-stopped" when it stopped one, else
 # "@@kindfix apiserver-asked". kindfix/recovery/snapshot.py _quiet_apiserver says why.
+apiserver_answers() {
+  curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz
+}
 quiet_apiserver() (
-  if curl -sk --max-time 0.5 -o /dev/null https://127.0.0.1:6443/healthz; then
+  if apiserver_answers; then
     echo "@@kindfix apiserver-asked"; exit 0
   fi
   api=$(crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null)
