@@ -11,7 +11,7 @@ quiet_apiserver() (
     echo "@@kindfix apiserver-asked"; exit 0
   fi
   api=$(crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null)
-  # crictl prints hex IDs, one a line: split on purpose
+  # crictl prints hex IDs, one a line: split on purpose; no grace period (lib/park.sh says why)
   # shellcheck disable=SC2086
   if [ -n "$api" ] && crictl stop $api >/dev/null 2>&1; then
     echo "@@kindfix apiserver-stopped"
