@@ -22,12 +22,18 @@ A record renewed for the last time before its holder's node was started again (D
 StartedAt, from discovery) has no live holder either, whatever its age: the process that renewed
 it ran in the container before, and stopping a container ends every process in it.
 
+The Leases are read (and written) through the control planes' apiservers in turn, one request
+each: right after a repair the first control plane's apiserver is not always the first to answer
+(on the test bed one took 2.2 s for a GET that the others served in 0.3 s), and one that is slow
+or down then costs one poll, not the release.
+
 Best effort: a Lease that cannot be read or written is left to client-go's own 15 s; nothing here
 fails a repair. Each release is said as progress and kept in the run's journal (the old record).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -93,9 +99,8 @@ class LeaseReleaser:
 
     def __init__(self, cluster: Cluster, nodes: Mapping[str, Node], say: Callable[[str], None],
                  keep: Callable[[str], None], wait: float) -> None:
-        first = cluster.control_planes[0]
-        self._node = nodes[first.name]
-        self._server = node_server(first.name)
+        self._via = [(nodes[cp.name], node_server(cp.name)) for cp in cluster.control_planes]
+        self._turn = itertools.count()  # next() is atomic: the two Leases' threads share it
         self._holders = [cp.name for cp in cluster.control_planes]
         self._started = {cp.name: cp.started_at for cp in cluster.control_planes}
         self._say, self._keep, self._wait = say, keep, wait
@@ -123,10 +128,11 @@ class LeaseReleaser:
                 if pending:
                     self._stop.wait(POLL_S)
 
-    def _read(self, component: str) -> tuple[dict[str, Any] | None, float]:
+    def _read(self, component: str, node: Node, server: str
+              ) -> tuple[dict[str, Any] | None, float]:
         """The Lease (empty when the answer is no Lease object) and the node's clock; None while
         the apiserver does not answer."""
-        got = kube_request(self._node, ADMIN_CONF, lease_path(component), self._server)
+        got = kube_request(node, ADMIN_CONF, lease_path(component), server)
         if got.status != "200" or got.now is None:
             return None, 0.0
         try:
@@ -138,7 +144,8 @@ class LeaseReleaser:
     def _settle(self, component: str) -> bool:
         """True once the component's Lease needs nothing from us: renewed since we first read it
         (a live holder), released, held by no control plane of this cluster, or not a Lease."""
-        lease, now = self._read(component)
+        node, server = self._via[next(self._turn) % len(self._via)]  # the next one in turn
+        lease, now = self._read(component, node, server)
         if lease is None:
             return False  # apiserver not answering yet: look again
         spec = lease.get("spec") or {}
@@ -149,8 +156,7 @@ class LeaseReleaser:
         if holder is None:
             return False  # renewed lately by a holder that may be alive: until it renews or not
         body = json.dumps(released_record(lease, now)).encode()
-        put = kube_request(self._node, ADMIN_CONF, lease_path(component), self._server, "PUT",
-                           body)
+        put = kube_request(node, ADMIN_CONF, lease_path(component), server, "PUT", body)
         if put.status != "200":
             return put.status == "409"  # renewed or taken meanwhile: someone is alive
         renewed = micro_time(str(spec.get("renewTime") or "")) or 0.0

@@ -95,6 +95,8 @@ class FakeLeases:
     live: set[str] = field(default_factory=set)
     renew_before_put: set[str] = field(default_factory=set)
     down: bool = False
+    down_on: set[str] = field(default_factory=set)  # nodes whose apiserver does not answer
+    via: list[str] = field(default_factory=list)  # the node of each request, in order
     now: float = NOW
     puts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -103,11 +105,13 @@ class FakeLeases:
         record["spec"]["renewTime"] = micro(self.now)
         record["metadata"]["resourceVersion"] = str(int(record["metadata"]["resourceVersion"]) + 1)
 
-    def handle(self, _node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
-        path, method = argv[6], argv[7]
+    def handle(self, node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        server, path, method = argv[5], argv[6], argv[7]
+        assert server == f"https://{node.name}:6443"  # each node's own apiserver
+        self.via.append(node.name)
         name = path.rsplit("/", 1)[-1]
         self.now += 1.0
-        if self.down:
+        if self.down or node.name in self.down_on:
             return ExecResult(0, f"@@status error curl: (7) refused\n\n@@now {self.now}\n"
                               .encode(), b"")
         if name in self.live or (method == "PUT" and name in self.renew_before_put):
@@ -133,7 +137,8 @@ def run(api: FakeLeases, wait: float = 30, started: dict[str, float] | None = No
     if started:  # when Docker last started these nodes (discovery's started_at)
         cluster = replace(cluster, nodes=tuple(replace(n, started_at=started.get(n.name))
                                                for n in cluster.nodes))
-    nodes[CP].on_script("kube-api", api.handle)
+    for cp in cluster.control_planes:  # one store behind every apiserver, as etcd is
+        nodes[cp.name].on_script("kube-api", api.handle)
     said: list[str] = []
     notes: list[str] = []
     releaser = LeaseReleaser(cluster, nodes, said.append, notes.append, wait)
@@ -194,6 +199,19 @@ def test_a_foreign_holder_is_left_alone() -> None:
                       "kube-scheduler": lease("elsewhere_cd", NOW - 300)})
     releaser, _, _ = run(api)
     assert api.puts == [] and releaser.released == []
+
+
+def test_a_first_apiserver_that_does_not_answer_costs_one_poll_not_the_release() -> None:
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)}, down_on={CP})
+    releaser, _, _ = run(api)
+    assert sorted(releaser.released) == ["kube-controller-manager", "kube-scheduler"]
+    assert len(api.puts) == 2
+    # first round: one Lease through each of the first two (the first silent); the silent
+    # one's Lease then through the third: each written where it was read
+    assert sorted(api.via[:2]) == sorted([CP, CP2])
+    assert api.via.count(CP) == 1
+    assert len(api.via) == 5  # 2 reads, then 1 write, 1 read, 1 write
 
 
 def test_an_apiserver_that_never_answers_ends_the_watch_at_its_bound() -> None:
