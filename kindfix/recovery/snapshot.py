@@ -272,8 +272,10 @@ def _start_member(rec: Recovery, cp: ClusterNode, last: bool) -> None:
     # the crash-looping apiserver without its back-off
     rec.say(f"[{cp.name}] restarting the kubelet (so it starts etcd on the restored data at "
             f"once){', then waiting until etcd serves' if wait else ''}")
+    # the kubelet this run's park stopped (its apiserver was asked then) is not stopped again
+    stopped = "stopped" if cp.name in rec.ctx.apiservers_asked else ""
     out = run(node, ["sh", "-c", script("etcd-start-member"), "kindfix-start-member", PARKED,
-                     str(wait), MANIFEST], timeout=wait + kubelet.TIMEOUT).text()
+                     str(wait), MANIFEST, stopped], timeout=wait + kubelet.TIMEOUT).text()
     if NO_SYSTEMCTL in out:
         kubelet.no_systemctl(node, "so it starts etcd on the restored data", rec.say)
     elif wait and SERVING not in out:

@@ -6,7 +6,8 @@
 # running kubelet restarts it under its back-off, as it would have anyway).
 # needs: quiet-apiserver
 if command -v systemctl >/dev/null 2>&1; then
-  systemctl stop kubelet || echo "kindfix: systemctl stop kubelet failed" >&2
+  # not stopped: not asked (no marker), and etcd-start-member.sh stops it itself
+  systemctl stop kubelet || { echo "kindfix: systemctl stop kubelet failed" >&2; exit 1; }
 else
   echo "@@kindfix no-systemctl"
 fi

@@ -1,6 +1,7 @@
 # etcd recovery (kindfix/recovery/snapshot.py): starts a member on its restored data. "$1" the
 # parked copy, "$2" seconds to wait until the member serves (0: no wait), "$3" etcd.yaml. The
-# kubelet is stopped (park stopped it already; again for a continued run), the parked copy goes back as etcd.yaml (atomically: a dot file beside it,
+# kubelet is stopped (unless "$4" is "stopped": this run's park stopped it; again for a
+# continued run), the parked copy goes back as etcd.yaml (atomically: a dot file beside it,
 # which the kubelet's file source skips, renamed over; its mode kept) unless etcd.yaml is there
 # already (a continued run), the parked copy goes, and the kubelet starts again: only the new
 # kubelet ever sees the manifest, and acts on it at once (a kubelet that started without an API
@@ -16,7 +17,7 @@
 # needs: durable
 kubelet_unit() { if [ -n "$sd" ]; then systemctl "$1" kubelet; fi; }
 sd=; if command -v systemctl >/dev/null 2>&1; then sd=1; else echo "@@kindfix no-systemctl"; fi
-kubelet_unit stop || exit
+[ "$4" = stopped ] || kubelet_unit stop || exit
 if [ -f "$1" ]; then
   d=$(dirname "$3"); t="$d/.kindfix-etcd.yaml.tmp"
   if ! { cp -p "$1" "$t" && durable "$t" && mv -f "$t" "$3"; }; then

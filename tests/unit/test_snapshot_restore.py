@@ -557,6 +557,7 @@ class Side:
     running_at_restore: list[str] = field(default_factory=list)
     hung_apiserver: set[str] = field(default_factory=set)  # etcd-quiet-apiserver.sh stops it
     starts: list[tuple[str, str]] = field(default_factory=list)  # quiet/start-member, in order
+    start_args: list[tuple[str, str]] = field(default_factory=list)  # node, start-member's $4
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def event(self, what: str, node: str) -> None:
@@ -669,8 +670,9 @@ class Side:
         elif MANIFEST not in node.files:
             return ExecResult(5, b"", f"kindfix: neither {MANIFEST} nor {PARKED} is there\n"
                               .encode())
-        assert len(argv) == 7
+        assert len(argv) == 8
         self.starts.append(("start-member", node.name))
+        self.start_args.append((node.name, argv[7]))
         self.unpark(node)
         if wait and any(self.gw.serving is None or self.gw.serving(node) for _ in range(20)):
             return ok("@@kindfix-serving\n")
@@ -679,7 +681,8 @@ class Side:
     def quiet(self, node: FakeNode, *_: Any) -> ExecResult:
         """etcd-quiet-apiserver.sh: a kube-apiserver that answers no HTTP is stopped."""
         self.starts.append(("quiet", node.name))
-        return ok("@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else "")
+        return ok("@@kindfix apiserver-stopped\n" if node.name in self.hung_apiserver else
+                  "@@kindfix apiserver-asked\n")
 
     def react(self, gw: FakeEtcd) -> None:
         """The members elect a leader once each runs again on restored data."""
@@ -810,7 +813,7 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         assert f"      etcd: [{name}] restarting the kubelet (so it starts etcd on the " \
             "restored data at once" in " ".join(said)
         assert [c[4:] for c in node.ran("etcd-start-member")] == \
-            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST)]  # the last: no wait
+            [(PARKED, "0" if name == CPS[-1] else "15", MANIFEST, "stopped")]  # last: no wait
         if name != best:
             assert node.modes[SNAPSHOT] == 0o600
     if revisions[CP2] is None:
@@ -836,6 +839,8 @@ def test_only_an_apiserver_that_answers_no_http_is_stopped_while_prepared_and_th
     # asked while each member was prepared (its kubelet stopped): not again before the starts
     assert ctx.apiservers_asked == set(CPS)
     assert side.starts == [("start-member", n) for n in CPS]
+    # and their kubelets, stopped by this run's park, are not stopped again
+    assert side.start_args == [(n, "stopped") for n in CPS]
     stopped = [s for s in said if "stopped its kube-apiserver" in s]
     assert len(stopped) == 1
     assert stopped[0].startswith(f"      etcd: [{CP2}] stopped its kube-apiserver while the "
@@ -851,6 +856,7 @@ def test_a_continued_run_asks_every_apiserver_before_the_first_member_starts(
     strategy.repair(ap.context(), "snapshot-restore")  # a new process's context
     assert sorted(side.starts[:3]) == [("quiet", n) for n in CPS]
     assert side.starts[3:] == [("start-member", n) for n in CPS]
+    assert side.start_args == [(n, "stopped") for n in CPS]  # the quiet script stopped them
     assert [s.split("]")[0] for s in said if "stopped its kube-apiserver" in s] == \
         [f"      etcd: [{CP3}"]
 
@@ -1282,7 +1288,7 @@ echo "crictl $*" >> "$LOG"
 
 def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: bool = True,
                      parked_text: str | None = "parked", manifest_text: str | None = None,
-                     quiet: bool = False
+                     quiet: bool = False, stopped: bool = False
                      ) -> tuple[subprocess.CompletedProcess[bytes], list[str], Path]:
     """etcd-start-member.sh (or with `quiet` etcd-quiet-apiserver.sh) under a real sh."""
     bin_dir = tmp_path / "bin"
@@ -1313,7 +1319,7 @@ def _start_member_sh(tmp_path: Path, wait: int, serve_after: int, systemctl: boo
     assert sh is not None
     argv = [sh, "-c", script("etcd-quiet-apiserver"), "kindfix-quiet-apiserver"] if quiet else \
         [sh, "-c", script("etcd-start-member"), "kindfix-start-member", str(parked), str(wait),
-         str(manifest)]
+         str(manifest), "stopped" if stopped else ""]
     got = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
     return got, (log.read_text().splitlines() if log.exists() else []), parked
 
@@ -1353,6 +1359,13 @@ def test_quiet_script_leaves_an_apiserver_that_answers(tmp_path: Path) -> None:
     assert (got.returncode, got.stdout) == (0, b"@@kindfix apiserver-asked\n")
     assert log[0] == "systemctl stop kubelet (etcd.yaml absent)"
     assert not any(line.startswith("crictl") for line in log)
+
+
+def test_start_member_script_leaves_a_kubelet_this_run_stopped_alone_until_it_starts_it(
+        tmp_path: Path) -> None:
+    got, log, _ = _start_member_sh(tmp_path, wait=0, serve_after=1, stopped=True)
+    assert got.returncode == 0, got.stderr
+    assert log == ["systemctl start kubelet (etcd.yaml there)"]
 
 
 def test_start_member_script_touches_no_container(tmp_path: Path) -> None:
