@@ -197,9 +197,28 @@ def test_copy_data_copies_and_verifies(tmp_path: Path) -> None:
             assert (dst / f.relative_to(src)).read_bytes() == f.read_bytes()
     assert not (dst / "member" / "wal" / "0.tmp").exists()
     assert oct(dst.stat().st_mode & 0o777) == "0o700"
+    kept = dst.stat().st_ino
+    assert sh(nodescripts.script("etcd-copy-data"), str(src), str(dst)).returncode == 0
+    assert dst.stat().st_ino == kept  # a killed run's copy, still the same: not redone
+
+
+def test_a_copy_the_data_moved_on_from_is_made_anew(tmp_path: Path) -> None:
+    """A copy kept from before etcd ran again (a preparation undone, then continued: the
+    backup would miss what etcd wrote in between) is replaced by a checked copy; a live copy
+    (member update, etcd running) is kept as it is."""
+    src = _data_dir(tmp_path)
+    dst = tmp_path / "backup" / "data"
+    assert sh(nodescripts.script("etcd-copy-data"), str(src), str(dst)).returncode == 0
+    live = tmp_path / "backup" / "live"
+    assert sh(nodescripts.script("etcd-copy-live"), str(src), str(live)).returncode == 0
     (src / "member" / "snap" / "db").write_bytes(b"newer")
-    assert sh(nodescripts.script("etcd-copy-data"), str(src), str(dst)).returncode == 0  # kept, not redone
-    assert (dst / "member" / "snap" / "db").read_bytes() != b"newer"
+    p = sh(nodescripts.script("etcd-copy-data"), str(src), str(dst))
+    assert p.returncode == 0, p.stderr
+    assert b"changed since it was copied" in p.stderr
+    assert (dst / "member" / "snap" / "db").read_bytes() == b"newer"
+    assert sorted(q.name for q in dst.parent.iterdir()) == ["data", "live"]  # no .old, no .tmp
+    assert sh(nodescripts.script("etcd-copy-live"), str(src), str(live)).returncode == 0
+    assert (live / "member" / "snap" / "db").read_bytes() != b"newer"
 
 
 def test_copy_data_fails_on_a_copy_that_differs(tmp_path: Path) -> None:

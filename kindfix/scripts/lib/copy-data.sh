@@ -1,6 +1,8 @@
-# copy_data SRC DST [live]: copies the data dir SRC to DST (kept when DST exists: a killed run is
-# not redone) and, unless "live", checks every file's checksum and size against the original
-# (etcd is stopped). "live": etcd still runs (member update), so the copy is not compared.
+# copy_data SRC DST [live]: copies the data dir SRC to DST and, unless "live", checks every file's
+# checksum and size against the original (etcd is stopped). A DST there already is a killed
+# run's copy: kept, unless "checked" finds it differs from SRC (etcd ran on SRC since, e.g. after
+# an undone preparation): then SRC is copied anew and replaces it once checked. "live": etcd
+# still runs (member update), so the copy is not compared.
 # POSIX cksum (CRC32): it catches a copy that went wrong, and on coreutils >= 9 it is ~25x faster
 # than sha256sum (17 ms vs 480 ms for a 64 MB WAL segment on the test machine). wal/*.tmp is
 # etcd's preallocated, still empty next WAL segment (64 MB): etcd makes a new one, so it is
@@ -8,8 +10,11 @@
 copy_data() (
   set -e
   src="$1"; dst="$2"; how="${3:-checked}"
-  [ -d "$dst" ] && exit 0
   [ -d "$src" ] || { echo "no data dir $src" >&2; exit 3; }
+  if [ -d "$dst" ]; then
+    [ "$how" != live ] && [ "$(sums "$src")" != "$(sums "$dst")" ] || exit 0
+    echo "kindfix: $src changed since it was copied to $dst (etcd ran again): copying anew" >&2
+  fi
   rm -rf "$dst.tmp"
   mkdir -p "$dst.tmp"
   # shellcheck disable=SC2164  # set -e: a failed cd ends the copy
@@ -24,10 +29,18 @@ copy_data() (
     exit 7
   fi
   if [ "$how" != live ]; then
-    a=$(find . -type f ! -name '*.tmp' -exec cksum {} + | sort)
-    b=$(cd "$dst.tmp" && find . -type f -exec cksum {} + | sort)
-    [ "$a" = "$b" ] || { echo "copy of $src differs from the original" >&2; exit 4; }
+    [ "$(sums .)" = "$(sums "$dst.tmp")" ] || {
+      echo "copy of $src differs from the original" >&2; exit 4; }
   fi
   chmod 700 "$dst.tmp"
+  if [ -d "$dst" ]; then
+    rm -rf "$dst.old"
+    mv "$dst" "$dst.old"
+  fi
   mv "$dst.tmp" "$dst"
+  rm -rf "$dst.old"
+)
+# sums DIR: every file's cksum under DIR but etcd's preallocated wal/*.tmp, sorted
+sums() (
+  cd "$1" && find . -type f ! -name '*.tmp' -exec cksum {} + | sort
 )
