@@ -130,12 +130,14 @@ class RunRecorder:
             return next((n.split("=", 1)[1] for n in reversed(self.journal.notes)
                          if n.startswith(key + "=")), None)
 
-    def forget(self, done_prefix: str, note_prefix: str) -> None:
-        """Drop the done keys and notes that start so (an undone stage runs afresh) and save."""
+    def forget(self, done: Callable[[str], bool], note_prefix: str | None = None) -> None:
+        """Drop the done keys `done` picks and the notes that start with `note_prefix` (an
+        undone stage runs afresh) and save."""
         with self._lock:
-            self.journal.done[:] = [k for k in self.journal.done if not k.startswith(done_prefix)]
-            self.journal.notes[:] = [n for n in self.journal.notes
-                                     if not n.startswith(note_prefix)]
+            self.journal.done[:] = [k for k in self.journal.done if not done(k)]
+            if note_prefix is not None:
+                self.journal.notes[:] = [n for n in self.journal.notes
+                                         if not n.startswith(note_prefix)]
         self.save()
 
     def mark_done(self, *keys: str) -> None:

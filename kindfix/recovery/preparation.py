@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from kindfix.context import StepContext
 from kindfix.discovery import ClusterNode
+from kindfix.errors import KindfixError
 from kindfix.lanes import map_all, run_all
 from kindfix.nodescripts import script
 from kindfix.plan import Plan
@@ -112,38 +113,43 @@ class Preparation:
         if not (self.recovery.parked_now or any(
                 k.startswith("etcd:") for k in self.recovery.rec.journal.done)):
             return []
-        left = unprepare(self.recovery)
-        if left:
+        undone, left = unprepare(self.recovery)
+        if not left:
+            return ["etcd was started again on its own data (the prepared restore is undone)"]
+        if not undone:
             return ["etcd was stopped for the restore and " + "; ".join(left)]
-        return ["etcd was started again on its own data (the prepared restore is undone)"]
+        return [f"etcd was started again on its own data on {', '.join(undone)}; "
+                + "; ".join(left)]
 
 
-def unprepare(rec: Recovery) -> list[str]:
+def unprepare(rec: Recovery) -> tuple[list[str], list[str]]:
     """After a failed wave: etcd starts again on its own data where this preparation
     stopped it, the staged restore goes, and the journal forgets the etcd stages (the next
-    run stops, copies and chooses afresh). Nothing was swapped in (stage_only).
-    Returns what could not be undone."""
-    left: list[str] = []
+    run stops, copies and chooses afresh), but for a member it could not undo: that one's
+    park and copy stay journaled, as they still are. Nothing was swapped in (stage_only).
+    Returns the members undone, and what could not be undone."""
+    restored = [cp.name for cp in rec.cps if not rec.stage(f"restored:{cp.name}")]
+    if restored:  # swapped in: only the etcd step does; nothing is undone then
+        return [], [f"{name}: etcd data already restored, etcd stays stopped"
+                    for name in restored]
 
     def undo(cp: ClusterNode) -> None:
-        if not rec.stage(f"restored:{cp.name}"):  # swapped in: only the etcd step does
-            left.append(f"{cp.name}: etcd data already restored, etcd stays stopped")
-            return
         # only a member this run stopped starts again: one parked before stays parked
         how = "unpark" if cp.name in rec.parked_now else "clean"
         argv = ["sh", "-c", script("etcd-unprepare"), "kindfix-unprepare", how, MANIFEST,
                 PARKED, DATA_DIR]
+        # a node going down answers too (exit 137): not raised, but not undone either
         result = rec.nodes[cp.name].exec(argv, timeout=60)
         if not result.ok:
-            left.append(f"{cp.name}: could not start etcd again (exit {result.exit_code}), "
-                        f"its manifest is in {PARKED}")
+            raise KindfixError(f"exit {result.exit_code}")
 
-    # a node that stopped meanwhile raises: said, but the journal still forgets the etcd
-    # stages (the others run again; the next run stops and copies afresh, and observes
-    # that node's parked manifest)
-    unreached = [f"{o.item.name}: could not start etcd again "
-                 f"({(str(o.error).splitlines() or ['?'])[0][:200]}), its manifest may be "
-                 f"in {PARKED}" for o in run_all(undo, rec.cps) if o.error is not None]
-    if not left:
-        rec.rec.forget(done_prefix="etcd:", note_prefix="etcd-")
-    return left + unreached
+    outcomes = run_all(undo, rec.cps)
+    failed = [o for o in outcomes if o.error is not None]
+    # a member not undone keeps its park and copy journaled (its manifest may be parked: the
+    # next run reads it as it is, and observes the manifest)
+    kept = {f"etcd:{stage}:{o.item.name}" for o in failed for stage in ("park", "copy")}
+    rec.rec.forget(lambda k: k.startswith("etcd:") and k not in kept, note_prefix="etcd-")
+    return [o.item.name for o in outcomes if o.error is None], [
+        f"{o.item.name}: could not start etcd again "
+        f"({(str(o.error).splitlines() or ['?'])[0][:200]}), its manifest may be in {PARKED}"
+        for o in failed]

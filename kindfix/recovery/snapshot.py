@@ -32,6 +32,7 @@ from kindfix.recovery.state import NoRestoreTool, Recovery
 from kindfix.recovery.stopping import PARKED_NOW, park_and_copy
 
 SNAPSHOT = f"{DATA_DIR}/.kindfix-snapshot.db"  # the backend restored, in every member's data dir
+ETCD_YAML_THERE = 4  # etcd-snapshot-status.sh: etcd.yaml is there, the backend not read
 STATUS = "@@kindfix-status"  # etcd-prepare-member.sh: the snapshot status follows
 SERVE_WAIT = 15  # seconds for a started member to serve its peers before the next starts
 METRICS_PORT = b":2381"  # kubeadm's --listen-metrics-urls (etcd-start-member.sh asks there)
@@ -111,7 +112,12 @@ def _restore_source(rec: Recovery) -> tuple[ClusterNode, str, str]:
 def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, object] | None:
     """One exec per member: park + stop, wait, copy + check, snapshot status."""
     if not (rec.stage(f"park:{cp.name}") or rec.stage(f"copy:{cp.name}")):
-        return status(rec, cp, image)
+        try:
+            return status(rec, cp, image)
+        except EtcdMayRun:
+            rec.say(f"{cp.name}: {MANIFEST} is back since this run parked it (etcd may run "
+                    "on that data): stopping and copying it again")
+            rec.rec.forget(lambda k: k in (f"etcd:park:{cp.name}", f"etcd:copy:{cp.name}"))
     rec.check()  # nothing parked once the applier said stop
     node = rec.nodes[cp.name]
     rec.say(f"stopping etcd on {cp.name} (manifest parked in {PARKED_DIR}, kubelet stopped until "
@@ -134,11 +140,20 @@ def _stop_copy_status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, o
     return _parse_status(rec, cp, result.exit_code, said, result.stderr)
 
 
+class EtcdMayRun(KindfixError):
+    """etcd.yaml is there: etcd may run on the data, whose backend is then not read (bbolt
+    opens it under a file lock and waits, with no timeout, as long as etcd holds it)."""
+
+
 def status(rec: Recovery, cp: ClusterNode, image: str) -> dict[str, object] | None:
-    """`snapshot status` of the member's backend with the image's tool, and that tool."""
+    """`snapshot status` of the member's backend with the image's tool, and that tool; raises
+    EtcdMayRun when the member's etcd.yaml is not parked (etcd-snapshot-status.sh exit 4)."""
     result = rec.nodes[cp.name].exec(["sh", "-c", script("etcd-snapshot-status"),
                                       "kindfix-status", DATA_DIR, image,
-                                      status_tools(image)], timeout=120)
+                                      status_tools(image), MANIFEST], timeout=120)
+    if result.exit_code == ETCD_YAML_THERE:
+        raise EtcdMayRun(f"{cp.name}: {MANIFEST} is there, so etcd may be running on "
+                         f"{DATA_DIR}: its backend is not read")
     return _parse_status(rec, cp, result.exit_code, result.text(), result.stderr)
 
 

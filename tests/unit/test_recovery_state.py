@@ -19,14 +19,16 @@ def test_the_latest_note_of_a_key_is_read_back() -> None:
     assert rec.note("etcd") is None  # a key, not a prefix
 
 
-def test_forget_drops_the_stages_and_notes_by_prefix_and_saves() -> None:
+def test_forget_drops_the_stages_picked_and_the_notes_by_prefix_and_saves() -> None:
     node = FakeNode("kind-control-plane")
     rec = RunRecorder(Journal(RUN, "kind"), node)
-    rec.mark_done("file:a", "etcd:park:x", "etcd:copy:x")
+    rec.mark_done("file:a", "etcd:park:x", "etcd:copy:x", "etcd:park:y")
     rec.add_note("etcd-strategy=snapshot-restore")
     rec.add_note("kubelet-refresh=k etcd")
-    rec.forget(done_prefix="etcd:", note_prefix="etcd-")
-    assert rec.journal.done == ["file:a"]
+    rec.forget(lambda k: k.startswith("etcd:") and k != "etcd:park:y", note_prefix="etcd-")
+    assert rec.journal.done == ["file:a", "etcd:park:y"]
     assert rec.journal.notes == ["kubelet-refresh=k etcd"]
     saved = Journal.from_json(node.files[f"{JOURNAL_DIR}/{RUN}.json"])
-    assert (saved.done, saved.notes) == (["file:a"], ["kubelet-refresh=k etcd"])
+    assert (saved.done, saved.notes) == (["file:a", "etcd:park:y"], ["kubelet-refresh=k etcd"])
+    rec.forget(lambda k: k == "file:a")  # no note prefix: the notes stay
+    assert (rec.journal.done, rec.journal.notes) == (["etcd:park:y"], ["kubelet-refresh=k etcd"])

@@ -300,6 +300,26 @@ def test_snapshot_status_falls_back_to_etcdctl_when_the_image_has_no_etcdutl(
     assert len({c[8] for c in ctr.calls}) == 2  # one container ID per tool
 
 
+def test_snapshot_status_does_not_read_a_backend_etcd_may_hold(tmp_path: Path, ctr: Ctr) -> None:
+    """etcd.yaml there: the kubelet may run etcd on the data. bbolt (etcdutl/etcdctl `snapshot
+    status`) opens the backend under a shared flock with no timeout, so while etcd holds its
+    lock the tool would wait until kindfix's exec timed out (CI of stop 19: 120 s, twice)."""
+    data = data_dir(tmp_path, bolt(7, keys=3))
+    manifest = tmp_path / "etcd.yaml"
+    manifest.write_text("kind: Pod\n")
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE, "etcdutl etcdctl",
+                str(manifest))
+    assert p.returncode == 4
+    assert p.stdout == b""
+    assert f"{manifest} is there" in p.stderr.decode()
+    assert ctr.calls == []
+    manifest.unlink()  # parked: read
+    p = ctr.run(script("etcd-snapshot-status"), str(data), IMAGE, "etcdutl etcdctl",
+                str(manifest))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.decode().splitlines()[1])["revision"] == 7
+
+
 @pytest.mark.parametrize(("missing", "db", "error"), [
     ("etcdutl,etcdctl", bolt(7), "executable file not found in $PATH"),
     ("", b"not a bolt file", "Error: invalid database"),
@@ -478,6 +498,22 @@ def test_restore_killed_between_set_aside_and_move_in_finishes_without_the_tool(
     assert tree(kept) == old
 
 
+def test_a_restore_staged_from_an_older_snapshot_is_made_again(tmp_path: Path, ctr: Ctr) -> None:
+    """A node the undo could not reach keeps the member restored from the best member chosen
+    then; the next run chooses again and puts its snapshot there: that is what is restored."""
+    data, stale, _, _ = _restorable(tmp_path)
+    ctr.run(script("etcd-stage-restore"), str(data), IMAGE, str(stale), "etcdutl",
+            *RESTORE_FLAGS)
+    newer = bolt(50123, filler=b"the best member chosen by the next run")
+    (data / ".kindfix-snapshot.db").write_bytes(newer)
+    later = (data / ".kindfix-restore").stat().st_mtime + 5
+    os.utime(data / ".kindfix-snapshot.db", (later, later))
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    assert (data / "member" / "snap" / "db").read_bytes() == newer
+    assert len(ctr.calls) == 2  # staged, then again from the newer snapshot
+
+
 @pytest.mark.parametrize(("missing", "snapshot", "error"), [
     ("etcdutl", None, "executable file not found in $PATH"),
     ("", b"truncated copy", "Error: invalid database"),
@@ -593,8 +629,15 @@ class Side:
         return ok()
 
     def status(self, node: FakeNode, argv: Sequence[str], _stdin: bytes | None) -> ExecResult:
+        """etcd-snapshot-status.sh (also prepare's status, once etcd is stopped)."""
         self.event("status", node.name)
-        assert tuple(argv[4:]) == (DATA_DIR, IMAGE, status_tools(IMAGE))
+        assert tuple(argv[4:7]) == (DATA_DIR, IMAGE, status_tools(IMAGE))
+        if len(argv) > 7 and argv[7] in node.files:  # its guard: etcd.yaml is back
+            return fail(4, f"kindfix: {argv[7]} is back\n")
+        if MANIFEST in node.files:
+            # etcd runs: bbolt's Open (read-only: a shared flock, no timeout) waits as long as
+            # etcd holds its exclusive lock on member/snap/db
+            raise KindfixError("command timed out after 120s: <kindfix-status>")
         rev = self.revisions[node.name]
         if rev is None:
             return fail(3, f"etcdutl: {NOT_FOUND.format('etcdutl')}\n"
