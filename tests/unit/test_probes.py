@@ -167,7 +167,9 @@ esac
 """
 
 
-def run_probe_script(tmp_path: Path, metrics: str | None) -> tuple[str, list[str]]:
+def run_probe_script(tmp_path: Path, metrics: str | None, manifest: str | None = None
+                     ) -> tuple[str, list[str]]:
+    """The probe over FAKE_CURL; with `manifest`, that text is the node's etcd.yaml."""
     import os
     import subprocess
 
@@ -178,7 +180,13 @@ def run_probe_script(tmp_path: Path, metrics: str | None) -> tuple[str, list[str
     if metrics is not None:
         (tmp_path / "metrics").write_text(metrics)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
-    out = subprocess.run(probes.ETCD_PROBE, capture_output=True, text=True, env=env,
+    argv = list(probes.ETCD_PROBE)
+    etcd_yaml = tmp_path / "etcd.yaml"  # absent unless given
+    argv[2] = argv[2].replace("/etc/kubernetes/manifests/etcd.yaml", str(etcd_yaml))
+    assert argv[2] != probes.ETCD_PROBE[2]
+    if manifest is not None:
+        etcd_yaml.write_text(manifest)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env,
                          timeout=30, check=True).stdout
     return out, (tmp_path / "calls").read_text().split()
 
@@ -211,6 +219,29 @@ def test_the_probe_script_asks_a_starting_member_briefly(tmp_path: Path) -> None
     assert limits["https://127.0.0.1:2379/v3/cluster/member/list"] == "1"
     assert limits["https://127.0.0.1:2379/v3/maintenance/status"] == "1"
     assert parse_etcd_probe(out).has_leader is None
+
+
+KUBEADM_ETCD_COMMAND = """    - etcd
+    - --listen-client-urls=https://127.0.0.1:2379,https://172.18.0.3:2379
+    - --listen-metrics-urls=http://127.0.0.1:2381
+"""
+
+
+def test_the_probe_script_does_not_ask_a_member_whose_metrics_listener_is_not_up_yet(
+        tmp_path: Path) -> None:
+    """etcd.yaml asks for metrics on 2381 and nothing listens there: etcd has not served its
+    clients yet (embed.StartEtcd opens the metrics listener after serveClients), and its bound
+    client port would take the connection and answer nothing until curl gave up (1 s)."""
+    out, calls = run_probe_script(tmp_path, None, manifest=KUBEADM_ETCD_COMMAND)
+    assert not any(":2379/" in c for c in calls)
+    p = parse_etcd_probe(out)
+    assert not p.reachable and p.has_leader is None
+    assert p.error == "skipped: etcd is starting (its metrics port refuses connections)"
+    # an etcd.yaml without metrics: the client port is all there is, asked briefly
+    again = tmp_path / "again"
+    again.mkdir()
+    _, calls = run_probe_script(again, None, manifest="    - etcd\n")
+    assert "https://127.0.0.1:2379/v3/cluster/member/list" in calls
 
 
 def test_the_probe_script_gives_a_member_with_a_leader_the_usual_limit(tmp_path: Path) -> None:
