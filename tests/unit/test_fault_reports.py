@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from kindfix.plan import Step
 from kindfix.recovery.manifest import MANIFEST, PARKED
 from kindfix.runtime import ExecResult
 from tests.unit.helpers_nodes import applier
+from tests.unit.test_snapshot_restore import CP2, CP3, CPS, _cert_wave, _restore_cluster, resumed
 
 CP = "kind-control-plane"
 
@@ -124,29 +126,30 @@ def test_a_failed_etcd_command_on_the_etcd_steps_own_node_is_named_too() -> None
     assert "on kind-control-plane: exit 7" in message, message
 
 
-def test_a_member_whose_node_stopped_is_not_said_to_run_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A control plane stopped while the restore was prepared (live: `docker stop` at "etcd:
-    stopping etcd on"): the wave fails, and undoing the preparation cannot reach that node
-    (the exec raises). The error said "etcd was started again on its own data" and the journal
-    forgot the etcd stages, while the stopped node's manifest stayed parked: once started again
-    it ran no etcd (3 members running before, 2 after)."""
-    from tests.unit.test_snapshot_restore import (
-        CP2,
-        CP3,
-        CPS,
-        _cert_wave,
-        _restore_cluster,
-        resumed,
-    )
+def _node_stopped(*_: object) -> ExecResult:
+    raise KindfixError(f"container {CP3} is not running")
 
+
+@pytest.mark.parametrize(("undo_on_cp3", "why"), [
+    (_node_stopped, f"container {CP3} is not running"),  # the exec raises
+    (lambda *_: ExecResult(137, b"", b""), "exit 137"),  # the node was going down: an answer
+])
+def test_a_member_whose_node_stopped_is_not_said_to_run_again(
+        monkeypatch: pytest.MonkeyPatch, undo_on_cp3: Callable[..., ExecResult],
+        why: str) -> None:
+    """A control plane stopped while the restore was prepared (live: `docker stop` at "etcd:
+    stopping etcd on"): the wave fails, and undoing the preparation cannot reach that node.
+    Once the error said "etcd was started again on its own data" and the journal forgot the
+    etcd stages, while the stopped node's manifest stayed parked: started again it ran no etcd
+    (3 members running before, 2 after). Then, in the CI of stop 19, the undo exec started
+    while the container was going down and ended with exit 137: the journal forgot nothing,
+    so it still said CP and CP2 were parked and copied while their etcd ran again, and the next
+    run read their backends at once (`snapshot status` waits on bbolt's file lock for as long
+    as etcd holds it: 120 s, then the exec timed out on both). Now each member started again is
+    forgotten, and what the journal keeps of CP3 (parked, copied) is still so."""
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     plan = _cert_wave(cluster, nodes, side, failing=CP2)
-
-    def stopped(*_: object) -> ExecResult:
-        raise KindfixError(f"container {CP3} is not running")
-
-    nodes[CP3].on_script("etcd-unprepare", stopped)
+    nodes[CP3].on_script("etcd-unprepare", undo_on_cp3)
     ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError) as e:
         ap.apply(plan)
@@ -154,59 +157,17 @@ def test_a_member_whose_node_stopped_is_not_said_to_run_again(
     # said of the members it is true of only
     assert f"etcd was started again on its own data on {CP}, {CP2};" in message, message
     assert "the prepared restore is undone" not in message, message
-    assert f"{CP3}: could not start etcd again" in message, message
+    assert f"{CP3}: could not start etcd again ({why})" in message, message
     assert "\n" not in message
     for name in (CP, CP2):  # the reachable members do run again
         assert MANIFEST in nodes[name].files and PARKED not in nodes[name].files
     assert PARKED in nodes[CP3].files and MANIFEST not in nodes[CP3].files
-    # they run again, so the next run must stop and copy them afresh: their etcd stages go;
-    # CP3's park and copy stay (its manifest is parked, its copy made)
     assert [k for k in ap.recorder.journal.done if k.startswith("etcd:")] == [
         f"etcd:park:{CP3}", f"etcd:copy:{CP3}"]
-
-    # the node started again: the next run finishes the job from its parked manifest
-    nodes[CP3].on_script("etcd-unprepare", side.unprepare)
-    ap, _ = resumed(cluster, nodes, side)
-    side.staged.clear()
-    assert "etcd" in ap.apply(_cert_wave(cluster, nodes, side, failing=None))
-    assert all(PARKED not in nodes[n].files and MANIFEST in nodes[n].files for n in CPS)
-    assert side.gw.leader is not None
-
-
-def test_members_started_again_are_forgotten_even_when_one_node_could_not_be(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """CI of stop 19: CP3 stopped at "etcd: stopping etcd on"; its undo exec started while the
-    container was going down and ended with exit 137 (an answer, not an exception). The journal
-    then forgot nothing, so it still said CP and CP2 were parked and copied while their etcd
-    ran again: the next run read their backends at once, and `snapshot status` waits on
-    bbolt's file lock for as long as etcd holds it (timed out after 120 s on both)."""
-    from tests.unit.test_snapshot_restore import (
-        CP2,
-        CP3,
-        CPS,
-        _cert_wave,
-        _restore_cluster,
-        resumed,
-    )
-
-    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
-    plan = _cert_wave(cluster, nodes, side, failing=CP2)
-    nodes[CP3].on_script("etcd-unprepare", lambda *_: ExecResult(137, b"", b""))
-    ap, _ = applier(cluster, nodes, side.snapshots)
-    with pytest.raises(KindfixError) as e:
-        ap.apply(plan)
-    message = e.value.message
-    assert f"{CP3}: could not start etcd again (exit 137)" in message, message
-    assert f"etcd was started again on its own data on {CP}, {CP2}" in message, message
-    for name in (CP, CP2):
-        assert MANIFEST in nodes[name].files and PARKED not in nodes[name].files
-    done = ap.recorder.journal.done
-    # what the journal says of CP3 is still so (parked, copied); nothing of the others is
-    assert [k for k in done if k.startswith("etcd:")] == [f"etcd:park:{CP3}",
-                                                          f"etcd:copy:{CP3}"], done
     assert not any(n.startswith("etcd-") for n in ap.recorder.journal.notes)
 
-    # CP3 reachable again: the next run stops and copies CP and CP2 afresh, reads CP3 as it is
+    # the node started again: the next run stops and copies CP and CP2 afresh, reads CP3 as it
+    # is, and finishes the job from its parked manifest
     nodes[CP3].on_script("etcd-unprepare", side.unprepare)
     ap, _ = resumed(cluster, nodes, side)
     side.staged.clear()
@@ -222,15 +183,6 @@ def test_a_member_journaled_as_parked_whose_manifest_is_back_is_parked_again(
     """The journal is what a run did, the node is what is so now: a member whose park and
     copy are journaled but whose etcd.yaml is back (put back by hand, or by an older kindfix's
     undo) is not read while its etcd may run: it is stopped and copied again."""
-    from tests.unit.test_snapshot_restore import (
-        CP2,
-        CP3,
-        CPS,
-        _cert_wave,
-        _restore_cluster,
-        resumed,
-    )
-
     cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
     ap, _ = applier(cluster, nodes, side.snapshots)
     with pytest.raises(KindfixError):
