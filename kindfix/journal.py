@@ -140,10 +140,13 @@ class RunRecorder:
                                          if not n.startswith(note_prefix)]
         self.save()
 
-    def mark_done(self, *keys: str) -> None:
+    def mark_done(self, *keys: str, save: bool = True) -> None:
+        """Journal the keys as done and save (without `save`: with the next save; for a stage
+        whose redo is harmless, e.g. several members' in one write)."""
         with self._lock:
             self.journal.done.extend(k for k in keys if k not in self.journal.done)
-        self.save()
+        if save:
+            self.save()
 
     def _entry(self, node: str, path: str, original: bytes | None, mode: int,
                backup: str | None = None) -> FileEntry:

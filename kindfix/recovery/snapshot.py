@@ -72,7 +72,7 @@ def prepare_restore(rec: Recovery, stage_only: bool = False) -> None:
                            "restore DIR` (the same backup directory)")
     members = ",".join(f"{cp.name}={rec.peer_url(cp)}" for cp in rec.cps)
     rec.check()
-    rec.each(lambda cp: _restore_member(rec, cp, tool, image, members, stage_only))
+    rec.each_saved_once(lambda cp: _restore_member(rec, cp, tool, image, members, stage_only))
 
 
 def fall_back(rec: Recovery, why: NoRestoreTool) -> None:
@@ -104,7 +104,7 @@ def _restore_source(rec: Recovery) -> tuple[ClusterNode, str, str]:
     else:
         rec.say(f"most up-to-date member: {best.name} (revision {st['revision']}, "
                 f"{st.get('totalKey', '?')} keys; {tool} from {image})")
-    rec.add_note("etcd-tool", tool)
+    rec.add_note("etcd-tool", tool, save=False)  # saved with the next: one journal write
     rec.add_note("etcd-best", best.name)
     return best, tool, image
 
@@ -173,9 +173,10 @@ def _stage_snapshot(rec: Recovery, best: ClusterNode) -> None:
     if rec.stage(f"snapshot:{best.name}"):
         run(rec.nodes[best.name], ["sh", "-c", script("etcd-keep-snapshot"), "kindfix-snapshot",
                                    DATA_DIR])
-        rec.done(f"snapshot:{best.name}")
+        rec.done(f"snapshot:{best.name}", save=False)  # saved with the others'
     todo = [cp for cp in rec.cps if cp.name != best.name and rec.stage(f"snapshot:{cp.name}")]
     if not todo:
+        rec.rec.save()
         return
     content = rec.nodes[best.name].read_file(SNAPSHOT)
     if content is None:
@@ -199,9 +200,9 @@ def _put_everywhere(rec: Recovery, todo: list[ClusterNode], content: bytes) -> N
     def put(cp: ClusterNode) -> None:
         rec.check()
         rec.nodes[cp.name].write_file(SNAPSHOT, content, mode=0o600)  # sha256-checked
-        rec.done(f"snapshot:{cp.name}")
+        rec.done(f"snapshot:{cp.name}", save=False)
 
-    map_all(put, todo, what=lambda cp: cp.name)
+    rec.each_saved_once(put, todo)
 
 
 def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, members: str,
@@ -226,7 +227,9 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
         "--name", cp.name, "--initial-cluster", members,
         "--initial-advertise-peer-urls", rec.peer_url(cp),
         "--initial-cluster-token", f"kindfix-{rec.rec.run_id}"], timeout=300)
-    rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}")
+    # saved once every member's ended (each_saved_once): redone, a staged restore is kept, and
+    # a swap restores again from the snapshot (no member has started on its data yet)
+    rec.done(f"staged:{cp.name}" if stage_only else f"restored:{cp.name}", save=False)
 
 
 def _quiet_apiserver(rec: Recovery, cp: ClusterNode) -> None:

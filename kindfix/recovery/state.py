@@ -56,8 +56,19 @@ class Recovery:
         """True when the sub-stage still has to run."""
         return not self.rec.is_done(f"etcd:{key}")
 
-    def done(self, key: str) -> None:
-        self.rec.mark_done(f"etcd:{key}")
+    def done(self, key: str, save: bool = True) -> None:
+        self.rec.mark_done(f"etcd:{key}", save=save)
+
+    def each_saved_once(self, fn: Callable[[ClusterNode], object],
+                        members: list[ClusterNode] | None = None) -> list[Any]:
+        """each() over `members` (default: all) whose stages are marked done without a save
+        of their own: one journal write once every member's job ended, failed or not (a
+        killed run then redoes the last stages: each of them is harmless to redo)."""
+        try:
+            return map_all(fn, self.cps if members is None else members,
+                           what=lambda cp: cp.name)
+        finally:
+            self.rec.save()
 
     def say(self, text: str) -> None:
         self.ctx.say(f"etcd: {text}")
