@@ -16,7 +16,6 @@ from __future__ import annotations
 from kindfix import etcd, kubelet, probes
 from kindfix.discovery import ClusterNode
 from kindfix.errors import CommandError, KindfixError
-from kindfix.lanes import map_all
 from kindfix.node import NO_SYSTEMCTL, run
 from kindfix.nodescripts import script
 from kindfix.recovery import state
@@ -47,9 +46,8 @@ def snapshot_restore(rec: Recovery) -> None:
         rec.say("starting the members on their restored data one at a time, each once the one "
                 "before serves its peers (started together, members running etcd's initial "
                 "corruption check can wait 7 s on each other)")
-        map_all(lambda cp: _quiet_apiserver(rec, cp),
-                [cp for cp in rec.cps if cp.name not in rec.ctx.apiservers_asked],
-                what=lambda cp: cp.name)
+        rec.each(lambda cp: _quiet_apiserver(rec, cp),
+                 [cp for cp in rec.cps if cp.name not in rec.ctx.apiservers_asked])
         for i, cp in enumerate(rec.cps):
             _start_member(rec, cp, last=i + 1 == len(rec.cps))
         rec.done("unparked")

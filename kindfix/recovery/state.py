@@ -61,12 +61,11 @@ class Recovery:
 
     def each_saved_once(self, fn: Callable[[ClusterNode], object],
                         members: list[ClusterNode] | None = None) -> list[Any]:
-        """each() over `members` (default: all) whose stages are marked done without a save
-        of their own: one journal write once every member's job ended, failed or not (a
-        killed run then redoes the last stages: each of them is harmless to redo)."""
+        """each() whose jobs mark their stages done without a save of their own: one journal
+        write once every member's job ended, failed or not (a killed run then redoes the last
+        stages: each of them is harmless to redo)."""
         try:
-            return map_all(fn, self.cps if members is None else members,
-                           what=lambda cp: cp.name)
+            return self.each(fn, members)
         finally:
             self.rec.save()
 
@@ -83,9 +82,10 @@ class Recovery:
     def add_note(self, key: str, value: str, save: bool = True) -> None:
         self.rec.add_note(f"{key}={value}", save=save)
 
-    def each(self, fn: Callable[[ClusterNode], object]) -> list[Any]:
-        """fn on every member at once; every member's failure is named."""
-        return map_all(fn, self.cps, what=lambda cp: cp.name)
+    def each(self, fn: Callable[[ClusterNode], object],
+             members: list[ClusterNode] | None = None) -> list[Any]:
+        """fn on every member (or those of `members`) at once; every failure is named."""
+        return map_all(fn, self.cps if members is None else members, what=lambda cp: cp.name)
 
     def check(self) -> None:
         """Between the stages of a preparation: stop when the applier said so."""
