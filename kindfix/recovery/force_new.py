@@ -80,7 +80,7 @@ def re_add(rec: Recovery, best: ClusterNode, cp: ClusterNode) -> None:
         members = etcd.members(leader)
     node = rec.nodes[cp.name]
     run(node, ["sh", "-c", script("etcd-set-aside"), "kindfix-aside", DATA_DIR,
-               f"{rec.backup_dir(cp)}/stale"])
+               rec.backup_dir(cp)])
     initial = ",".join(f"{m.name or cp.name}={m.peer_urls[0]}" for m in members if m.peer_urls)
     node.write_file(MANIFEST, set_flags(rec.parked(cp), {
         "--initial-cluster": initial, "--initial-cluster-state": "existing",

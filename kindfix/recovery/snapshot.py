@@ -215,13 +215,13 @@ def _restore_member(rec: Recovery, cp: ClusterNode, tool: str, image: str, membe
         rec.say(f"restoring {cp.name} as {rec.peer_url(cp)} beside its data ({tool} "
                 "snapshot restore)")
     elif staged:
-        rec.say(f"swapping in {cp.name}'s restored data (its own is kept)")
+        rec.say(f"swapping in {cp.name}'s restored data (its own stays in the backups)")
     else:
         rec.say(f"restoring {cp.name} as {rec.peer_url(cp)} ({tool} snapshot restore)")
     # etcd-restore.sh skips the tool when the staged member is there already
     run(rec.nodes[cp.name], [
         "sh", "-c", script("etcd-stage-restore" if stage_only else "etcd-restore"),
-        "kindfix-restore", DATA_DIR, image, f"{rec.backup_dir(cp)}/stale", tool,
+        "kindfix-restore", DATA_DIR, image, rec.backup_dir(cp), tool,
         "--name", cp.name, "--initial-cluster", members,
         "--initial-advertise-peer-urls", rec.peer_url(cp),
         "--initial-cluster-token", f"kindfix-{rec.rec.run_id}"], timeout=300)

@@ -314,14 +314,27 @@ def test_copy_data_without_a_data_dir_fails(tmp_path: Path) -> None:
 
 def test_set_aside_moves_member_dir_away(tmp_path: Path) -> None:
     data = _data_dir(tmp_path)
-    stale = tmp_path / "stale"
-    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(stale)).returncode == 0
+    backup = tmp_path / "backup"  # no checked copy there
+    stale = backup / "stale"
+    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(backup)).returncode == 0
     assert not (data / "member").exists()
     [moved] = list(stale.iterdir())
     assert moved.name.startswith("member-")
     assert (moved / "snap" / "db").exists()
-    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(stale)).returncode == 0  # nothing left
+    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(backup)).returncode == 0  # nothing left
     assert len(list(stale.iterdir())) == 1
+
+
+def test_set_aside_removes_a_member_the_same_as_its_checked_copy(tmp_path: Path) -> None:
+    data = _data_dir(tmp_path)
+    (data / "member" / "wal" / "1.tmp").write_bytes(bytes(4096))  # not in copies: not compared
+    backup = tmp_path / "backup"
+    assert sh(nodescripts.script("etcd-copy-data"), str(data), str(backup / "data")).returncode == 0
+    copied = {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*") if p.is_file()}
+    assert sh(nodescripts.script("etcd-set-aside"), str(data), str(backup)).returncode == 0
+    assert sorted(p.name for p in data.iterdir()) == []  # gone, no .kindfix-gone left
+    assert {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*")
+            if p.is_file()} == copied  # the copy untouched, nothing in stale
 
 
 # --- member-update, over FakeNodes --------------------------------------------------------

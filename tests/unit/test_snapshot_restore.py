@@ -396,7 +396,10 @@ def _restorable(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes], bytes]:
 
 def restore(ctr: Ctr, data: Path, stale: Path, tool: str = "etcdutl"
             ) -> subprocess.CompletedProcess[bytes]:
-    return ctr.run(script("etcd-restore"), str(data), IMAGE, str(stale), tool, *RESTORE_FLAGS)
+    """etcd-restore.sh with the member's backup dir `stale`'s parent (no checked copy there
+    unless the test makes one: its own member is then set aside in `stale`)."""
+    return ctr.run(script("etcd-restore"), str(data), IMAGE, str(stale.parent), tool,
+                   *RESTORE_FLAGS)
 
 
 def _assert_restored(data: Path, snapshot: bytes) -> None:
@@ -421,6 +424,38 @@ def test_restore_swaps_in_the_restored_member_and_keeps_the_old_one(
     assert call[9:] == ["etcdutl", "snapshot", "restore", f"{data}/.kindfix-snapshot.db",
                         "--skip-hash-check", "--data-dir", f"{data}/.kindfix-restore.tmp",
                         *RESTORE_FLAGS]
+
+
+def test_restore_removes_a_member_its_checked_copy_keeps(tmp_path: Path, ctr: Ctr) -> None:
+    """The member is the same as its checked copy in the backups (etcd stopped since): the copy
+    is its backup, so it is removed rather than moved there too (on a kind node a move from
+    /var to /kind copies every byte, 64 MB a WAL segment, at the swap, where a full disk must
+    not stop it). One that differs is moved, as without a copy."""
+    data, stale, old, snapshot = _restorable(tmp_path)
+    copy = stale.parent / "data"
+    shutil.copytree(data, copy)
+    (copy / ".kindfix-snapshot.db").unlink()
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)
+    assert not stale.exists()
+    assert tree(copy / "member") == old  # the copy stays, untouched
+    # run again: the member now is the restored one, which differs from the copy: kept
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    [kept] = list(stale.iterdir())
+    assert tree(kept) != old
+
+
+def test_restore_finishes_a_removal_cut_short(tmp_path: Path, ctr: Ctr) -> None:
+    data, stale, old, snapshot = _restorable(tmp_path)
+    (data / ".kindfix-gone" / "snap").mkdir(parents=True)  # killed inside its rm -rf
+    (data / ".kindfix-gone" / "snap" / "db").write_bytes(b"half removed")
+    p = restore(ctr, data, stale)
+    assert p.returncode == 0, p.stderr
+    _assert_restored(data, snapshot)  # no .kindfix-gone left
+    [kept] = list(stale.iterdir())  # no copy here: its own member was moved, as before
+    assert tree(kept) == old
 
 
 def test_restore_with_etcdctl_from_an_image_without_etcdutl(tmp_path: Path, ctr: Ctr) -> None:
@@ -689,9 +724,11 @@ class Side:
         node.files.pop(STAGED, None)
         if MANIFEST in node.files:
             self.running_at_restore.append(node.name)
-        stale = argv[6]
-        n = 1 + sum(p.startswith(f"{stale}/member-") for p in node.files)
-        node.files[f"{stale}/member-{n}/snap/db"] = node.files[DB]
+        # lib/set-aside.sh: the member goes when its checked copy is the same, else to stale
+        backup = argv[6]
+        if node.files.get(f"{backup}/data/member/snap/db") != node.files[DB]:
+            n = 1 + sum(p.startswith(f"{backup}/stale/member-") for p in node.files)
+            node.files[f"{backup}/stale/member-{n}/snap/db"] = node.files[DB]
         node.files[DB] = node.files[SNAPSHOT]
         self.restores[node.name] = list(argv)
         return ok()
@@ -836,15 +873,14 @@ def test_snapshot_restore_rebuilds_every_member_from_the_most_up_to_date_backend
         # the best member's backend, byte for byte, restored as this member at its current IP
         assert node.files[DB] == _db(best, revisions)
         argv = side.restores[name]
-        assert argv[4:8] == [DATA_DIR, IMAGE, f"{backups}/etcd-{name}/stale", tool]
+        assert argv[4:8] == [DATA_DIR, IMAGE, f"{backups}/etcd-{name}", tool]
         assert dict(zip(argv[8::2], argv[9::2])) == {
             "--name": name, "--initial-cluster": INITIAL,
             "--initial-advertise-peer-urls": f"https://{CURRENT[name]}:2380",
             "--initial-cluster-token": f"kindfix-{RUN_ID}"}
-        # its own data: copied first, then set aside, never deleted
+        # its own data: copied first and checked; the same at the swap, so not moved again
         assert node.files[f"{backups}/etcd-{name}/data/member/snap/db"] == _db(name, revisions)
-        assert node.files[f"{backups}/etcd-{name}/stale/member-1/snap/db"] == \
-            _db(name, revisions)
+        assert not any(p.startswith(f"{backups}/etcd-{name}/stale/") for p in node.files)
         # started again on the manifest it had; the staged snapshot is gone
         assert node.files[MANIFEST] == manifests[name]
         assert node.modes[MANIFEST] == 0o600
@@ -979,7 +1015,7 @@ def test_the_flags_the_flow_passes_satisfy_the_restore_tool(
         argv = side.restores[name]
         data = data_dir(tmp_path / name, bolt(5))
         (data / ".kindfix-snapshot.db").write_bytes(bolt(48999))
-        p = ctr.run(argv[2], str(data), argv[5], str(tmp_path / name / "stale"), *argv[7:])
+        p = ctr.run(argv[2], str(data), argv[5], str(tmp_path / name / "backup"), *argv[7:])
         assert p.returncode == 0, p.stderr
         assert wal(data / "member")["name"] == name
 

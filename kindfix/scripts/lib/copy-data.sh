@@ -7,6 +7,7 @@
 # than sha256sum (17 ms vs 480 ms for a 64 MB WAL segment on the test machine). wal/*.tmp is
 # etcd's preallocated, still empty next WAL segment (64 MB): etcd makes a new one, so it is
 # neither copied nor hashed. Exit 3: no SRC; 4: the copy differs; 7: cp failed (said why).
+# needs: sums
 copy_data() (
   set -e
   src="$1"; dst="$2"; how="${3:-checked}"
@@ -39,8 +40,4 @@ copy_data() (
   fi
   mv "$dst.tmp" "$dst"
   rm -rf "$dst.old"
-)
-# sums DIR: every file's cksum under DIR but etcd's preallocated wal/*.tmp, sorted
-sums() (
-  cd "$1" && find . -type f ! -name '*.tmp' -exec cksum {} + | sort
 )
