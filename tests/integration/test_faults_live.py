@@ -59,20 +59,30 @@ pytestmark = pytest.mark.docker
 
 BACKUPS = "/kind/kindfix/backups"
 FULL_SIZE = "4m"
+# what the full disk leaves free: room for a run's file backups (a few KB each), not for a
+# member's data copy once _grow_etcd made it MBs (sparse copies: a fresh bed member's is ~70 KB,
+# which would fit, or race the certificate backups for the last pages)
+FREE_LEFT = 1024 * 1024
+BIG_VALUES = 3  # of 1 MB each (etcd takes requests up to 1.5 MB)
+BALLAST = f"{BACKUPS}/.kindfix-fault-ballast"
 SETTLE_S = 60.0  # etcd started again by the kubelet: a sync period plus etcd's own start
 HEALTHY_S = 90.0
 
-# Mounts a small tmpfs over the backups dir (made first, as kindfix makes it: mode 700).
+# Mounts a small tmpfs over the backups dir (made first, as kindfix makes it: mode 700) and fills
+# it but FREE_LEFT.
 _FILL = f"""
 set -e
 mkdir -p {BACKUPS}
 chmod 700 /kind/kindfix {BACKUPS}
 mount -t tmpfs -o size={FULL_SIZE},mode=700 kindfix-fault {BACKUPS}
+free=$(( $(stat -f -c '%a * %S' {BACKUPS}) ))
+head -c $((free - {FREE_LEFT})) /dev/zero > {BALLAST}
 """
 # "Space freed": what the failed run left on the small filesystem stays (its journal refers to
 # the file backups there), moved onto the node's own disk; then the mount goes.
 _FREE = f"""
 set -e
+rm -f {BALLAST}
 s=$(mktemp -d /run/kindfix-fault.XXXXXX)
 cp -a {BACKUPS}/. "$s/"
 umount {BACKUPS}
@@ -175,6 +185,15 @@ def _nsenter(bed: Bed, node: str, script: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def _grow_etcd(bed: Bed) -> None:
+    """BIG_VALUES keys of 1 MB (outside /registry/kindbed/, which the key checks compare): each
+    member's data, and so its copy, is MBs (WAL records and backend), more than FREE_LEFT."""
+    for i in range(BIG_VALUES):
+        put = bed.etcdctl(bed.control_planes[0], "put", f"/registry/kindfix-fault/big-{i}",
+                          stdin=bytes([97 + i]) * (1 << 20))
+        assert put.ok and "OK" in put.stdout, put
+
+
 def _free_bytes(bed: Bed, node: str, path: str) -> int:
     out = bed.exec(node, ["stat", "-f", "-c", "%a %S", path]).stdout.split()
     return int(out[0]) * int(out[1])
@@ -185,6 +204,7 @@ def disk_full(bed: Bed) -> Faulted:
     if shutil.which("nsenter") is None or os.geteuid() != 0:
         pytest.skip("needs nsenter as root on the engine's host (mounts in a node)")
     seeded = _seeded(bed)
+    _grow_etcd(bed)
     permute_all(bed)
     victim = bed.control_planes[1]
     mounted = _nsenter(bed, victim, _FILL)
@@ -236,7 +256,8 @@ def test_disk_full_error_says_so_and_gives_the_space_back(disk_full: Faulted) ->
     line = assert_one_clear_error(disk_full.exit_code, disk_full.output)
     assert "No space left on device" in line, line
     assert disk_full.free_after_failure is not None
-    assert disk_full.free_after_failure >= 2 * 1024 * 1024, disk_full.free_after_failure
+    # without that, nothing would be left; the run's file backups take a few KB of it
+    assert disk_full.free_after_failure >= FREE_LEFT // 2, disk_full.free_after_failure
 
 
 # --- (b) a control plane stopped mid-run -----------------------------------------------------
@@ -322,6 +343,7 @@ def test_disk_full_on_a_healthy_member_during_a_member_update_keeps_quorum(
     bed = make_bed(control_planes=3, workers=1, generation="v0.15", lb="by-name", seed_keys=50)
     timed("create 3-CP + worker + LB bed", time.monotonic() - t0)
     seeded = _seeded(bed)
+    _grow_etcd(bed)
     ips = bed.ips()
     by_ip = sorted(bed.nodes, key=lambda n: ipaddress.ip_address(ips[n] or "0.0.0.0"))
     moved, worker = bed.control_planes[2], bed.workers[0]
@@ -350,7 +372,7 @@ def test_disk_full_on_a_healthy_member_during_a_member_update_keeps_quorum(
     line = assert_one_clear_error(failed.exit_code, failed.stdout + failed.stderr, f"{victim}:",
                                   "No space left on device")
     assert during.with_leader >= before.with_leader, line
-    assert free >= 2 * 1024 * 1024, free  # the partial copy gave its space back
+    assert free >= FREE_LEFT // 2, free  # the partial copy gave its space back
     final = kindfix(bed, "repair", "--yes")
     timed("3-CP member update once space was freed", final.seconds)
     assert final.exit_code == 0, final

@@ -221,6 +221,25 @@ def test_a_copy_the_data_moved_on_from_is_made_anew(tmp_path: Path) -> None:
     assert (live / "member" / "snap" / "db").read_bytes() != b"newer"
 
 
+def test_copy_data_leaves_the_zeros_of_a_preallocated_wal_segment_as_holes(tmp_path: Path
+                                                                         ) -> None:
+    """etcd preallocates a WAL segment (64 MB) and writes records from its start: the copy
+    holds the same bytes (checked by copy_data itself) without writing the zeros."""
+    src = _data_dir(tmp_path)
+    wal = src / "member" / "wal" / "0000000000000000-0000000000000000.wal"
+    with wal.open("ab") as f:
+        f.write(b"\0" * (8 << 20))  # written zeros: blocks allocated, as fallocate leaves them
+        os.fsync(f.fileno())
+    assert wal.stat().st_blocks * 512 >= 8 << 20
+    dst = tmp_path / "backup" / "data"
+    p = sh(nodescripts.script("etcd-copy-data"), str(src), str(dst))
+    assert p.returncode == 0, p.stderr
+    copied = dst / "member" / "wal" / wal.name
+    assert copied.read_bytes() == wal.read_bytes()
+    assert copied.stat().st_blocks * 512 < 1 << 20
+    assert not (dst / ".kindfix-probe").exists()
+
+
 def test_copy_data_fails_on_a_copy_that_differs(tmp_path: Path) -> None:
     src = _data_dir(tmp_path)
     dst = tmp_path / "backup" / "data"

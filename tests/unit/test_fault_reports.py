@@ -40,13 +40,15 @@ def _data_dir(root: Path) -> Path:
 
 def _full_disk_cp(tmp_path: Path) -> dict[str, str]:
     """A `cp` on PATH that fails the way a full disk does: the WAL copy ends halfway, cp says
-    "No space left on device" and exits 1. Each call is counted in $CALLS."""
+    "No space left on device" and exits 1. Each copy into a directory (-t) is counted in
+    $CALLS; other calls (copy_data's probe for --sparse) copy and are not."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "cp"
     shim.write_text(
-        '#!/bin/sh\necho cp >> "$CALLS"\n/bin/cp "$@" || exit $?\n'
-        'prev=""; for a in "$@"; do [ "$prev" = -t ] && t="$a"; prev="$a"; done\n'
+        '#!/bin/sh\nprev=""; for a in "$@"; do [ "$prev" = -t ] && t="$a"; prev="$a"; done\n'
+        '[ -z "$t" ] || echo cp >> "$CALLS"\n/bin/cp "$@" || exit $?\n'
+        '[ -n "$t" ] || exit 0\n'
         'w=$(find "$t" -name "*.wal" | head -n1)\n'
         '[ -z "$w" ] || { truncate -s 4096 "$w"; '
         f'echo "cp: error writing \'$w\': {ENOSPC}" >&2; exit 1; }}\n')
