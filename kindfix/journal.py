@@ -3,7 +3,9 @@ journaled, and a run killed at any point is continued by the next `kindfix repai
 
 Layout inside the nodes (mode 0600 for backups):
   /kind/kindfix/backups/<run-id>/files/<path>     original bytes of each changed file
-  /kind/kindfix/backups/<run-id>/etcd-data/       copy of the etcd data dir, before membership work
+  /kind/kindfix/backups/<run-id>/etcd-<node>/data/  the etcd data dir's checked (sparse) copy,
+                                                  before membership work
+  /kind/kindfix/backups/<run-id>/etcd-<node>/stale/ a member dir set aside that differed from it
   /kind/kindfix/journal/<run-id>.json             on the first control plane: what was done
 The node side is kindfix/scripts/journal-{backup,replace,regenerate,settle,restore}.sh. The
 journal's records and their JSON (every format kindfix has written) are in journal_format.py.
