@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 
 from kindfix import backoff, boot, dump, resume, retention, settle
 from kindfix.apply import Applier
@@ -200,32 +200,41 @@ def apply_and_verify(runtime: Runtime, name: str, cluster: Cluster, nodes: dict[
     then verify the cluster and record how the run ended. Shared by repair and restore."""
     applied: tuple[str, ...] = ()
     run_id = journal.run_id if journal else None
+    releaser: LeaseReleaser | None = None
+    ending: RunRecorder | None = None
     if not plan.empty:
         if not confirm(plan):
             raise KindfixError(f"{what} cancelled; nothing was changed")
         journal = journal or Journal(new_run_id(), name)
         journal.status = RUNNING  # a kill from here on leaves it to be continued
-        recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
+        ending = recorder = RunRecorder(journal, nodes[cluster.control_planes[0].name])
         resume.remember_pending(journal, plan)
         recorder.save()
         run_id = journal.run_id
         progress(f"run {run_id}: backups in /kind/kindfix/backups/{run_id}/ on each node")
+        # old holders' Leases are released (leases.py) from when the apiservers can answer
+        # again (the etcd step's members started), beside the rest of the repair and verify
+        due = Event()
+        releaser = LeaseReleaser(cluster, nodes, progress, recorder.add_note, verify_wait,
+                                 due).start() if release_leases else None
         try:
             applied = tuple(Applier(runtime, cluster, nodes, snapshots, recorder,
-                                    progress).apply(plan))
+                                    progress, due).apply(plan))
         except BaseException:
+            if releaser is not None:
+                releaser.stop()
             journal.status = INTERRUPTED  # continued by the next repair (a killed run too)
             recorder.save()
             raise
+    elif journal is not None and run_id is not None:
+        ending = RunRecorder(journal, nodes[cluster.control_planes[0].name])
+        # kindfix changed something before: old holders' Leases are released beside verify
+        releaser = LeaseReleaser(cluster, nodes, progress, ending.add_note,
+                                 verify_wait).start() if release_leases else None
     if cluster.load_balancer and not cluster.load_balancer.running:
         cluster = discover(runtime, name)
         nodes = {n.name: node_factory(runtime)(n) for n in cluster.nodes}
     progress("verifying: etcd, apiserver, controller-manager, scheduler, load balancer")
-    # kindfix changed something: old holders' Leases are released beside verify (leases.py)
-    ending = RunRecorder(journal, nodes[cluster.control_planes[0].name]) \
-        if journal is not None and run_id is not None else None
-    releaser = LeaseReleaser(cluster, nodes, progress, ending.add_note, verify_wait).start() \
-        if ending is not None and release_leases else None
     # and the kubelets' restart back-off of the control-plane pods is cleared beside verify too
     # (backoff.py, issue #10): verify waits for what comes up, whichever clears it
     clearing = Thread(target=_clear_backoff, args=(cluster, nodes, progress), daemon=True,

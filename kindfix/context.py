@@ -22,8 +22,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StepContext:
-    """One run's shared state, read-only (the recorder, the event and apiservers_asked change,
-    the other fields do not)."""
+    """One run's shared state, read-only (the recorder, the events and apiservers_asked
+    change, the other fields do not)."""
 
     runtime: Runtime
     cluster: Cluster
@@ -41,6 +41,9 @@ class StepContext:
     # was stopped (etcd-prepare-member.sh): the etcd step does not ask them again. Filled by the
     # preparation beside the certificates; the one field that changes.
     apiservers_asked: set[str] = field(default_factory=set)
+    # set once the apiservers can answer again (etcd's members started): the Lease release
+    # (leases.py) starts then, beside the rest of the repair
+    apiservers_due: threading.Event = field(default_factory=threading.Event)
 
     def say(self, text: str) -> None:
         """Progress under a step's own line (indented like it)."""

@@ -95,16 +95,20 @@ def restarted_since(spec: dict[str, Any], renewed: float,
 
 class LeaseReleaser:
     """Watches the elected components' Leases for up to `wait` seconds (until each is held by a
-    live holder or released) and releases those whose holder is gone. Runs beside verify."""
+    live holder or released) and releases those whose holder is gone. Runs beside the rest of
+    a repair, from when its etcd members are started again (`due`), and beside verify."""
 
     def __init__(self, cluster: Cluster, nodes: Mapping[str, Node], say: Callable[[str], None],
-                 keep: Callable[[str], None], wait: float) -> None:
+                 keep: Callable[[str], None], wait: float,
+                 due: threading.Event | None = None) -> None:
+        """`due`: it begins once that is set (the repair's etcd members started), if given."""
         self._via = [(nodes[cp.name], node_server(cp.name)) for cp in cluster.control_planes]
         self._turn = itertools.count()  # next() is atomic: the two Leases' threads share it
         self._holders = [cp.name for cp in cluster.control_planes]
         self._started = {cp.name: cp.started_at for cp in cluster.control_planes}
         self._say, self._keep, self._wait = say, keep, wait
         self._stop = threading.Event()
+        self._due = due
         self._thread = threading.Thread(target=self.run, name="kindfix-lease-release",
                                         daemon=True)
         self.released: list[str] = []
@@ -119,6 +123,8 @@ class LeaseReleaser:
         self._thread.join(timeout=30)
 
     def run(self) -> None:
+        while self._due is not None and not self._due.is_set() and not self._stop.is_set():
+            self._due.wait(POLL_S)  # bounded: stop() ends it, whatever becomes of the repair
         pending = [component for component, _ in ELECTED]
         deadline = time.monotonic() + self._wait
         with ThreadPoolExecutor(max_workers=len(pending)) as pool:  # each Lease on its own

@@ -84,12 +84,18 @@ def keep_beside(ctx: StepContext, cps: list[ClusterNode]) -> Beside:
 
 
 class Preparation:
-    """prepare() on a daemon thread beside the certificate wave."""
+    """prepare() on a daemon thread beside the certificates."""
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext, first: Callable[[], None] | None = None) -> None:
+        """`first` runs before anything is stopped (waiting for the manifests' backups)."""
         self.recovery = Recovery(ctx)
         self.recovery.cancel = threading.Event()
-        self._work = Beside(lambda: prepare(ctx, self.recovery), "kindfix-etcd-prepare")
+
+        def work() -> None:
+            if first is not None:
+                first()
+            prepare(ctx, self.recovery)
+        self._work = Beside(work, "kindfix-etcd-prepare")
 
     def start(self) -> None:
         self._work.start()

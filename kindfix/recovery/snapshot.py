@@ -50,6 +50,7 @@ def snapshot_restore(rec: Recovery) -> None:
                  [cp for cp in rec.cps if cp.name not in rec.ctx.apiservers_asked])
         for i, cp in enumerate(rec.cps):
             _start_member(rec, cp, last=i + 1 == len(rec.cps))
+        rec.ctx.apiservers_due.set()  # the Leases can be read (and released) from here on
         rec.done("unparked")
     rec.each(lambda cp: _wait_leader(rec, cp))
 

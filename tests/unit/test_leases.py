@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -218,6 +220,40 @@ def test_an_apiserver_that_never_answers_ends_the_watch_at_its_bound() -> None:
     api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300)}, down=True)
     releaser, said, _ = run(api, wait=0.2)
     assert api.puts == [] and releaser.released == [] and said == []
+
+
+def test_a_releaser_with_a_gate_asks_nothing_until_it_opens() -> None:
+    """Started beside the repair, it waits for the etcd step's members to start (the gate):
+    before that no apiserver can answer, and each ask would be an exec on a busy machine."""
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300),
+                      "kube-scheduler": lease(f"{CP2}_cd", NOW - 300)})
+    cluster, _, nodes = dump("ha-3cp-healthy")
+    for cp in cluster.control_planes:
+        nodes[cp.name].on_script("kube-api", api.handle)
+    due = threading.Event()
+    releaser = LeaseReleaser(cluster, nodes, lambda _: None, lambda _: None, 30, due).start()
+    time.sleep(0.2)
+    assert api.via == [] and releaser.released == []  # nothing asked while the gate is shut
+    due.set()
+    deadline = time.monotonic() + 5
+    while len(releaser.released) < 2 and time.monotonic() < deadline:  # bounded
+        time.sleep(0.01)
+    releaser.stop()
+    assert sorted(releaser.released) == ["kube-controller-manager", "kube-scheduler"]
+
+
+def test_a_releaser_whose_gate_never_opens_ends_on_stop() -> None:
+    """A repair that fails before its members start stops the releaser: bounded, nothing
+    asked."""
+    api = FakeLeases({"kube-controller-manager": lease(f"{CP}_ab", NOW - 300)})
+    cluster, _, nodes = dump("ha-3cp-healthy")
+    for cp in cluster.control_planes:
+        nodes[cp.name].on_script("kube-api", api.handle)
+    releaser = LeaseReleaser(cluster, nodes, lambda _: None, lambda _: None, 30,
+                             threading.Event()).start()
+    started = time.monotonic()
+    releaser.stop()
+    assert time.monotonic() - started < 5 and api.via == []
 
 
 FAKE_CURL = r"""#!/bin/sh

@@ -1596,3 +1596,81 @@ def test_the_etcd_manifest_the_file_wave_leaves_alone_is_kept_beside_it(
     assert {(CP, MANIFEST), (CP2, MANIFEST), (CP3, MANIFEST)} <= kept_files
     assert len(ap.recorder.journal.files) == len(kept_files)  # each original once
     assert nodes[CP2].files[MANIFEST] == rewritten  # back after the restore, as written
+
+
+def test_a_nodes_certificates_follow_its_own_files_and_the_preparation_all_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files and certificates are one wave with a lane per node: the first control plane,
+    whose files need no change, makes its certificates while another node still writes its
+    etcd.yaml, and the preparation (it parks the rewritten etcd.yaml) starts only once every
+    node's files are written."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    made = kubeadm({cp.name: cp.ips() for cp in cluster.control_planes})
+    cp_cert = threading.Event()
+    seen_cert: list[bool] = []
+    exec_cp2 = nodes[CP2].exec
+
+    def cert(node: FakeNode, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        side.event("cert", node.name)
+        if node.name == CP:
+            cp_cert.set()
+        return made(node, argv, stdin)  # type: ignore[no-any-return]
+
+    def on_cp2(argv: Sequence[str], stdin: bytes | None = None,
+               timeout: float | None = None) -> ExecResult:
+        if script_of(argv) == "journal-replace":  # CP2's write: slow (bounded wait)
+            seen_cert.append(cp_cert.wait(5))
+            side.event("written", CP2)
+        return exec_cp2(argv, stdin, timeout)
+
+    for name in CPS:
+        nodes[name].on(("kubeadm", "init", "phase", "certs"), cert)
+    monkeypatch.setattr(nodes[CP2], "exec", on_cp2)
+    write = Step("files:cp2-etcd", "write-file", CP2, "rewrite etcd.yaml", path=MANIFEST,
+                 content=nodes[CP2].files[MANIFEST] + b"# rewritten\n")
+    certs = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
+                       path=PEER_CRT, phase="etcd-peer", key_path=PEER_KEY) for n in CPS)
+    etcd_step = Step("etcd", "etcd", CP, "etcd membership: snapshot-restore",
+                     phase="snapshot-restore")
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    done = ap.apply(Plan("kind", (write, *certs, etcd_step), "snapshot-restore"))
+
+    assert sorted(done) == sorted([write.key, *(s.key for s in certs), "etcd"])
+    assert seen_cert == [True]  # CP's certificates did not wait for CP2's file
+    assert side.first("written") < side.first("park")  # nor did the preparation start before
+    assert side.counts("cert") == Counter(("cert", n) for n in CPS)
+    assert side.last("cert") < side.first("restore")  # swapped in after every certificate
+
+
+def test_a_failed_file_write_starts_no_preparation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preparation parks the rewritten etcd.yaml: when a node's write fails, it never
+    starts (nothing of etcd is stopped) and the run fails naming the file."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    nodes[CP2].on_script("journal-replace", lambda *_: fail(1, "No space left on device"))
+    write = Step("files:cp2-etcd", "write-file", CP2, "rewrite etcd.yaml", path=MANIFEST,
+                 content=nodes[CP2].files[MANIFEST] + b"# rewritten\n")
+    etcd_step = Step("etcd", "etcd", CP, "etcd membership: snapshot-restore",
+                     phase="snapshot-restore")
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError, match=f"{CP2}: writing {MANIFEST} failed"):
+        ap.apply(Plan("kind", (write, etcd_step), "snapshot-restore"))
+    assert side.counts("park", "copy") == Counter()
+    assert not ap.apiservers_due.is_set()
+
+
+def test_the_apiservers_are_due_once_the_restored_members_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lease release beside the repair (leases.py) waits for this: set once every member
+    was started on its restored data, before the wait for their leader (not at the end of
+    the repair: ~1 s later on the bed)."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    ctx = ap.context()
+    due_when_waited: list[bool] = []
+    real_wait = snapshot._wait_leader
+    monkeypatch.setattr(snapshot, "_wait_leader", lambda rec, cp: (
+        due_when_waited.append(ctx.apiservers_due.is_set()), real_wait(rec, cp)))
+    assert not ctx.apiservers_due.is_set()
+    strategy.repair(ctx, "snapshot-restore")
+    assert side.counts("unpark") == Counter(("unpark", n) for n in CPS)
+    assert due_when_waited == [True] * 3
