@@ -147,9 +147,16 @@ class Applier:
                 self.progress("interrupted; in flight, finishing on their nodes without "
                               "waiting: " + "; ".join(_what(s) for s in steps))
 
-        outcomes = lanes_mod.run_all(lambda items: self._run_steps(ctx, items, total,
-                                                                    files_written),
-                                     list(lanes.values()), on_interrupt=interrupted,
+        failed = threading.Event()  # a lane of this wave failed: the others start no more kinds
+
+        def lane(items: list[tuple[int, Step]]) -> list[str]:
+            try:
+                return self._run_steps(ctx, items, total, files_written, failed)
+            except BaseException:
+                failed.set()
+                raise
+
+        outcomes = lanes_mod.run_all(lane, list(lanes.values()), on_interrupt=interrupted,
                                      stop=self.stopping)
         done: list[str] = []
         failures: list[tuple[Step, KindfixError]] = []
@@ -165,10 +172,12 @@ class Applier:
         return done
 
     def _run_steps(self, ctx: StepContext, items: list[tuple[int, Step]], total: int,
-                   files_written: Callable[[], None]) -> list[str]:
+                   files_written: Callable[[], None], failed: threading.Event) -> list[str]:
         """A node's steps in plan order: its files, then its certificates (kubeadm reads the
         node's rewritten /kind/kubeadm.conf), each kind batched where it can be; calls
-        `files_written` once its files are."""
+        `files_written` once its files are. Each lane's first kind runs whatever the others do,
+        as in a wave of one kind; once another lane has `failed`, no further kind starts (a
+        failed file write on one node: no certificates start after it)."""
         todo = []
         for i, step in items:
             if self.recorder.is_done(step.key):
@@ -181,14 +190,14 @@ class Applier:
         done: list[str] = []
         unsaved = False
         for n, group in enumerate(groups):
-            if self.stopping.is_set():
-                break  # another node's step failed, or Ctrl-C: start nothing new
+            if self.stopping.is_set() or (n > 0 and failed.is_set()):
+                break  # Ctrl-C, or (for a further kind) a step of another node failed
             # a batch's done marks go with the next batch's first save (its journal entries)
             unsaved = n < len(groups) - 1
             done += self._run_group(ctx, group, total, save=not unsaved)
             if group[0][1].kind == "write-file":
                 files_written()
-        if unsaved and self.stopping.is_set():
+        if unsaved:
             self.recorder.save()  # the next batch did not start: its marks are saved here
         return done
 

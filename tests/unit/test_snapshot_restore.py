@@ -1674,3 +1674,37 @@ def test_the_apiservers_are_due_once_the_restored_members_start(
     strategy.repair(ctx, "snapshot-restore")
     assert side.counts("unpark") == Counter(("unpark", n) for n in CPS)
     assert due_when_waited == [True] * 3
+
+
+def test_a_failed_file_write_starts_no_certificates_after_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lane per node, but one wave: once a node's file write failed, another node still
+    writing its files makes no certificates after them (as when certificates were a wave of
+    their own), and its written file is journaled as done."""
+    cluster, nodes, side = _restore_cluster(monkeypatch, {CP: 48000, CP2: 48999, CP3: 48500})
+    cp3_failed = threading.Event()
+    nodes[CP3].on_script("journal-replace",
+                         lambda *_: (cp3_failed.set(), fail(1, "No space left on device"))[1])
+    exec_cp2 = nodes[CP2].exec
+    seen_failure: list[bool] = []
+
+    def on_cp2(argv: Sequence[str], stdin: bytes | None = None,
+               timeout: float | None = None) -> ExecResult:
+        if script_of(argv) == "journal-replace":  # CP2 writes until CP3's write failed
+            seen_failure.append(cp3_failed.wait(5))
+            time.sleep(0.2)  # CP3's lane ends meanwhile
+        return exec_cp2(argv, stdin, timeout)
+
+    monkeypatch.setattr(nodes[CP2], "exec", on_cp2)
+    nodes[CP2].on(("kubeadm", "init", "phase", "certs"), lambda *_: side.event("cert", CP2))
+    writes = tuple(Step(f"files:{n}-etcd", "write-file", n, "rewrite etcd.yaml", path=MANIFEST,
+                        content=nodes[n].files[MANIFEST] + b"# rewritten\n") for n in (CP2, CP3))
+    certs = tuple(Step(f"cert:{n}:etcd-peer", "regen-cert", n, "regenerate peer.crt",
+                       path=PEER_CRT, phase="etcd-peer", key_path=PEER_KEY) for n in (CP2, CP3))
+    ap, _ = applier(cluster, nodes, side.snapshots)
+    with pytest.raises(KindfixError, match=f"{CP3}: writing {MANIFEST} failed"):
+        ap.apply(Plan("kind", (*writes, *certs), "none"))
+    assert seen_failure == [True]
+    assert side.counts("cert") == Counter()  # no certificate after the failure
+    saved = nodes[CP].files[f"/kind/kindfix/journal/{ap.recorder.run_id}.json"]
+    assert f"files:{CP2}-etcd".encode() in saved  # CP2's write: done, and saved so
