@@ -101,7 +101,7 @@ class Applier:
         continue_refreshes(ctx)
         prepare = etcd_step is not None and not self.recorder.is_done(etcd_step.key) and \
             etcd_step.phase == "snapshot-restore"
-        beside = _Beside(ctx, plan) if prepare else None
+        beside = _EtcdPreparationBeside(ctx, plan) if prepare else None
         try:
             for wave in _waves(numbered):
                 kinds = {step.kind for _, step in wave}
@@ -244,7 +244,7 @@ def parks_etcd(etcd_step: Step | None, recorder: RunRecorder) -> bool:
         not recorder.is_done(etcd_step.key)
 
 
-class _Beside:
+class _EtcdPreparationBeside:
     """A snapshot restore's preparation beside the waves: started before the first wave that
     writes no file, or once every node's files of the file wave are written; joined before the
     etcd step, undone if a wave fails first."""
