@@ -86,6 +86,7 @@ class CertSans:
     cert: str
     dns: tuple[str, ...]
     ips: tuple[str, ...]
+    read: bool = True  # False: no such file (kind's entrypoint removes apiserver.crt to remake it)
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,9 @@ def cert_sans(bed: Bed, node: str) -> list[CertSans]:
     out = []
     for cert in SERVING_CERTS:
         res = bed.exec(node, ["cat", f"/etc/kubernetes/pki/{cert}"])
-        dns, ips = (
-            pki.sans(pki.load_cert(res.stdout.encode())) if res.ok and res.stdout else ([], [])
-        )
-        out.append(CertSans(node, cert, tuple(dns), tuple(ips)))
+        read = res.ok and bool(res.stdout)
+        dns, ips = pki.sans(pki.load_cert(res.stdout.encode())) if read else ([], [])
+        out.append(CertSans(node, cert, tuple(dns), tuple(ips), read))
     return out
 
 
@@ -328,7 +328,8 @@ def verdict(bed: Bed, r: Report) -> tuple[str, ...]:
     reasons = [f"{name} is not running" for name, ip in r.ips.items() if ip is None]
     reasons += _etcd_reasons(bed.control_planes, bed.seeded_keys, r)
     reasons += [
-        f"{c.node} {c.cert} SANs {list(c.ips)} lack its IP {r.ips[c.node]}"
+        f"{c.node} {c.cert} SANs {list(c.ips)} lack its IP {r.ips[c.node]}" if c.read else
+        f"{c.node} {c.cert} unreadable (none yet, or being remade)"
         for c in r.certs
         if r.ips.get(c.node) and r.ips[c.node] not in c.ips
     ]
