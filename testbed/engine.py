@@ -90,10 +90,13 @@ def start_daemon(argv: list[str], log_path: Path) -> None:
     """Start a daemon (dockerd, `podman system service`) that outlives this process on purpose,
     logging to `log_path`. `setsid -f` (util-linux, on every Debian) forks it into its own
     session and returns at once, so this process holds no handle to a child that is still
-    running when it exits (Popen warns about that at interpreter exit)."""
+    running when it exits (Popen warns about that at interpreter exit). It runs in "/", not in
+    the caller's directory: a checkout removed while the daemon runs left `podman system
+    service` in a deleted directory, and every container it started after that failed ("write
+    child: broken pipe"; conmon: "Failed to get working directory")."""
     with log_path.open("ab") as log:
         subprocess.run(["setsid", "-f", *argv], stdout=log, stderr=log,
-                       stdin=subprocess.DEVNULL, timeout=30, check=True)
+                       stdin=subprocess.DEVNULL, timeout=30, check=True, cwd="/")
 
 
 def start_dockerd() -> None:

@@ -67,3 +67,19 @@ def test_start_daemon_leaves_no_child_behind(tmp_path: Path) -> None:
         assert running, "the daemon is not running"
     finally:
         subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
+
+
+def test_start_daemon_runs_it_in_the_root_directory(tmp_path: Path) -> None:
+    """Not in the caller's directory, which may be a checkout removed while the daemon runs
+    (podman's conmon then fails every container start: "Failed to get working directory")."""
+    marker = f"kindfix-daemon-cwd-{os.getpid()}"
+    said = tmp_path / "cwd"
+    start_daemon(["sh", "-c", f'pwd > "{said}"; sleep 20; true', marker], tmp_path / "d.log")
+    try:
+        for _ in range(50):  # the fork may still be on its way: at most 5 s
+            if said.exists() and said.read_text():
+                break
+            time.sleep(0.1)
+        assert said.read_text().strip() == "/"
+    finally:
+        subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
