@@ -11,6 +11,8 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker.api.client
@@ -48,13 +50,22 @@ def test_socket_file_without_listener_leaks_nothing(tmp_path: Path,
     assert leaks == []
 
 
+@contextmanager
+def marked_daemon(tmp_path: Path, script: str, tag: str) -> Iterator[str]:
+    """`sh -c script` started by start_daemon, its $0 a marker unique to this test (kept by the
+    script's trailing `; true`); killed by that marker afterwards. Yields the marker."""
+    marker = f"kindfix-daemon-{tag}-{os.getpid()}"
+    start_daemon(["sh", "-c", f"{script}; true", marker], tmp_path / "daemon.log")
+    try:
+        yield marker
+    finally:
+        subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
+
+
 def test_start_daemon_leaves_no_child_behind(tmp_path: Path) -> None:
     """dockerd and the podman service outlive the test run: no Popen handle to a running child
     may be left for interpreter exit (it printed 'subprocess ... is still running' in CI)."""
-    marker = f"kindfix-daemon-test-{os.getpid()}"
-    log = tmp_path / "daemon.log"
-    start_daemon(["sh", "-c", "sleep 20; true", marker], log)  # $0 = marker, kept by `; true`
-    try:
+    with marked_daemon(tmp_path, "sleep 20", "test") as marker:
         with pytest.raises(ChildProcessError):
             os.waitpid(-1, os.WNOHANG)  # no child of ours: setsid forked it away
         running = ""
@@ -65,21 +76,15 @@ def test_start_daemon_leaves_no_child_behind(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert running, "the daemon is not running"
-    finally:
-        subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
 
 
 def test_start_daemon_runs_it_in_the_root_directory(tmp_path: Path) -> None:
     """Not in the caller's directory, which may be a checkout removed while the daemon runs
     (podman's conmon then fails every container start: "Failed to get working directory")."""
-    marker = f"kindfix-daemon-cwd-{os.getpid()}"
     said = tmp_path / "cwd"
-    start_daemon(["sh", "-c", f'pwd > "{said}"; sleep 20; true', marker], tmp_path / "d.log")
-    try:
+    with marked_daemon(tmp_path, f'pwd > "{said}"; sleep 20', "cwd"):
         for _ in range(50):  # the fork may still be on its way: at most 5 s
             if said.exists() and said.read_text():
                 break
             time.sleep(0.1)
         assert said.read_text().strip() == "/"
-    finally:
-        subprocess.run(["pkill", "-f", marker], timeout=10, check=False)
